@@ -1,0 +1,216 @@
+"""AWS API access: one botocore session, only the clients a boot needs, one retry policy.
+
+Clients come from a single botocore session (not boto3), created lazily and once each.
+botocore's own retries are off: :func:`agent.retry.retry` retries throttling and transient
+errors with jittered backoff within ``aws.max_wait_seconds`` per call, and permanent errors
+(AccessDenied, ResourceNotFound, validation) fail at once. Credentials come from the default
+chain, whose instance-role step is answered by the agent's own IMDS client (IMDSv2, its
+token handling and retries) instead of a second client inside botocore.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import botocore.session
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
+from agent.errors import AwsError, ImdsError
+from agent.retry import GaveUp, retry
+
+if TYPE_CHECKING:
+    from agent.imds import ImdsClient
+    from agent.instance_types import InstanceType
+
+log = logging.getLogger(__name__)
+
+THROTTLING = frozenset({
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
+    "TooManyRequestsException", "ProvisionedThroughputExceededException",
+    "TransactionInProgressException", "RequestLimitExceeded", "BandwidthLimitExceeded",
+    "RequestThrottled", "SlowDown", "PriorRequestNotComplete",
+    "EC2ThrottledException", "InternalFailure", "ServiceUnavailable", "InternalError",
+    "InternalServiceError", "InternalServiceErrorException",
+})
+_NETWORK = (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError, ConnectTimeoutError)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Throttling, 5xx and network failures are worth retrying; the rest is permanent."""
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return code in THROTTLING or status >= 500
+    return isinstance(exc, _NETWORK)
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a ClientError ('' for anything else)."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a botocore failure: code and message, never a request body."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code', 'Error')}: {error.get('Message', '')}".rstrip(": ")
+    if isinstance(exc, NoCredentialsError):
+        return "no AWS credentials (instance profile, environment or config)"
+    return str(exc)
+
+
+def _light_endpoint_resolver() -> Any:
+    """botocore's endpoint resolver over the services we call only.
+
+    botocore parses its full ``endpoints.json`` (1.2 MB, ~8 MB of objects) on the first
+    client; ``agent/data/endpoints.json`` is the same data pruned to our services
+    (``scripts/gen_endpoints.py``).
+    """
+    from botocore.regions import EndpointResolver  # noqa: PLC0415
+
+    data = json.loads(resources.files("agent").joinpath("data/endpoints.json").read_bytes())
+    return EndpointResolver(data, uses_builtin_data=True)
+
+
+class _RoleFetcher:
+    """botocore's role-credential fetcher, answered by the agent's IMDS client.
+
+    The credentials it returns are secrets: they go to botocore and nowhere else.
+    """
+
+    PATH = "/latest/meta-data/iam/security-credentials/"
+
+    def __init__(self, imds: ImdsClient) -> None:
+        self._imds = imds
+
+    def retrieve_iam_role_credentials(self) -> dict[str, str]:
+        """The metadata dict botocore's InstanceMetadataProvider expects, or {} for none."""
+        try:
+            listing = self._imds.get(self.PATH, allow_404=True)
+            if not listing or not listing.strip():
+                return {}
+            role = listing.decode().split()[0]
+            doc = self._imds.get_json(self.PATH + role)
+        except ImdsError as exc:
+            log.warning("no instance role credentials: %s", exc)
+            return {}
+        if not isinstance(doc, dict) or doc.get("Code", "Success") != "Success":
+            return {}
+        return {"role_name": role, "access_key": doc["AccessKeyId"],
+                "secret_key": doc["SecretAccessKey"], "token": doc["Token"],
+                "expiry_time": doc["Expiration"]}
+
+
+class Aws:
+    """Lazily created clients for one region, and :meth:`call` with the retry policy."""
+
+    SERVICES = ("secretsmanager", "autoscaling", "ssm", "ec2", "cloudformation", "sts")
+
+    def __init__(self, region: str, *, endpoint_url: str = "", max_wait: float = 300.0,
+                 imds: ImdsClient | None = None) -> None:
+        self.region = region
+        self.endpoint_url = endpoint_url or None
+        self.max_wait = max_wait
+        self._session = botocore.session.Session()
+        self._session.set_config_variable("region", region)
+        self._session.set_config_variable("ec2_metadata_v1_disabled", True)
+        if imds is not None:
+            self._use_imds_for_role_credentials(imds)
+        try:
+            self._session._internal_components.lazy_register_component(  # type: ignore[attr-defined]
+                "endpoint_resolver", _light_endpoint_resolver
+            )
+        except AttributeError:  # a botocore without the hook: the full data still works
+            log.debug("botocore has no internal component registry; full endpoint data")
+        self._config = BotoConfig(
+            region_name=region,
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=15,
+            max_pool_connections=16,
+            user_agent_extra="instance-boot-agent",
+        )
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def _use_imds_for_role_credentials(self, imds: ImdsClient) -> None:
+        """Swap botocore's instance-role provider for one backed by ``imds``, in place."""
+        from botocore.credentials import InstanceMetadataProvider  # noqa: PLC0415
+
+        resolver = self._session.get_component("credential_provider")
+        providers = resolver.providers
+        for index, provider in enumerate(providers):
+            if provider.METHOD == InstanceMetadataProvider.METHOD:
+                providers[index] = InstanceMetadataProvider(_RoleFetcher(imds))  # type: ignore[arg-type]
+
+    def client(self, service: str) -> Any:
+        """The client for ``service``, created once (botocore sessions are not thread-safe)."""
+        with self._lock:
+            if service not in self._clients:
+                try:
+                    self._clients[service] = self._session.create_client(
+                        service, endpoint_url=self.endpoint_url, config=self._config
+                    )
+                except BotoCoreError as exc:
+                    raise AwsError(f"{service}: cannot create client: {describe(exc)}") from None
+            return self._clients[service]
+
+    def call(self, service: str, operation: str, *, budget: float | None = None,
+             **params: Any) -> dict[str, Any]:
+        """Call ``operation`` (snake_case), retrying transient errors within the budget.
+
+        Raises the botocore error for permanent failures (callers decide what a code means)
+        and :class:`AwsError` when the retry budget runs out or credentials are missing.
+        """
+        method = getattr(self.client(service), operation)
+
+        def attempt() -> dict[str, Any]:
+            result: dict[str, Any] = method(**params)
+            return result
+
+        try:
+            return retry(
+                attempt,
+                transient=is_transient,
+                budget=self.max_wait if budget is None else budget,
+                base=0.1,
+                cap=5.0,
+                on_retry=lambda exc, n, pause: log.info(
+                    "%s %s: %s; retry %d in %.2f s", service, operation, describe(exc), n, pause
+                ),
+            )
+        except GaveUp as exc:
+            raise AwsError(
+                f"{service} {operation}: gave up after {exc.waited:.1f} s "
+                f"({exc.attempts} attempts): {describe(exc.last)}"
+            ) from None
+        except NoCredentialsError as exc:
+            raise AwsError(f"{service} {operation}: {describe(exc)}") from None
+
+    def describe_instance_type(self, instance_type: str) -> InstanceType | None:
+        """A type's nominal size from ``DescribeInstanceTypes`` (None when AWS knows none)."""
+        from agent.instance_types import from_describe  # noqa: PLC0415
+
+        try:
+            reply = self.call("ec2", "describe_instance_types", InstanceTypes=[instance_type])
+        except ClientError as exc:
+            if error_code(exc) in ("InvalidInstanceType", "InvalidParameterValue"):
+                return None
+            raise AwsError(f"ec2 DescribeInstanceTypes: {describe(exc)}") from None
+        found = reply.get("InstanceTypes") or []
+        return from_describe(found[0]) if found else None

@@ -1,0 +1,207 @@
+"""The boot sequence: metadata, then secrets and tuning side by side, then lifecycle.
+
+Network waits overlap with work: IMDS is read while botocore loads; the lifecycle target
+is looked up while secrets are fetched and tuning is computed. Every phase change is
+written to state.json. The first failure fails the boot, and the launch hook then gets
+``lifecycle.on_failure``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent.config import Config
+from agent.errors import AgentError
+from agent.imds import Identity, ImdsClient
+from agent.service import Notifier
+from agent.state import PhaseState, Recorder, State, utc_now
+
+if TYPE_CHECKING:
+    from agent.aws import Aws
+    from agent.lifecycle import Target
+
+log = logging.getLogger("agent.boot")
+RESULTS = {"abandon": "ABANDON", "continue": "CONTINUE", "none": ""}
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """What the metadata phase learned."""
+
+    identity: Identity
+    tags: dict[str, str] | None
+    target_state: str | None
+
+
+class Boot:
+    """One boot: the phases, the clients they share, and the state they record."""
+
+    def __init__(self, cfg: Config, rec: Recorder, notify: Notifier) -> None:
+        self.cfg = cfg
+        self.rec = rec
+        self.notify = notify
+        self.imds = ImdsClient(cfg.imds.endpoint, token_ttl=cfg.imds.token_ttl_seconds,
+                               timeout=cfg.imds.timeout_seconds,
+                               max_wait=cfg.imds.max_wait_seconds)
+        self.meta: Metadata | None = None
+        self.aws: Aws | None = None
+        self.target: Future[Target | None] | None = None
+        self.rendered: list[Any] = []
+
+    def run(self) -> bool:
+        """The whole sequence; True when the boot is ready."""
+        failure: AgentError | None = None
+        jobs: list[Future[None]] = []
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="boot") as pool:
+            try:
+                jobs.append(pool.submit(self.phase, "metadata", self.metadata))
+                self.aws = self.make_aws(jobs[0])  # botocore loads while IMDS answers
+                if self.cfg.lifecycle.enabled:
+                    self.target = pool.submit(self.discover)
+                jobs.append(pool.submit(self.phase, "secrets", self.secrets))
+                self.phase("tuning", self.tuning)
+            except AgentError as exc:
+                failure = exc
+            for job in jobs:  # every phase that started finishes before the verdict
+                try:
+                    job.result()
+                except AgentError as exc:
+                    failure = failure or exc
+            try:
+                self.phase("lifecycle", self.lifecycle, failure)
+            except AgentError as exc:
+                failure = failure or exc
+        if failure is not None:
+            log.error("boot failed: %s", failure)
+            self.rec.finish(State.FAILED)
+            self.notify.status(f"boot failed: {failure}")
+            return False
+        self.rec.finish(State.READY)
+        self.notify.ready(f"ready ({self.rec.doc['condition']})")
+        log.info("boot ready (%s)", self.rec.doc["condition"])
+        return True
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def phase(self, name: str, body: Callable[..., tuple[PhaseState, str]], *args: Any) -> None:
+        """Run one phase: record running, then done/skipped with its detail, or failed."""
+        self.notify.status(f"{name}…")
+        with self.rec.running(name) as outcome:
+            outcome["state"], outcome["detail"] = body(*args)
+        entry = self.rec.phase_entry(name)
+        log.info("%s: %s in %s ms: %s", name, entry["state"], entry["duration_ms"],
+                 entry["detail"], extra={"AGENT_PHASE": name})
+
+    def make_aws(self, metadata_job: Future[None]) -> Aws:
+        """The AWS clients' home, for the instance's region (or ``aws.region``)."""
+        from agent.aws import Aws  # noqa: PLC0415 - imported while the IMDS reads run
+
+        metadata_job.result()
+        assert self.meta is not None
+        return Aws(self.cfg.aws.region or self.meta.identity.region,
+                   endpoint_url=self.cfg.aws.endpoint_url, max_wait=self.cfg.aws.max_wait_seconds,
+                   imds=self.imds)
+
+    def discover(self) -> Target | None:
+        """The launch hook to signal (runs beside the secrets and tuning phases)."""
+        from agent import lifecycle  # noqa: PLC0415
+
+        assert self.aws is not None and self.meta is not None
+        target = lifecycle.discover(self.aws, self.cfg.lifecycle, self.meta.identity.instance_id,
+                                    self.meta.tags)
+        if target is not None:
+            self.rec.update(instance={**self.rec.doc["instance"],
+                                      "auto_scaling_group": target.group})
+        return target
+
+    # -- the phases --------------------------------------------------------------------
+
+    def metadata(self) -> tuple[PhaseState, str]:
+        """Identity document, tags, Auto Scaling target state."""
+        ident = self.imds.identity()
+        tags = self.imds.tags()
+        target_state = self.imds.target_lifecycle_state()
+        self.meta = Metadata(ident, tags, target_state)
+        self.rec.update(instance={
+            "instance_id": ident.instance_id, "instance_type": ident.instance_type,
+            "region": ident.region, "availability_zone": ident.availability_zone,
+            "image_id": ident.image_id, "account_id": ident.account_id,
+            "auto_scaling_group": (tags or {}).get("aws:autoscaling:groupName", ""),
+            "target_lifecycle_state": target_state or "",
+        })
+        tag_note = "tags off" if tags is None else f"{len(tags)} tags"
+        return PhaseState.DONE, (f"{ident.instance_id} {ident.instance_type} in "
+                                 f"{ident.availability_zone}; {tag_note}")
+
+    def secrets(self) -> tuple[PhaseState, str]:
+        """Fetch every secret, render every file, publish the set in one switch."""
+        from agent import secrets  # noqa: PLC0415
+
+        cfg = self.cfg.secrets
+        if not cfg.files:
+            return PhaseState.SKIPPED, "no secrets configured"
+        root = Path(cfg.dir)
+        secrets.check_storage(root, cfg.require_tmpfs)
+        assert self.aws is not None
+        values = secrets.fetch_all(self.aws, cfg.files)
+        rendered = secrets.render_all(cfg, values)
+        generation = secrets.publish(root, rendered)
+        self.rec.update(secrets=secrets.records(root, rendered, utc_now()))
+        return PhaseState.DONE, (f"{len(rendered)} files from {len(values)} secrets "
+                                 f"published ({generation.lstrip('.')})")
+
+    def tuning(self) -> tuple[PhaseState, str]:
+        """Facts of this machine and type, every value computed, then the files written."""
+        from agent import tuning  # noqa: PLC0415
+
+        if not self.cfg.tuning.files:
+            return PhaseState.SKIPPED, "no tuning configured"
+        assert self.meta is not None and self.aws is not None
+        facts = tuning.read_facts(self.meta.identity.instance_type,
+                                  describe=self.aws.describe_instance_type)
+        written = tuning.apply(tuning.plan(self.cfg.tuning, facts))
+        self.rec.update(tuning=written)
+        count = sum(len(item["values"]) for item in written)
+        files = f"{len(written)} file{'s' if len(written) != 1 else ''}"
+        return PhaseState.DONE, (f"{count} values in {files} for "
+                                 f"{facts.memory_mib} MiB, {facts.vcpus} vCPUs")
+
+    def lifecycle(self, failure: AgentError | None) -> tuple[PhaseState, str]:
+        """CONTINUE the launch hook, or ``on_failure`` when the boot failed."""
+        from agent import lifecycle  # noqa: PLC0415
+
+        if not self.cfg.lifecycle.enabled:
+            return PhaseState.SKIPPED, "lifecycle.enabled = false"
+        if self.target is None or self.aws is None or self.meta is None:
+            return PhaseState.SKIPPED, "not run: the boot failed before the instance was known"
+        target = self.target.result()
+        if target is None:
+            return PhaseState.SKIPPED, "not in an Auto Scaling group"
+        if not target.hook:
+            return PhaseState.SKIPPED, target.reason
+        result = RESULTS[self.cfg.lifecycle.on_failure] if failure else "CONTINUE"
+        record = {"group": target.group, "hook": target.hook, "result": result or None}
+        if not result:
+            self.rec.update(lifecycle=record)
+            return PhaseState.DONE, "boot failed; lifecycle.on_failure = none: left to time out"
+        if not target.pending:
+            previous = (self.rec.previous or {}).get("lifecycle") or {}
+            earlier = previous.get("result") if previous.get("group") == target.group else None
+            record["result"] = earlier
+            self.rec.update(lifecycle=record)
+            how = f"completed ({earlier}) by an earlier run" if earlier else "nothing pending"
+            return PhaseState.DONE, f"instance is {target.instance_state or 'not waiting'}: {how}"
+        sent = lifecycle.complete(self.aws, target, self.meta.identity.instance_id, result)
+        if not sent:
+            record["result"] = None
+            self.rec.update(lifecycle=record)
+            self.rec.warn(f"lifecycle: the {target.hook} action was no longer pending "
+                          "(timed out, or completed by someone else)")
+            return PhaseState.DONE, "no active lifecycle action any more: not ours to complete"
+        self.rec.update(lifecycle=record)
+        return PhaseState.DONE, f"{result} sent to {target.group}/{target.hook}"

@@ -1,0 +1,342 @@
+"""Configuration: a TOML file, overridden per key by ``AGENT_*`` environment variables.
+
+The file is ``--config PATH``, else ``$AGENT_CONFIG``, else ``/etc/agent/agent.toml`` (which
+may be absent: defaults apply). Unknown keys are errors; every error becomes one
+:class:`~agent.errors.ConfigError` line naming the file (or variable) and the key.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import tomllib
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from agent.errors import ConfigError
+from agent.expr import ExprError, compile_expression
+
+DEFAULT_PATH = "/etc/agent/agent.toml"
+ENV_PREFIX = "AGENT_"
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ImdsConfig(_Section):
+    """``[imds]``: where and how patiently to read instance metadata."""
+
+    endpoint: str = "http://169.254.169.254"
+    token_ttl_seconds: Annotated[int, Field(ge=1, le=21600)] = 21600
+    timeout_seconds: PositiveSeconds = 2.0
+    max_wait_seconds: PositiveSeconds = 120.0
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_only(cls, value: str) -> str:
+        if not value.startswith("http://") or len(value) <= len("http://"):
+            raise ValueError("must be an http:// URL (IMDS speaks plain HTTP)")
+        return value.rstrip("/")
+
+
+class AwsConfig(_Section):
+    """``[aws]``: region, endpoint and the retry budget of each call."""
+
+    region: str = ""
+    endpoint_url: str = ""
+    max_wait_seconds: PositiveSeconds = 300.0
+
+
+def _parse_mode(value: object) -> int:
+    """Accept ``"0400"``, ``"400"`` or a TOML integer (``0o400``); refuse world-writable."""
+    if isinstance(value, bool):
+        raise ValueError("must be an octal mode such as \"0400\"")
+    if isinstance(value, int):
+        mode = value
+    elif isinstance(value, str) and value.removeprefix("0o").isdigit() and all(
+        c in "01234567" for c in value.removeprefix("0o")
+    ):
+        mode = int(value.removeprefix("0o"), 8)
+    else:
+        raise ValueError("must be an octal mode such as \"0400\"")
+    if mode > 0o777:
+        raise ValueError(f"{oct(mode)} has bits beyond 0777 (no setuid, setgid or sticky)")
+    if mode & 0o002:
+        raise ValueError(f"{mode:04o} lets any user write the secret")
+    return mode
+
+
+def _lookup(name: str | int, kind: Literal["owner", "group"]) -> int:
+    """Resolve a user or group name (or number) to its id, now, so typos fail at load."""
+    if isinstance(name, int) or (isinstance(name, str) and name.isdigit()):
+        return int(name)
+    try:
+        return pwd.getpwnam(name).pw_uid if kind == "owner" else grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ValueError(f"no such {'user' if kind == 'owner' else 'group'} {name!r}") from None
+
+
+class SecretFile(_Section):
+    """One ``[[secrets.files]]`` entry: a secret rendered into one file."""
+
+    secret_id: Annotated[str, Field(min_length=1)]
+    path: str
+    key: str = ""
+    format: Literal["raw", "env"] = "raw"
+    mode: int = 0o400
+    owner: str = "root"
+    group: str = "root"
+    uid: int = Field(default=0, exclude=True)
+    gid: int = Field(default=0, exclude=True)
+
+    @field_validator("path")
+    @classmethod
+    def _relative_inside(cls, value: str) -> str:
+        pure = PurePosixPath(value)
+        if not value or value.endswith("/") or pure.is_absolute():
+            raise ValueError(f"{value!r} must be a relative file name inside secrets.dir")
+        if any(part in ("..", ".") for part in pure.parts) or "\0" in value:
+            raise ValueError(f"{value!r} may not contain '.' or '..' (it must stay in secrets.dir)")
+        if pure.parts[0].startswith("."):
+            raise ValueError(f"{value!r}: names starting with '.' are reserved for the agent")
+        return str(pure)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode(cls, value: object) -> int:
+        return _parse_mode(value)
+
+    @model_validator(mode="after")
+    def _ids(self) -> SecretFile:
+        object.__setattr__(self, "uid", _lookup(self.owner, "owner"))
+        object.__setattr__(self, "gid", _lookup(self.group, "group"))
+        return self
+
+
+class SecretsConfig(_Section):
+    """``[secrets]``: where the files go and which secrets they hold."""
+
+    dir: str = "/run/agent/secrets"
+    require_tmpfs: bool = True
+    refresh_seconds: PositiveSeconds = 3600.0
+    files: list[SecretFile] = []
+
+    @field_validator("dir")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must be an absolute path")
+        return os.path.normpath(value)
+
+    @model_validator(mode="after")
+    def _distinct_paths(self) -> SecretsConfig:
+        seen: dict[str, int] = {}
+        for index, entry in enumerate(self.files):
+            if entry.path in seen:
+                raise ValueError(
+                    f"files[{index}] and files[{seen[entry.path]}] both write {entry.path!r}"
+                )
+            seen[entry.path] = index
+            for other in seen:
+                if other != entry.path and (
+                    other.startswith(entry.path + "/") or entry.path.startswith(other + "/")
+                ):
+                    raise ValueError(f"{entry.path!r} and {other!r} collide (file vs directory)")
+        return self
+
+
+class TuningFile(_Section):
+    """One ``[[tuning.files]]`` entry: computed values written as an env or JSON file."""
+
+    path: str
+    format: Literal["env", "json"] = "env"
+    mode: int = 0o644
+    values: dict[str, str] = {}
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/") or value.endswith("/"):
+            raise ValueError("must be an absolute file path")
+        return os.path.normpath(value)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode(cls, value: object) -> int:
+        return _parse_mode(value)
+
+    @field_validator("values")
+    @classmethod
+    def _expressions(cls, values: dict[str, str]) -> dict[str, str]:
+        for name, text in values.items():
+            if not name.isidentifier() or not name.isascii():
+                raise ValueError(f"{name!r} is not a valid variable name")
+            try:
+                compile_expression(text)
+            except ExprError as exc:
+                raise ValueError(f"{name} = {text!r}: {exc}") from None
+        return values
+
+
+class TuningConfig(_Section):
+    """``[tuning]``: outputs computed from the instance's size."""
+
+    files: list[TuningFile] = []
+
+    @model_validator(mode="after")
+    def _distinct_paths(self) -> TuningConfig:
+        seen: dict[str, int] = {}
+        for index, entry in enumerate(self.files):
+            if entry.path in seen:
+                raise ValueError(
+                    f"files[{index}] and files[{seen[entry.path]}] both write {entry.path!r}"
+                )
+            seen[entry.path] = index
+        return self
+
+
+class LifecycleConfig(_Section):
+    """``[lifecycle]``: the Auto Scaling launch hook."""
+
+    enabled: bool = True
+    hook_name: str = ""
+    on_failure: Literal["abandon", "continue", "none"] = "abandon"
+    heartbeat_seconds: Annotated[float, Field(ge=0)] = 0.0
+
+
+class Config(BaseSettings):
+    """The whole configuration (DESIGN.md, "Configuration")."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    state_dir: str = "/run/agent"
+    mode: Literal["daemon", "oneshot"] = "daemon"
+    imds: ImdsConfig = ImdsConfig()
+    aws: AwsConfig = AwsConfig()
+    secrets: SecretsConfig = SecretsConfig()
+    tuning: TuningConfig = TuningConfig()
+    lifecycle: LifecycleConfig = LifecycleConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file (passed in as init arguments).
+        return (_KnownEnvSource(settings_cls), init_settings)
+
+
+class _KnownEnvSource(EnvSettingsSource):
+    """``AGENT_*`` variables, keeping only those that name a key (others are ignored)."""
+
+    def __call__(self) -> dict[str, Any]:
+        return _prune(super().__call__(), self.settings_cls)
+
+
+def _prune(data: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
+    kept: dict[str, Any] = {}
+    for name, value in data.items():
+        field = model.model_fields.get(name)
+        if field is None:
+            continue
+        sub = field.annotation
+        if isinstance(value, dict) and isinstance(sub, type) and issubclass(sub, BaseModel):
+            kept[name] = _prune(value, sub)
+        else:
+            kept[name] = value
+    return kept
+
+
+def config_path(explicit: str | None) -> tuple[Path, bool]:
+    """The file to read, and whether the user named it (then it must exist)."""
+    if explicit:
+        return Path(explicit), True
+    from_env = os.environ.get("AGENT_CONFIG")
+    if from_env:
+        return Path(from_env), True
+    return Path(DEFAULT_PATH), False
+
+
+def read_toml(path: Path, *, must_exist: bool) -> dict[str, Any]:
+    """The file's table, or ``{}`` for an absent default file."""
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        if must_exist:
+            raise ConfigError(f"config {path}: no such file") from None
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config {path}: cannot read: {exc.strerror}") from None
+
+
+def load(explicit: str | None = None) -> Config:
+    """Read, merge and validate; raise ConfigError with one line on any problem."""
+    path, must_exist = config_path(explicit)
+    data = read_toml(path, must_exist=must_exist)
+    try:
+        return Config(**data)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(path, exc)) from None
+
+
+def _one_line(path: Path, exc: ValidationError) -> str:
+    """Name the source (file or environment variable), the key and the problem."""
+    errors = exc.errors(include_url=False, include_input=False)
+    first = errors[0]
+    key = _dotted(first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    source = f"config {path}"
+    env_name = _env_source(first["loc"])
+    if env_name:
+        source = f"environment {env_name}"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{source}: {key}: {message}{more}"
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "(top level)"
+
+
+def _env_source(loc: tuple[int | str, ...]) -> str | None:
+    """The AGENT_* variable that supplied the failing key, if one did."""
+    names = {name.upper() for name in os.environ if name.upper().startswith(ENV_PREFIX)}
+    parts = [str(part) for part in loc if isinstance(part, str)]
+    for length in range(len(parts), 0, -1):
+        candidate = ENV_PREFIX + "__".join(parts[:length]).upper()
+        if candidate in names:
+            return candidate
+    return None
+

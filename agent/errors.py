@@ -1,0 +1,65 @@
+"""The one exception root and the documented exit codes.
+
+Every error a user can cause is an :class:`AgentError`: it carries its exit code and a
+one-line message, and the CLI prints exactly that line. Anything else is a bug and keeps its
+traceback. This module imports nothing, so the ``status``/``wait`` path can use it.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # boot failed / status: failed
+EXIT_USAGE = 2  # argparse
+EXIT_NOT_FINISHED = 3  # status: not started or still running
+EXIT_LOCKED = 75  # another `agent run` holds the lock (EX_TEMPFAIL)
+EXIT_CONFIG = 78  # invalid configuration (EX_CONFIG)
+EXIT_TIMEOUT = 124  # wait: timed out (as timeout(1))
+
+
+class AgentError(Exception):
+    """An expected failure: one line for the user, one exit code."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(AgentError):
+    """The configuration is invalid (found at load time, before anything is fetched)."""
+
+    exit_code = EXIT_CONFIG
+
+
+class LockedError(AgentError):
+    """Another `agent run` is already running with the same state directory."""
+
+    exit_code = EXIT_LOCKED
+
+
+class BootError(AgentError):
+    """A phase of the boot failed; the boot is marked failed."""
+
+
+class ImdsError(BootError):
+    """The instance metadata service could not be read."""
+
+
+class AwsError(BootError):
+    """An AWS API call failed permanently or ran out of retry time."""
+
+
+class SecretsError(BootError):
+    """A secret could not be fetched, rendered or published."""
+
+
+class TuningError(BootError):
+    """A tuning value could not be computed or written."""
+
+
+class LifecycleError(BootError):
+    """The lifecycle hook could not be found or completed."""

@@ -1,0 +1,99 @@
+"""Small file-system helpers shared by the writers: atomic replace, filesystem type."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import secrets as _random
+from pathlib import Path
+
+TMPFS_MAGIC = 0x01021994
+RAMFS_MAGIC = 0x858458F6
+_FS_NAMES = {
+    TMPFS_MAGIC: "tmpfs",
+    RAMFS_MAGIC: "ramfs",
+    0xEF53: "ext4",
+    0x58465342: "xfs",
+    0x9123683E: "btrfs",
+    0x794C7630: "overlayfs",
+    0x6969: "nfs",
+}
+
+
+def write_new(path: str | os.PathLike[str], data: bytes, mode: int, uid: int = -1,
+              gid: int = -1, *, sync: bool = True) -> None:
+    """Create ``path`` (which must not exist) with its final mode and owner, then fill it.
+
+    Mode and ownership are set on the descriptor before the first byte is written, so the
+    content is never readable by anyone the final file would not admit.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 mode)
+    try:
+        os.fchmod(fd, mode)  # the umask must not narrow or widen what was asked
+        if uid != -1 or gid != -1:
+            os.fchown(fd, uid, gid)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644, uid: int = -1,
+                 gid: int = -1, dir_mode: int = 0o755, *, sync: bool = True) -> None:
+    """Replace ``path`` in one step: a complete temporary file renamed over it."""
+    target = Path(path)
+    target.parent.mkdir(mode=dir_mode, parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.{_random.token_hex(4)}.tmp")
+    try:
+        write_new(temp, data, mode, uid, gid, sync=sync)
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+class _Statfs(ctypes.Structure):
+    _fields_ = [
+        ("f_type", ctypes.c_long),
+        ("f_bsize", ctypes.c_long),
+        ("f_blocks", ctypes.c_ulong),
+        ("f_bfree", ctypes.c_ulong),
+        ("f_bavail", ctypes.c_ulong),
+        ("f_files", ctypes.c_ulong),
+        ("f_ffree", ctypes.c_ulong),
+        ("f_fsid", ctypes.c_int * 2),
+        ("f_namelen", ctypes.c_long),
+        ("f_frsize", ctypes.c_long),
+        ("f_flags", ctypes.c_long),
+        ("f_spare", ctypes.c_long * 4),
+        ("_pad", ctypes.c_char * 64),  # room for any libc's larger layout
+    ]
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def fs_type(path: str | os.PathLike[str]) -> int:
+    """The ``statfs(2)`` ``f_type`` magic of the filesystem holding ``path``."""
+    global _libc  # noqa: PLW0603 - loaded once, on first use
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)  # the running process's libc
+    buf = _Statfs()
+    if _libc.statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno), str(path))
+    return int(buf.f_type) & 0xFFFFFFFF
+
+
+def fs_name(magic: int) -> str:
+    """A readable name for a filesystem magic number."""
+    return _FS_NAMES.get(magic, f"0x{magic:x}")
+
+
+def is_memory_fs(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is on tmpfs or ramfs (never written to a disk)."""
+    return fs_type(path) in (TMPFS_MAGIC, RAMFS_MAGIC)

@@ -1,0 +1,233 @@
+"""A small typed IMDSv2 client: session tokens, retries, and the facts the boot needs.
+
+IMDSv2 only (never a token-less IMDSv1 request). The token is cached until 60 s before it
+expires and never logged; a 401 means it expired early: fetch a new one and retry. 503s,
+timeouts and refused connections are retried with jittered backoff within
+``max_wait_seconds``; 403 (IMDS disabled, or the response hop limit is too low for a
+container) and 400 fail at once.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from agent.errors import ImdsError
+from agent.retry import GaveUp, retry
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TOKEN_PATH = "/latest/api/token"  # noqa: S105 - a path, not a password
+TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
+TOKEN_HEADER = "X-aws-ec2-metadata-token"  # noqa: S105 - a header name
+TOKEN_MARGIN = 60.0  # renew this long before the token expires
+TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The instance identity document's facts (they never change for an instance)."""
+
+    instance_id: str
+    instance_type: str
+    region: str
+    availability_zone: str
+    image_id: str
+    account_id: str
+    architecture: str
+    private_ip: str
+
+
+class _Transient(Exception):
+    """A failure worth retrying (503, timeout, refused connection, expired token)."""
+
+
+class ImdsClient:
+    """Thread-safe: one keep-alive connection per thread, one shared token."""
+
+    def __init__(
+        self,
+        endpoint: str = "http://169.254.169.254",
+        *,
+        token_ttl: int = 21600,
+        timeout: float = 2.0,
+        max_wait: float = 120.0,
+    ) -> None:
+        parts = urllib.parse.urlsplit(endpoint)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ImdsError(f"imds.endpoint {endpoint!r} is not an http:// URL")
+        self.endpoint = endpoint
+        self._host = parts.hostname
+        self._port = parts.port or 80
+        self._ttl = token_ttl
+        self._timeout = timeout
+        self._max_wait = max_wait
+        self._token: str | None = None
+        self._token_expires = 0.0
+        self._token_lock = threading.Lock()
+        self._local = threading.local()
+        self._identity: Identity | None = None
+
+    # -- facts -------------------------------------------------------------------------
+
+    def identity(self) -> Identity:
+        """The identity document, fetched once."""
+        if self._identity is None:
+            doc = self.get_json("/latest/dynamic/instance-identity/document")
+            try:
+                self._identity = Identity(
+                    instance_id=doc["instanceId"],
+                    instance_type=doc["instanceType"],
+                    region=doc["region"],
+                    availability_zone=doc["availabilityZone"],
+                    image_id=doc.get("imageId", ""),
+                    account_id=doc.get("accountId", ""),
+                    architecture=doc.get("architecture", ""),
+                    private_ip=doc.get("privateIp", ""),
+                )
+            except (KeyError, TypeError) as exc:
+                raise ImdsError(f"IMDS identity document lacks {exc}") from None
+        return self._identity
+
+    def tags(self) -> dict[str, str] | None:
+        """Instance tags, or None when tags are not enabled in metadata (a 404)."""
+        listing = self.get("/latest/meta-data/tags/instance", allow_404=True)
+        if listing is None:
+            return None
+        keys = [k for k in listing.decode().splitlines() if k]
+        return {key: self.text(f"/latest/meta-data/tags/instance/{key}") for key in keys}
+
+    def target_lifecycle_state(self) -> str | None:
+        """Auto Scaling's target lifecycle state (InService, Warmed:*, Terminated), if any."""
+        raw = self.get("/latest/meta-data/autoscaling/target-lifecycle-state", allow_404=True)
+        return raw.decode().strip() if raw is not None else None
+
+    def user_data(self) -> bytes | None:
+        """The instance's user-data, or None when it has none."""
+        return self.get("/latest/user-data", allow_404=True)
+
+    # -- requests ----------------------------------------------------------------------
+
+    def text(self, path: str) -> str:
+        """A path's body as text (404 is an error)."""
+        body = self.get(path)
+        assert body is not None
+        return body.decode()
+
+    def get_json(self, path: str) -> Any:
+        """A path's body parsed as JSON."""
+        body = self.get(path)
+        assert body is not None
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise ImdsError(f"IMDS {path}: not JSON") from None
+
+    def get(self, path: str, *, allow_404: bool = False) -> bytes | None:
+        """GET with a session token; retries transient failures within the budget."""
+
+        def attempt() -> bytes | None:
+            status, body = self._request("GET", path, {TOKEN_HEADER: self._get_token()})
+            if status == 200:
+                return body
+            if status == 404 and allow_404:
+                return None
+            if status == 401:
+                self._drop_token()
+                raise _Transient("401: session token rejected (expired)")
+            self._raise_for(status, path)
+            raise AssertionError("unreachable")
+
+        return self._retrying(attempt, path)
+
+    def close(self) -> None:
+        """Close this thread's connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _get_token(self) -> str:
+        with self._token_lock:
+            now = time.monotonic()
+            if self._token is None or now >= self._token_expires:
+                status, body = self._request("PUT", TOKEN_PATH, {TTL_HEADER: str(self._ttl)})
+                if status != 200:
+                    self._raise_for(status, TOKEN_PATH)
+                self._token = body.decode().strip()
+                margin = TOKEN_MARGIN if self._ttl > 2 * TOKEN_MARGIN else self._ttl / 2
+                self._token_expires = now + self._ttl - margin
+                log.debug("IMDS session token obtained (ttl %d s)", self._ttl)
+            return self._token
+
+    def _drop_token(self) -> None:
+        with self._token_lock:
+            self._token = None
+
+    def _retrying(self, attempt: Callable[[], T], path: str) -> T:
+        try:
+            return retry(
+                attempt,
+                transient=lambda exc: isinstance(exc, _Transient),
+                budget=self._max_wait,
+                base=0.05,
+                cap=2.0,
+                on_retry=lambda exc, n, pause: log.info(
+                    "IMDS %s: %s; retry %d in %.2f s", path, exc, n, pause
+                ),
+            )
+        except GaveUp as exc:
+            raise ImdsError(
+                f"IMDS at {self.endpoint} unavailable after {exc.waited:.1f} s "
+                f"({exc.attempts} attempts): {exc.last}"
+            ) from None
+
+    def _raise_for(self, status: int, path: str) -> None:
+        if status in TRANSIENT_STATUS:
+            raise _Transient(f"HTTP {status}")
+        if status == 403:
+            raise ImdsError(
+                f"IMDS refused {path} (403): IMDS disabled or hop limit too low for this host"
+            )
+        if status == 400:
+            raise ImdsError(f"IMDS rejected {path} (400 bad request)")
+        if status == 404:
+            raise ImdsError(f"IMDS has no {path} (404)")
+        raise ImdsError(f"IMDS {path}: unexpected HTTP {status}")
+
+    def _request(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+            self._local.conn = conn
+        try:
+            conn.request(method, path, headers=headers)
+            response = conn.getresponse()
+            body = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            self._local.conn = None
+            raise _Transient(_describe(exc)) from None
+        if response.will_close:
+            conn.close()
+            self._local.conn = None
+        return response.status, body
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return type(exc).__name__

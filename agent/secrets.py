@@ -1,0 +1,324 @@
+"""Secrets: fetch from AWS, render, and publish all of them or none, on tmpfs only.
+
+Layout of ``secrets.dir`` (certbot's live/archive idea, switched in one atomic step)::
+
+    .gen-000007/            a complete generation: every file, final mode and owner
+    .gen-000006/            the previous one (kept for a reader in the middle of a read)
+    .current -> .gen-000007 the switch: one rename of a symlink flips the whole set
+    db.json -> .current/db.json     the visible names, resolved through .current
+
+A generation is written under ``.gen-N.tmp`` and renamed when complete, so anything named
+``*.tmp`` is a half-written generation: recovery deletes it. Secret values live only in
+:class:`SecretValue` (whose repr is redacted) and in the bytes written to the files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from agent import envfile
+from agent.aws import Aws, describe, error_code
+from agent.config import SecretFile, SecretsConfig
+from agent.errors import AgentError, SecretsError
+from agent.fsutil import fs_name, fs_type, is_memory_fs, write_new
+
+log = logging.getLogger(__name__)
+
+CURRENT = ".current"
+GEN_PREFIX = ".gen-"
+TMP_SUFFIX = ".tmp"
+_MISSING = frozenset({"ResourceNotFoundException"})
+_DENIED = frozenset({"AccessDeniedException", "AccessDenied", "UnrecognizedClientException"})
+
+
+@dataclass(frozen=True, repr=False)
+class SecretValue:
+    """One fetched secret version. ``repr``/``str`` never show the value."""
+
+    secret_id: str
+    version_id: str
+    arn: str = ""
+    text: str | None = field(default=None, compare=False)
+    binary: bytes | None = field(default=None, compare=False)
+
+    def __repr__(self) -> str:
+        kind = "binary" if self.binary is not None else "string"
+        return f"SecretValue({self.secret_id!r}, version={self.version_id!r}, {kind}=<redacted>)"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, repr=False)
+class Rendered:
+    """A file's final bytes (redacted repr) and the entry it came from."""
+
+    entry: SecretFile
+    value: SecretValue
+    content: bytes
+
+    def __repr__(self) -> str:
+        return f"Rendered({self.entry.path!r}, {len(self.content)} bytes=<redacted>)"
+
+
+# -- fetching ---------------------------------------------------------------------------
+
+
+def fetch(aws: Aws, secret_id: str) -> SecretValue:
+    """``GetSecretValue`` for one secret; permanent errors name the secret."""
+    try:
+        reply = aws.call("secretsmanager", "get_secret_value", SecretId=secret_id)
+    except AgentError as exc:
+        raise SecretsError(f"secret {secret_id!r}: {exc}") from None
+    except Exception as exc:
+        code = error_code(exc)
+        if code in _MISSING:
+            raise SecretsError(f"secret {secret_id!r} not found") from None
+        if code in _DENIED:
+            raise SecretsError(f"secret {secret_id!r}: access denied ({describe(exc)})") from None
+        raise SecretsError(f"secret {secret_id!r}: {describe(exc)}") from None
+    return SecretValue(
+        secret_id=secret_id,
+        version_id=str(reply.get("VersionId", "")),
+        arn=str(reply.get("ARN", "")),
+        text=reply.get("SecretString"),
+        binary=reply.get("SecretBinary"),
+    )
+
+
+def fetch_all(aws: Aws, entries: Sequence[SecretFile]) -> dict[str, SecretValue]:
+    """One ``GetSecretValue`` per distinct secret id, all in flight at once.
+
+    Not ``BatchGetSecretValue``: its account-wide 100 TPS quota is what a fleet scaling
+    out would exhaust, while GetSecretValue's quota is far higher.
+    """
+    ids = list(dict.fromkeys(entry.secret_id for entry in entries))
+    if not ids:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(16, len(ids)), thread_name_prefix="fetch") as pool:
+        futures = {secret_id: pool.submit(fetch, aws, secret_id) for secret_id in ids}
+        failures = [exc for f in futures.values() if (exc := f.exception()) is not None]
+    if failures:
+        first = failures[0]
+        if not isinstance(first, AgentError):
+            raise first  # a bug: keep its traceback
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        raise SecretsError(f"{first}{more}")
+    return {secret_id: future.result() for secret_id, future in futures.items()}
+
+
+# -- rendering --------------------------------------------------------------------------
+
+
+def render(entry: SecretFile, value: SecretValue, index: int) -> bytes:
+    """The bytes of one file: raw (byte-exact), one key, or an env file for systemd."""
+    where = f"secret {entry.secret_id!r} (secrets.files[{index}] {entry.path})"
+    if entry.format == "raw" and not entry.key:
+        if value.binary is not None:
+            return bytes(value.binary)
+        return (value.text or "").encode()
+    document = _json_document(value, where, entry.format)
+    selected = _select(document, entry.key, where) if entry.key else document
+    if entry.format == "env":
+        if not isinstance(selected, dict):
+            raise SecretsError(f"{where}: env format needs a JSON object")
+        try:
+            return envfile.render((name, _scalar(v)) for name, v in selected.items()).encode()
+        except envfile.EnvFileError as exc:
+            raise SecretsError(f"{where}: {exc}") from None
+    if isinstance(selected, str):
+        return selected.encode()
+    return _scalar(selected).encode()
+
+
+def _json_document(value: SecretValue, where: str, fmt: str) -> Any:
+    if value.text is None:
+        raise SecretsError(f"{where}: a binary secret has no keys ({fmt} format or key given)")
+    try:
+        return json.loads(value.text)
+    except ValueError:
+        raise SecretsError(f"{where}: the secret is not JSON, so it has no keys") from None
+
+
+def _select(document: Any, key: str, where: str) -> Any:
+    """A top-level key, else a JMESPath expression (jmespath ships with botocore)."""
+    if isinstance(document, dict) and key in document:
+        return document[key]
+    import jmespath  # noqa: PLC0415 - only for nested selections
+    from jmespath.exceptions import JMESPathError  # noqa: PLC0415
+
+    try:
+        found = jmespath.search(key, document)
+    except JMESPathError:
+        raise SecretsError(f"{where}: key {key!r} is neither a key nor a valid JMESPath") from None
+    if found is None:
+        raise SecretsError(f"{where}: key {key!r} matches nothing")
+    return found
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def render_all(cfg: SecretsConfig, values: dict[str, SecretValue]) -> list[Rendered]:
+    """Render every configured file; the first data error fails the whole set."""
+    return [
+        Rendered(entry, values[entry.secret_id], render(entry, values[entry.secret_id], index))
+        for index, entry in enumerate(cfg.files)
+    ]
+
+
+# -- publishing -------------------------------------------------------------------------
+
+
+def check_storage(root: Path, require_memory_fs: bool) -> None:
+    """Refuse a secrets directory that is (or would be created) on a disk filesystem."""
+    probe = root
+    while not probe.exists():
+        probe = probe.parent
+    if require_memory_fs and not is_memory_fs(probe):
+        raise SecretsError(
+            f"secrets.dir {root} is on {fs_name(fs_type(probe))}, not tmpfs/ramfs: refusing to "
+            "write secrets to disk (mount a tmpfs there, or set secrets.require_tmpfs = false)"
+        )
+
+
+def _dir_mode(files: Iterable[SecretFile]) -> int:
+    """0700, or 0711 (traverse, no listing) when a non-root owner must reach its file."""
+    return 0o711 if any(f.uid != 0 or f.gid != 0 for f in files) else 0o700
+
+
+def generations(root: Path) -> list[Path]:
+    """Complete generations, oldest first."""
+    found = [p for p in root.glob(GEN_PREFIX + "*") if not p.name.endswith(TMP_SUFFIX)]
+    return sorted(found, key=lambda p: p.name)
+
+
+def current_generation(root: Path) -> Path | None:
+    """The generation ``.current`` points to, if it is complete."""
+    link = root / CURRENT
+    try:
+        target = root / os.readlink(link)
+    except OSError:
+        return None
+    return target if target.is_dir() and not target.name.endswith(TMP_SUFFIX) else None
+
+
+def recover(root: Path) -> list[str]:
+    """Delete half-written generations and stray temporary links; return what went."""
+    removed: list[str] = []
+    if not root.is_dir():
+        return removed
+    for path in root.iterdir():
+        if path.name.endswith(TMP_SUFFIX) and path.name.startswith("."):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path.name)
+    if removed:
+        log.warning("removed half-written secrets state: %s", ", ".join(sorted(removed)))
+    return removed
+
+
+def publish(root: Path, rendered: Sequence[Rendered]) -> str:
+    """Write a complete new generation, then switch to it in one rename.
+
+    Returns the generation's name. On any error before the switch nothing visible changes
+    and the partial generation is removed.
+    """
+    entries = [r.entry for r in rendered]
+    mode = _dir_mode(entries)
+    tops = sorted({PurePosixPath(e.path).parts[0] for e in entries})
+    root.mkdir(mode=mode, parents=True, exist_ok=True)
+    os.chmod(root, mode)
+    recover(root)
+    for top in tops:
+        visible = root / top
+        ours = visible.is_symlink() and os.readlink(visible).startswith(CURRENT + "/")
+        if (visible.exists() or visible.is_symlink()) and not ours:
+            raise SecretsError(f"{visible} exists and is not managed by the agent; move it away")
+
+    existing = generations(root)
+    number = int(existing[-1].name[len(GEN_PREFIX):]) + 1 if existing else 1
+    name = f"{GEN_PREFIX}{number:06d}"
+    staging = root / (name + TMP_SUFFIX)
+    staging.mkdir(mode=mode)
+    euid, egid = os.geteuid(), os.getegid()
+    try:
+        for item in rendered:
+            target = staging / item.entry.path
+            for parent in reversed(target.relative_to(staging).parents[:-1]):
+                (staging / parent).mkdir(mode=mode, exist_ok=True)
+            uid = item.entry.uid if item.entry.uid != euid else -1
+            gid = item.entry.gid if item.entry.gid != egid else -1
+            write_new(target, item.content, item.entry.mode, uid, gid)
+        _fsync_dir(staging)
+        os.rename(staging, root / name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+    previous = current_generation(root)
+    _symlink_atomically(root / CURRENT, name)
+    for top in tops:
+        _symlink_atomically(root / top, f"{CURRENT}/{top}")
+    _fsync_dir(root)
+    _remove_stale(root, set(tops), keep={name, previous.name if previous else ""})
+    return name
+
+
+def _symlink_atomically(link: Path, target: str) -> None:
+    """Point ``link`` at ``target`` in one step: a new link renamed over the old one."""
+    try:
+        if os.readlink(link) == target:
+            return
+    except OSError:
+        pass
+    temp = link.with_name(f"{link.name}.{os.getpid()}{TMP_SUFFIX}")
+    temp.unlink(missing_ok=True)
+    os.symlink(target, temp)
+    os.rename(temp, link)
+
+
+def _remove_stale(root: Path, tops: set[str], keep: set[str]) -> None:
+    """Prune generations but the current and previous; drop links no entry names."""
+    for gen in generations(root):
+        if gen.name not in keep:
+            shutil.rmtree(gen, ignore_errors=True)
+    for path in root.iterdir():
+        if (path.is_symlink() and path.name != CURRENT and path.name not in tops
+                and os.readlink(path).startswith(CURRENT + "/")):
+            path.unlink()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def records(root: Path, rendered: Sequence[Rendered], fetched_at: str) -> list[dict[str, str]]:
+    """What state.json keeps of each file: ids, path, version, time; never a value."""
+    return [
+        {
+            "secret_id": r.entry.secret_id,
+            "path": str(root / r.entry.path),
+            "version_id": r.value.version_id,
+            "fetched_at": fetched_at,
+        }
+        for r in rendered
+    ]

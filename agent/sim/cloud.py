@@ -1,0 +1,562 @@
+"""moto in server mode, fronted by a WSGI middleware that adds what moto lacks.
+
+The middleware records every AWS call, adds latency, injects errors in the wire format of
+each protocol (query, ec2, JSON), answers a small control API under ``/_sim/``, and hands
+chosen actions to interceptors. :class:`LifecycleActions` is such an interceptor: Auto
+Scaling lifecycle hooks whose actions stay pending until ``CompleteLifecycleAction``,
+accept heartbeats, and time out to the hook's DefaultResult. Other semantics (say,
+CloudFormation ``SignalResource``) plug in the same way through :attr:`SimCloud.interceptors`.
+
+moto keeps its state per process: one :class:`SimCloud` at a time, reset by ``start()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import re
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs
+from xml.sax.saxutils import escape
+
+from moto.autoscaling.models import autoscaling_backends
+from moto.core.models import DEFAULT_ACCOUNT_ID
+from moto.moto_api._internal.models import moto_api_backend
+from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import make_server
+
+LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
+TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
+AUTOSCALING_NS = "http://autoscaling.amazonaws.com/doc/2011-01-01/"
+MAX_GLOBAL_TIMEOUT = 48 * 3600
+
+_SCOPE = re.compile(r"Credential=[^/,]+/\d{8}/([^/,]+)/([^/,]+)/")
+
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+Control = Callable[[dict[str, Any] | None], dict[str, Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One AWS API call as the simulator received it."""
+
+    service: str
+    action: str
+    params: dict[str, Any]
+    region: str
+    protocol: str  # "query" | "ec2" | "json"
+
+
+class SimAwsError(Exception):
+    """Raised by an interceptor: answered as an AWS error in the call's protocol."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+Interceptor = Callable[[Call], None]
+
+
+# --- the AWS wire protocols -----------------------------------------------------------
+
+
+def parse_call(environ: dict[str, Any]) -> Call | None:
+    """The AWS call in a WSGI request (body restored for moto), or None if not one."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length) if length else b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    scope = _SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
+    region, service = scope.groups() if scope else ("us-east-1", "")
+    target = environ.get("HTTP_X_AMZ_TARGET")
+    if target:
+        params = json.loads(body or b"{}")
+        return Call(service, target.rpartition(".")[2], params, region, "json")
+    if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+        form = {k: v[0] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
+        action = form.pop("Action", "")
+        form.pop("Version", None)
+        if action:
+            protocol = "ec2" if service == "ec2" else "query"
+            return Call(service, action, form, region, protocol)
+    return None
+
+
+def error_response(
+    protocol: str, code: str, message: str, status: int
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """An AWS error body that botocore parses into ``ClientError(code)``."""
+    request_id = str(uuid.uuid4())
+    if protocol == "json":
+        body = json.dumps({"__type": code, "message": message}).encode()
+        headers = [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-ErrorType", code)]
+    elif protocol == "ec2":
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
+            f"<Code>{escape(code)}</Code><Message>{escape(message)}</Message>"
+            f"</Error></Errors><RequestID>{request_id}</RequestID></Response>"
+        ).encode()
+        headers = [("Content-Type", "text/xml")]
+    else:
+        kind = "Sender" if status < 500 else "Receiver"
+        body = (
+            f"<ErrorResponse><Error><Type>{kind}</Type><Code>{escape(code)}</Code>"
+            f"<Message>{escape(message)}</Message></Error>"
+            f"<RequestId>{request_id}</RequestId></ErrorResponse>"
+        ).encode()
+        headers = [("Content-Type", "text/xml")]
+    return status, [*headers, ("x-amzn-RequestId", request_id)], body
+
+
+def empty_response(call: Call) -> tuple[int, list[tuple[str, str]], bytes]:
+    """The success answer of an action whose result is empty."""
+    request_id = str(uuid.uuid4())
+    if call.protocol == "json":
+        return 200, [("Content-Type", "application/x-amz-json-1.1")], b"{}"
+    action = call.action
+    body = (
+        f'<{action}Response xmlns="{AUTOSCALING_NS}"><{action}Result/>'
+        f"<ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata>"
+        f"</{action}Response>"
+    ).encode()
+    return 200, [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)], body
+
+
+# --- lifecycle hooks ------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class LifecycleActionRecord:
+    """A lifecycle action: pending while ``result`` is None."""
+
+    group: str
+    hook: str
+    transition: str
+    instance_id: str
+    token: str
+    heartbeat_timeout: int
+    default_result: str
+    started_at: datetime
+    result: str | None = None
+    completed_by: str | None = None  # "api" | "timeout" | "abandoned" (another hook's ABANDON)
+    completed_at: datetime | None = None
+    heartbeats: int = 0
+
+
+@dataclasses.dataclass
+class _Pending:
+    record: LifecycleActionRecord
+    region: str
+    deadline: float
+    global_deadline: float
+
+
+class LifecycleActions:
+    """Pending Auto Scaling lifecycle actions, kept in step with moto's instance states."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._pending: list[_Pending] = []
+        self._done: list[LifecycleActionRecord] = []
+
+    @property
+    def interceptors(self) -> dict[tuple[str, str], Interceptor]:
+        """The API calls this class answers instead of moto."""
+        return {
+            ("autoscaling", "CompleteLifecycleAction"): self._complete_call,
+            ("autoscaling", "RecordLifecycleActionHeartbeat"): self._heartbeat_call,
+        }
+
+    def start(self, group: str, instance_id: str, transition: str) -> list[LifecycleActionRecord]:
+        """Put the instance in the wait state of ``transition`` for each of its hooks."""
+        region, asg = _find_group(group)
+        hooks = [h for h in _hooks(region, group) if h.lifecycle_transition == transition]
+        now, started_at = time.monotonic(), datetime.now(UTC)
+        with self._lock:
+            self.expire()
+            started = []
+            for hook in hooks:
+                timeout = int(hook.heartbeat_timeout)
+                record = LifecycleActionRecord(
+                    group=group,
+                    hook=hook.name,
+                    transition=transition,
+                    instance_id=instance_id,
+                    token=str(uuid.uuid4()),
+                    heartbeat_timeout=timeout,
+                    default_result=hook.default_result,
+                    started_at=started_at,
+                )
+                global_deadline = now + min(100 * timeout, MAX_GLOBAL_TIMEOUT)
+                self._pending.append(_Pending(record, region, now + timeout, global_deadline))
+                started.append(dataclasses.replace(record))
+            if started:
+                state = "Pending:Wait" if transition == LAUNCHING else "Terminating:Wait"
+            else:
+                state = "InService" if transition == LAUNCHING else "Terminating"
+            _set_state(asg, instance_id, state)
+        return started
+
+    def expire(self) -> None:
+        """Apply the DefaultResult of every action whose timeout has elapsed."""
+        now = time.monotonic()
+        with self._lock:
+            for item in list(self._pending):
+                if item in self._pending and now >= min(item.deadline, item.global_deadline):
+                    self._finish(item, item.record.default_result, "timeout")
+
+    def records(self, instance_id: str | None = None) -> list[LifecycleActionRecord]:
+        """Copies of every action, completed and pending, oldest first."""
+        with self._lock:
+            self.expire()
+            every = self._done + [p.record for p in self._pending]
+        every.sort(key=lambda r: r.started_at)
+        return [
+            dataclasses.replace(r)
+            for r in every
+            if instance_id is None or r.instance_id == instance_id
+        ]
+
+    def _complete_call(self, call: Call) -> None:
+        result = call.params.get("LifecycleActionResult", "")
+        if result not in ("CONTINUE", "ABANDON"):
+            raise SimAwsError(
+                "ValidationError", "Valid values for LifecycleActionResult: CONTINUE, ABANDON"
+            )
+        with self._lock:
+            self._finish(self._match(call), result, "api")
+
+    def _heartbeat_call(self, call: Call) -> None:
+        with self._lock:
+            item = self._match(call)
+            item.record.heartbeats += 1
+            timeout = item.record.heartbeat_timeout
+            item.deadline = min(time.monotonic() + timeout, item.global_deadline)
+
+    def _match(self, call: Call) -> _Pending:
+        """The pending action a Complete/Heartbeat call names, or a ValidationError."""
+        group = call.params.get("AutoScalingGroupName", "")
+        hook = call.params.get("LifecycleHookName", "")
+        instance_id = call.params.get("InstanceId")
+        token = call.params.get("LifecycleActionToken")
+        if hook not in {h.name for h in _hooks(call.region, group)}:
+            raise SimAwsError(
+                "ValidationError", f"No Lifecycle Hook found with name {hook} for group {group}"
+            )
+        if not instance_id and not token:
+            raise SimAwsError(
+                "ValidationError", "Either InstanceId or LifecycleActionToken must be specified"
+            )
+        self.expire()
+        for item in self._pending:
+            record = item.record
+            if (
+                (item.region, record.group, record.hook) == (call.region, group, hook)
+                and (not instance_id or record.instance_id == instance_id)
+                and (not token or record.token == token)
+            ):
+                return item
+        which = f"token {token}" if token and not instance_id else f"instance ID {instance_id}"
+        raise SimAwsError("ValidationError", f"No active Lifecycle Action found with {which}")
+
+    def _finish(self, item: _Pending, result: str, completed_by: str) -> None:
+        """Complete an action; move the instance on once none of its transition remains."""
+        record = item.record
+        key = (record.instance_id, record.transition)
+        siblings = [
+            p
+            for p in self._pending
+            if p is not item and (p.record.instance_id, p.record.transition) == key
+        ]
+        closing = [(item, completed_by)]
+        if result == "ABANDON":  # ABANDON stops the instance's remaining actions too
+            closing += [(p, "abandoned") for p in siblings]
+            siblings = []
+        now = datetime.now(UTC)
+        for pending, by in closing:
+            self._pending.remove(pending)
+            pending.record.result, pending.record.completed_by = result, by
+            pending.record.completed_at = now
+            self._done.append(pending.record)
+        if siblings:
+            return
+        if record.transition == TERMINATING:
+            state = "Terminating:Proceed"
+        else:
+            state = "InService" if result == "CONTINUE" else "Terminating"
+        with contextlib.suppress(KeyError):  # the group or instance may be gone by now
+            _, asg = _find_group(record.group, item.region)
+            _set_state(asg, record.instance_id, state)
+
+
+def _backend(region: str) -> Any:
+    return autoscaling_backends[DEFAULT_ACCOUNT_ID][region]
+
+
+def _find_group(group: str, region: str | None = None) -> tuple[str, Any]:
+    """(region, moto group) by name; any region already in use unless given."""
+    regions = [region] if region else list(autoscaling_backends[DEFAULT_ACCOUNT_ID].keys())
+    for name in regions:
+        asg = _backend(name).autoscaling_groups.get(group)
+        if asg is not None:
+            return name, asg
+    raise KeyError(f"no Auto Scaling group {group!r} in the simulated cloud")
+
+
+def _hooks(region: str, group: str) -> list[Any]:
+    return list(_backend(region).describe_lifecycle_hooks(group))
+
+
+def _set_state(asg: Any, instance_id: str, state: str) -> None:
+    for instance_state in asg.instance_states:
+        if instance_state.instance.id == instance_id:
+            instance_state.lifecycle_state = state
+            return
+    raise KeyError(f"instance {instance_id} is not in Auto Scaling group {asg.name}")
+
+
+# --- the middleware and the server ------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Fault:
+    action: str
+    remaining: int
+    code: str
+    status: int
+    message: str
+
+
+class _Middleware:
+    """Latency, call log, faults, interceptors and the control API in front of moto."""
+
+    def __init__(self, app: WsgiApp, cloud: SimCloud) -> None:
+        self.app = app
+        self.cloud = cloud
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/_sim/"):
+            return self._reply(start_response, *self.cloud._control(environ, path[6:]))
+        call = parse_call(environ)
+        if call is None:
+            return self.app(environ, start_response)
+        cloud = self.cloud
+        if cloud.latency:
+            time.sleep(cloud.latency)
+        cloud.lifecycle.expire()
+        fault = cloud._record(call)
+        if fault is not None:
+            return self._reply(start_response, *error_response(call.protocol, *fault))
+        interceptor = cloud.interceptors.get((call.service, call.action))
+        if interceptor is None:
+            return self.app(environ, start_response)
+        try:
+            interceptor(call)
+        except SimAwsError as exc:
+            return self._reply(
+                start_response, *error_response(call.protocol, exc.code, exc.message, exc.status)
+            )
+        return self._reply(start_response, *empty_response(call))
+
+    @staticmethod
+    def _reply(
+        start_response: StartResponse, status: int, headers: list[tuple[str, str]], body: bytes
+    ) -> list[bytes]:
+        start_response(
+            f"{status} {HTTPStatus(status).phrase}",
+            [*headers, ("Content-Length", str(len(body)))],
+        )
+        return [body]
+
+
+class _Handler(MotoRequestHandler):
+    """Nagle off (or small responses stall 40 ms on delayed ACKs); no access log."""
+
+    def setup(self) -> None:
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().setup()
+
+    def log_request(self, *args: Any) -> None:
+        pass
+
+
+class _Server(ThreadedMotoServer):
+    def __init__(self, cloud: SimCloud, host: str, port: int) -> None:
+        super().__init__(ip_address=host, port=port, verbose=False)
+        self._cloud = cloud
+
+    def _server_entry(self) -> None:
+        app = _Middleware(DomainDispatcherApplication(create_backend_app), self._cloud)
+        self._server = make_server(
+            self._ip_address, self._port, app, threaded=True, request_handler=_Handler
+        )
+        self._server_ready_event.set()
+        self._server.serve_forever(poll_interval=0.05)  # a quick stop()
+
+
+class SimCloud:
+    """moto server on ``host:port`` (0 picks a free port) with lifecycle-hook semantics."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, latency: float = 0.0) -> None:
+        self.latency = latency
+        self.lifecycle = LifecycleActions()
+        self.interceptors: dict[tuple[str, str], Interceptor] = dict(self.lifecycle.interceptors)
+        self._host = host
+        self._port = port
+        self._lock = threading.Lock()
+        self._calls: list[Call] = []
+        self._faults: list[_Fault] = []
+        self._controls: dict[str, Control] = {"aws": self._aws_control}
+        self._server: _Server | None = None
+
+    # lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> SimCloud:
+        """Reset moto's (process-wide) state and serve in a daemon thread."""
+        moto_api_backend.reset()
+        self._server = _Server(self, self._host, self._port)
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving."""
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def __enter__(self) -> SimCloud:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def endpoint_url(self) -> str:
+        """``http://host:port`` of the running server."""
+        if self._server is None:
+            raise RuntimeError("SimCloud is not started")
+        _, port = self._server.get_host_and_port()
+        return f"http://{self._host}:{port}"
+
+    # calls and faults ------------------------------------------------------------------
+
+    def calls(self, action: str | None = None) -> list[Call]:
+        """Every AWS call received so far (of one action if given), oldest first."""
+        with self._lock:
+            return [c for c in self._calls if action is None or c.action == action]
+
+    def fail_next(
+        self,
+        action: str,
+        count: int = 1,
+        code: str = "ThrottlingException",
+        status: int = 400,
+        message: str = "Rate exceeded",
+    ) -> None:
+        """Answer the next ``count`` calls of ``action`` with this AWS error."""
+        with self._lock:
+            self._faults.append(_Fault(action, count, code, status, message))
+
+    def _record(self, call: Call) -> tuple[str, str, int] | None:
+        """Log a call; the (code, message, status) of a fault to answer it with, if any."""
+        with self._lock:
+            self._calls.append(call)
+            for fault in self._faults:
+                if fault.action == call.action and fault.remaining > 0:
+                    fault.remaining -= 1
+                    return fault.code, fault.message, fault.status
+        return None
+
+    # lifecycle hooks -------------------------------------------------------------------
+
+    def launch(self, group: str, instance_id: str) -> list[LifecycleActionRecord]:
+        """The instance launches: ``Pending:Wait`` per launch hook, else ``InService``."""
+        return self.lifecycle.start(group, instance_id, LAUNCHING)
+
+    def terminate(self, group: str, instance_id: str) -> list[LifecycleActionRecord]:
+        """The instance is to terminate: ``Terminating:Wait`` per terminate hook."""
+        return self.lifecycle.start(group, instance_id, TERMINATING)
+
+    def actions(self, instance_id: str | None = None) -> list[LifecycleActionRecord]:
+        """Lifecycle actions, pending and completed (copies)."""
+        return self.lifecycle.records(instance_id)
+
+    def expire(self) -> None:
+        """Apply the DefaultResult of timed-out lifecycle actions now."""
+        self.lifecycle.expire()
+
+    # control API -----------------------------------------------------------------------
+
+    def add_control(self, name: str, handler: Control) -> None:
+        """Serve ``/_sim/<name>``: GET calls ``handler(None)``, POST ``handler(json_body)``."""
+        self._controls[name] = handler
+
+    def state(self) -> dict[str, Any]:
+        """What ``GET /_sim/state`` answers: lifecycle actions and call counts."""
+        with self._lock:
+            counts = Counter(c.action for c in self._calls)
+        return {
+            "actions": [_jsonable(dataclasses.asdict(r)) for r in self.actions()],
+            "calls": dict(counts),
+        }
+
+    def _aws_control(self, body: dict[str, Any] | None) -> dict[str, Any]:
+        """POST {"latency": s, "fail_next": {...fail_next kwargs} | [...], "expire": true}."""
+        body = body or {}
+        if "latency" in body:
+            self.latency = float(body["latency"])
+        faults = body.get("fail_next", [])
+        for fault in [faults] if isinstance(faults, dict) else faults:
+            self.fail_next(**fault)
+        if body.get("expire"):
+            self.expire()
+        return self.state()
+
+    def _control(
+        self, environ: dict[str, Any], name: str
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        try:
+            if name == "state" and method == "GET":
+                answer = self.state()
+            elif name in self._controls and method in ("GET", "POST"):
+                body = None
+                if method == "POST":
+                    length = int(environ.get("CONTENT_LENGTH") or 0)
+                    body = json.loads(environ["wsgi.input"].read(length) or b"{}")
+                answer = self._controls[name](body)
+            else:
+                return 404, [("Content-Type", "application/json")], b'{"error": "not found"}'
+        except (TypeError, ValueError, KeyError) as exc:
+            error = json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode()
+            return 400, [("Content-Type", "application/json")], error
+        return 200, [("Content-Type", "application/json")], json.dumps(answer).encode()
+
+
+def _jsonable(value: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in value.items()}

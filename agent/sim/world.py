@@ -1,0 +1,230 @@
+"""The whole simulated cloud: IMDS + AWS, seeded with one instance of an Auto Scaling group.
+
+Used by ``agent demo``, the tests and the benchmark. A client process gets the world through
+:meth:`World.env` (endpoints only: its credentials come from the IMDS role through the SDK's
+default chain, as on a real instance) and :meth:`World.agent_config`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+import boto3
+
+from agent.sim.cloud import LAUNCHING, SimCloud
+from agent.sim.imds import ImdsSimulator
+
+IMAGE_ID = "ami-0c0ffee0123456789"
+
+
+class World:
+    """An :class:`ImdsSimulator` and a :class:`SimCloud`, started and stopped together."""
+
+    def __init__(
+        self,
+        imds_host: str = "127.0.0.1",
+        imds_port: int = 0,
+        aws_host: str = "127.0.0.1",
+        aws_port: int = 0,
+        aws_latency: float = 0.0,
+    ) -> None:
+        self.imds = ImdsSimulator(imds_host, imds_port)
+        self.cloud = SimCloud(aws_host, aws_port, aws_latency)
+        self.region = "us-east-1"
+        self.group: str | None = None
+        self.hook: str | None = None
+        self.instance_id: str | None = None
+        self._session: Any = None
+
+    def start(self) -> World:
+        """Start both servers; ``/_sim/imds`` controls the IMDS from another process."""
+        self.imds.start()
+        self.cloud.start()
+        self.cloud.add_control("imds", self._imds_control)
+        return self
+
+    def stop(self) -> None:
+        """Stop both servers."""
+        self.cloud.stop()
+        self.imds.stop()
+
+    def __enter__(self) -> World:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def boto3_client(self, service: str) -> Any:
+        """A boto3 client for the simulated cloud, with the harness's static test keys."""
+        if self._session is None:
+            self._session = boto3.session.Session(
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",  # noqa: S106
+            )
+        return self._session.client(
+            service, region_name=self.region, endpoint_url=self.cloud.endpoint_url
+        )
+
+    def seed(
+        self,
+        *,
+        group: str = "web-asg",
+        instance_type: str = "m5.xlarge",
+        region: str = "us-east-1",
+        hook: str | None = "agent-ready",
+        heartbeat_timeout: int = 300,
+        default_result: str = "ABANDON",
+        in_group: bool = True,
+        tags_enabled: bool = True,
+        secrets: Mapping[str, str | bytes] | None = None,
+        ssm_parameters: Mapping[str, str] | None = None,
+    ) -> str:
+        """Create the group, its launch hook, secrets and parameters; launch; the instance id."""
+        self.region = region
+        zone = f"{region}a"
+        ec2 = self.boto3_client("ec2")
+        tags = {"Name": group}
+        if in_group:
+            autoscaling = self.boto3_client("autoscaling")
+            ec2.create_launch_template(
+                LaunchTemplateName=f"{group}-lt",
+                LaunchTemplateData={"ImageId": IMAGE_ID, "InstanceType": instance_type},
+            )
+            autoscaling.create_auto_scaling_group(
+                AutoScalingGroupName=group,
+                LaunchTemplate={"LaunchTemplateName": f"{group}-lt", "Version": "$Latest"},
+                MinSize=1,
+                MaxSize=1,
+                DesiredCapacity=1,
+                AvailabilityZones=[zone],
+            )
+            if hook is not None:
+                autoscaling.put_lifecycle_hook(
+                    LifecycleHookName=hook,
+                    AutoScalingGroupName=group,
+                    LifecycleTransition=LAUNCHING,
+                    HeartbeatTimeout=heartbeat_timeout,
+                    DefaultResult=default_result,
+                )
+            (described,) = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group])[
+                "AutoScalingGroups"
+            ]
+            instance_id = str(described["Instances"][0]["InstanceId"])
+            tags["aws:autoscaling:groupName"] = group
+        else:
+            (launched,) = ec2.run_instances(
+                ImageId=IMAGE_ID,
+                InstanceType=instance_type,
+                MinCount=1,
+                MaxCount=1,
+                Placement={"AvailabilityZone": zone},
+            )["Instances"]
+            instance_id = str(launched["InstanceId"])
+        (reservation,) = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+        self.imds.instance.update(
+            instance_id=instance_id,
+            instance_type=instance_type,
+            region=region,
+            availability_zone=zone,
+            image_id=IMAGE_ID,
+            private_ip=reservation["Instances"][0]["PrivateIpAddress"],
+            tags=tags if tags_enabled else None,
+            target_lifecycle_state="InService" if in_group else None,
+        )
+        self._create_secrets(secrets or {}, ssm_parameters or {})
+        self.group = group if in_group else None
+        self.hook = hook if in_group else None
+        self.instance_id = instance_id
+        if in_group:
+            self.cloud.launch(group, instance_id)
+        return instance_id
+
+    def _create_secrets(
+        self, secrets: Mapping[str, str | bytes], ssm_parameters: Mapping[str, str]
+    ) -> None:
+        if secrets:
+            secretsmanager = self.boto3_client("secretsmanager")
+            for name, value in secrets.items():
+                if isinstance(value, bytes):
+                    secretsmanager.create_secret(Name=name, SecretBinary=value)
+                else:
+                    secretsmanager.create_secret(Name=name, SecretString=value)
+        if ssm_parameters:
+            ssm = self.boto3_client("ssm")
+            for name, text in ssm_parameters.items():
+                ssm.put_parameter(Name=name, Value=text, Type="SecureString")
+
+    def env(self) -> dict[str, str]:
+        """Environment for a client process: endpoints and region, no static keys.
+
+        Start from an environment without ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/
+        ``AWS_SESSION_TOKEN``/``AWS_PROFILE``; the shared config files are pointed at
+        /dev/null so that the IMDS role is what the default credential chain finds.
+        """
+        return {
+            "AWS_ENDPOINT_URL": self.cloud.endpoint_url,
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT": self.imds.endpoint,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        }
+
+    def agent_config(
+        self,
+        secrets_dir: str | os.PathLike[str],
+        state_dir: str | os.PathLike[str],
+        secret_files: Iterable[Mapping[str, Any]] = (),
+    ) -> str:
+        """An agent TOML config for this world; ``secret_files`` are ``[[secrets.files]]``."""
+        lines = [
+            f"state_dir = {_toml(os.fspath(state_dir))}",
+            "",
+            "[imds]",
+            f"endpoint = {_toml(self.imds.endpoint)}",
+            "",
+            "[aws]",
+            f"endpoint_url = {_toml(self.cloud.endpoint_url)}",
+            "",
+            "[secrets]",
+            f"dir = {_toml(os.fspath(secrets_dir))}",
+        ]
+        for entry in secret_files:
+            lines += ["", "[[secrets.files]]"]
+            lines += [f"{key} = {_toml(value)}" for key, value in entry.items()]
+        lines += ["", "[lifecycle]", f"hook_name = {_toml(self.hook or '')}", ""]
+        return "\n".join(lines)
+
+    def _imds_control(self, body: dict[str, Any] | None) -> dict[str, Any]:
+        """``/_sim/imds``: POST instance facts and fault knobs; GET the request log."""
+        imds = self.imds
+        if body:
+            body = dict(body)
+            if "fail_next" in body:
+                imds.fail_next(**body.pop("fail_next"))
+            for knob in ("latency", "token_lifetime", "disabled"):
+                if knob in body:
+                    setattr(imds, knob, body.pop(knob))
+            if body.pop("expire_tokens", False):
+                imds.expire_tokens()
+            if isinstance(body.get("user_data"), str):
+                body["user_data"] = body["user_data"].encode()
+            imds.instance.update(**body)
+        return {"requests": [list(r) for r in imds.requests]}
+
+
+def _toml(value: Any) -> str:
+    """A TOML scalar (JSON string escapes are valid TOML basic-string escapes)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value), ensure_ascii=False)

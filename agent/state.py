@@ -1,0 +1,238 @@
+"""``state.json``: written atomically by ``run`` at every change, only read by the CLI.
+
+This module stays light (json, os, enum): ``agent status`` and ``agent wait`` import it and
+nothing heavier. Nothing here ever holds a secret value.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+STATE_FILE = "state.json"
+DEFAULT_STATE_DIR = "/run/agent"
+VERSION = 1
+PHASES = ("metadata", "secrets", "tuning", "lifecycle")
+
+
+class State(enum.StrEnum):
+    """The boot as a whole."""
+
+    RUNNING = "running"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class Condition(enum.StrEnum):
+    """How well it went: ``degraded`` is ready, with warnings worth a look."""
+
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    ERROR = "error"
+
+
+class PhaseState(enum.StrEnum):
+    """One phase of the boot."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+def utc_now() -> str:
+    """RFC 3339 UTC timestamp with second precision."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def boot_id() -> str:
+    """The kernel's id of this boot (tells a stale state file from a current one)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
+def resolve_state_dir(explicit: str | None, config_path: str | None = None) -> str:
+    """``--state-dir``, else ``$AGENT_STATE_DIR``, else the config's ``state_dir``, else default.
+
+    The config file is read with tomllib only, unvalidated: status must not need pydantic.
+    """
+    if explicit:
+        return explicit
+    env = os.environ.get("AGENT_STATE_DIR")
+    if env:
+        return env
+    path = config_path or os.environ.get("AGENT_CONFIG") or "/etc/agent/agent.toml"
+    try:
+        import tomllib  # noqa: PLC0415 - only when no faster source named the directory
+
+        with open(path, "rb") as handle:
+            value = tomllib.load(handle).get("state_dir")
+        if isinstance(value, str) and value:
+            return value
+    except (OSError, ValueError):
+        pass
+    return DEFAULT_STATE_DIR
+
+
+def read(state_dir: str) -> dict[str, Any] | None:
+    """The state document, or None when no boot has started (no file)."""
+    try:
+        with open(os.path.join(state_dir, STATE_FILE), "rb") as handle:
+            doc = json.load(handle)
+    except FileNotFoundError:
+        return None
+    if not isinstance(doc, dict):
+        raise ValueError("state.json is not a JSON object")
+    return doc
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (signal 0)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Recorder:
+    """Builds the state document during a boot and writes it at every change.
+
+    Thread-safe: phases run concurrently. ``previous`` is the document of an earlier run
+    in the same state directory (read before the first write), if any.
+    """
+
+    def __init__(self, state_dir: str) -> None:
+        self.state_dir = state_dir
+        self.path = os.path.join(state_dir, STATE_FILE)
+        self._lock = threading.RLock()
+        try:
+            self.previous = read(state_dir)
+        except (OSError, ValueError):
+            self.previous = None
+        self._started: dict[str, float] = {}
+        self.doc: dict[str, Any] = {
+            "version": VERSION,
+            "state": State.RUNNING.value,
+            "condition": Condition.HEALTHY.value,
+            "updated_at": utc_now(),
+            "boot_id": boot_id(),
+            "pid": os.getpid(),
+            "instance": {},
+            "phases": [
+                {"name": name, "state": PhaseState.PENDING.value, "started_at": None,
+                 "finished_at": None, "duration_ms": None, "detail": "", "error": None}
+                for name in PHASES
+            ],
+            "secrets": [],
+            "lifecycle": {},
+            "errors": [],
+            "warnings": [],
+        }
+
+    # -- updates (each one writes) -----------------------------------------------------
+
+    def start(self) -> None:
+        """Write the initial document (state ``running``)."""
+        self.write()
+
+    def phase(self, name: str, state: PhaseState, detail: str | None = None,
+              error: str | None = None) -> None:
+        """Move a phase to ``state``; timestamps and duration follow."""
+        with self._lock:
+            entry = self.phase_entry(name)
+            now = time.monotonic()
+            if state is PhaseState.RUNNING:
+                self._started[name] = now
+                entry["started_at"] = utc_now()
+            elif state in (PhaseState.DONE, PhaseState.FAILED, PhaseState.SKIPPED):
+                entry["finished_at"] = utc_now()
+                if name in self._started:
+                    entry["duration_ms"] = round((now - self._started[name]) * 1000)
+            entry["state"] = state.value
+            if detail is not None:
+                entry["detail"] = detail
+            if error is not None:
+                entry["error"] = error
+                self.doc["errors"].append(f"{name}: {error}")
+            self.write()
+
+    @contextmanager
+    def running(self, name: str) -> Iterator[dict[str, Any]]:
+        """Run a phase: ``done`` (or what the body set) on success, ``failed`` on error."""
+        self.phase(name, PhaseState.RUNNING)
+        outcome: dict[str, Any] = {"state": PhaseState.DONE, "detail": ""}
+        try:
+            yield outcome
+        except Exception as exc:
+            self.phase(name, PhaseState.FAILED, error=str(exc))
+            raise
+        self.phase(name, outcome["state"], detail=outcome["detail"])
+
+    def update(self, **fields: Any) -> None:
+        """Set top-level fields (``instance``, ``secrets``, ``lifecycle``, ...)."""
+        with self._lock:
+            self.doc.update(fields)
+            self.write()
+
+    def warn(self, message: str) -> None:
+        """Record a warning: the boot becomes (or stays) ``degraded``."""
+        with self._lock:
+            if message not in self.doc["warnings"]:
+                self.doc["warnings"].append(message)
+            if self.doc["condition"] == Condition.HEALTHY.value:
+                self.doc["condition"] = Condition.DEGRADED.value
+            self.write()
+
+    def clear_warning(self, prefix: str) -> None:
+        """Drop warnings starting with ``prefix``; healthy again when none are left."""
+        with self._lock:
+            kept = [w for w in self.doc["warnings"] if not w.startswith(prefix)]
+            if len(kept) != len(self.doc["warnings"]):
+                self.doc["warnings"] = kept
+                if not kept and self.doc["condition"] == Condition.DEGRADED.value:
+                    self.doc["condition"] = Condition.HEALTHY.value
+                self.write()
+
+    def finish(self, state: State) -> None:
+        """Mark the boot ``ready`` or ``failed``; pending phases are skipped on failure."""
+        with self._lock:
+            self.doc["state"] = state.value
+            if state is State.FAILED:
+                self.doc["condition"] = Condition.ERROR.value
+                for entry in self.doc["phases"]:
+                    if entry["state"] == PhaseState.PENDING.value:
+                        entry["state"] = PhaseState.SKIPPED.value
+                        entry["detail"] = "not run: the boot failed"
+            self.write()
+
+    # -- output ------------------------------------------------------------------------
+
+    def write(self) -> None:
+        """Replace state.json atomically (temp file + rename)."""
+        from agent.fsutil import atomic_write  # noqa: PLC0415 - keep the read path light
+
+        with self._lock:
+            self.doc["updated_at"] = utc_now()
+            data = json.dumps(self.doc, indent=2).encode() + b"\n"
+            atomic_write(self.path, data, mode=0o644, dir_mode=0o755, sync=False)
+
+    def phase_entry(self, name: str) -> dict[str, Any]:
+        """The phase's entry in the document."""
+        phases: list[dict[str, Any]] = self.doc["phases"]
+        for entry in phases:
+            if entry["name"] == name:
+                return entry
+        raise KeyError(name)

@@ -1,0 +1,153 @@
+"""``agent status`` and ``agent wait``: read state.json, never anything heavier.
+
+This path imports json, os, time and the state module only (no AWS SDK, no pydantic, no
+argparse unless the arguments need a usage message), so it costs about a bare interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from agent.errors import EXIT_FAILED, EXIT_NOT_FINISHED, EXIT_OK, EXIT_TIMEOUT
+from agent.state import read, resolve_state_dir
+
+POLL_SECONDS = 0.1
+
+
+def exit_code(doc: dict[str, Any] | None) -> int:
+    """0 ready (healthy or degraded), 1 failed, 3 not started or still running."""
+    if doc is None:
+        return EXIT_NOT_FINISHED
+    return {"ready": EXIT_OK, "failed": EXIT_FAILED}.get(doc.get("state", ""), EXIT_NOT_FINISHED)
+
+
+def stale_note(doc: dict[str, Any]) -> str:
+    """Why a 'running' document is not really running, if it is not."""
+    if doc.get("state") != "running":
+        return ""
+    from agent.state import boot_id, pid_alive  # noqa: PLC0415
+
+    if doc.get("boot_id") and doc["boot_id"] != boot_id():
+        return "written during an earlier boot of this machine; the agent has not run since"
+    pid = doc.get("pid")
+    if isinstance(pid, int) and not pid_alive(pid):
+        return f"the agent (pid {pid}) is gone without finishing; see its journal"
+    return ""
+
+
+def render(doc: dict[str, Any] | None, state_dir: str) -> str:
+    """The readable table."""
+    if doc is None:
+        return f"agent: not started (no state.json in {state_dir})\n"
+    out = [f"agent: {doc.get('state', '?')} ({doc.get('condition', '?')})"
+           f"    updated {doc.get('updated_at', '?')}"]
+    note = stale_note(doc)
+    if note:
+        out.append(f"note: {note}")
+    inst = doc.get("instance") or {}
+    if inst:
+        parts = [inst.get(k, "") for k in ("instance_id", "instance_type",
+                                           "availability_zone", "image_id")]
+        group = inst.get("auto_scaling_group")
+        out.append("instance   " + " ".join(p for p in parts if p)
+                   + (f"  group {group}" if group else ""))
+    out.append("")
+    out.append(f"{'phase':<10} {'state':<8} {'time':>8}  detail")
+    for phase in doc.get("phases", []):
+        ms = phase.get("duration_ms")
+        took = f"{ms} ms" if isinstance(ms, int) else "-"
+        detail = phase.get("error") or phase.get("detail") or ""
+        out.append(f"{phase.get('name', '?'):<10} {phase.get('state', '?'):<8} {took:>8}  {detail}")
+    lc = doc.get("lifecycle") or {}
+    if lc:
+        out.append("")
+        out.append(f"lifecycle  {lc.get('result') or 'nothing sent'}"
+                   f" -> {lc.get('group', '?')}/{lc.get('hook', '?')}")
+    secrets = doc.get("secrets") or []
+    if secrets:
+        out.append("")
+        out.append(f"secrets    {len(secrets)} files")
+        out.extend(f"  {s.get('path')}  <- {s.get('secret_id')} (version {s.get('version_id')})"
+                   for s in secrets)
+    for title in ("warnings", "errors"):
+        items = doc.get(title) or []
+        if items:
+            out.append("")
+            out.append(f"{title}:")
+            out.extend(f"  - {item}" for item in items)
+    return "\n".join(out) + "\n"
+
+
+def _fast_args(argv: list[str], flags: set[str], options: set[str]) -> dict[str, str] | None:
+    """Parse the few options by hand; None sends the arguments to argparse (help, errors)."""
+    found: dict[str, str] = {}
+    it = iter(argv)
+    for arg in it:
+        name, eq, value = arg.partition("=")
+        if name in flags and not eq:
+            found[name] = ""
+        elif name in options:
+            if not eq:
+                value = next(it, "")
+                if not value or value.startswith("-"):
+                    return None
+            found[name] = value
+        else:
+            return None
+    return found
+
+
+def status_main(argv: list[str]) -> int | None:
+    """``agent status``; None when argparse must handle the arguments."""
+    args = _fast_args(argv, {"--json"}, {"--state-dir"})
+    if args is None:
+        return None
+    state_dir = resolve_state_dir(args.get("--state-dir"))
+    try:
+        doc = read(state_dir)
+    except (OSError, ValueError) as exc:
+        print(f"agent: cannot read {os.path.join(state_dir, 'state.json')}: {exc}",
+              file=sys.stderr)
+        return EXIT_NOT_FINISHED
+    if "--json" in args:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        sys.stdout.write(render(doc, state_dir))
+    return exit_code(doc)
+
+
+def wait_main(argv: list[str]) -> int | None:
+    """``agent wait``: 0 ready, 1 failed, 124 timed out; None for argparse."""
+    args = _fast_args(argv, set(), {"--timeout", "--state-dir"})
+    if args is None:
+        return None
+    try:
+        timeout = float(args["--timeout"]) if "--timeout" in args else None
+    except ValueError:
+        return None
+    if timeout is not None and not timeout >= 0:  # negative or NaN
+        return None
+    state_dir = resolve_state_dir(args.get("--state-dir"))
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            doc = read(state_dir)
+        except (OSError, ValueError):
+            doc = None  # being replaced, or not yet valid: look again
+        code = exit_code(doc)
+        if code != EXIT_NOT_FINISHED:
+            assert doc is not None
+            print(f"agent: {doc['state']} ({doc.get('condition', '?')})")
+            return code
+        if deadline is not None and time.monotonic() >= deadline:
+            state = "not started" if doc is None else doc.get("state", "?")
+            print(f"agent: timed out after {timeout:g} s waiting for the boot ({state})",
+                  file=sys.stderr)
+            return EXIT_TIMEOUT
+        pause = POLL_SECONDS if deadline is None else min(POLL_SECONDS,
+                                                         max(0.0, deadline - time.monotonic()))
+        time.sleep(pause)

@@ -1,0 +1,273 @@
+"""Tuning: facts about the machine, a pure plan of every value, and the one step that writes.
+
+:func:`read_facts` measures the running machine (memory and CPUs, cgroup limits included)
+and looks up the type's nominal size; :func:`plan` computes and renders every output without
+touching the disk; :func:`apply` writes them, each atomically with its mode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TypedDict
+
+from agent import envfile
+from agent.config import TuningConfig, TuningFile
+from agent.errors import TuningError
+from agent.expr import Explanation, ExprError, Value, compile_expression, render_value
+from agent.fsutil import atomic_write
+from agent.instance_types import InstanceType, lookup
+
+MIB = 1024 * 1024
+V1_UNLIMITED = 1 << 62  # cgroup v1 reports "no limit" as a huge page-rounded number
+
+Describe = Callable[[str], InstanceType | None]
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What tuning expressions may read (agent.expr.FACTS names the same fields)."""
+
+    memory_mib: int
+    vcpus: int
+    instance_type: str
+    family: str
+    generation: int
+    size: str
+    arch: str
+    instance_memory_mib: int
+    instance_vcpus: int
+
+    def as_dict(self) -> dict[str, int | str]:
+        """The facts by name, as expressions see them."""
+        return dataclasses.asdict(self)
+
+
+def split_type(instance_type: str) -> tuple[str, int, str]:
+    """``"m5d.xlarge"`` -> ``("m5d", 5, "xlarge")``: family, generation (0 if none), size."""
+    family, _, size = instance_type.partition(".")
+    digits = re.search(r"\d+", family)
+    return family, int(digits.group()) if digits else 0, size
+
+
+def read_facts(instance_type: str, *, describe: Describe | None = None,
+               root: str = "/") -> Facts:
+    """The running machine's facts: real memory and CPUs (cgroup limits applied), type data."""
+    base = Path(root)
+    memory = _mem_total_mib(base)
+    limit = _memory_limit_mib(base)
+    vcpus = len(os.sched_getaffinity(0))
+    quota = _cpu_limit(base)
+    return _facts(instance_type, describe,
+                  memory if limit is None else min(memory, limit),
+                  vcpus if quota is None else max(1, min(vcpus, quota)))
+
+
+def nominal_facts(instance_type: str, *, describe: Describe | None = None) -> Facts:
+    """Facts of a type as launched, without a machine: memory and vCPUs are its nominal ones."""
+    return _facts(instance_type, describe, None, None)
+
+
+def _facts(instance_type: str, describe: Describe | None, memory_mib: int | None,
+           vcpus: int | None) -> Facts:
+    nominal = lookup(instance_type)
+    if nominal is None and describe is not None:
+        nominal = describe(instance_type)
+        if nominal is None:
+            raise TuningError(f"unknown instance type {instance_type!r}: not in the bundled "
+                              "table and DescribeInstanceTypes does not know it")
+    if nominal is None:
+        raise TuningError(f"unknown instance type {instance_type!r}: not in the bundled table "
+                          "(run scripts/gen_instance_types.py) and DescribeInstanceTypes is "
+                          "not available")
+    family, generation, size = split_type(instance_type)
+    return Facts(
+        memory_mib=nominal.memory_mib if memory_mib is None else memory_mib,
+        vcpus=nominal.vcpus if vcpus is None else vcpus,
+        instance_type=instance_type, family=family, generation=generation, size=size,
+        arch=nominal.arch, instance_memory_mib=nominal.memory_mib,
+        instance_vcpus=nominal.vcpus,
+    )
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _mem_total_mib(root: Path) -> int:
+    """MemTotal: psutil on the real machine, <root>/proc/meminfo under a test root."""
+    if root == Path("/"):
+        import psutil  # noqa: PLC0415 - only the boot needs it, not plan
+
+        return int(psutil.virtual_memory().total // MIB)
+    for line in (_read(root / "proc/meminfo") or "").splitlines():
+        name, _, rest = line.partition(":")
+        if name == "MemTotal":
+            return int(rest.split()[0]) // 1024  # kB
+    raise TuningError(f"cannot read MemTotal from {root / 'proc/meminfo'}")
+
+
+def _cgroup_dirs(root: Path, controller: str) -> Iterator[tuple[int, Path]]:
+    """(cgroup version, directory) of this process's cgroup for ``controller``, then of
+    each ancestor up to the hierarchy's root (limits apply from every level)."""
+    mount = root / "sys/fs/cgroup"
+    for line in (_read(root / "proc/self/cgroup") or "").splitlines():
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and not controllers:
+            version, bases = 2, [mount]
+        elif controller in controllers.split(","):
+            version, bases = 1, [mount / controllers, mount / controller]
+        else:
+            continue
+        base = next((b for b in bases if b.is_dir()), None)
+        parts = [p for p in PurePosixPath(path).parts if p not in ("/", "..", ".")]
+        for depth in range(len(parts), -1, -1):
+            if base is not None:
+                yield version, base.joinpath(*parts[:depth])
+
+
+def _memory_limit_mib(root: Path) -> int | None:
+    """The tightest cgroup memory limit over this process's cgroup and its ancestors."""
+    limits = []
+    for version, directory in _cgroup_dirs(root, "memory"):
+        text = _read(directory / ("memory.max" if version == 2 else "memory.limit_in_bytes"))
+        if text and text.isdigit() and (version == 2 or int(text) < V1_UNLIMITED):
+            limits.append(int(text) // MIB)
+    return min(limits) if limits else None
+
+
+def _cpu_limit(root: Path) -> int | None:
+    """The tightest cgroup CPU quota, in whole CPUs (rounded up), or None."""
+    limits = []
+    for version, directory in _cgroup_dirs(root, "cpu"):
+        if version == 2:
+            quota, _, period = (_read(directory / "cpu.max") or "").partition(" ")
+        else:
+            quota = _read(directory / "cpu.cfs_quota_us") or ""
+            period = _read(directory / "cpu.cfs_period_us") or ""
+        if quota.isdigit() and period.isdigit() and int(quota) > 0 and int(period) > 0:
+            limits.append(math.ceil(int(quota) / int(period)))
+    return min(limits) if limits else None
+
+
+class TuningRecord(TypedDict):
+    """What state.json keeps of one written output (tuned values are not secret)."""
+
+    path: str
+    format: str
+    values: dict[str, str]
+    changed: bool
+
+
+@dataclass(frozen=True)
+class PlannedValue:
+    """One computed value: its name, expression and explanation (with the result)."""
+
+    name: str
+    expression: str
+    explanation: Explanation
+
+    @property
+    def rendered(self) -> str:
+        """The value as written to an env file."""
+        return render_value(self.explanation.result)
+
+
+@dataclass(frozen=True)
+class PlannedOutput:
+    """One file to write: where, how, its complete content and the values in it."""
+
+    path: str
+    format: str
+    mode: int
+    content: bytes
+    values: list[PlannedValue]
+
+    def current(self) -> bytes | None:
+        """What the file holds now (None when absent or unreadable)."""
+        try:
+            return Path(self.path).read_bytes()
+        except OSError:
+            return None
+
+    def record(self, changed: bool) -> TuningRecord:
+        """The state.json record of this output."""
+        return {"path": self.path, "format": self.format,
+                "values": {v.name: v.rendered for v in self.values}, "changed": changed}
+
+
+@dataclass(frozen=True)
+class TuningPlan:
+    """Every output of the tuning phase, computed for one set of facts; nothing written."""
+
+    facts: Facts
+    outputs: list[PlannedOutput]
+
+
+def plan(cfg: TuningConfig, facts: Facts) -> TuningPlan:
+    """Compute and render every output (pure: reads and writes nothing)."""
+    names = facts.as_dict()
+    return TuningPlan(facts, [_plan_file(entry, names) for entry in cfg.files])
+
+
+def _plan_file(entry: TuningFile, facts: dict[str, int | str]) -> PlannedOutput:
+    values = []
+    for name, text in entry.values.items():
+        try:
+            explanation = compile_expression(text).explain(facts)
+        except ExprError as exc:
+            raise TuningError(f"tuning {entry.path}: {name}: {exc}") from None
+        values.append(PlannedValue(name, text, explanation))
+    try:
+        content = _render(entry.format, values)
+    except envfile.EnvFileError as exc:
+        raise TuningError(f"tuning {entry.path}: {exc}") from None
+    return PlannedOutput(entry.path, entry.format, entry.mode, content, values)
+
+
+def _render(fmt: str, values: list[PlannedValue]) -> bytes:
+    if fmt == "env":
+        return envfile.render([(v.name, v.rendered) for v in values]).encode("utf-8")
+    data = {v.name: _json_value(v.explanation.result) for v in values}
+    return (json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def _json_value(value: Value) -> Value:
+    """Numbers stay numbers; a whole float is written as an integer (12288.0 -> 12288)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def apply(tuning_plan: TuningPlan) -> list[TuningRecord]:
+    """Write every planned output atomically with its mode; records for state.json.
+
+    A file whose content and mode are already right is left untouched (``changed`` false).
+    """
+    records: list[TuningRecord] = []
+    for output in tuning_plan.outputs:
+        changed = output.current() != output.content
+        try:
+            if changed or not _has_mode(output.path, output.mode):
+                atomic_write(output.path, output.content, output.mode)
+        except OSError as exc:
+            raise TuningError(f"tuning {output.path}: cannot write: "
+                              f"{exc.strerror or exc}") from None
+        records.append(output.record(changed))
+    return records
+
+
+def _has_mode(path: str, mode: int) -> bool:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return (st.st_mode & 0o170000) == 0o100000 and (st.st_mode & 0o7777) == mode

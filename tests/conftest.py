@@ -1,0 +1,72 @@
+"""Shared fixtures: real tmpfs mounts, a clean AGENT_* environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+IS_ROOT = os.geteuid() == 0
+
+
+@pytest.fixture(autouse=True)
+def _clean_agent_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No AGENT_* or AWS_* variable of the developer's shell leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith(("AGENT_", "AWS_")):
+            monkeypatch.delenv(name)
+
+
+def mount_tmpfs(path: Path, size: str = "4m", fstype: str = "tmpfs") -> None:
+    """Mount a real tmpfs (or ramfs) at ``path``."""
+    path.mkdir(parents=True, exist_ok=True)
+    options = f"size={size},mode=0755" if fstype == "tmpfs" else "mode=0755"
+    subprocess.run(["mount", "-t", fstype, "-o", options, fstype, str(path)], check=True)
+
+
+def umount(path: Path) -> None:
+    """Lazy unmount (a test may still hold a descriptor)."""
+    subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A freshly mounted tmpfs; needs root (skips otherwise)."""
+    if not IS_ROOT:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "tmpfs"
+    mount_tmpfs(mount)
+    try:
+        yield mount
+    finally:
+        umount(mount)
+
+
+@pytest.fixture
+def ramfs(tmp_path: Path) -> Iterator[Path]:
+    """A freshly mounted ramfs; needs root."""
+    if not IS_ROOT:
+        pytest.skip("mounting a ramfs needs root")
+    mount = tmp_path / "ramfs"
+    mount_tmpfs(mount, fstype="ramfs")
+    try:
+        yield mount
+    finally:
+        umount(mount)
+
+
+@pytest.fixture
+def disk_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory on a disk filesystem (not tmpfs), even where /tmp is a tmpfs."""
+    from agent.fsutil import is_memory_fs
+
+    for base in (tmp_path_factory.mktemp("disk"), Path(__file__).parent.parent / ".cache"):
+        base.mkdir(parents=True, exist_ok=True)
+        if not is_memory_fs(base):
+            target = base / f"disk-{os.getpid()}-{len(list(base.iterdir()))}"
+            target.mkdir()
+            return target
+    pytest.skip("no disk filesystem available for this test")

@@ -1,0 +1,204 @@
+"""Secrets: rendering, and publishing generations on real tmpfs mounts."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent import envfile, secrets
+from agent.config import SecretFile, SecretsConfig
+from agent.errors import SecretsError
+from agent.fsutil import TMPFS_MAGIC, fs_type
+from agent.secrets import Rendered, SecretValue
+
+DOC = {"username": "app", "password": "s3cr3t-\"quoted\"-$x", "port": 5432,
+       "nested": {"host": "db.internal", "replicas": ["a", "b"]}}
+
+
+def entry(**kw: Any) -> SecretFile:
+    kw.setdefault("secret_id", "prod/db")
+    kw.setdefault("path", "db.json")
+    return SecretFile(**kw)
+
+
+def text_value(doc: Any = DOC) -> SecretValue:
+    return SecretValue("prod/db", "v1", text=json.dumps(doc) if not isinstance(doc, str) else doc)
+
+
+def test_raw_string_is_byte_exact() -> None:
+    value = text_value("line1\nline2 no newline at end")
+    assert secrets.render(entry(), value, 0) == b"line1\nline2 no newline at end"
+
+
+def test_raw_binary_is_byte_exact() -> None:
+    blob = bytes(range(256)) * 3
+    value = SecretValue("bin", "v1", binary=blob)
+    assert secrets.render(entry(secret_id="bin"), value, 0) == blob
+
+
+def test_key_selects_top_level_value() -> None:
+    assert secrets.render(entry(key="password"), text_value(), 0) == DOC["password"].encode()
+    assert secrets.render(entry(key="port"), text_value(), 0) == b"5432"
+
+
+def test_key_is_jmespath_for_nested_values() -> None:
+    assert secrets.render(entry(key="nested.host"), text_value(), 0) == b"db.internal"
+    assert secrets.render(entry(key="nested.replicas[1]"), text_value(), 0) == b"b"
+    assert json.loads(secrets.render(entry(key="nested"), text_value(), 0)) == DOC["nested"]
+
+
+def test_env_format_reads_back_exactly() -> None:
+    out = secrets.render(entry(format="env"), text_value({"USER": "app", "PASS": 'a "b" $c'}), 0)
+    assert envfile.parse(out.decode()) == {"USER": "app", "PASS": 'a "b" $c'}
+
+
+def test_env_format_of_a_sub_object() -> None:
+    out = secrets.render(entry(format="env", key="nested"), text_value(), 0)
+    assert envfile.parse(out.decode()) == {"host": "db.internal", "replicas": '["a","b"]'}
+
+
+@pytest.mark.parametrize(
+    ("kw", "value", "problem"),
+    [
+        ({"key": "nope"}, text_value(), "key 'nope' matches nothing"),
+        ({"key": "password"}, text_value("not json at all"), "is not JSON"),
+        ({"key": "x"}, SecretValue("prod/db", "v", binary=b"\x00"), "binary secret has no keys"),
+        ({"format": "env"}, SecretValue("prod/db", "v", binary=b"\x00"), "binary secret"),
+        ({"format": "env"}, text_value(["a", "b"]), "env format needs a JSON object"),
+        ({"format": "env"}, text_value({"bad-name": "x"}), "not a valid environment variable"),
+        ({"format": "env"}, text_value({"OK": "nul\0"}), "control characters"),
+        ({"key": "a[?"}, text_value(), "neither a key nor a valid JMESPath"),
+    ],
+)
+def test_data_errors_name_secret_and_entry_never_the_value(kw: dict[str, Any],
+                                                           value: SecretValue,
+                                                           problem: str) -> None:
+    with pytest.raises(SecretsError) as info:
+        secrets.render(entry(**kw), value, 3)
+    message = str(info.value)
+    assert "secret 'prod/db' (secrets.files[3] db.json)" in message
+    assert problem in message
+    assert "s3cr3t" not in message
+
+
+def test_secret_value_repr_is_redacted() -> None:
+    value = SecretValue("prod/db", "v1", text="hunter2")
+    assert "hunter2" not in repr(value)
+    assert "hunter2" not in str(value)
+    assert "hunter2" not in repr([value, {"k": value}])
+    rendered = Rendered(entry(), value, b"hunter2")
+    assert "hunter2" not in repr(rendered)
+
+
+# -- publishing on tmpfs ------------------------------------------------------------------
+
+
+def rendered_set(contents: dict[str, bytes], **kw: Any) -> list[Rendered]:
+    return [Rendered(entry(path=path, **kw), SecretValue("prod/db", "v1", text="x"), data)
+            for path, data in contents.items()]
+
+
+def test_publish_switches_whole_generations(tmpfs: Path) -> None:
+    root = tmpfs / "secrets"
+    first = secrets.publish(root, rendered_set({"db.json": b"one", "app/api.env": b"A=1\n"}))
+    assert (root / "db.json").read_bytes() == b"one"
+    assert (root / "app" / "api.env").read_bytes() == b"A=1\n"
+    assert os.readlink(root / ".current") == first
+    assert os.readlink(root / "db.json") == ".current/db.json"
+
+    second = secrets.publish(root, rendered_set({"db.json": b"two", "app/api.env": b"A=2\n"}))
+    assert second > first
+    assert (root / "db.json").read_bytes() == b"two"
+    assert (root / "app" / "api.env").read_bytes() == b"A=2\n"
+    third = secrets.publish(root, rendered_set({"db.json": b"three", "app/api.env": b"A=3\n"}))
+    # the current and one previous generation are kept; older ones pruned
+    assert sorted(p.name for p in secrets.generations(root)) == [second, third]
+
+
+def test_files_have_final_mode_and_owner(tmpfs: Path) -> None:
+    root = tmpfs / "secrets"
+    secrets.publish(root, rendered_set({"db.json": b"x"}, mode=0o440, owner="nobody",
+                                       group="nogroup"))
+    st = (root / "db.json").stat()
+    assert stat.S_IMODE(st.st_mode) == 0o440
+    assert st.st_uid == 65534
+    assert stat.S_IMODE(root.stat().st_mode) == 0o711  # non-root reader may traverse
+    secrets.publish(root, rendered_set({"db.json": b"x"}))
+    assert stat.S_IMODE((root / "db.json").stat().st_mode) == 0o400
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+
+
+def test_renamed_entry_drops_its_old_visible_name(tmpfs: Path) -> None:
+    root = tmpfs / "secrets"
+    secrets.publish(root, rendered_set({"old.txt": b"x"}))
+    secrets.publish(root, rendered_set({"new.txt": b"y"}))
+    assert not (root / "old.txt").is_symlink()
+    assert (root / "new.txt").read_bytes() == b"y"
+
+
+def test_failure_mid_publish_leaves_previous_set(tmpfs: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmpfs / "secrets"
+    secrets.publish(root, rendered_set({"a": b"1", "b": b"1"}))
+    calls = {"n": 0}
+    real = secrets.write_new
+
+    def flaky(*args: Any, **kwargs: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(28, "No space left on device")
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(secrets, "write_new", flaky)
+    with pytest.raises(OSError):
+        secrets.publish(root, rendered_set({"a": b"2", "b": b"2"}))
+    assert (root / "a").read_bytes() == b"1"
+    assert (root / "b").read_bytes() == b"1"
+    assert not [p for p in root.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_recover_removes_half_written_generation(tmpfs: Path) -> None:
+    root = tmpfs / "secrets"
+    gen = secrets.publish(root, rendered_set({"a": b"1"}))
+    partial = root / ".gen-000099.tmp"
+    partial.mkdir()
+    (partial / "a").write_bytes(b"partial")
+    (root / ".current.123.tmp").symlink_to(".gen-000099.tmp")
+    assert sorted(secrets.recover(root)) == [".current.123.tmp", ".gen-000099.tmp"]
+    assert os.readlink(root / ".current") == gen
+    assert (root / "a").read_bytes() == b"1"
+
+
+def test_refuses_foreign_file_at_a_visible_name(tmpfs: Path) -> None:
+    root = tmpfs / "secrets"
+    root.mkdir()
+    (root / "db.json").write_bytes(b"someone else's")
+    with pytest.raises(SecretsError, match="not managed by the agent"):
+        secrets.publish(root, rendered_set({"db.json": b"x"}))
+    assert (root / "db.json").read_bytes() == b"someone else's"
+
+
+def test_storage_check_accepts_tmpfs_and_ramfs(tmpfs: Path, ramfs: Path) -> None:
+    assert fs_type(tmpfs) == TMPFS_MAGIC
+    secrets.check_storage(tmpfs / "not" / "yet" / "there", True)
+    secrets.check_storage(ramfs / "secrets", True)
+
+
+def test_storage_check_refuses_disk(disk_dir: Path) -> None:
+    target = disk_dir / "secrets"
+    with pytest.raises(SecretsError, match="not tmpfs/ramfs") as info:
+        secrets.check_storage(target, True)
+    assert "tmpfs" in str(info.value)
+    assert not target.exists()
+    secrets.check_storage(target, False)  # explicitly allowed
+
+
+def test_render_all_keeps_config_order() -> None:
+    cfg = SecretsConfig(files=[entry(path="a", key="username"), entry(path="b", key="port")])
+    out = secrets.render_all(cfg, {"prod/db": text_value()})
+    assert [(r.entry.path, r.content) for r in out] == [("a", b"app"), ("b", b"5432")]

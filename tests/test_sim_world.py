@@ -1,0 +1,222 @@
+"""World: the seeded simulated cloud, in process and as `python -m agent.sim serve`."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+import pytest
+
+from agent.sim import World
+
+STATIC_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    with World() as sim:
+        yield sim
+
+
+def request(
+    method: str, url: str, headers: dict[str, str] | None = None, body: bytes | None = None
+) -> tuple[int, bytes]:
+    """One HTTP exchange on a fresh connection: (status, body)."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=5)
+    try:
+        conn.request(method, parts.path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def imds_token(endpoint: str) -> str:
+    ttl = {"X-aws-ec2-metadata-token-ttl-seconds": "60"}
+    status, token = request("PUT", endpoint + "/latest/api/token", ttl)
+    assert status == 200
+    return token.decode()
+
+
+def imds_get(endpoint: str, path: str) -> tuple[int, bytes]:
+    headers = {"X-aws-ec2-metadata-token": imds_token(endpoint)}
+    return request("GET", endpoint + path, headers)
+
+
+def control(url: str, body: dict[str, Any] | None = None) -> Any:
+    if body is None:
+        status, answer = request("GET", url)
+    else:
+        status, answer = request("POST", url, body=json.dumps(body).encode())
+    assert status == 200
+    return json.loads(answer)
+
+
+def test_seed_and_default_credential_chain(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    instance_id = world.seed(
+        secrets={"prod/db": '{"user": "app", "password": "pw"}', "prod/tls-key": b"\x00\xffkey"},
+        ssm_parameters={"/app/token": "t0k3n"},
+    )
+    for name in STATIC_KEYS:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in world.env().items():
+        monkeypatch.setenv(name, value)
+    session = boto3.session.Session()  # endpoints, region and credentials from world.env()
+    secrets = session.client("secretsmanager")
+    assert json.loads(secrets.get_secret_value(SecretId="prod/db")["SecretString"])["user"] == "app"
+    assert secrets.get_secret_value(SecretId="prod/tls-key")["SecretBinary"] == b"\x00\xffkey"
+    parameter = session.client("ssm").get_parameter(Name="/app/token", WithDecryption=True)
+    assert parameter["Parameter"]["Value"] == "t0k3n"
+    assert parameter["Parameter"]["Type"] == "SecureString"
+    credentials = session.get_credentials()
+    assert credentials is not None
+    assert credentials.method == "iam-role"
+    assert world.imds.count(path_prefix="/latest/meta-data/iam/security-credentials/") >= 2
+
+    autoscaling = world.boto3_client("autoscaling")
+    (instance,) = autoscaling.describe_auto_scaling_instances()["AutoScalingInstances"]
+    assert instance["InstanceId"] == instance_id
+    assert instance["LifecycleState"] == "Pending:Wait"
+    (hook,) = autoscaling.describe_lifecycle_hooks(AutoScalingGroupName="web-asg")["LifecycleHooks"]
+    assert (hook["LifecycleHookName"], hook["HeartbeatTimeout"]) == ("agent-ready", 300)
+    (action,) = world.cloud.actions(instance_id)
+    assert (action.group, action.hook, action.result) == ("web-asg", "agent-ready", None)
+
+
+def test_imds_matches_the_moto_instance(world: World) -> None:
+    instance_id = world.seed(instance_type="c5.2xlarge", region="eu-west-1")
+    (reservation,) = world.boto3_client("ec2").describe_instances()["Reservations"]
+    moto_instance = reservation["Instances"][0]
+    document = json.loads(
+        imds_get(world.imds.endpoint, "/latest/dynamic/instance-identity/document")[1]
+    )
+    assert document["instanceId"] == instance_id == moto_instance["InstanceId"]
+    assert document["instanceType"] == "c5.2xlarge" == moto_instance["InstanceType"]
+    assert document["availabilityZone"] == "eu-west-1a"
+    assert document["region"] == "eu-west-1"
+    assert document["privateIp"] == moto_instance["PrivateIpAddress"]
+    assert document["imageId"] == moto_instance["ImageId"]
+    group = imds_get(
+        world.imds.endpoint, "/latest/meta-data/tags/instance/aws:autoscaling:groupName"
+    )
+    assert group == (200, b"web-asg")
+    assert (
+        imds_get(world.imds.endpoint, "/latest/meta-data/autoscaling/target-lifecycle-state")[1]
+        == b"InService"
+    )
+    assert world.env()["AWS_DEFAULT_REGION"] == "eu-west-1"
+
+
+def test_seed_without_hook_without_group_without_tags(world: World) -> None:
+    world.seed(hook=None)
+    (instance,) = world.boto3_client("autoscaling").describe_auto_scaling_instances()[
+        "AutoScalingInstances"
+    ]
+    assert instance["LifecycleState"] == "InService"
+    assert world.cloud.actions() == []
+
+
+def test_seed_outside_any_group(world: World) -> None:
+    instance_id = world.seed(in_group=False, tags_enabled=False)
+    assert (
+        world.boto3_client("autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"] == []
+    )
+    assert imds_get(world.imds.endpoint, "/latest/meta-data/instance-id") == (
+        200,
+        instance_id.encode(),
+    )
+    assert imds_get(world.imds.endpoint, "/latest/meta-data/tags/instance/")[0] == 404
+    assert (
+        imds_get(world.imds.endpoint, "/latest/meta-data/autoscaling/target-lifecycle-state")[0]
+        == 404
+    )
+
+
+def test_agent_config_is_valid_toml(world: World, tmp_path: Path) -> None:
+    world.seed()
+    text = world.agent_config(
+        tmp_path / "secrets",
+        tmp_path / "state",
+        secret_files=[
+            {"secret_id": "prod/db", "path": "db.env", "format": "env", "mode": "0400"},
+            {"secret_id": "prod/tls-key", "path": "tls.key"},
+        ],
+    )
+    config = tomllib.loads(text)
+    assert config["state_dir"] == str(tmp_path / "state")
+    assert config["imds"]["endpoint"] == world.imds.endpoint
+    assert config["aws"]["endpoint_url"] == world.cloud.endpoint_url
+    assert config["secrets"]["dir"] == str(tmp_path / "secrets")
+    assert config["secrets"]["files"][0] == {
+        "secret_id": "prod/db",
+        "path": "db.env",
+        "format": "env",
+        "mode": "0400",
+    }
+    assert config["lifecycle"]["hook_name"] == "agent-ready"
+
+
+def test_serve_subprocess(tmp_path: Path) -> None:
+    seed = {
+        "hook": "agent-ready",
+        "secrets": {
+            "prod/db": "pw",
+            "prod/key": {"base64": base64.b64encode(b"\x01\x02").decode()},
+        },
+    }
+    (tmp_path / "seed.json").write_text(json.dumps(seed))
+    env = {k: v for k, v in os.environ.items() if k not in STATIC_KEYS}
+    argv = [sys.executable, "-m", "agent.sim", "serve", "--imds", "127.0.0.1:0"]
+    argv += ["--aws", "127.0.0.1:0", "--seed", str(tmp_path / "seed.json")]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stdout is not None
+        ready = json.loads(process.stdout.readline())
+        assert ready["instance_id"].startswith("i-")
+        state = control(ready["aws"] + "/_sim/state")
+        assert [a["result"] for a in state["actions"]] == [None]
+
+        session = boto3.session.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+        )
+        secrets = session.client("secretsmanager", endpoint_url=ready["aws"])
+        assert secrets.get_secret_value(SecretId="prod/key")["SecretBinary"] == b"\x01\x02"
+        session.client("autoscaling", endpoint_url=ready["aws"]).complete_lifecycle_action(
+            AutoScalingGroupName="web-asg",
+            LifecycleHookName="agent-ready",
+            LifecycleActionResult="CONTINUE",
+            InstanceId=ready["instance_id"],
+        )
+        state = control(ready["aws"] + "/_sim/state")
+        assert [(a["result"], a["completed_by"]) for a in state["actions"]] == [("CONTINUE", "api")]
+        assert state["calls"]["GetSecretValue"] == 1
+
+        control(
+            ready["aws"] + "/_sim/imds",
+            {"target_lifecycle_state": "Terminated", "fail_next": {"count": 1, "status": 503}},
+        )
+        ttl = {"X-aws-ec2-metadata-token-ttl-seconds": "60"}
+        assert request("PUT", ready["imds"] + "/latest/api/token", ttl)[0] == 503
+        path = "/latest/meta-data/autoscaling/target-lifecycle-state"
+        assert imds_get(ready["imds"], path) == (200, b"Terminated")
+        log = control(ready["aws"] + "/_sim/imds")["requests"]
+        assert ["PUT", "/latest/api/token", 503] in log
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

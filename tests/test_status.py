@@ -1,0 +1,233 @@
+"""state.json, `agent status` and `agent wait`: contract, exit codes, and a light path."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agent import state, status
+from agent.cli import main
+from agent.state import PhaseState, Recorder, State
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None,
+            timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True,
+                          text=True, env=full_env, timeout=timeout)
+
+
+def booted(tmp_path: Path, final: State | None = State.READY) -> Recorder:
+    rec = Recorder(str(tmp_path))
+    rec.start()
+    rec.update(instance={"instance_id": "i-0abc", "instance_type": "m5.xlarge",
+                         "region": "us-east-1", "availability_zone": "us-east-1a",
+                         "image_id": "ami-1", "auto_scaling_group": "web-asg"})
+    with rec.running("metadata") as outcome:
+        outcome["detail"] = "i-0abc m5.xlarge"
+    rec.phase("secrets", PhaseState.RUNNING)
+    rec.phase("secrets", PhaseState.DONE, detail="3 files")
+    rec.phase("tuning", PhaseState.SKIPPED, detail="no tuning configured")
+    rec.update(lifecycle={"group": "web-asg", "hook": "agent-ready", "result": "CONTINUE"})
+    rec.phase("lifecycle", PhaseState.DONE, detail="CONTINUE sent")
+    if final is not None:
+        rec.finish(final)
+    return rec
+
+
+def test_document_has_the_designed_shape(tmp_path: Path) -> None:
+    booted(tmp_path)
+    doc = json.loads((tmp_path / "state.json").read_text())
+    assert doc["version"] == 1
+    assert doc["state"] == "ready"
+    assert doc["condition"] == "healthy"
+    assert [p["name"] for p in doc["phases"]] == ["metadata", "secrets", "tuning", "lifecycle"]
+    meta = doc["phases"][0]
+    assert meta["state"] == "done"
+    assert set(meta) == {"name", "state", "started_at", "finished_at", "duration_ms", "detail",
+                         "error"}
+    assert isinstance(meta["duration_ms"], int)
+    assert meta["started_at"].endswith("Z")
+    assert doc["instance"]["auto_scaling_group"] == "web-asg"
+    assert doc["lifecycle"] == {"group": "web-asg", "hook": "agent-ready", "result": "CONTINUE"}
+    assert doc["updated_at"].endswith("Z")
+
+
+def test_failed_phase_records_error_and_skips_the_rest(tmp_path: Path) -> None:
+    rec = Recorder(str(tmp_path))
+    rec.start()
+    with pytest.raises(RuntimeError), rec.running("metadata"):
+        raise RuntimeError("IMDS unavailable")
+    rec.finish(State.FAILED)
+    doc = state.read(str(tmp_path))
+    assert doc is not None
+    assert doc["state"] == "failed" and doc["condition"] == "error"
+    assert doc["phases"][0]["state"] == "failed"
+    assert doc["phases"][0]["error"] == "IMDS unavailable"
+    assert all(p["state"] == "skipped" for p in doc["phases"][1:])
+    assert doc["errors"] == ["metadata: IMDS unavailable"]
+
+
+def test_warning_degrades_and_clears(tmp_path: Path) -> None:
+    rec = booted(tmp_path)
+    rec.warn("secrets: refresh failed")
+    assert state.read(str(tmp_path))["condition"] == "degraded"  # type: ignore[index]
+    rec.clear_warning("secrets:")
+    assert state.read(str(tmp_path))["condition"] == "healthy"  # type: ignore[index]
+
+
+def test_writes_are_atomic_under_concurrent_readers(tmp_path: Path) -> None:
+    rec = booted(tmp_path, final=None)
+    stop = threading.Event()
+    bad: list[str] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                state.read(str(tmp_path))
+            except ValueError as exc:
+                bad.append(str(exc))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    for i in range(300):
+        rec.update(secrets=[{"secret_id": f"s{i}", "path": "/x" * (i % 50)}])
+    stop.set()
+    thread.join()
+    assert bad == []
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize(("final", "code"), [(State.READY, 0), (State.FAILED, 1), (None, 3)])
+def test_status_exit_codes(tmp_path: Path, final: State | None, code: int,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    booted(tmp_path, final)
+    assert main(["status", "--state-dir", str(tmp_path)]) == code
+
+
+def test_status_not_started_is_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "--state-dir", str(tmp_path / "none")]) == 3
+    assert "not started" in capsys.readouterr().out
+
+
+def test_degraded_is_still_ready(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rec = booted(tmp_path)
+    rec.warn("lifecycle: the action was not ours")
+    assert main(["status", "--state-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "ready (degraded)" in out
+    assert "the action was not ours" in out
+
+
+def test_status_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    booted(tmp_path)
+    main(["status", "--state-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert out.startswith("agent: ready (healthy)")
+    assert "i-0abc m5.xlarge us-east-1a ami-1  group web-asg" in out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    assert "done" in lines["metadata"] and " ms " in lines["metadata"]
+    assert "skipped" in lines["tuning"] and "no tuning configured" in lines["tuning"]
+    assert "CONTINUE -> web-asg/agent-ready" in out
+
+
+def test_status_json_prints_the_document(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    booted(tmp_path)
+    main(["status", "--json", f"--state-dir={tmp_path}"])
+    assert json.loads(capsys.readouterr().out) == state.read(str(tmp_path))
+
+
+def test_status_flags_a_dead_runner(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rec = booted(tmp_path, final=None)
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    rec.update(pid=proc.pid)
+    assert main(["status", "--state-dir", str(tmp_path)]) == 3
+    assert f"the agent (pid {proc.pid}) is gone" in capsys.readouterr().out
+
+
+def test_state_dir_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('state_dir = "/from/config"\n[imds]\nbogus = "unvalidated"\n')
+    monkeypatch.setenv("AGENT_CONFIG", str(cfg))
+    assert state.resolve_state_dir(None) == "/from/config"
+    monkeypatch.setenv("AGENT_STATE_DIR", "/from/env")
+    assert state.resolve_state_dir(None) == "/from/env"
+    assert state.resolve_state_dir("/from/flag") == "/from/flag"
+    monkeypatch.delenv("AGENT_STATE_DIR")
+    cfg.write_text("not toml = = =")
+    assert state.resolve_state_dir(None) == state.DEFAULT_STATE_DIR
+
+
+def test_wait_returns_when_ready(tmp_path: Path) -> None:
+    rec = booted(tmp_path, final=None)
+    timer = threading.Timer(0.3, rec.finish, args=(State.READY,))
+    timer.start()
+    started = time.monotonic()
+    assert main(["wait", "--timeout", "10", "--state-dir", str(tmp_path)]) == 0
+    assert 0.25 < time.monotonic() - started < 5
+    timer.join()
+
+
+def test_wait_failed_and_timeout(tmp_path: Path) -> None:
+    booted(tmp_path, State.FAILED)
+    assert main(["wait", "--timeout=5", "--state-dir", str(tmp_path)]) == 1
+    assert main(["wait", "--timeout", "0.2", "--state-dir", str(tmp_path / "never")]) == 124
+
+
+def test_wait_waits_for_a_boot_not_yet_started(tmp_path: Path) -> None:
+    timer = threading.Timer(0.3, booted, args=(tmp_path,))
+    timer.start()
+    assert main(["wait", "--timeout", "10", "--state-dir", str(tmp_path)]) == 0
+    timer.join()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["status", "--bogus"], ["wait", "--timeout", "soon"], ["wait", "--timeout", "-1"],
+     ["status", "--state-dir"], ["frobnicate"], []],
+)
+def test_usage_errors_exit_2(args: list[str]) -> None:
+    proc = run_cli(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert "usage:" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_status_path_stays_light(tmp_path: Path) -> None:
+    booted(tmp_path)
+    code = (
+        "import sys\n"
+        "from agent.cli import main\n"
+        f"rc = main(['status', '--state-dir', {str(tmp_path)!r}])\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'botocore', 'boto3', 'pydantic', 'pydantic_settings', 'argparse', 'psutil', "
+        "'urllib3', 'systemd', 'tomllib'})\n"
+        "print('HEAVY', heavy, rc)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "AGENT_STATE_DIR": str(tmp_path)}, timeout=30)
+    assert "HEAVY [] 0" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_help_lists_exit_codes() -> None:
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    assert "78 invalid configuration" in proc.stdout
+    assert "124 timed out" in proc.stdout
+
+
+def test_status_exit_code_helper() -> None:
+    assert status.exit_code(None) == 3
+    assert status.exit_code({"state": "running"}) == 3
+    assert status.exit_code({"state": "ready", "condition": "degraded"}) == 0
+    assert status.exit_code({"state": "failed"}) == 1
