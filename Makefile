@@ -5,10 +5,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit e2e lint bench deps venv clean
+.PHONY: demo test unit e2e lint bench deps e2e-deps venv clean
 
 deps:
-	@./scripts/ensure-deps
+	@./scripts/ensure-deps build
+
+e2e-deps:
+	@./scripts/ensure-deps e2e
 
 $(STAMP): pyproject.toml | deps
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +31,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check agent tests bench scripts
 	$(VENV)/bin/mypy
 
-e2e: $(STAMP)
+e2e: $(STAMP) | e2e-deps
 	$(PY) -m pytest -q -m e2e
 
 test: lint unit e2e
@@ -38,3 +41,11 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# Packages in dist/: the agent in its own venv under /opt, built with the system python3.
+.PHONY: deb rpm
+deb: | deps
+	packaging/deb/build.sh
+
+rpm: | deps
+	packaging/rpm/build.sh
