@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import botocore.session
 from botocore.config import Config as BotoConfig
-from botocore.loaders import Loader
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -29,6 +28,7 @@ from botocore.exceptions import (
     NoCredentialsError,
     ReadTimeoutError,
 )
+from botocore.loaders import Loader
 
 from agent.errors import AwsError, ImdsError
 from agent.retry import GaveUp, retry

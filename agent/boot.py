@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent import fsutil, handoff, tuning
 from agent.config import Config
-from agent.errors import AgentError
+from agent.errors import AgentError, SecretsError
 from agent.imds import Identity, ImdsClient
 from agent.service import Notifier
 from agent.state import PhaseState, Recorder, State, utc_now
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from agent.lifecycle import Target
 
 log = logging.getLogger("agent.boot")
+# aws, secrets and lifecycle import botocore: they are imported inside the methods, so that
+# botocore loads while the metadata phase waits on IMDS (see make_aws).
 RESULTS = {"abandon": "ABANDON", "continue": "CONTINUE", "none": ""}
 
 
@@ -51,7 +54,7 @@ class Boot:
         self.meta: Metadata | None = None
         self.aws: Aws | None = None
         self.target: Future[Target | None] | None = None
-        self.rendered: list[Any] = []
+        self.versions: dict[Any, str] = {}  # secret ref -> version id published
 
     def run(self) -> bool:
         """The whole sequence; True when the boot is ready."""
@@ -146,19 +149,39 @@ class Boot:
         if not cfg.files:
             return PhaseState.SKIPPED, "no secrets configured"
         root = Path(cfg.dir)
+        if cfg.mount:
+            self.mount_secrets(root)
         secrets.check_storage(root, cfg.require_tmpfs)
         assert self.aws is not None
         values = secrets.fetch_all(self.aws, cfg.files)
         rendered = secrets.render_all(cfg, values)
-        generation = secrets.publish(root, rendered)
-        self.rec.update(secrets=secrets.records(root, rendered, utc_now()))
+        publication = secrets.publish(root, rendered)
+        self.versions = {ref: value.version_id for ref, value in values.items()}
+        by_path = {r.entry.path: r.value.version_id for r in rendered}
+        now = utc_now()
+        self.rec.update(secrets=secrets.records(cfg, by_path, dict.fromkeys(by_path, now)))
+        handoff.write_credential_dropins(cfg)
+        for problem in handoff.after_change(cfg, publication.changed, by_path):
+            self.rec.warn(f"secrets hook: {problem}")
         return PhaseState.DONE, (f"{len(rendered)} files from {len(values)} secrets "
-                                 f"published ({generation.lstrip('.')})")
+                                 f"published ({publication.generation.lstrip('.')})")
+
+    def mount_secrets(self, root: Path) -> None:
+        """``secrets.mount``: a private tmpfs at secrets.dir, unless one is there already."""
+        if root.exists() and fsutil.is_mount_point(root) and fsutil.is_memory_fs(root):
+            return
+        try:
+            noswap = fsutil.mount_tmpfs(root, self.cfg.secrets.mount_size)
+        except OSError as exc:
+            raise SecretsError(f"cannot mount a tmpfs at {root}: {exc.strerror} (the agent "
+                               "needs CAP_SYS_ADMIN for secrets.mount; or use the "
+                               "run-agent-secrets.mount unit)") from None
+        if not noswap:
+            self.rec.warn("secrets: this kernel's tmpfs has no noswap (Linux < 6.4): "
+                          "secret pages could reach swap")
 
     def tuning(self) -> tuple[PhaseState, str]:
         """Facts of this machine and type, every value computed, then the files written."""
-        from agent import tuning  # noqa: PLC0415
-
         if not self.cfg.tuning.files:
             return PhaseState.SKIPPED, "no tuning configured"
         assert self.meta is not None and self.aws is not None

@@ -10,11 +10,20 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import re
 import tomllib
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -88,18 +97,62 @@ def _lookup(name: str | int, kind: Literal["owner", "group"]) -> int:
         raise ValueError(f"no such {'user' if kind == 'owner' else 'group'} {name!r}") from None
 
 
+UNIT_NAME = re.compile(r"[A-Za-z0-9:_.\\@-]+\.(service|socket|target|timer|path|mount)\Z")
+CREDENTIAL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,255}\Z")  # systemd credential names
+
+
 class SecretFile(_Section):
     """One ``[[secrets.files]]`` entry: a secret rendered into one file."""
 
-    secret_id: Annotated[str, Field(min_length=1)]
+    source: Literal["secretsmanager", "ssm"] = "secretsmanager"
+    secret_id: str = ""  # Secrets Manager: name or ARN
+    parameter: str = ""  # SSM Parameter Store: a (SecureString) parameter name
+    version_stage: str = ""  # Secrets Manager: default AWSCURRENT
+    version_id: str = ""  # Secrets Manager: a fixed version instead of a stage
     path: str
     key: str = ""
-    format: Literal["raw", "env"] = "raw"
+    format: Literal["raw", "env", "json"] = "raw"
     mode: int = 0o400
     owner: str = "root"
     group: str = "root"
-    uid: int = Field(default=0, exclude=True)
-    gid: int = Field(default=0, exclude=True)
+    units: list[str] = []  # systemd services that get the file as a credential
+    credential: str = ""  # its credential name; default: the file's base name
+    reload_units: list[str] = []  # try-reload-or-restart after the content changed
+    on_change: list[list[str]] = []  # commands (argv, no shell) after the content changed
+    _uid: int = PrivateAttr(default=0)
+    _gid: int = PrivateAttr(default=0)
+
+    @property
+    def uid(self) -> int:
+        """The owner's uid, resolved at load."""
+        return self._uid
+
+    @property
+    def gid(self) -> int:
+        """The group's gid, resolved at load."""
+        return self._gid
+
+    @property
+    def name(self) -> str:
+        """What is fetched: the secret id or the parameter name."""
+        return self.secret_id or self.parameter
+
+    @property
+    def ref(self) -> tuple[str, str, str, str]:
+        """Entries with the same ref share one fetch."""
+        stage = "" if self.version_id or self.source == "ssm" else (
+            self.version_stage or "AWSCURRENT")
+        return (self.source, self.name, stage, self.version_id)
+
+    @property
+    def label(self) -> str:
+        """``secret 'prod/db'`` or ``parameter '/prod/db/password'``."""
+        return f"{'parameter' if self.source == 'ssm' else 'secret'} {self.name!r}"
+
+    @property
+    def credential_name(self) -> str:
+        """The systemd credential name services see in $CREDENTIALS_DIRECTORY."""
+        return self.credential or PurePosixPath(self.path).name
 
     @field_validator("path")
     @classmethod
@@ -118,10 +171,37 @@ class SecretFile(_Section):
     def _mode(cls, value: object) -> int:
         return _parse_mode(value)
 
+    @field_validator("units", "reload_units")
+    @classmethod
+    def _unit_names(cls, value: list[str]) -> list[str]:
+        for unit in value:
+            if not UNIT_NAME.match(unit):
+                raise ValueError(f"{unit!r} is not a unit name such as \"app.service\"")
+        return value
+
+    @field_validator("on_change")
+    @classmethod
+    def _commands(cls, value: list[list[str]]) -> list[list[str]]:
+        for argv in value:
+            if not argv or not argv[0].startswith("/"):
+                raise ValueError(f"{argv!r}: a command is an argv list starting with an "
+                                 "absolute path (no shell)")
+        return value
+
     @model_validator(mode="after")
-    def _ids(self) -> SecretFile:
-        object.__setattr__(self, "uid", _lookup(self.owner, "owner"))
-        object.__setattr__(self, "gid", _lookup(self.group, "group"))
+    def _consistent(self) -> SecretFile:
+        if self.source == "secretsmanager":
+            if not self.secret_id or self.parameter:
+                raise ValueError("a secretsmanager entry needs secret_id (and no parameter)")
+            if self.version_stage and self.version_id:
+                raise ValueError("give version_stage or version_id, not both")
+        elif not self.parameter or self.secret_id or self.version_stage or self.version_id:
+            raise ValueError("an ssm entry needs parameter (and no secret_id or version)")
+        if self.units and not CREDENTIAL_NAME.match(self.credential_name):
+            raise ValueError(f"credential name {self.credential_name!r} is not valid "
+                             "(letters, digits, '_', '.', '-'): set credential")
+        self._uid = _lookup(self.owner, "owner")
+        self._gid = _lookup(self.group, "group")
         return self
 
 
@@ -131,9 +211,13 @@ class SecretsConfig(_Section):
     dir: str = "/run/agent/secrets"
     require_tmpfs: bool = True
     refresh_seconds: PositiveSeconds = 3600.0
+    mount: bool = False  # mount a private tmpfs (noswap where supported) at dir
+    mount_size: Annotated[str, Field(pattern=r"^[0-9]+[kmg]?$")] = "16m"
+    hook_timeout_seconds: PositiveSeconds = 30.0
+    unit_dir: str = "/run/systemd/system"  # where credential drop-ins go
     files: list[SecretFile] = []
 
-    @field_validator("dir")
+    @field_validator("dir", "unit_dir")
     @classmethod
     def _absolute(cls, value: str) -> str:
         if not value.startswith("/"):
@@ -143,6 +227,7 @@ class SecretsConfig(_Section):
     @model_validator(mode="after")
     def _distinct_paths(self) -> SecretsConfig:
         seen: dict[str, int] = {}
+        credentials: dict[tuple[str, str], int] = {}
         for index, entry in enumerate(self.files):
             if entry.path in seen:
                 raise ValueError(
@@ -154,6 +239,12 @@ class SecretsConfig(_Section):
                     other.startswith(entry.path + "/") or entry.path.startswith(other + "/")
                 ):
                     raise ValueError(f"{entry.path!r} and {other!r} collide (file vs directory)")
+            for unit in entry.units:
+                key = (unit, entry.credential_name)
+                if key in credentials:
+                    raise ValueError(f"files[{index}] and files[{credentials[key]}] both give "
+                                     f"{unit} a credential named {entry.credential_name!r}")
+                credentials[key] = index
         return self
 
 

@@ -97,3 +97,32 @@ def fs_name(magic: int) -> str:
 def is_memory_fs(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` is on tmpfs or ramfs (never written to a disk)."""
     return fs_type(path) in (TMPFS_MAGIC, RAMFS_MAGIC)
+
+
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
+
+
+def is_mount_point(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is the root of a mounted filesystem."""
+    return os.path.ismount(path)
+
+
+def mount_tmpfs(path: str | os.PathLike[str], size: str, mode: int = 0o700) -> bool:
+    """Mount a private tmpfs (nosuid, nodev, noexec) at ``path``; True if ``noswap`` took.
+
+    ``noswap`` (Linux >= 6.4) keeps the pages out of swap; older kernels refuse the option
+    with EINVAL and get the mount without it. Needs CAP_SYS_ADMIN.
+    """
+    global _libc  # noqa: PLW0603
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    os.makedirs(path, mode=mode, exist_ok=True)
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    for options, noswap in ((f"size={size},mode={mode:o},noswap", True),
+                            (f"size={size},mode={mode:o}", False)):
+        if _libc.mount(b"tmpfs", os.fsencode(path), b"tmpfs", flags, options.encode()) == 0:
+            return noswap
+        errno = ctypes.get_errno()
+        if not (noswap and errno == 22):  # EINVAL: this kernel does not know noswap
+            raise OSError(errno, os.strerror(errno), str(path))
+    raise AssertionError("unreachable")

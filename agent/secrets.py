@@ -14,13 +14,15 @@ A generation is written under ``.gen-N.tmp`` and renamed when complete, so anyth
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -70,56 +72,131 @@ class Rendered:
 
 # -- fetching ---------------------------------------------------------------------------
 
+Ref = tuple[str, str, str, str]  # SecretFile.ref: source, name, stage, version id
+SSM_BATCH = 10  # GetParameters takes at most 10 names
 
-def fetch(aws: Aws, secret_id: str) -> SecretValue:
-    """``GetSecretValue`` for one secret; permanent errors name the secret."""
+
+def _fail(label: str, exc: BaseException) -> SecretsError:
+    """One line naming the secret for an AWS failure (never a value)."""
+    if isinstance(exc, AgentError):
+        return SecretsError(f"{label}: {exc}")
+    code = error_code(exc)
+    if code in _MISSING:
+        return SecretsError(f"{label} not found")
+    if code in _DENIED:
+        return SecretsError(f"{label}: access denied ({describe(exc)})")
+    return SecretsError(f"{label}: {describe(exc)}")
+
+
+def _fetch_secret(aws: Aws, ref: Ref) -> SecretValue:
+    """``GetSecretValue`` for one secret version (by stage or id)."""
+    _, name, stage, version_id = ref
+    selector: dict[str, Any] = {"VersionId": version_id} if version_id else {
+        "VersionStage": stage}
     try:
-        reply = aws.call("secretsmanager", "get_secret_value", SecretId=secret_id)
-    except AgentError as exc:
-        raise SecretsError(f"secret {secret_id!r}: {exc}") from None
+        reply = aws.call("secretsmanager", "get_secret_value", SecretId=name, **selector)
     except Exception as exc:
-        code = error_code(exc)
-        if code in _MISSING:
-            raise SecretsError(f"secret {secret_id!r} not found") from None
-        if code in _DENIED:
-            raise SecretsError(f"secret {secret_id!r}: access denied ({describe(exc)})") from None
-        raise SecretsError(f"secret {secret_id!r}: {describe(exc)}") from None
-    return SecretValue(
-        secret_id=secret_id,
-        version_id=str(reply.get("VersionId", "")),
-        arn=str(reply.get("ARN", "")),
-        text=reply.get("SecretString"),
-        binary=reply.get("SecretBinary"),
-    )
+        raise _fail(f"secret {name!r}", exc) from None
+    return SecretValue(secret_id=name, version_id=str(reply.get("VersionId", "")),
+                       arn=str(reply.get("ARN", "")), text=reply.get("SecretString"),
+                       binary=reply.get("SecretBinary"))
 
 
-def fetch_all(aws: Aws, entries: Sequence[SecretFile]) -> dict[str, SecretValue]:
-    """One ``GetSecretValue`` per distinct secret id, all in flight at once.
+def _parameters(aws: Aws, names: list[str], *, decrypt: bool) -> dict[str, dict[str, Any]]:
+    """``GetParameters`` in batches of 10; every name must exist."""
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(names), SSM_BATCH):
+        batch = names[start:start + SSM_BATCH]
+        try:
+            reply = aws.call("ssm", "get_parameters", Names=batch, WithDecryption=decrypt)
+        except Exception as exc:
+            raise _fail(f"parameter {batch[0]!r}", exc) from None
+        missing = reply.get("InvalidParameters") or []
+        if missing:
+            raise SecretsError(f"parameter {missing[0]!r} not found")
+        found.update({p["Name"]: p for p in reply.get("Parameters", [])})
+    return found
 
-    Not ``BatchGetSecretValue``: its account-wide 100 TPS quota is what a fleet scaling
-    out would exhaust, while GetSecretValue's quota is far higher.
-    """
-    ids = list(dict.fromkeys(entry.secret_id for entry in entries))
-    if not ids:
+
+def _concurrently(work: dict[Hashable, Callable[[], Any]]) -> dict[Hashable, Any]:
+    """Run the callables, all at once; the first expected failure wins, bugs keep tracebacks."""
+    if not work:
         return {}
-    with ThreadPoolExecutor(max_workers=min(16, len(ids)), thread_name_prefix="fetch") as pool:
-        futures = {secret_id: pool.submit(fetch, aws, secret_id) for secret_id in ids}
+    with ThreadPoolExecutor(max_workers=min(16, len(work)), thread_name_prefix="fetch") as pool:
+        futures = {ref: pool.submit(job) for ref, job in work.items()}
         failures = [exc for f in futures.values() if (exc := f.exception()) is not None]
     if failures:
         first = failures[0]
         if not isinstance(first, AgentError):
-            raise first  # a bug: keep its traceback
+            raise first
         more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
         raise SecretsError(f"{first}{more}")
-    return {secret_id: future.result() for secret_id, future in futures.items()}
+    return {ref: future.result() for ref, future in futures.items()}
+
+
+def fetch_all(aws: Aws, entries: Sequence[SecretFile]) -> dict[Ref, SecretValue]:
+    """Every distinct secret of ``entries``, fetched at once.
+
+    One ``GetSecretValue`` per distinct secret version, all in flight together. Not
+    ``BatchGetSecretValue``: its account-wide 100 TPS quota is what a fleet scaling out
+    would exhaust. SSM parameters come in ``GetParameters`` batches (with decryption).
+    """
+    refs = list(dict.fromkeys(entry.ref for entry in entries))
+    ssm_refs = [ref for ref in refs if ref[0] == "ssm"]
+    work: dict[Hashable, Callable[[], Any]] = {
+        ref: partial(_fetch_secret, aws, ref) for ref in refs if ref[0] != "ssm"}
+    if ssm_refs:
+        work["ssm"] = lambda: _parameters(aws, [r[1] for r in ssm_refs], decrypt=True)
+    done = _concurrently(work)
+    params = done.pop("ssm", {})
+    values: dict[Ref, SecretValue] = {ref: done[ref] for ref in refs if ref[0] != "ssm"}
+    for ref in ssm_refs:
+        param = params[ref[1]]
+        values[ref] = SecretValue(secret_id=ref[1], version_id=str(param.get("Version", "")),
+                                  arn=str(param.get("ARN", "")), text=param.get("Value", ""))
+    return values
+
+
+def _current_version(aws: Aws, ref: Ref) -> str:
+    """The version id a secret's stage points at now (``DescribeSecret``: no value)."""
+    _, name, stage, _ = ref
+    try:
+        reply = aws.call("secretsmanager", "describe_secret", SecretId=name)
+    except Exception as exc:
+        raise _fail(f"secret {name!r}", exc) from None
+    for version, stages in (reply.get("VersionIdsToStages") or {}).items():
+        if stage in stages:
+            return str(version)
+    raise SecretsError(f"secret {name!r} has no version labelled {stage}")
+
+
+def current_versions(aws: Aws, entries: Sequence[SecretFile]) -> dict[Ref, str]:
+    """What each secret's version is now, without fetching a value.
+
+    ``DescribeSecret`` per staged secret (a fixed ``version_id`` never changes: no call);
+    SSM versions from ``GetParameters`` without decryption.
+    """
+    refs = list(dict.fromkeys(entry.ref for entry in entries))
+    versions = {ref: ref[3] for ref in refs if ref[3]}
+    staged = [ref for ref in refs if ref[0] != "ssm" and not ref[3]]
+    ssm_refs = [ref for ref in refs if ref[0] == "ssm"]
+    work: dict[Hashable, Callable[[], Any]] = {
+        ref: partial(_current_version, aws, ref) for ref in staged}
+    if ssm_refs:
+        work["ssm"] = lambda: _parameters(aws, [r[1] for r in ssm_refs], decrypt=False)
+    done = _concurrently(work)
+    params = done.pop("ssm", {})
+    versions.update({ref: str(done[ref]) for ref in staged})
+    versions.update({ref: str(params[ref[1]].get("Version", "")) for ref in ssm_refs})
+    return versions
 
 
 # -- rendering --------------------------------------------------------------------------
 
 
 def render(entry: SecretFile, value: SecretValue, index: int) -> bytes:
-    """The bytes of one file: raw (byte-exact), one key, or an env file for systemd."""
-    where = f"secret {entry.secret_id!r} (secrets.files[{index}] {entry.path})"
+    """The bytes of one file: raw (byte-exact), one key, JSON, or an env file for systemd."""
+    where = f"{entry.label} (secrets.files[{index}] {entry.path})"
     if entry.format == "raw" and not entry.key:
         if value.binary is not None:
             return bytes(value.binary)
@@ -133,6 +210,8 @@ def render(entry: SecretFile, value: SecretValue, index: int) -> bytes:
             return envfile.render((name, _scalar(v)) for name, v in selected.items()).encode()
         except envfile.EnvFileError as exc:
             raise SecretsError(f"{where}: {exc}") from None
+    if entry.format == "json":
+        return (json.dumps(selected, indent=2, ensure_ascii=False) + "\n").encode()
     if isinstance(selected, str):
         return selected.encode()
     return _scalar(selected).encode()
@@ -171,10 +250,10 @@ def _scalar(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def render_all(cfg: SecretsConfig, values: dict[str, SecretValue]) -> list[Rendered]:
+def render_all(cfg: SecretsConfig, values: dict[Ref, SecretValue]) -> list[Rendered]:
     """Render every configured file; the first data error fails the whole set."""
     return [
-        Rendered(entry, values[entry.secret_id], render(entry, values[entry.secret_id], index))
+        Rendered(entry, values[entry.ref], render(entry, values[entry.ref], index))
         for index, entry in enumerate(cfg.files)
     ]
 
@@ -232,11 +311,31 @@ def recover(root: Path) -> list[str]:
     return removed
 
 
-def publish(root: Path, rendered: Sequence[Rendered]) -> str:
+@dataclass(frozen=True)
+class Publication:
+    """A generation made current: its name, and which files changed or are new."""
+
+    generation: str
+    changed: list[SecretFile]  # content differs from the previous generation's
+    added: list[SecretFile]  # not in the previous generation
+
+
+def contents(generation: Path | None, entries: Iterable[SecretFile]) -> dict[str, bytes]:
+    """The bytes of each entry's file in ``generation`` (absent files left out)."""
+    found: dict[str, bytes] = {}
+    if generation is None:
+        return found
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            found[entry.path] = (generation / entry.path).read_bytes()
+    return found
+
+
+def publish(root: Path, rendered: Sequence[Rendered]) -> Publication:
     """Write a complete new generation, then switch to it in one rename.
 
-    Returns the generation's name. On any error before the switch nothing visible changes
-    and the partial generation is removed.
+    On any error before the switch nothing visible changes and the partial generation is
+    removed.
     """
     entries = [r.entry for r in rendered]
     mode = _dir_mode(entries)
@@ -250,6 +349,7 @@ def publish(root: Path, rendered: Sequence[Rendered]) -> str:
         if (visible.exists() or visible.is_symlink()) and not ours:
             raise SecretsError(f"{visible} exists and is not managed by the agent; move it away")
 
+    before = contents(current_generation(root), entries)
     existing = generations(root)
     number = int(existing[-1].name[len(GEN_PREFIX):]) + 1 if existing else 1
     name = f"{GEN_PREFIX}{number:06d}"
@@ -276,7 +376,38 @@ def publish(root: Path, rendered: Sequence[Rendered]) -> str:
         _symlink_atomically(root / top, f"{CURRENT}/{top}")
     _fsync_dir(root)
     _remove_stale(root, set(tops), keep={name, previous.name if previous else ""})
-    return name
+    return Publication(
+        name,
+        changed=[r.entry for r in rendered if before.get(r.entry.path, r.content) != r.content],
+        added=[r.entry for r in rendered if r.entry.path not in before],
+    )
+
+
+def refresh(aws: Aws, cfg: SecretsConfig, known: dict[Ref, str]
+            ) -> tuple[Publication | None, dict[Ref, str]]:
+    """Publish a new generation if a secret's version moved; the versions now current.
+
+    Versions are checked without fetching values; only secrets whose version changed (or
+    whose file is missing) are fetched, the other files are carried over byte for byte.
+    Nothing is published when no file's content would change.
+    """
+    root = Path(cfg.dir)
+    versions = current_versions(aws, cfg.files)
+    current = contents(current_generation(root), cfg.files)
+    stale = {e.ref for e in cfg.files if known.get(e.ref) != versions[e.ref]
+             or e.path not in current}
+    if not stale:
+        return None, versions
+    values = fetch_all(aws, [e for e in cfg.files if e.ref in stale])
+    rendered = [
+        Rendered(e, values[e.ref], render(e, values[e.ref], i)) if e.ref in stale
+        else Rendered(e, SecretValue(e.name, versions[e.ref]), current[e.path])
+        for i, e in enumerate(cfg.files)
+    ]
+    versions.update({ref: value.version_id for ref, value in values.items()})
+    if all(current.get(r.entry.path) == r.content for r in rendered):
+        return None, versions
+    return publish(root, rendered), versions
 
 
 def _symlink_atomically(link: Path, target: str) -> None:
@@ -311,14 +442,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def records(root: Path, rendered: Sequence[Rendered], fetched_at: str) -> list[dict[str, str]]:
-    """What state.json keeps of each file: ids, path, version, time; never a value."""
+def records(cfg: SecretsConfig, versions: dict[str, str],
+            fetched_at: dict[str, str]) -> list[dict[str, str]]:
+    """What state.json keeps of each file (by path): ids, path, version, time; no value."""
+    root = Path(cfg.dir)
     return [
-        {
-            "secret_id": r.entry.secret_id,
-            "path": str(root / r.entry.path),
-            "version_id": r.value.version_id,
-            "fetched_at": fetched_at,
-        }
-        for r in rendered
+        {"secret_id": e.name, "source": e.source, "path": str(root / e.path),
+         "version_id": versions.get(e.path, ""), "fetched_at": fetched_at.get(e.path, "")}
+        for e in cfg.files
     ]

@@ -6,6 +6,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,3 +71,20 @@ def disk_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             target.mkdir()
             return target
     pytest.skip("no disk filesystem available for this test")
+
+
+@pytest.fixture
+def booter(tmpfs: Path) -> Iterator[Any]:
+    """A seeded simulated cloud (3 secrets, a group with a launch hook) and a tmpfs."""
+    import json
+
+    from agentproc import BINARY, DB, PLAIN, Booter
+
+    from agent.sim import World
+
+    with World() as world:
+        world.seed(secrets={"prod/db": json.dumps(DB), "prod/plain": PLAIN, "prod/bin": BINARY})
+        b = Booter(world, tmpfs)
+        b.configure()
+        yield b
+        b.assert_no_secret_leaked()

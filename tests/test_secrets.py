@@ -106,16 +106,21 @@ def rendered_set(contents: dict[str, bytes], **kw: Any) -> list[Rendered]:
 def test_publish_switches_whole_generations(tmpfs: Path) -> None:
     root = tmpfs / "secrets"
     first = secrets.publish(root, rendered_set({"db.json": b"one", "app/api.env": b"A=1\n"}))
+    assert [e.path for e in first.added] == ["db.json", "app/api.env"]
+    assert first.changed == []
+    first = first.generation
     assert (root / "db.json").read_bytes() == b"one"
     assert (root / "app" / "api.env").read_bytes() == b"A=1\n"
     assert os.readlink(root / ".current") == first
     assert os.readlink(root / "db.json") == ".current/db.json"
 
-    second = secrets.publish(root, rendered_set({"db.json": b"two", "app/api.env": b"A=2\n"}))
+    pub = secrets.publish(root, rendered_set({"db.json": b"two", "app/api.env": b"A=1\n"}))
+    assert [e.path for e in pub.changed] == ["db.json"] and pub.added == []
+    second = pub.generation
     assert second > first
     assert (root / "db.json").read_bytes() == b"two"
-    assert (root / "app" / "api.env").read_bytes() == b"A=2\n"
-    third = secrets.publish(root, rendered_set({"db.json": b"three", "app/api.env": b"A=3\n"}))
+    assert (root / "app" / "api.env").read_bytes() == b"A=1\n"
+    third = secrets.publish(root, rendered_set({"db.json": b"3"})).generation
     # the current and one previous generation are kept; older ones pruned
     assert sorted(p.name for p in secrets.generations(root)) == [second, third]
 
@@ -164,7 +169,7 @@ def test_failure_mid_publish_leaves_previous_set(tmpfs: Path,
 
 def test_recover_removes_half_written_generation(tmpfs: Path) -> None:
     root = tmpfs / "secrets"
-    gen = secrets.publish(root, rendered_set({"a": b"1"}))
+    gen = secrets.publish(root, rendered_set({"a": b"1"})).generation
     partial = root / ".gen-000099.tmp"
     partial.mkdir()
     (partial / "a").write_bytes(b"partial")
@@ -200,5 +205,5 @@ def test_storage_check_refuses_disk(disk_dir: Path) -> None:
 
 def test_render_all_keeps_config_order() -> None:
     cfg = SecretsConfig(files=[entry(path="a", key="username"), entry(path="b", key="port")])
-    out = secrets.render_all(cfg, {"prod/db": text_value()})
+    out = secrets.render_all(cfg, {entry().ref: text_value()})
     assert [(r.entry.path, r.content) for r in out] == [("a", b"app"), ("b", b"5432")]

@@ -482,6 +482,11 @@ class SimCloud:
         with self._lock:
             self._faults.append(_Fault(action, count, code, status, message))
 
+    def clear_faults(self) -> None:
+        """Forget every fault not yet answered."""
+        with self._lock:
+            self._faults.clear()
+
     def _record(self, call: Call) -> tuple[str, str, int] | None:
         """Log a call; the (code, message, status) of a fault to answer it with, if any."""
         with self._lock:

@@ -225,6 +225,8 @@ def _toml(value: Any) -> str:
     """A TOML scalar (JSON string escapes are valid TOML basic-string escapes)."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(item) for item in value) + "]"
     if isinstance(value, int | float):
         return repr(value)
     return json.dumps(str(value), ensure_ascii=False)

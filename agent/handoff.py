@@ -1,0 +1,122 @@
+"""Handing published secrets to services: systemd credentials, reloads, change hooks.
+
+* ``units = ["app.service"]``: a runtime drop-in ``<unit_dir>/app.service.d/
+  50-agent-credentials.conf`` with ``LoadCredential=<name>:<published path>``; systemd reads
+  the file when the service starts and puts it in the service's own
+  ``$CREDENTIALS_DIRECTORY``, where nothing else on the machine can read it.
+* ``reload_units``: ``systemctl try-reload-or-restart`` after that file's content changed
+  (never starts a unit that is not running: at boot, applications start after us anyway).
+* ``on_change``: commands run without a shell, with a timeout and an explicit environment
+  (names and paths, never values), after that file's content changed. Their output is
+  discarded: a hook printing its secret must not put it in the journal.
+
+A failing reload or hook is logged and returned as a warning (the boot is then degraded),
+never fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from agent.config import SecretFile, SecretsConfig
+from agent.fsutil import atomic_write
+
+log = logging.getLogger(__name__)
+
+DROPIN = "50-agent-credentials.conf"
+HOOK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def systemd_running() -> bool:
+    """Whether systemd is the init system here (``sd_booted()``)."""
+    return os.path.isdir("/run/systemd/system")
+
+
+def credential_dropins(cfg: SecretsConfig) -> dict[Path, bytes]:
+    """The drop-in file of every unit that gets credentials, with its content."""
+    by_unit: dict[str, list[SecretFile]] = {}
+    for entry in cfg.files:
+        for unit in entry.units:
+            by_unit.setdefault(unit, []).append(entry)
+    dropins: dict[Path, bytes] = {}
+    for unit, entries in sorted(by_unit.items()):
+        lines = ["# Written by the instance boot agent (secrets.files[].units); do not edit.",
+                 "[Service]"]
+        lines += [f"LoadCredential={e.credential_name}:{Path(cfg.dir) / e.path}"
+                  for e in entries]
+        dropins[Path(cfg.unit_dir) / f"{unit}.d" / DROPIN] = ("\n".join(lines) + "\n").encode()
+    return dropins
+
+
+def write_credential_dropins(cfg: SecretsConfig) -> list[str]:
+    """Write (and prune) our drop-ins; daemon-reload when any changed. Units changed."""
+    wanted = credential_dropins(cfg)
+    changed: list[str] = []
+    for path, content in wanted.items():
+        try:
+            current = path.read_bytes()
+        except OSError:
+            current = None
+        if current != content:
+            atomic_write(path, content, mode=0o644)
+            changed.append(path.parent.name.removesuffix(".d"))
+    for stale in Path(cfg.unit_dir).glob(f"*.d/{DROPIN}"):
+        if stale not in wanted:
+            stale.unlink()
+            changed.append(stale.parent.name.removesuffix(".d"))
+    if changed and systemd_running():
+        _run(["systemctl", "daemon-reload"], timeout=60, what="systemctl daemon-reload")
+    return changed
+
+
+def after_change(cfg: SecretsConfig, changed: Sequence[SecretFile],
+                 versions: dict[str, str]) -> list[str]:
+    """Reload units and run hooks for files whose content changed; warnings for failures."""
+    warnings: list[str] = []
+    units = list(dict.fromkeys(unit for entry in changed for unit in entry.reload_units))
+    if units and systemd_running():
+        problem = _run(["systemctl", "try-reload-or-restart", *units],
+                       timeout=cfg.hook_timeout_seconds, what=f"reload {' '.join(units)}")
+        if problem:
+            warnings.append(problem)
+    for entry in changed:
+        env = {"PATH": HOOK_PATH, "LANG": "C.UTF-8",
+               "AGENT_SECRET_ID": entry.name, "AGENT_SECRET_SOURCE": entry.source,
+               "AGENT_SECRET_PATH": str(Path(cfg.dir) / entry.path),
+               "AGENT_SECRET_VERSION": versions.get(entry.path, "")}
+        for argv in entry.on_change:
+            problem = _run(argv, timeout=cfg.hook_timeout_seconds, env=env,
+                           what=f"on_change of {entry.path} ({argv[0]})")
+            if problem:
+                warnings.append(problem)
+    return warnings
+
+
+def _run(argv: list[str], *, timeout: float, what: str,
+         env: dict[str, str] | None = None) -> str:
+    """Run without a shell, output discarded; '' on success, else what went wrong."""
+    try:
+        proc = subprocess.run(argv, env=env if env is not None else _plain_env(),
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        problem = f"{what} timed out after {timeout:g} s"
+    except OSError as exc:
+        problem = f"{what} could not run: {exc.strerror}"
+    else:
+        if proc.returncode == 0:
+            log.info("%s: done", what)
+            return ""
+        problem = f"{what} exited {proc.returncode}"
+    log.warning("%s", problem)
+    return problem
+
+
+def _plain_env() -> dict[str, str]:
+    """The environment for systemctl: ours minus what must not leak to children."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("NOTIFY_SOCKET", "WATCHDOG_", "AGENT_", "AWS_"))}

@@ -1,0 +1,110 @@
+"""Running `agent` as a process against the simulated cloud (shared by the integration tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.sim import World
+
+DB = {"username": "app", "password": "pw-Zq8!\"quoted\" $dollar `tick`", "port": 5432}
+PLAIN = "plain-secret-7f3a9c"
+BINARY = bytes(range(256)) + b"\x00tail-secret-bytes"
+SECRET_MARKERS = ["pw-Zq8!", PLAIN, "tail-secret-bytes"]
+FILES: list[dict[str, Any]] = [
+    {"secret_id": "prod/db", "path": "db.json"},
+    {"secret_id": "prod/db", "path": "db.env", "format": "env", "mode": "0440",
+     "group": "nogroup"},
+    {"secret_id": "prod/db", "path": "app/db-password", "key": "password", "owner": "nobody"},
+    {"secret_id": "prod/plain", "path": "plain.txt"},
+    {"secret_id": "prod/bin", "path": "tls.key", "mode": "0400"},
+]
+TUNING = """
+[[tuning.files]]
+path = "{root}/tuning/app.env"
+[tuning.files.values]
+HEAP_MB = "int(clamp(memory_mib * 0.75, 256, 31744))"
+WORKERS = "vcpus * 2 + 1"
+"""
+
+
+class Booter:
+    """One simulated cloud, one tmpfs, and the agent run against them as a process."""
+
+    def __init__(self, world: World, tmpfs: Path) -> None:
+        self.world = world
+        self.root = tmpfs
+        self.state_dir = tmpfs / "state"
+        self.secrets_dir = tmpfs / "secrets"
+        self.config_path = tmpfs / "agent.toml"
+        self.outputs: list[str] = []
+
+    def configure(self, files: list[dict[str, Any]] = FILES, extra: str = "",
+                  secrets_dir: Path | None = None) -> None:
+        text = self.world.agent_config(secrets_dir or self.secrets_dir, self.state_dir, files)
+        self.config_path.write_text(text + TUNING.format(root=self.root) + extra)
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "AGENT_"))}
+        env.update(self.world.env())
+        return env
+
+    def agent(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True,
+                              text=True, env=self.env(), timeout=timeout)
+        self.outputs += [proc.stdout, proc.stderr]
+        return proc
+
+    def run(self, *extra: str) -> subprocess.CompletedProcess[str]:
+        return self.agent("run", "--oneshot", "--config", str(self.config_path), *extra)
+
+    def status(self, *extra: str) -> subprocess.CompletedProcess[str]:
+        return self.agent("status", "--state-dir", str(self.state_dir), *extra)
+
+    def doc(self) -> dict[str, Any]:
+        text = (self.state_dir / "state.json").read_text()
+        self.outputs.append(text)
+        return dict(json.loads(text))
+
+    def results(self) -> list[str | None]:
+        return [a.result for a in self.world.cloud.actions(self.world.instance_id)]
+
+    def assert_no_secret_leaked(self) -> None:
+        for text in self.outputs:
+            for marker in SECRET_MARKERS:
+                assert marker not in text
+
+    def start_daemon(self, *extra: str) -> subprocess.Popen[str]:
+        """`agent run` (daemon mode) in the background."""
+        return subprocess.Popen([sys.executable, "-m", "agent", "run", "--config",
+                                 str(self.config_path), *extra], env=self.env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        proc = self.agent("wait", "--timeout", str(timeout), "--state-dir", str(self.state_dir))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    def stop(self, proc: subprocess.Popen[str]) -> int:
+        """SIGTERM, collect output; the exit code."""
+        if proc.poll() is None:
+            proc.terminate()
+        out, err = proc.communicate(timeout=15)
+        self.outputs += [out, err]
+        return proc.returncode
+
+
+def eventually(check: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll until ``check()`` is truthy; return it (or fail with the last value)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s (last: {value!r})")
+        time.sleep(interval)
