@@ -17,23 +17,17 @@ never fatal.
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 from agent.config import SecretFile, SecretsConfig
 from agent.fsutil import atomic_write
+from agent.service import daemon_reload, run_command, systemd_running
 
 log = logging.getLogger(__name__)
 
 DROPIN = "50-agent-credentials.conf"
 HOOK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-def systemd_running() -> bool:
-    """Whether systemd is the init system here (``sd_booted()``)."""
-    return os.path.isdir("/run/systemd/system")
 
 
 def credential_dropins(cfg: SecretsConfig) -> dict[Path, bytes]:
@@ -68,8 +62,8 @@ def write_credential_dropins(cfg: SecretsConfig) -> list[str]:
         if stale not in wanted:
             stale.unlink()
             changed.append(stale.parent.name.removesuffix(".d"))
-    if changed and systemd_running():
-        _run(["systemctl", "daemon-reload"], timeout=60, what="systemctl daemon-reload")
+    if changed:
+        daemon_reload()
     return changed
 
 
@@ -79,7 +73,7 @@ def after_change(cfg: SecretsConfig, changed: Sequence[SecretFile],
     warnings: list[str] = []
     units = list(dict.fromkeys(unit for entry in changed for unit in entry.reload_units))
     if units and systemd_running():
-        problem = _run(["systemctl", "try-reload-or-restart", *units],
+        problem = run_command(["systemctl", "try-reload-or-restart", *units],
                        timeout=cfg.hook_timeout_seconds, what=f"reload {' '.join(units)}")
         if problem:
             warnings.append(problem)
@@ -89,34 +83,8 @@ def after_change(cfg: SecretsConfig, changed: Sequence[SecretFile],
                "AGENT_SECRET_PATH": str(Path(cfg.dir) / entry.path),
                "AGENT_SECRET_VERSION": versions.get(entry.path, "")}
         for argv in entry.on_change:
-            problem = _run(argv, timeout=cfg.hook_timeout_seconds, env=env,
+            problem = run_command(argv, timeout=cfg.hook_timeout_seconds, env=env,
                            what=f"on_change of {entry.path} ({argv[0]})")
             if problem:
                 warnings.append(problem)
     return warnings
-
-
-def _run(argv: list[str], *, timeout: float, what: str,
-         env: dict[str, str] | None = None) -> str:
-    """Run without a shell, output discarded; '' on success, else what went wrong."""
-    try:
-        proc = subprocess.run(argv, env=env if env is not None else _plain_env(),
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        problem = f"{what} timed out after {timeout:g} s"
-    except OSError as exc:
-        problem = f"{what} could not run: {exc.strerror}"
-    else:
-        if proc.returncode == 0:
-            log.info("%s: done", what)
-            return ""
-        problem = f"{what} exited {proc.returncode}"
-    log.warning("%s", problem)
-    return problem
-
-
-def _plain_env() -> dict[str, str]:
-    """The environment for systemctl: ours minus what must not leak to children."""
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("NOTIFY_SOCKET", "WATCHDOG_", "AGENT_", "AWS_"))}

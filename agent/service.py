@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import sys
 
 QUIET_LOGGERS = ("botocore", "urllib3", "s3transfer")
+log = logging.getLogger(__name__)
 
 
 def journal_attached() -> bool:
@@ -80,3 +82,46 @@ class Notifier:
     def watchdog(self) -> None:
         """``WATCHDOG=1``."""
         self.send("WATCHDOG=1")
+
+
+def systemd_running() -> bool:
+    """Whether systemd is the init system here (``sd_booted()``)."""
+    return os.path.isdir("/run/systemd/system")
+
+
+def daemon_reload() -> str:
+    """``systemctl daemon-reload`` after writing unit drop-ins (skipped without systemd)."""
+    if not systemd_running():
+        log.debug("systemd is not running: no daemon-reload")
+        return ""
+    return run_command(["systemctl", "daemon-reload"], timeout=60,
+                       what="systemctl daemon-reload")
+
+
+def run_command(argv: list[str], *, timeout: float, what: str,
+                env: dict[str, str] | None = None) -> str:
+    """Run without a shell, output discarded; '' on success, else what went wrong.
+
+    The output is discarded because a command handed a secret's path may print it.
+    """
+    try:
+        proc = subprocess.run(argv, env=env if env is not None else child_environment(),
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        problem = f"{what} timed out after {timeout:g} s"
+    except OSError as exc:
+        problem = f"{what} could not run: {exc.strerror}"
+    else:
+        if proc.returncode == 0:
+            log.info("%s: done", what)
+            return ""
+        problem = f"{what} exited {proc.returncode}"
+    log.warning("%s", problem)
+    return problem
+
+
+def child_environment() -> dict[str, str]:
+    """Our environment minus what must not reach children (notify socket, AWS, AGENT_)."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("NOTIFY_SOCKET", "WATCHDOG_", "AGENT_", "AWS_"))}
