@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +58,13 @@ def is_transient(exc: BaseException) -> bool:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         return code in THROTTLING or status >= 500
     return isinstance(exc, _NETWORK)
+
+
+def is_throttling(exc: BaseException) -> bool:
+    """A throttling error: the request was refused, not processed."""
+    code = error_code(exc)
+    return "Throttl" in code or code in ("TooManyRequestsException", "RequestLimitExceeded",
+                                         "SlowDown", "BandwidthLimitExceeded")
 
 
 def error_code(exc: BaseException) -> str:
@@ -186,17 +194,25 @@ class Aws:
             return self._clients[service]
 
     def call(self, service: str, operation: str, *, budget: float | None = None,
+             on_retry: Callable[[BaseException], None] | None = None,
              **params: Any) -> dict[str, Any]:
         """Call ``operation`` (snake_case), retrying transient errors within the budget.
 
         Raises the botocore error for permanent failures (callers decide what a code means)
         and :class:`AwsError` when the retry budget runs out or credentials are missing.
+        ``on_retry`` sees each transient error before its retry.
         """
         method = getattr(self.client(service), operation)
 
         def attempt() -> dict[str, Any]:
             result: dict[str, Any] = method(**params)
             return result
+
+        def retrying(exc: BaseException, n: int, pause: float) -> None:
+            log.info("%s %s: %s; retry %d in %.2f s", service, operation, describe(exc), n,
+                     pause)
+            if on_retry is not None:
+                on_retry(exc)
 
         try:
             return retry(
@@ -205,9 +221,7 @@ class Aws:
                 budget=self.max_wait if budget is None else budget,
                 base=0.1,
                 cap=5.0,
-                on_retry=lambda exc, n, pause: log.info(
-                    "%s %s: %s; retry %d in %.2f s", service, operation, describe(exc), n, pause
-                ),
+                on_retry=retrying,
             )
         except GaveUp as exc:
             raise AwsError(

@@ -8,7 +8,10 @@ written to state.json. The first failure fails the boot, and the launch hook the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,12 +27,13 @@ from agent.state import PhaseState, Recorder, State, utc_now
 
 if TYPE_CHECKING:
     from agent.aws import Aws
-    from agent.lifecycle import Target
+    from agent.lifecycle import Heartbeater, Target
 
 log = logging.getLogger("agent.boot")
 # aws, secrets and lifecycle import botocore: they are imported inside the methods, so that
 # botocore loads while the metadata phase waits on IMDS (see make_aws).
 RESULTS = {"abandon": "ABANDON", "continue": "CONTINUE", "none": ""}
+EXTEND_STEP = 60.0  # seconds of EXTEND_TIMEOUT_USEC asked at a time
 
 
 @dataclass(frozen=True)
@@ -54,12 +58,22 @@ class Boot:
         self.meta: Metadata | None = None
         self.aws: Aws | None = None
         self.target: Future[Target | None] | None = None
+        self.heartbeats: Heartbeater | None = None
         self.versions: dict[Any, str] = {}  # secret ref -> version id published
+        self.secrets_published = False
+        self.done = threading.Event()  # the boot is over (keepalive stops)
+
+    @property
+    def warm(self) -> bool:
+        """A warm-pool boot: the target lifecycle state is Warmed:*."""
+        return bool(self.meta and (self.meta.target_state or "").startswith("Warmed:"))
 
     def run(self) -> bool:
         """The whole sequence; True when the boot is ready."""
         failure: AgentError | None = None
         jobs: list[Future[None]] = []
+        if self.notify.enabled:
+            threading.Thread(target=self.keepalive, name="keepalive", daemon=True).start()
         with ThreadPoolExecutor(max_workers=3, thread_name_prefix="boot") as pool:
             try:
                 jobs.append(pool.submit(self.phase, "metadata", self.metadata))
@@ -79,6 +93,10 @@ class Boot:
                 self.phase("lifecycle", self.lifecycle, failure)
             except AgentError as exc:
                 failure = failure or exc
+            finally:
+                self.done.set()
+                self.stop_heartbeats()
+        self.signal(failure is None)
         if failure is not None:
             log.error("boot failed: %s", failure)
             self.rec.finish(State.FAILED)
@@ -111,16 +129,60 @@ class Boot:
                    imds=self.imds)
 
     def discover(self) -> Target | None:
-        """The launch hook to signal (runs beside the secrets and tuning phases)."""
+        """The launch hook to signal, kept alive by heartbeats while the boot runs."""
         from agent import lifecycle  # noqa: PLC0415
 
         assert self.aws is not None and self.meta is not None
-        target = lifecycle.discover(self.aws, self.cfg.lifecycle, self.meta.identity.instance_id,
-                                    self.meta.tags)
+        target = lifecycle.discover(self.aws, self.meta.identity.instance_id, self.meta.tags,
+                                    hook_name=self.cfg.lifecycle.hook_name)
         if target is not None:
             self.rec.update(instance={**self.rec.doc["instance"],
                                       "auto_scaling_group": target.group})
+            if target.pending and not self.done.is_set():
+                self.heartbeats = lifecycle.Heartbeater(
+                    self.aws, target, self.meta.identity.instance_id,
+                    self.cfg.lifecycle.heartbeat_seconds).start()
         return target
+
+    def keepalive(self) -> None:
+        """Ask systemd for more start time while the boot is within its own budgets.
+
+        The budgets bound every wait (IMDS, each AWS call), so a slow boot is legitimate
+        until they are spent; a hung agent still meets TimeoutStartSec after that.
+        """
+        budget = (self.cfg.imds.max_wait_seconds + 3 * self.cfg.aws.max_wait_seconds
+                  + EXTEND_STEP)
+        deadline = time.monotonic() + budget
+        while not self.done.wait(EXTEND_STEP / 2) and time.monotonic() < deadline:
+            self.notify.extend_timeout(EXTEND_STEP)
+
+    def signal(self, ready: bool) -> None:
+        """The other readiness signals: CloudFormation SignalResource, a marker file."""
+        sig = self.cfg.signal
+        if sig.marker_file:
+            marker = Path(sig.marker_file)
+            try:
+                if ready:
+                    fsutil.atomic_write(marker, f"{utc_now()}\n".encode(), mode=0o644)
+                else:
+                    marker.unlink(missing_ok=True)
+            except OSError as exc:
+                self.rec.warn(f"signal: marker file {marker}: {exc.strerror}")
+        if sig.cloudformation_stack and self.aws is not None and self.meta is not None:
+            from agent.aws import describe  # noqa: PLC0415
+
+            status = "SUCCESS" if ready else "FAILURE"
+            try:
+                self.aws.call("cloudformation", "signal_resource",
+                              StackName=sig.cloudformation_stack,
+                              LogicalResourceId=sig.cloudformation_resource,
+                              UniqueId=self.meta.identity.instance_id, Status=status)
+                log.info("signal: %s sent to %s/%s", status, sig.cloudformation_stack,
+                         sig.cloudformation_resource)
+            except Exception as exc:
+                message = str(exc) if isinstance(exc, AgentError) else describe(exc)
+                self.rec.warn(f"signal: SignalResource {sig.cloudformation_stack}/"
+                              f"{sig.cloudformation_resource} failed: {message}")
 
     # -- the phases --------------------------------------------------------------------
 
@@ -148,6 +210,9 @@ class Boot:
         cfg = self.cfg.secrets
         if not cfg.files:
             return PhaseState.SKIPPED, "no secrets configured"
+        if self.warm and not self.cfg.lifecycle.warm_pool_secrets:
+            return PhaseState.SKIPPED, ("warm pool: published when the instance goes "
+                                        "InService (lifecycle.warm_pool_secrets = false)")
         root = Path(cfg.dir)
         if cfg.mount:
             self.mount_secrets(root)
@@ -156,6 +221,7 @@ class Boot:
         values = secrets.fetch_all(self.aws, cfg.files)
         rendered = secrets.render_all(cfg, values)
         publication = secrets.publish(root, rendered)
+        self.secrets_published = True
         self.versions = {ref: value.version_id for ref, value in values.items()}
         by_path = {r.entry.path: r.value.version_id for r in rendered}
         now = utc_now()
@@ -207,8 +273,10 @@ class Boot:
             return PhaseState.SKIPPED, "not in an Auto Scaling group"
         if not target.hook:
             return PhaseState.SKIPPED, target.reason
+        heartbeats = self.stop_heartbeats()
         result = RESULTS[self.cfg.lifecycle.on_failure] if failure else "CONTINUE"
-        record = {"group": target.group, "hook": target.hook, "result": result or None}
+        record = {"group": target.group, "hook": target.hook, "result": result or None,
+                  "heartbeats": heartbeats}
         if not result:
             self.rec.update(lifecycle=record)
             return PhaseState.DONE, "boot failed; lifecycle.on_failure = none: left to time out"
@@ -220,11 +288,52 @@ class Boot:
             how = f"completed ({earlier}) by an earlier run" if earlier else "nothing pending"
             return PhaseState.DONE, f"instance is {target.instance_state or 'not waiting'}: {how}"
         sent = lifecycle.complete(self.aws, target, self.meta.identity.instance_id, result)
-        if not sent:
+        if sent == "not-pending":
             record["result"] = None
             self.rec.update(lifecycle=record)
             self.rec.warn(f"lifecycle: the {target.hook} action was no longer pending "
                           "(timed out, or completed by someone else)")
             return PhaseState.DONE, "no active lifecycle action any more: not ours to complete"
         self.rec.update(lifecycle=record)
-        return PhaseState.DONE, f"{result} sent to {target.group}/{target.hook}"
+        warm = " (warm pool)" if self.warm else ""
+        return PhaseState.DONE, f"{result} sent to {target.group}/{target.hook}{warm}"
+
+    def promote(self) -> bool:
+        """A ``Warmed:Running`` instance put InService without a restart: finish the boot.
+
+        The secrets (skipped in the warm pool) are published and the launch hook, pending
+        again, gets its result. A failure here fails the boot (state ``failed``).
+        """
+        assert self.meta is not None
+        self.meta = dataclasses.replace(self.meta, target_state="InService")
+        self.rec.update(instance={**self.rec.doc["instance"],
+                                  "target_lifecycle_state": "InService"})
+        failure: AgentError | None = None
+        try:
+            if not self.secrets_published:
+                self.phase("secrets", self.secrets)
+        except AgentError as exc:
+            failure = exc
+        found: Future[Target | None] = Future()
+        try:
+            found.set_result(self.discover())
+        except AgentError as exc:
+            found.set_exception(exc)
+        self.target = found
+        try:
+            self.phase("lifecycle", self.lifecycle, failure)
+        except AgentError as exc:
+            failure = failure or exc
+        if failure is not None:
+            log.error("boot failed going InService: %s", failure)
+            self.rec.finish(State.FAILED)
+            return False
+        self.notify.status(f"ready ({self.rec.doc['condition']}), InService")
+        return True
+
+    def stop_heartbeats(self) -> int:
+        """Stop heartbeating (the action is about to be completed); how many were sent."""
+        if self.heartbeats is None:
+            return 0
+        self.heartbeats.stop()
+        return self.heartbeats.count

@@ -7,11 +7,13 @@ may be absent: defaults apply). Unknown keys are errors; every error becomes one
 
 from __future__ import annotations
 
+import difflib
 import grp
 import os
 import pwd
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
@@ -31,8 +33,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from agent import envfile, profiles
 from agent.errors import ConfigError
-from agent.expr import ExprError, compile_expression
+from agent.expr import FACTS, ExprError, Value, compile_expression, render_value, template_names
 
 DEFAULT_PATH = "/etc/agent/agent.toml"
 ENV_PREFIX = "AGENT_"
@@ -281,21 +284,223 @@ class TuningFile(_Section):
         return values
 
 
+DROPIN_NAME = "60-agent-tuning.conf"  # [[tuning.dropins]]: <unit_dir>/<unit>.d/<this>
+
+
+def _output_path(value: str) -> str:
+    if not value.startswith("/") or value.endswith("/"):
+        raise ValueError("must be an absolute file path")
+    return os.path.normpath(value)
+
+
+class TuningProfile(_Section):
+    """One ``[[tuning.profiles]]`` entry: a program's well-known values (agent.profiles)."""
+
+    use: str
+    path: str = ""  # "" : not written (the values are still there for templates and plan)
+    format: Literal["env", "json"] = "env"
+    mode: int = 0o644
+    overrides: dict[str, str] = {}  # value name -> expression replacing the profile's formula
+
+    @field_validator("use")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        profiles.check_profile(value)
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        return value and _output_path(value)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode(cls, value: object) -> int:
+        return _parse_mode(value)
+
+    @model_validator(mode="after")
+    def _overrides(self) -> TuningProfile:
+        profiles.compile_profile(self.use, self.overrides)
+        return self
+
+
+class TuningDropin(_Section):
+    """One ``[[tuning.dropins]]`` entry: ``[Service]`` settings of a unit, as a drop-in."""
+
+    unit: str
+    service: dict[str, str | dict[str, str]] = {}  # key -> expression; Environment: a table
+
+    @field_validator("unit")
+    @classmethod
+    def _service(cls, value: str) -> str:
+        if not UNIT_NAME.match(value) or not value.endswith(".service"):
+            raise ValueError(f"{value!r} is not a service name such as \"app.service\"")
+        return value
+
+    @field_validator("service")
+    @classmethod
+    def _keys(cls, values: dict[str, str | dict[str, str]]) -> dict[str, str | dict[str, str]]:
+        for key, text in values.items():
+            profiles.check_service_key(key)
+            if key == profiles.ENVIRONMENT:
+                if not isinstance(text, dict):
+                    raise ValueError(f"{key} is a table of NAME = expression, as in "
+                                     f"[tuning.dropins.service.{key}]")
+                for name, expr in text.items():
+                    if not envfile.NAME.match(name):
+                        raise ValueError(f"{key}: {name!r} is not a valid variable name")
+                    _constant(f"{key}.{name}", expr, _environment_value)
+            elif isinstance(text, dict):
+                raise ValueError(f"{key} takes an expression, not a table")
+            else:
+                _constant(key, text, profiles.SERVICE_KEYS[key].render,
+                          number=not profiles.SERVICE_KEYS[key].infinity)
+        return values
+
+
+def _environment_value(value: Value) -> str:
+    return profiles.environment_word("X", render_value(value))
+
+
+def _constant(name: str, text: str, check: Callable[[Value], object], *,
+              number: bool = False) -> None:
+    """Compile; a value that needs a number must not be a string; check a constant now."""
+    try:
+        expression = compile_expression(text)
+        if number and expression.kind == "string":
+            raise ExprError("needs a number, not a string")
+        if not expression.names:
+            check(expression.evaluate({}))
+    except (ExprError, ValueError) as exc:
+        raise ValueError(f"{name} = {text!r}: {exc}") from None
+
+
+class TuningTemplate(_Section):
+    """One ``[[tuning.templates]]`` entry: ``${NAME}`` substitution into a runtime file."""
+
+    source: str
+    path: str
+    mode: int = 0o644
+
+    @field_validator("source", "path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        return _output_path(value)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode(cls, value: object) -> int:
+        return _parse_mode(value)
+
+
+SYSCTL_PART = re.compile(r"[A-Za-z0-9_@:+/-]+\Z")
+
+
 class TuningConfig(_Section):
     """``[tuning]``: outputs computed from the instance's size."""
 
     files: list[TuningFile] = []
+    profiles: list[TuningProfile] = []
+    dropins: list[TuningDropin] = []
+    templates: list[TuningTemplate] = []
+    sysctl: dict[str, str] = {}  # "net.core.somaxconn" -> expression
+    unit_dir: str = "/run/systemd/system"  # where drop-ins go
+    history_file: str = "/var/lib/agent/instance.json"  # the type at the previous boot; "": off
+
+    @property
+    def has_outputs(self) -> bool:
+        """Whether anything is configured to be written."""
+        return bool(self.files or self.profiles or self.dropins or self.templates or self.sysctl)
+
+    def dropin_path(self, unit: str) -> str:
+        """Where the drop-in of ``unit`` goes."""
+        return os.path.join(self.unit_dir, f"{unit}.d", DROPIN_NAME)
+
+    @field_validator("unit_dir")
+    @classmethod
+    def _unit_dir(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must be an absolute path")
+        return os.path.normpath(value)
+
+    @field_validator("history_file")
+    @classmethod
+    def _history(cls, value: str) -> str:
+        return value and _output_path(value)
+
+    @field_validator("sysctl")
+    @classmethod
+    def _sysctl(cls, values: dict[str, str]) -> dict[str, str]:
+        for key, text in values.items():
+            parts = key.split(".")
+            if len(parts) < 2 or not all(SYSCTL_PART.match(p) and p.replace("/", ".") not in (
+                    ".", "..") and not p.startswith("/") for p in parts):
+                raise ValueError(f"{key!r} is not a kernel setting name such as "
+                                 "\"net.core.somaxconn\"")
+            _constant(key, text, profiles.sysctl_value, number=True)
+        return values
 
     @model_validator(mode="after")
     def _distinct_paths(self) -> TuningConfig:
-        seen: dict[str, int] = {}
-        for index, entry in enumerate(self.files):
-            if entry.path in seen:
-                raise ValueError(
-                    f"files[{index}] and files[{seen[entry.path]}] both write {entry.path!r}"
-                )
-            seen[entry.path] = index
+        seen: dict[str, str] = {}
+        outputs = [(f"files[{i}]", e.path) for i, e in enumerate(self.files)]
+        outputs += [(f"profiles[{i}]", e.path) for i, e in enumerate(self.profiles) if e.path]
+        outputs += [(f"templates[{i}]", e.path) for i, e in enumerate(self.templates)]
+        outputs += [(f"dropins[{i}]", self.dropin_path(e.unit))
+                    for i, e in enumerate(self.dropins)]
+        for where, path in outputs:
+            if path in seen:
+                raise ValueError(f"{where} and {seen[path]} both write {path!r}")
+            seen[path] = where
+        for index, entry in enumerate(self.templates):
+            if entry.source in seen:
+                raise ValueError(f"templates[{index}] reads {entry.source!r}, which "
+                                 f"{seen[entry.source]} writes")
+            self._check_template(index, entry)
         return self
+
+    def definitions(self) -> dict[str, set[str]]:
+        """Every name a template may use (facts, file and profile values): its definitions."""
+        found: dict[str, set[str]] = {name: {"fact"} for name in FACTS}
+        for entry in self.files:
+            for name, text in entry.values.items():
+                found.setdefault(name, set()).add(f"expression {text}")
+        for profile in self.profiles:
+            key = f"profile {profile.use} {sorted(profile.overrides.items())}"
+            for setting in profiles.PROFILES[profile.use].settings:
+                found.setdefault(setting.name, set()).add(key)
+        return found
+
+    def _check_template(self, index: int, entry: TuningTemplate) -> None:
+        """A template whose source exists now is checked now: every variable known."""
+        try:
+            text = Path(entry.source).read_text("utf-8")
+        except FileNotFoundError:
+            return  # checked when the boot renders it
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"templates[{index}] {entry.source}: cannot read: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from None
+        try:
+            names = template_names(text)
+        except ExprError as exc:
+            raise ValueError(f"templates[{index}] {entry.source}: {exc}") from None
+        known = self.definitions()
+        for name in names:
+            problem = template_problem(name, known)
+            if problem:
+                raise ValueError(f"templates[{index}] {entry.source}: {problem}")
+
+
+def template_problem(name: str, known: dict[str, set[str]]) -> str:
+    """Why a template may not use ``${name}`` ('' when it may)."""
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown variable ${{{name}}}{hint}"
+    if len(known[name]) > 1:
+        return (f"${{{name}}} is ambiguous: {len(known[name])} outputs define it "
+                "differently")
+    return ""
 
 
 class LifecycleConfig(_Section):
@@ -305,6 +510,70 @@ class LifecycleConfig(_Section):
     hook_name: str = ""
     on_failure: Literal["abandon", "continue", "none"] = "abandon"
     heartbeat_seconds: Annotated[float, Field(ge=0)] = 0.0
+    warm_pool_secrets: bool = False  # publish secrets in a warm-pool boot too
+
+
+def _argv(value: list[str], what: str) -> list[str]:
+    if value and not value[0].startswith("/"):
+        raise ValueError(f"{value!r}: {what} is an argv list starting with an absolute path "
+                         "(no shell)")
+    return value
+
+
+class TerminationConfig(_Section):
+    """``[termination]``: watching for the instance's end, and draining before it."""
+
+    enabled: bool = True
+    poll_seconds: Annotated[float, Field(ge=1)] = 5.0  # IMDS notices, daemon mode
+    hook_name: str = ""  # default: the group's only EC2_INSTANCE_TERMINATING hook
+    deadline_seconds: PositiveSeconds = 90.0  # the whole drain
+    commands: list[list[str]] = []  # run in order (argv, no shell)
+    stop_units: list[str] = []  # systemctl stop, in order
+    wipe_secrets: bool = True  # remove the published secrets once drained
+    rebalance_command: list[str] = []  # on a rebalance recommendation (nothing else)
+
+    @field_validator("commands")
+    @classmethod
+    def _commands(cls, value: list[list[str]]) -> list[list[str]]:
+        for argv in value:
+            if not argv:
+                raise ValueError("an empty command")
+            _argv(argv, "a command")
+        return value
+
+    @field_validator("rebalance_command")
+    @classmethod
+    def _rebalance(cls, value: list[str]) -> list[str]:
+        return _argv(value, "rebalance_command")
+
+    @field_validator("stop_units")
+    @classmethod
+    def _units(cls, value: list[str]) -> list[str]:
+        for unit in value:
+            if not UNIT_NAME.match(unit):
+                raise ValueError(f"{unit!r} is not a unit name such as \"app.service\"")
+        return value
+
+
+class SignalConfig(_Section):
+    """``[signal]``: readiness signals besides systemd and the lifecycle hook."""
+
+    cloudformation_stack: str = ""  # SignalResource, as cfn-signal does
+    cloudformation_resource: str = ""
+    marker_file: str = ""  # written when ready, removed when the boot fails
+
+    @field_validator("marker_file")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if value and not value.startswith("/"):
+            raise ValueError("must be an absolute path")
+        return value
+
+    @model_validator(mode="after")
+    def _pair(self) -> SignalConfig:
+        if bool(self.cloudformation_stack) != bool(self.cloudformation_resource):
+            raise ValueError("set both cloudformation_stack and cloudformation_resource")
+        return self
 
 
 class Config(BaseSettings):
@@ -325,6 +594,8 @@ class Config(BaseSettings):
     secrets: SecretsConfig = SecretsConfig()
     tuning: TuningConfig = TuningConfig()
     lifecycle: LifecycleConfig = LifecycleConfig()
+    termination: TerminationConfig = TerminationConfig()
+    signal: SignalConfig = SignalConfig()
 
     @classmethod
     def settings_customise_sources(

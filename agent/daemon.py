@@ -7,6 +7,7 @@ refresh, watchdog ping): no polling loop, no busy thread. SIGTERM/SIGINT stop it
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 from agent import config
 from agent.boot import Boot
 from agent.errors import EXIT_FAILED, EXIT_OK, AgentError, BootError, LockedError
+from agent.imds import ImdsClient
 from agent.service import Notifier, setup_logging
 from agent.state import Recorder, utc_now
 
@@ -26,6 +28,7 @@ LOCK_FILE = "agent.lock"
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 RETRY_FIRST = 30.0  # a failed refresh is retried after this, doubling up to refresh_seconds
 REFRESH_FAILED = "secrets: refresh failed"
+IMDS_DOWN = "termination watch: IMDS unreachable"
 HOOK_FAILED = "secrets hook:"
 
 
@@ -72,13 +75,27 @@ def run(config_path: str | None, *, oneshot: bool = False, verbose: bool = False
     return Resident(boot).serve()
 
 
+def release_memory() -> None:
+    """Give the boot's garbage back to the OS before idling (glibc ``malloc_trim``)."""
+    import ctypes  # noqa: PLC0415
+    import gc  # noqa: PLC0415
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # AttributeError: not glibc
+        ctypes.CDLL(None).malloc_trim(0)
+
+
 def jittered(seconds: float) -> float:
     """``seconds`` +-20 %, so that a fleet launched together does not act in step."""
     return seconds * random.uniform(0.8, 1.2)  # noqa: S311 - spreading load, not security
 
 
 class Resident:
-    """After READY: timers and signals, nothing else."""
+    """After READY: timers and signals, nothing else.
+
+    One wake-up per ``termination.poll_seconds`` while there is something to watch (the
+    watchdog ping rides on those wake-ups), one per secret refresh, none otherwise.
+    """
 
     def __init__(self, boot: Boot) -> None:
         self.boot = boot
@@ -87,36 +104,109 @@ class Resident:
         self.notify = boot.notify
         self.first_retry = min(RETRY_FIRST, self.cfg.secrets.refresh_seconds)
         self.retry_delay = self.first_retry
+        self.spot = False
+        self.rebalance_seen = ""
+        self.imds_down = False
+        self.wakeups = 0
+        self._poller: ImdsClient | None = None
 
     def serve(self) -> int:
         """Sleep until a signal or a timer; return the exit code."""
         # Only the main thread is left; blocked signals wait for sigtimedwait below.
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS | {signal.SIGHUP})
+        release_memory()
         now = time.monotonic()
         refreshing = bool(self.cfg.secrets.files) and self.boot.aws is not None
         next_refresh = now + jittered(self.cfg.secrets.refresh_seconds) if refreshing else None
+        tick = self.cfg.termination.poll_seconds if self.watching() else 0.0
+        next_tick = now + tick if tick else None
         ping = self.watchdog_interval()
         next_ping = now + ping if ping else None
-        log.info("resident: refresh %s, watchdog %s",
+        log.info("resident: refresh %s, termination watch %s, watchdog %s",
                  f"every ~{self.cfg.secrets.refresh_seconds:g} s" if refreshing else "off",
+                 f"every {tick:g} s" if tick else "off",
                  f"every {ping:g} s" if ping else "off")
         while True:
-            deadlines = [d for d in (next_refresh, next_ping) if d is not None]
+            # The watchdog never wakes us on its own while ticks come often enough.
+            ping_wake = next_ping if next_tick is None or ping <= tick else None
+            deadlines = [d for d in (next_refresh, next_tick, ping_wake) if d is not None]
             wait = max(0.0, min(deadlines) - time.monotonic()) if deadlines else 3600.0
             info = signal.sigtimedwait(STOP_SIGNALS | {signal.SIGHUP}, wait)
+            self.wakeups += 1
             if info is not None and info.si_signo in STOP_SIGNALS:
                 log.info("stopping on %s", signal.Signals(info.si_signo).name)
                 self.notify.stopping()
                 return EXIT_OK
             now = time.monotonic()
-            if next_ping is not None and now >= next_ping:
+            if next_ping is not None and now + (tick if next_tick else 0.0) >= next_ping:
                 self.notify.watchdog()
                 next_ping = now + ping
+            if next_tick is not None and now >= next_tick:
+                next_tick = now + tick if self.poll() else None
             hup = info is not None and info.si_signo == signal.SIGHUP
             if refreshing and (hup or (next_refresh is not None and now >= next_refresh)):
                 if hup:
                     log.info("SIGHUP: refreshing secrets now")
                 next_refresh = time.monotonic() + self.refresh()
+
+    def watching(self) -> bool:
+        """Whether there is anything to watch: an Auto Scaling member, or a spot instance."""
+        if not self.cfg.termination.enabled or self.boot.meta is None:
+            return False
+        try:
+            self.spot = self.boot.imds.market() == "spot"
+        except AgentError as exc:
+            log.warning("termination watch: cannot read the instance market: %s", exc)
+        return self.spot or self.boot.meta.target_state is not None
+
+    def poll(self) -> bool:
+        """One look at IMDS for notices; False once there is nothing left to watch."""
+        from agent import termination  # noqa: PLC0415
+
+        try:
+            notice, target_state = termination.poll(self.poller, spot=self.spot)
+        except AgentError as exc:
+            if not self.imds_down:
+                self.imds_down = True
+                log.warning("termination watch: %s", exc)
+                self.rec.warn(f"{IMDS_DOWN} since {utc_now()}: {exc}")
+            return True
+        if self.imds_down:
+            self.imds_down = False
+            log.info("termination watch: IMDS answers again")
+            self.rec.clear_warning(IMDS_DOWN)
+        if self.boot.warm and target_state == "InService":
+            self.promote()
+        if notice is None:
+            return True
+        if notice.kind == "rebalance":
+            if notice.detail != self.rebalance_seen:
+                self.rebalance_seen = notice.detail
+                self.rec.update(rebalance=termination.rebalance(self.cfg, notice))
+            return True
+        log.warning("termination: %s: draining", notice.detail)
+        self.notify.status(f"draining: {notice.detail}")
+        meta = self.boot.meta
+        assert meta is not None
+        record = termination.drain(self.cfg, notice, self.boot.aws, meta.identity.instance_id,
+                                   meta.tags)
+        self.rec.update(termination=record)
+        self.notify.status(f"drained ({notice.kind}): waiting for the end")
+        return False
+
+    def promote(self) -> None:
+        """A warm-pool instance put InService without a restart: finish the full boot."""
+        log.info("warm pool: the instance goes InService; completing the boot")
+        self.boot.promote()
+
+    @property
+    def poller(self) -> ImdsClient:
+        """An IMDS client that gives up within one poll interval (the next poll retries)."""
+        if self._poller is None:
+            imds, every = self.cfg.imds, self.cfg.termination.poll_seconds
+            self._poller = ImdsClient(imds.endpoint, token_ttl=imds.token_ttl_seconds,
+                                      timeout=min(imds.timeout_seconds, every), max_wait=every)
+        return self._poller
 
     def watchdog_interval(self) -> float:
         """Half of ``WatchdogSec`` when systemd asks for pings of this process, else 0."""

@@ -111,6 +111,29 @@ class ImdsClient:
         raw = self.get("/latest/meta-data/autoscaling/target-lifecycle-state", allow_404=True)
         return raw.decode().strip() if raw is not None else None
 
+    def market(self) -> str:
+        """``spot`` or ``on-demand`` (instance-life-cycle; '' when IMDS does not say)."""
+        raw = self.get("/latest/meta-data/instance-life-cycle", allow_404=True)
+        return raw.decode().strip() if raw is not None else ""
+
+    def spot_action(self) -> dict[str, Any] | None:
+        """A spot interruption notice ({"action": ..., "time": ...}), or None."""
+        return self._optional_json("/latest/meta-data/spot/instance-action")
+
+    def rebalance(self) -> dict[str, Any] | None:
+        """A rebalance recommendation ({"noticeTime": ...}), or None."""
+        return self._optional_json("/latest/meta-data/events/recommendations/rebalance")
+
+    def _optional_json(self, path: str) -> dict[str, Any] | None:
+        raw = self.get(path, allow_404=True)
+        if raw is None:
+            return None
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            raise ImdsError(f"IMDS {path}: not JSON") from None
+        return value if isinstance(value, dict) else None
+
     def user_data(self) -> bytes | None:
         """The instance's user-data, or None when it has none."""
         return self.get("/latest/user-data", allow_404=True)

@@ -89,6 +89,12 @@ class Booter:
         proc = self.agent("wait", "--timeout", str(timeout), "--state-dir", str(self.state_dir))
         assert proc.returncode == 0, proc.stdout + proc.stderr
 
+    def collect(self, proc: subprocess.Popen[str], timeout: float = 60) -> int:
+        """Wait for a background run to end by itself; its exit code."""
+        out, err = proc.communicate(timeout=timeout)
+        self.outputs += [out, err]
+        return proc.returncode
+
     def stop(self, proc: subprocess.Popen[str]) -> int:
         """SIGTERM, collect output; the exit code."""
         if proc.poll() is None:

@@ -44,6 +44,7 @@ from werkzeug.serving import make_server
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
 AUTOSCALING_NS = "http://autoscaling.amazonaws.com/doc/2011-01-01/"
+NAMESPACES = {"cloudformation": "http://cloudformation.amazonaws.com/doc/2010-05-15/"}
 MAX_GLOBAL_TIMEOUT = 48 * 3600
 
 _SCOPE = re.compile(r"Credential=[^/,]+/\d{8}/([^/,]+)/([^/,]+)/")
@@ -134,7 +135,8 @@ def empty_response(call: Call) -> tuple[int, list[tuple[str, str]], bytes]:
         return 200, [("Content-Type", "application/x-amz-json-1.1")], b"{}"
     action = call.action
     body = (
-        f'<{action}Response xmlns="{AUTOSCALING_NS}"><{action}Result/>'
+        f'<{action}Response xmlns="{NAMESPACES.get(call.service, AUTOSCALING_NS)}">'
+        f"<{action}Result/>"
         f"<ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata>"
         f"</{action}Response>"
     ).encode()
@@ -160,6 +162,7 @@ class LifecycleActionRecord:
     completed_by: str | None = None  # "api" | "timeout" | "abandoned" (another hook's ABANDON)
     completed_at: datetime | None = None
     heartbeats: int = 0
+    warm_pool: str | None = None  # Warmed:Stopped/Running/Hibernated: where CONTINUE leads
 
 
 @dataclasses.dataclass
@@ -186,8 +189,13 @@ class LifecycleActions:
             ("autoscaling", "RecordLifecycleActionHeartbeat"): self._heartbeat_call,
         }
 
-    def start(self, group: str, instance_id: str, transition: str) -> list[LifecycleActionRecord]:
-        """Put the instance in the wait state of ``transition`` for each of its hooks."""
+    def start(self, group: str, instance_id: str, transition: str,
+              warm_pool: str | None = None) -> list[LifecycleActionRecord]:
+        """Put the instance in the wait state of ``transition`` for each of its hooks.
+
+        ``warm_pool`` (e.g. ``Warmed:Stopped``): a launch into the warm pool, waiting in
+        ``Warmed:Pending:Wait`` and going to that state on CONTINUE.
+        """
         region, asg = _find_group(group)
         hooks = [h for h in _hooks(region, group) if h.lifecycle_transition == transition]
         now, started_at = time.monotonic(), datetime.now(UTC)
@@ -205,6 +213,7 @@ class LifecycleActions:
                     heartbeat_timeout=timeout,
                     default_result=hook.default_result,
                     started_at=started_at,
+                    warm_pool=warm_pool if transition == LAUNCHING else None,
                 )
                 global_deadline = now + min(100 * timeout, MAX_GLOBAL_TIMEOUT)
                 self._pending.append(_Pending(record, region, now + timeout, global_deadline))
@@ -213,6 +222,8 @@ class LifecycleActions:
                 state = "Pending:Wait" if transition == LAUNCHING else "Terminating:Wait"
             else:
                 state = "InService" if transition == LAUNCHING else "Terminating"
+            if warm_pool and transition == LAUNCHING:
+                state = "Warmed:Pending:Wait" if started else warm_pool
             _set_state(asg, instance_id, state)
         return started
 
@@ -301,8 +312,10 @@ class LifecycleActions:
             return
         if record.transition == TERMINATING:
             state = "Terminating:Proceed"
+        elif result != "CONTINUE":
+            state = "Terminating"
         else:
-            state = "InService" if result == "CONTINUE" else "Terminating"
+            state = record.warm_pool or "InService"
         with contextlib.suppress(KeyError):  # the group or instance may be gone by now
             _, asg = _find_group(record.group, item.region)
             _set_state(asg, record.instance_id, state)
@@ -334,6 +347,56 @@ def _set_state(asg: Any, instance_id: str, state: str) -> None:
     raise KeyError(f"instance {instance_id} is not in Auto Scaling group {asg.name}")
 
 
+# --- CloudFormation resource signals (cfn-signal) ------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Signal:
+    """One ``SignalResource`` call received for an expected stack resource."""
+
+    stack: str
+    resource: str
+    unique_id: str
+    status: str  # SUCCESS | FAILURE
+
+
+class ResourceSignals:
+    """``SignalResource`` (what cfn-signal sends), which moto does not implement.
+
+    A test declares which stack resources wait for signals with :meth:`expect`; a signal to
+    anything else is the ValidationError CloudFormation answers.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._expected: set[tuple[str, str]] = set()
+        self.received: list[Signal] = []
+
+    @property
+    def interceptors(self) -> dict[tuple[str, str], Interceptor]:
+        """The API calls this class answers instead of moto."""
+        return {("cloudformation", "SignalResource"): self._signal_call}
+
+    def expect(self, stack: str, resource: str) -> None:
+        """Let ``resource`` of ``stack`` receive signals."""
+        with self._lock:
+            self._expected.add((stack, resource))
+
+    def _signal_call(self, call: Call) -> None:
+        stack = call.params.get("StackName", "")
+        resource = call.params.get("LogicalResourceId", "")
+        status = call.params.get("Status", "")
+        if status not in ("SUCCESS", "FAILURE"):
+            raise SimAwsError("ValidationError", "Status must be SUCCESS or FAILURE")
+        with self._lock:
+            if (stack, resource) not in self._expected:
+                raise SimAwsError("ValidationError", f"Stack {stack} does not exist"
+                                  if stack not in {s for s, _ in self._expected} else
+                                  f"Resource {resource} does not exist for stack {stack}")
+            self.received.append(Signal(stack, resource, call.params.get("UniqueId", ""),
+                                        status))
+
+
 # --- the middleware and the server ------------------------------------------------------
 
 
@@ -344,6 +407,7 @@ class _Fault:
     code: str
     status: int
     message: str
+    after: bool = False  # process the call first, then answer the error (a lost response)
 
 
 class _Middleware:
@@ -364,11 +428,14 @@ class _Middleware:
         if cloud.latency:
             time.sleep(cloud.latency)
         cloud.lifecycle.expire()
-        fault = cloud._record(call)
-        if fault is not None:
+        fault, after = cloud._record(call)
+        if fault is not None and not after:
             return self._reply(start_response, *error_response(call.protocol, *fault))
         interceptor = cloud.interceptors.get((call.service, call.action))
         if interceptor is None:
+            if fault is not None:  # processed by moto, then the answer is "lost"
+                list(self.app(environ, lambda *args: None))
+                return self._reply(start_response, *error_response(call.protocol, *fault))
             return self.app(environ, start_response)
         try:
             interceptor(call)
@@ -376,6 +443,8 @@ class _Middleware:
             return self._reply(
                 start_response, *error_response(call.protocol, exc.code, exc.message, exc.status)
             )
+        if fault is not None:
+            return self._reply(start_response, *error_response(call.protocol, *fault))
         return self._reply(start_response, *empty_response(call))
 
     @staticmethod
@@ -420,7 +489,9 @@ class SimCloud:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, latency: float = 0.0) -> None:
         self.latency = latency
         self.lifecycle = LifecycleActions()
-        self.interceptors: dict[tuple[str, str], Interceptor] = dict(self.lifecycle.interceptors)
+        self.signals = ResourceSignals()
+        self.interceptors: dict[tuple[str, str], Interceptor] = {
+            **self.lifecycle.interceptors, **self.signals.interceptors}
         self._host = host
         self._port = port
         self._lock = threading.Lock()
@@ -477,31 +548,40 @@ class SimCloud:
         code: str = "ThrottlingException",
         status: int = 400,
         message: str = "Rate exceeded",
+        after: bool = False,
     ) -> None:
-        """Answer the next ``count`` calls of ``action`` with this AWS error."""
+        """Answer the next ``count`` calls of ``action`` with this AWS error.
+
+        ``after``: the call is processed first and only its answer is replaced (a response
+        lost on the way back, as after a timeout or a 5xx from a proxy).
+        """
         with self._lock:
-            self._faults.append(_Fault(action, count, code, status, message))
+            self._faults.append(_Fault(action, count, code, status, message, after))
 
     def clear_faults(self) -> None:
         """Forget every fault not yet answered."""
         with self._lock:
             self._faults.clear()
 
-    def _record(self, call: Call) -> tuple[str, str, int] | None:
-        """Log a call; the (code, message, status) of a fault to answer it with, if any."""
+    def _record(self, call: Call) -> tuple[tuple[str, str, int] | None, bool]:
+        """Log a call; the (code, message, status) of a fault to answer, and its ``after``."""
         with self._lock:
             self._calls.append(call)
             for fault in self._faults:
                 if fault.action == call.action and fault.remaining > 0:
                     fault.remaining -= 1
-                    return fault.code, fault.message, fault.status
-        return None
+                    return (fault.code, fault.message, fault.status), fault.after
+        return None, False
 
     # lifecycle hooks -------------------------------------------------------------------
 
-    def launch(self, group: str, instance_id: str) -> list[LifecycleActionRecord]:
-        """The instance launches: ``Pending:Wait`` per launch hook, else ``InService``."""
-        return self.lifecycle.start(group, instance_id, LAUNCHING)
+    def launch(self, group: str, instance_id: str,
+               warm_pool: str | None = None) -> list[LifecycleActionRecord]:
+        """The instance launches: ``Pending:Wait`` per launch hook, else ``InService``.
+
+        With ``warm_pool`` (``Warmed:Stopped``...) it launches into the group's warm pool.
+        """
+        return self.lifecycle.start(group, instance_id, LAUNCHING, warm_pool)
 
     def terminate(self, group: str, instance_id: str) -> list[LifecycleActionRecord]:
         """The instance is to terminate: ``Terminating:Wait`` per terminate hook."""

@@ -52,6 +52,7 @@ class SimInstance:
     rebalance: dict[str, Any] | None = None
     user_data: bytes | None = None
     role_name: str | None = "agent-instance-role"
+    market: str = "on-demand"  # instance-life-cycle: "on-demand" | "spot"
     pending_time: datetime = dataclasses.field(default_factory=lambda: datetime.now(UTC))
     _lock: threading.Lock = dataclasses.field(
         default_factory=threading.Lock, repr=False, compare=False
@@ -238,6 +239,7 @@ class ImdsSimulator:
             "ami-id": inst.image_id,
             "hostname": hostname,
             "instance-id": inst.instance_id,
+            "instance-life-cycle": inst.market,
             "instance-type": inst.instance_type,
             "local-hostname": hostname,
             "local-ipv4": inst.private_ip,

@@ -85,10 +85,14 @@ class World:
         default_result: str = "ABANDON",
         in_group: bool = True,
         tags_enabled: bool = True,
+        warm_pool: str | None = None,
         secrets: Mapping[str, str | bytes] | None = None,
         ssm_parameters: Mapping[str, str] | None = None,
     ) -> str:
-        """Create the group, its launch hook, secrets and parameters; launch; the instance id."""
+        """Create the group, its launch hook, secrets and parameters; launch; the instance id.
+
+        ``warm_pool`` (e.g. ``Warmed:Stopped``) launches the instance into the warm pool.
+        """
         self.region = region
         zone = f"{region}a"
         ec2 = self.boto3_client("ec2")
@@ -138,14 +142,14 @@ class World:
             image_id=IMAGE_ID,
             private_ip=reservation["Instances"][0]["PrivateIpAddress"],
             tags=tags if tags_enabled else None,
-            target_lifecycle_state="InService" if in_group else None,
+            target_lifecycle_state=(warm_pool or "InService") if in_group else None,
         )
         self._create_secrets(secrets or {}, ssm_parameters or {})
         self.group = group if in_group else None
         self.hook = hook if in_group else None
         self.instance_id = instance_id
         if in_group:
-            self.cloud.launch(group, instance_id)
+            self.cloud.launch(group, instance_id, warm_pool)
         return instance_id
 
     def _create_secrets(

@@ -1,0 +1,390 @@
+"""Issue 5: heartbeats, fleet-safe completion, termination and spot drains, warm pools,
+other readiness signals, faults while resident."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agentproc import DB, PLAIN, Booter, eventually
+
+from agent.sim import World
+from agent.sim.cloud import TERMINATING
+
+SECRETS: dict[str, str | bytes] = {"prod/db": json.dumps(DB), "prod/plain": PLAIN}
+FILES = [{"secret_id": "prod/db", "path": "db.json"},
+         {"secret_id": "prod/plain", "path": "plain.txt"}]
+
+
+def edit(b: Booter, section: str, lines: str) -> None:
+    """Add ``lines`` to ``[section]`` (appending the section when it is absent)."""
+    text = b.config_path.read_text()
+    if f"[{section}]\n" in text:
+        text = text.replace(f"[{section}]\n", f"[{section}]\n{lines}\n", 1)
+    else:
+        text += f"\n[{section}]\n{lines}\n"
+    b.config_path.write_text(text)
+
+
+@pytest.fixture
+def cloud(tmpfs: Path) -> Iterator[Booter]:
+    with World() as world:
+        world.seed(secrets=SECRETS, heartbeat_timeout=60)
+        b = Booter(world, tmpfs)
+        b.configure(FILES)
+        yield b
+        b.assert_no_secret_leaked()
+
+
+def action(b: Booter, transition: str = "autoscaling:EC2_INSTANCE_LAUNCHING") -> Any:
+    found = [a for a in b.world.cloud.actions(b.world.instance_id) if a.transition == transition]
+    return found[-1] if found else None
+
+
+def add_termination_hook(b: Booter, timeout: int = 60) -> None:
+    b.world.boto3_client("autoscaling").put_lifecycle_hook(
+        LifecycleHookName="drain-hook", AutoScalingGroupName="web-asg",
+        LifecycleTransition=TERMINATING, HeartbeatTimeout=timeout, DefaultResult="CONTINUE")
+
+
+# -- the launch hook ----------------------------------------------------------------------
+
+
+def test_heartbeats_during_a_slow_boot(cloud: Booter) -> None:
+    edit(cloud, "lifecycle", "heartbeat_seconds = 0.2")
+    cloud.world.cloud.fail_next("GetSecretValue", count=8)  # throttled: the boot takes ~2 s
+    proc = cloud.run()
+    assert proc.returncode == 0, proc.stderr
+    record = action(cloud)
+    assert record.result == "CONTINUE"
+    assert record.heartbeats >= 2
+    assert cloud.doc()["lifecycle"]["heartbeats"] == record.heartbeats  # none after CONTINUE
+
+
+def test_default_heartbeat_is_a_third_of_the_timeout(tmpfs: Path) -> None:
+    with World() as world:
+        world.seed(secrets=SECRETS, heartbeat_timeout=3)  # a heartbeat every second
+        b = Booter(world, tmpfs)
+        b.configure(FILES)
+        world.cloud.fail_next("GetSecretValue", count=12)
+        started = time.monotonic()
+        assert b.run().returncode == 0
+        took = time.monotonic() - started
+        record = action(b)
+        assert record.result == "CONTINUE" and record.completed_by == "api"
+        assert record.heartbeats >= 1
+        assert record.heartbeats <= took + 1
+
+
+def test_throttled_completion_is_retried(cloud: Booter) -> None:
+    cloud.world.cloud.fail_next("CompleteLifecycleAction", count=4)
+    assert cloud.run().returncode == 0
+    assert action(cloud).result == "CONTINUE"
+    assert len(cloud.world.cloud.calls("CompleteLifecycleAction")) == 5
+    assert cloud.doc()["condition"] == "healthy"
+
+
+def test_lost_completion_answer_counts_as_ours(cloud: Booter) -> None:
+    cloud.world.cloud.fail_next("CompleteLifecycleAction", code="InternalFailure", status=500,
+                                message="answer lost", after=True)
+    assert cloud.run().returncode == 0
+    assert action(cloud).result == "CONTINUE"
+    doc = cloud.doc()
+    assert doc["condition"] == "healthy"
+    assert doc["lifecycle"]["result"] == "CONTINUE"
+
+
+def test_completed_by_someone_else_mid_boot_degrades(cloud: Booter) -> None:
+    cloud.world.cloud.fail_next("GetSecretValue", count=10)  # a slow boot
+    proc = cloud.start_daemon("--oneshot")
+    eventually(lambda: cloud.world.cloud.calls("DescribeLifecycleHooks"))
+    cloud.world.boto3_client("autoscaling").complete_lifecycle_action(
+        AutoScalingGroupName="web-asg", LifecycleHookName="agent-ready",
+        InstanceId=cloud.world.instance_id, LifecycleActionResult="CONTINUE")
+    assert cloud.collect(proc) == 0
+    doc = cloud.doc()
+    assert doc["state"] == "ready" and doc["condition"] == "degraded"
+    assert "no longer pending" in doc["warnings"][0]
+    assert cloud.status().returncode == 0
+
+
+def test_several_launch_hooks_without_a_name_fail_the_boot(cloud: Booter) -> None:
+    cloud.world.boto3_client("autoscaling").put_lifecycle_hook(
+        LifecycleHookName="second", AutoScalingGroupName="web-asg",
+        LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING", HeartbeatTimeout=60)
+    text = cloud.config_path.read_text().replace('hook_name = "agent-ready"', "")
+    cloud.config_path.write_text(text)
+    proc = cloud.run()
+    assert proc.returncode == 1
+    assert "has several launch hooks (agent-ready, second): set lifecycle.hook_name" in proc.stderr
+
+
+def test_unknown_hook_name_fails_the_boot(cloud: Booter) -> None:
+    text = cloud.config_path.read_text().replace('hook_name = "agent-ready"',
+                                                 'hook_name = "nope"')
+    cloud.config_path.write_text(text)
+    proc = cloud.run()
+    assert proc.returncode == 1
+    assert "lifecycle.hook_name 'nope' is not a launch hook of group web-asg" in proc.stderr
+
+
+def test_access_denied_on_lifecycle_calls_names_the_permission(cloud: Booter) -> None:
+    cloud.world.cloud.fail_next("DescribeLifecycleHooks", code="AccessDenied", status=403,
+                                message="not authorized")
+    proc = cloud.run()
+    assert proc.returncode == 1
+    assert "needs autoscaling:DescribeLifecycleHooks" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# -- other readiness signals -----------------------------------------------------------------
+
+
+def test_cloudformation_signal_and_marker_file(cloud: Booter, tmp_path: Path) -> None:
+    marker = tmp_path / "ready"
+    cloud.world.cloud.signals.expect("web-stack", "WebGroup")
+    edit(cloud, "signal", f'cloudformation_stack = "web-stack"\n'
+                          f'cloudformation_resource = "WebGroup"\nmarker_file = "{marker}"')
+    assert cloud.run().returncode == 0
+    (sent,) = cloud.world.cloud.signals.received
+    assert (sent.stack, sent.resource, sent.unique_id, sent.status) == (
+        "web-stack", "WebGroup", cloud.world.instance_id, "SUCCESS")
+    assert marker.exists()
+
+    cloud.configure([*FILES, {"secret_id": "prod/absent", "path": "x"}])
+    edit(cloud, "signal", f'cloudformation_stack = "web-stack"\n'
+                          f'cloudformation_resource = "WebGroup"\nmarker_file = "{marker}"')
+    assert cloud.run().returncode == 1
+    assert cloud.world.cloud.signals.received[-1].status == "FAILURE"
+    assert not marker.exists()
+
+
+def test_failed_signal_only_degrades(cloud: Booter) -> None:
+    edit(cloud, "signal", 'cloudformation_stack = "no-stack"\ncloudformation_resource = "R"')
+    assert cloud.run().returncode == 0
+    doc = cloud.doc()
+    assert doc["condition"] == "degraded"
+    assert "Stack no-stack does not exist" in doc["warnings"][0]
+
+
+# -- warm pools ----------------------------------------------------------------------------
+
+
+def test_warm_pool_then_in_service(tmpfs: Path) -> None:
+    with World() as world:
+        instance = world.seed(secrets=SECRETS, warm_pool="Warmed:Stopped")
+        b = Booter(world, tmpfs)
+        b.configure(FILES)
+        assert b.run().returncode == 0
+        doc = b.doc()
+        assert doc["phases"][1]["state"] == "skipped"
+        assert "warm pool" in doc["phases"][1]["detail"]
+        assert doc["phases"][2]["state"] == "done"  # tuning runs in the warm pool
+        assert not (b.secrets_dir / "db.json").exists()
+        assert [a.result for a in world.cloud.actions(instance)] == ["CONTINUE"]
+        assert "(warm pool)" in doc["phases"][3]["detail"]
+
+        # the next start, into service: the full boot
+        world.cloud.launch("web-asg", instance)
+        world.imds.instance.update(target_lifecycle_state="InService")
+        assert b.run().returncode == 0
+        assert json.loads((b.secrets_dir / "db.json").read_bytes()) == DB
+        assert [a.result for a in world.cloud.actions(instance)] == ["CONTINUE", "CONTINUE"]
+        b.assert_no_secret_leaked()
+
+
+def test_warm_pool_secrets_when_asked(tmpfs: Path) -> None:
+    with World() as world:
+        world.seed(secrets=SECRETS, warm_pool="Warmed:Stopped")
+        b = Booter(world, tmpfs)
+        b.configure(FILES)
+        edit(b, "lifecycle", "warm_pool_secrets = true")
+        assert b.run().returncode == 0
+        assert (b.secrets_dir / "plain.txt").read_text() == PLAIN
+
+
+def test_warmed_running_promoted_without_restart(tmpfs: Path) -> None:
+    with World() as world:
+        instance = world.seed(secrets=SECRETS, warm_pool="Warmed:Running")
+        b = Booter(world, tmpfs)
+        b.configure(FILES)
+        edit(b, "termination", "poll_seconds = 1")
+        daemon = b.start_daemon()
+        try:
+            b.wait_ready()
+            assert not (b.secrets_dir / "db.json").exists()
+            world.cloud.launch("web-asg", instance)
+            world.imds.instance.update(target_lifecycle_state="InService")
+            eventually(lambda: (b.secrets_dir / "db.json").exists(), timeout=15)
+            eventually(lambda: [a.result for a in world.cloud.actions(instance)]
+                       == ["CONTINUE", "CONTINUE"])
+            assert b.doc()["instance"]["target_lifecycle_state"] == "InService"
+        finally:
+            code = b.stop(daemon)
+        assert code == 0
+
+
+# -- termination, spot, rebalance ----------------------------------------------------------
+
+
+def drain_script(tmp_path: Path, name: str, seconds: float) -> str:
+    log = tmp_path / "drain.log"
+    script = tmp_path / name
+    script.write_text(f'#!/bin/sh\necho "{name} start" >> "{log}"\nsleep {seconds}\n'
+                      f'echo "{name} end" >> "{log}"\n')
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_termination_notice_drains_wipes_and_completes_the_hook(cloud: Booter,
+                                                                tmp_path: Path) -> None:
+    add_termination_hook(cloud)
+    first = drain_script(tmp_path, "first", 0.6)
+    second = drain_script(tmp_path, "second", 0.6)
+    edit(cloud, "termination", f'poll_seconds = 1\ndeadline_seconds = 20\n'
+                               f'commands = [["{first}"], ["{second}"]]')
+    edit(cloud, "lifecycle", "heartbeat_seconds = 0.3")
+    daemon = cloud.start_daemon()
+    try:
+        cloud.wait_ready()
+        assert (cloud.secrets_dir / "db.json").exists()
+        cloud.world.cloud.terminate("web-asg", cloud.world.instance_id or "")
+        cloud.world.imds.instance.update(target_lifecycle_state="Terminated")
+        record = eventually(lambda: cloud.doc().get("termination"), timeout=20)
+        assert record["reason"] == "autoscaling"
+        assert [s["result"] for s in record["steps"]] == ["ok", "ok"]
+        assert (tmp_path / "drain.log").read_text().split("\n")[:4] == [
+            "first start", "first end", "second start", "second end"]
+        assert record["secrets_wiped"] is True
+        assert list(cloud.secrets_dir.iterdir()) == []
+        hook = action(cloud, TERMINATING)
+        assert hook.result == "CONTINUE" and hook.completed_by == "api"
+        assert hook.heartbeats >= 2  # kept alive while the commands ran
+        assert record["hook"]["result"] == "CONTINUE"
+        assert daemon.poll() is None  # stays until the machine stops it
+        status = cloud.status()
+        assert status.returncode == 0
+    finally:
+        code = cloud.stop(daemon)
+    assert code == 0
+
+
+def test_drain_deadline_skips_what_does_not_fit(cloud: Booter, tmp_path: Path) -> None:
+    slow = drain_script(tmp_path, "slow", 5)
+    never = drain_script(tmp_path, "never", 0)
+    edit(cloud, "termination", f'poll_seconds = 1\ndeadline_seconds = 1\n'
+                               f'commands = [["{slow}"], ["{never}"]]')
+    daemon = cloud.start_daemon()
+    try:
+        cloud.wait_ready()
+        cloud.world.imds.instance.update(target_lifecycle_state="Terminated")
+        record = eventually(lambda: cloud.doc().get("termination"), timeout=20)
+        assert "timed out" in record["steps"][0]["result"]
+        assert record["steps"][1]["result"] == "skipped: deadline passed"
+        assert "never start" not in (tmp_path / "drain.log").read_text()
+    finally:
+        code = cloud.stop(daemon)
+    assert code == 0
+
+
+def test_spot_interruption_drains_before_the_deadline(cloud: Booter, tmp_path: Path) -> None:
+    cloud.world.imds.instance.update(market="spot")
+    step = drain_script(tmp_path, "spot-drain", 0)
+    edit(cloud, "termination", f'poll_seconds = 1\ncommands = [["{step}"]]')
+    daemon = cloud.start_daemon()
+    try:
+        cloud.wait_ready()
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 120))
+        cloud.world.imds.instance.update(spot_action={"action": "terminate", "time": when})
+        record = eventually(lambda: cloud.doc().get("termination"), timeout=20)
+        assert record["reason"] == "spot"
+        assert when in record["notice"]
+        assert record["steps"] == [{"step": step, "result": "ok"}]
+        assert record["hook"] is None  # the group has no termination hook
+        assert record["secrets_wiped"]
+    finally:
+        code = cloud.stop(daemon)
+    assert code == 0
+
+
+def test_rebalance_only_runs_its_command(cloud: Booter, tmp_path: Path) -> None:
+    cloud.world.imds.instance.update(market="spot")
+    step = drain_script(tmp_path, "rebalance", 0)
+    edit(cloud, "termination", f'poll_seconds = 1\nrebalance_command = ["{step}"]')
+    daemon = cloud.start_daemon()
+    try:
+        cloud.wait_ready()
+        cloud.world.imds.instance.update(rebalance={"noticeTime": "2026-11-26T12:00:00Z"})
+        record = eventually(lambda: cloud.doc().get("rebalance"), timeout=20)
+        assert record["command"] == "ok"
+        time.sleep(2.5)  # more polls: the same notice runs nothing again
+        assert (tmp_path / "drain.log").read_text().count("rebalance start") == 1
+        assert "termination" not in cloud.doc()
+        assert (cloud.secrets_dir / "db.json").exists()
+    finally:
+        code = cloud.stop(daemon)
+    assert code == 0
+
+
+def test_imds_outage_while_resident_degrades_then_recovers(cloud: Booter) -> None:
+    edit(cloud, "termination", "poll_seconds = 1")
+    daemon = cloud.start_daemon()
+    try:
+        cloud.wait_ready()
+        cloud.world.imds.disabled = True
+        doc = eventually(lambda: (d := cloud.doc())["condition"] == "degraded" and d,
+                         timeout=15)
+        assert "IMDS unreachable" in doc["warnings"][0]
+        assert daemon.poll() is None
+        cloud.world.imds.disabled = False
+        eventually(lambda: cloud.doc()["condition"] == "healthy", timeout=15)
+    finally:
+        code = cloud.stop(daemon)
+    assert code == 0
+
+
+def test_watchdog_pings_and_sigterm_stops_promptly(cloud: Booter) -> None:
+    """WATCHDOG=1 reaches a notify socket; SIGTERM exits 0 quickly with STOPPING=1."""
+    import socket
+
+    sock_path = cloud.root / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(10)
+    env = {**cloud.env(), "NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "1000000"}
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config",
+                             str(cloud.config_path)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    messages: list[str] = []
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and sum("WATCHDOG=1" in m for m in messages) < 2:
+            messages.append(sock.recv(4096).decode())
+        assert any("READY=1" in m for m in messages)
+        assert sum("WATCHDOG=1" in m for m in messages) >= 2
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+        assert time.monotonic() - started < 3
+        messages.append(sock.recv(4096).decode())
+        while not any("STOPPING=1" in m for m in messages):
+            messages.append(sock.recv(4096).decode())
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        out, err = proc.communicate()
+        cloud.outputs += [out, err, *messages]
+        sock.close()
+        os.unlink(sock_path)
+    assert proc.returncode == 0
+    statuses = [m for m in messages if "STATUS=" in m]
+    assert any("metadata" in m for m in statuses)
