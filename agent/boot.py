@@ -144,6 +144,26 @@ class Boot:
                     self.cfg.lifecycle.heartbeat_seconds).start()
         return target
 
+    def check_image(self) -> None:
+        """The image's age (from its bake manifest) and user-data hygiene: warnings only."""
+        from agent import image  # noqa: PLC0415
+
+        cfg = self.cfg.image
+        manifest = image.read_manifest(cfg.manifest)
+        if manifest is not None:
+            age = manifest.age_days()
+            self.rec.update(image={"built_at": manifest.data.get("built_at", ""),
+                                   "age_days": round(age, 1), "agent": manifest.data.get("agent")})
+            if cfg.max_age_days and age > cfg.max_age_days:
+                self.rec.warn(f"image: built {age:.0f} days ago, past image.max_age_days = "
+                              f"{cfg.max_age_days:g}: rebuild it to take the latest updates")
+        if cfg.check_user_data:
+            data = self.imds.user_data()
+            for finding in image.scan_user_data(data or b""):
+                self.rec.warn(f"user-data: looks like it holds a credential: {finding}; "
+                              "anyone who can describe the instance can read it: use "
+                              "Secrets Manager")
+
     def keepalive(self) -> None:
         """Ask systemd for more start time while the boot is within its own budgets.
 
@@ -199,6 +219,7 @@ class Boot:
             "auto_scaling_group": (tags or {}).get("aws:autoscaling:groupName", ""),
             "target_lifecycle_state": target_state or "",
         })
+        self.check_image()
         tag_note = "tags off" if tags is None else f"{len(tags)} tags"
         return PhaseState.DONE, (f"{ident.instance_id} {ident.instance_type} in "
                                  f"{ident.availability_zone}; {tag_note}")
@@ -247,18 +268,29 @@ class Boot:
                           "secret pages could reach swap")
 
     def tuning(self) -> tuple[PhaseState, str]:
-        """Facts of this machine and type, every value computed, then the files written."""
-        if not self.cfg.tuning.files:
-            return PhaseState.SKIPPED, "no tuning configured"
-        assert self.meta is not None and self.aws is not None
-        facts = tuning.read_facts(self.meta.identity.instance_type,
-                                  describe=self.aws.describe_instance_type)
-        written = tuning.apply(tuning.plan(self.cfg.tuning, facts))
-        self.rec.update(tuning=written)
-        count = sum(len(item["values"]) for item in written)
-        files = f"{len(written)} file{'s' if len(written) != 1 else ''}"
-        return PhaseState.DONE, (f"{count} values in {files} for "
-                                 f"{facts.memory_mib} MiB, {facts.vcpus} vCPUs")
+        """A resize noted; facts of this machine and type, every value computed, then the
+        outputs written (none of them when a value fails)."""
+        cfg = self.cfg.tuning
+        assert self.meta is not None
+        ident = self.meta.identity
+        resize, problem = tuning.track_instance(cfg.history_file, ident.instance_id,
+                                                ident.instance_type)
+        if problem:
+            self.rec.warn(f"tuning: {problem}")
+        if resize:
+            self.rec.update(resize=resize)
+        resized = f"; resized from {resize['from']}" if resize else ""
+        if not cfg.has_outputs:
+            return PhaseState.SKIPPED, f"no tuning configured{resized}"
+        assert self.aws is not None
+        facts = tuning.read_facts(ident.instance_type, describe=self.aws.describe_instance_type)
+        applied = tuning.apply(tuning.plan(cfg, facts),
+                               previous=(self.rec.previous or {}).get("tuning"))
+        self.rec.update(tuning=applied.records)
+        for warning in applied.warnings:
+            self.rec.warn(f"tuning: {warning}")
+        return PhaseState.DONE, (f"{tuning.summary(applied.records)} for {facts.memory_mib} "
+                                 f"MiB, {facts.vcpus} vCPUs{resized}")
 
     def lifecycle(self, failure: AgentError | None) -> tuple[PhaseState, str]:
         """CONTINUE the launch hook, or ``on_failure`` when the boot failed."""

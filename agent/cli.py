@@ -67,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true")
 
     sub.add_parser("demo", help="the whole boot against a local simulated cloud")
+
+    bake = sub.add_parser("bake-check", help="fail an image bake that would carry "
+                          "credentials; write the image manifest")
+    bake.add_argument("--config", metavar="PATH")
+    bake.add_argument("--root", metavar="DIR", default="/", help="the image's root (default /)")
+    bake.add_argument("--manifest", metavar="PATH", help="default: image.manifest under --root")
     return parser
 
 
@@ -87,6 +93,10 @@ def _dispatch(argv: list[str]) -> int:
         from agent.plan import main as plan_main  # noqa: PLC0415
 
         return plan_main(args.config, instance_type=args.instance_type, as_json=args.json)
+    if args.command == "bake-check":
+        from agent.image import bake_check  # noqa: PLC0415
+
+        return bake_check(args.config, args.root, args.manifest)
     if args.command == "demo":
         from agent.sim.demo import main as demo_main  # noqa: PLC0415
 

@@ -555,6 +555,14 @@ class TerminationConfig(_Section):
         return value
 
 
+class ImageConfig(_Section):
+    """``[image]``: the baked image's manifest, its age, user-data hygiene."""
+
+    manifest: str = "/etc/agent/image.json"  # written by `agent bake-check`
+    max_age_days: Annotated[float, Field(ge=0)] = 0.0  # 0: never flag the image's age
+    check_user_data: bool = True  # flag user-data that looks like it holds a credential
+
+
 class SignalConfig(_Section):
     """``[signal]``: readiness signals besides systemd and the lifecycle hook."""
 
@@ -596,6 +604,7 @@ class Config(BaseSettings):
     lifecycle: LifecycleConfig = LifecycleConfig()
     termination: TerminationConfig = TerminationConfig()
     signal: SignalConfig = SignalConfig()
+    image: ImageConfig = ImageConfig()
 
     @classmethod
     def settings_customise_sources(

@@ -51,7 +51,7 @@ def memory(pid: int) -> dict[str, float]:
     return found
 
 
-def main() -> None:
+def main() -> None:  # noqa: PLR0915 - one measurement, read top to bottom
     """Run the daemon, measure, print."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)

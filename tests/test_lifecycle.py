@@ -222,7 +222,7 @@ def test_warmed_running_promoted_without_restart(tmpfs: Path) -> None:
             assert not (b.secrets_dir / "db.json").exists()
             world.cloud.launch("web-asg", instance)
             world.imds.instance.update(target_lifecycle_state="InService")
-            eventually(lambda: (b.secrets_dir / "db.json").exists(), timeout=15)
+            eventually((b.secrets_dir / "db.json").exists, timeout=15)
             eventually(lambda: [a.result for a in world.cloud.actions(instance)]
                        == ["CONTINUE", "CONTINUE"])
             assert b.doc()["instance"]["target_lifecycle_state"] == "InService"

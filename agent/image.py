@@ -1,0 +1,177 @@
+"""The image: what it must not carry, its manifest and age, and user-data hygiene.
+
+* ``agent bake-check`` (run by the image build before the snapshot) fails the bake when the
+  image would carry credentials (AWS credential files or variables, anything left under the
+  secrets directory on disk), when the configuration is invalid, or when the unit is not
+  enabled; it then writes ``/etc/agent/image.json`` (build time, versions).
+* At boot the manifest gives the image's age (flagged past ``image.max_age_days``: rebuild
+  to take the latest updates), and user-data is scanned for what looks like a credential
+  (flagged by pattern name and line, never the value).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import platform
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent import __version__
+from agent.fsutil import atomic_write, is_memory_fs
+
+CREDENTIAL_PATTERNS: dict[str, re.Pattern[bytes]] = {
+    "AWS access key id": re.compile(rb"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[A-Z0-9]{16}\b"),
+    "AWS secret access key assignment": re.compile(
+        rb"(?i)aws_secret_access_key\s*[=:]\s*['\"]?[A-Za-z0-9/+=]{30,}"),
+    "private key block": re.compile(rb"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----"),
+    "password assignment": re.compile(
+        rb"(?i)\b\w*(?:password|passwd|pwd|secret|api[_-]?key|token)\s*[=:]\s*['\"]?"
+        rb"[^\s'\"$]{4,}"),
+}
+CREDENTIAL_FILES = (".aws/credentials", ".aws/config", ".boto", ".s3cfg")
+CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+ENVIRONMENT_FILES = ("etc/environment", "etc/profile", "etc/bash.bashrc")
+UNIT = "agent.service"
+
+
+def scan_user_data(data: bytes) -> list[str]:
+    """Pattern names (with the line) that look like credentials; never the matched text."""
+    if data[:2] == b"\x1f\x8b":  # cloud-init accepts gzip'd user-data
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError):
+            return []
+    found = []
+    for name, pattern in CREDENTIAL_PATTERNS.items():
+        match = pattern.search(data)
+        if match:
+            line = data.count(b"\n", 0, match.start()) + 1
+            found.append(f"{name} (line {line})")
+    return found
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """``/etc/agent/image.json``."""
+
+    built_at: float  # epoch seconds
+    data: dict[str, Any]
+
+    def age_days(self, now: float | None = None) -> float:
+        """Days since the bake."""
+        return ((now or time.time()) - self.built_at) / 86400
+
+
+def read_manifest(path: str) -> Manifest | None:
+    """The manifest, or None when the image has none (not baked with bake-check)."""
+    try:
+        data = json.loads(Path(path).read_text())
+        return Manifest(float(data["built_at_epoch"]), data)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def bake_problems(root: Path, secrets_dir: str, state_dir: str) -> list[str]:
+    """Everything that must not go into the image, one line each (empty: clean)."""
+    return [*_credential_files(root), *_credential_variables(root),
+            *_leftovers(root, {"secrets": secrets_dir, "state": state_dir}),
+            *_unit_not_enabled(root)]
+
+
+def _credential_files(root: Path) -> list[str]:
+    homes = [root / "root"]
+    if (root / "home").is_dir():
+        homes += sorted((root / "home").iterdir())
+    paths = [home / name for home in homes for name in CREDENTIAL_FILES]
+    return [f"credential file {path} would be baked into the image"
+            for path in [*paths, root / "etc/boto.cfg"] if path.is_file()]
+
+
+def _credential_variables(root: Path) -> list[str]:
+    files = [root / name for name in ENVIRONMENT_FILES]
+    if (root / "etc/profile.d").is_dir():
+        files += sorted((root / "etc/profile.d").iterdir())
+    found = []
+    for path in files:
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        found += [f"{path} sets {variable}" for variable in CREDENTIAL_VARIABLES
+                  if re.search(rf"\b{variable}\s*=", text)]
+    return found + [f"${variable} is set in the bake's environment (would it be baked in?)"
+                    for variable in CREDENTIAL_VARIABLES if os.environ.get(variable)]
+
+
+def _leftovers(root: Path, directories: dict[str, str]) -> list[str]:
+    found = []
+    for what, directory in directories.items():
+        target = root / directory.lstrip("/")
+        if target.exists() and not is_memory_fs(target):
+            files = [p for p in target.rglob("*") if p.is_file() or p.is_symlink()]
+            if files:
+                found.append(f"{len(files)} files left under the {what} directory {target} "
+                             f"on disk (e.g. {files[0].name}): remove them")
+    return found
+
+
+def _unit_not_enabled(root: Path) -> list[str]:
+    wants = root / "etc/systemd/system/multi-user.target.wants" / UNIT
+    if wants.exists() or wants.is_symlink():
+        return []
+    return [f"{UNIT} is not enabled (no {wants}): systemctl enable {UNIT}"]
+
+
+def write_manifest(path: Path) -> dict[str, Any]:
+    """Record the bake: time, agent and Python versions, the OS, dependency versions."""
+    from importlib import metadata  # noqa: PLC0415
+
+    deps = {}
+    for name in ("botocore", "pydantic", "pydantic-settings", "psutil", "systemd-python"):
+        try:
+            deps[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    os_release = {}
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            key, _, value = line.partition("=")
+            os_release[key] = value.strip('"')
+    except OSError:
+        pass
+    now = time.time()
+    data = {
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+        "built_at_epoch": int(now),
+        "agent": __version__,
+        "python": platform.python_version(),
+        "os": os_release.get("PRETTY_NAME", platform.platform()),
+        "kernel_at_bake": platform.release(),
+        "packages": deps,
+    }
+    atomic_write(path, (json.dumps(data, indent=2) + "\n").encode(), mode=0o644)
+    return data
+
+
+def bake_check(config_path: str | None, root: str, manifest: str | None) -> int:
+    """``agent bake-check``: 0 clean (manifest written), 1 problems (listed), 78 config."""
+    from agent import config  # noqa: PLC0415
+
+    cfg = config.load(config_path)  # ConfigError: exit 78, one line
+    problems = bake_problems(Path(root), cfg.secrets.dir, cfg.state_dir)
+    for problem in problems:
+        print(f"agent: bake-check: {problem}", file=sys.stderr)
+    if problems:
+        print(f"agent: bake-check failed: {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    target = Path(manifest or Path(root) / cfg.image.manifest.lstrip("/"))
+    data = write_manifest(target)
+    print(f"agent: bake-check passed; manifest {target} ({data['built_at']}, agent "
+          f"{data['agent']})")
+    return 0
