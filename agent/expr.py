@@ -13,12 +13,14 @@ import ast
 import copy
 import difflib
 import math
+import string
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 Value = int | float | str
+Kind = Literal["number", "string", "any"]
 
 FACTS: dict[str, type] = {
     "memory_mib": int,
@@ -47,6 +49,11 @@ MAX_EXPONENT = 64
 MAX_NDIGITS = 15  # round(x, n)
 
 _NUM, _STR = "number", "string"
+_KINDS: dict[type, frozenset[str]] = {int: frozenset({_NUM}), float: frozenset({_NUM}),
+                                      str: frozenset({_STR})}
+_KIND_SETS: dict[Kind, frozenset[str]] = {"number": frozenset({_NUM}),
+                                          "string": frozenset({_STR}),
+                                          "any": frozenset({_NUM, _STR})}
 _ARITH: dict[type[ast.operator], str] = {
     ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//",
     ast.Mod: "%", ast.Pow: "**",
@@ -119,8 +126,8 @@ class Expression:
     """A checked expression, ready to evaluate against facts."""
 
     text: str
-    names: frozenset[str]  # the facts it reads
-    kind: Literal["number", "string", "any"]  # what it can return, as far as known statically
+    names: frozenset[str]  # the facts (and other names) it reads
+    kind: Kind  # what it can return, as far as known statically
     tree: ast.expr = field(repr=False, compare=False)
 
     def evaluate(self, facts: Mapping[str, Value]) -> Value:
@@ -131,7 +138,8 @@ class Expression:
         """The value with its derivation (facts substituted, clamps met)."""
         steps: list[ClampStep] = []
         result = _Evaluator(facts, steps).run(self.tree)
-        return Explanation(result, _substitute(self.tree, facts), tuple(steps))
+        substituted = _substitute(self.tree, facts) if self.names else self.text.strip()
+        return Explanation(result, substituted, tuple(steps))
 
 
 def render_value(value: Value) -> str:
@@ -141,8 +149,12 @@ def render_value(value: Value) -> str:
     return value if isinstance(value, str) else repr(value)
 
 
-def compile_expression(text: str) -> Expression:
-    """Parse and check ``text``; raise ExprError naming the problem."""
+def compile_expression(text: str, names: Mapping[str, Kind] | None = None) -> Expression:
+    """Parse and check ``text``; raise ExprError naming the problem.
+
+    ``names`` are variables it may read besides the facts (a profile's earlier values), each
+    with its kind.
+    """
     source = text.strip()
     if not source:
         raise ExprError("empty expression")
@@ -157,12 +169,30 @@ def compile_expression(text: str) -> Expression:
     except (ValueError, RecursionError, MemoryError):
         raise ExprError("expression is too complex or contains a NUL character") from None
     _check_depth(tree)
-    checker = _Checker()
+    known = {name: _KINDS[FACTS[name]] for name in FACTS}
+    known.update({name: _KIND_SETS[kind] for name, kind in (names or {}).items()})
+    checker = _Checker(known)
     kinds = checker.check(tree)
     _check_constants(tree)
-    kind: Literal["number", "string", "any"] = (
-        "number" if kinds == {_NUM} else "string" if kinds == {_STR} else "any")
+    kind: Kind = "number" if kinds == {_NUM} else "string" if kinds == {_STR} else "any"
     return Expression(text, frozenset(checker.names), kind, tree)
+
+
+def template_names(text: str) -> list[str]:
+    """The variables of a :class:`string.Template` text (``${NAME}`` or ``$NAME``), in order.
+
+    Raise ExprError at a ``$`` that starts no placeholder (``$$`` is a literal ``$``).
+    """
+    template = string.Template(text)
+    for match in template.pattern.finditer(text):
+        if match.group("invalid") is not None:
+            start = match.start()
+            line = text.count("\n", 0, start) + 1
+            column = start - text.rfind("\n", 0, start)
+            near = text[start:start + 20].split("\n", maxsplit=1)[0]
+            raise ExprError(f"invalid placeholder {near!r} at line {line}, column {column} "
+                            "(write $$ for a literal $)")
+    return template.get_identifiers()
 
 
 def _syntax_message(source: str, exc: SyntaxError) -> str:
@@ -185,7 +215,8 @@ def _check_depth(tree: ast.AST) -> None:
 
 
 def _uses_facts(node: ast.AST) -> bool:
-    return any(isinstance(n, ast.Name) and n.id in FACTS for n in ast.walk(node))
+    """Whether ``node`` reads a variable (a checked tree names functions only when calling)."""
+    return any(isinstance(n, ast.Name) and n.id not in FUNCTIONS for n in ast.walk(node))
 
 
 def _check_constants(node: ast.expr) -> Value | None:
@@ -210,7 +241,8 @@ def _check_constants(node: ast.expr) -> Value | None:
 class _Checker:
     """The whitelist: every node is allowed explicitly; returns the kinds a node can have."""
 
-    def __init__(self) -> None:
+    def __init__(self, known: Mapping[str, frozenset[str]]) -> None:
+        self.known = known
         self.names: set[str] = set()
 
     def check(self, node: ast.AST) -> set[str]:
@@ -256,13 +288,14 @@ class _Checker:
         raise ExprError(f"{type(value).__name__} literals are not allowed")
 
     def _name(self, name: str) -> set[str]:
-        if name in FACTS:
-            self.names.add(name)
-            return {_STR if FACTS[name] is str else _NUM}
         if name in FUNCTIONS:
             raise ExprError(f"{name!r} is a function: call it, as in {name}(...)")
-        close = difflib.get_close_matches(name, FACTS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else f" (facts: {', '.join(FACTS)})"
+        if name in self.known:
+            self.names.add(name)
+            return set(self.known[name])
+        close = difflib.get_close_matches(name, self.known, n=1)
+        hint = (f" (did you mean {close[0]!r}?)" if close
+                else f" (facts: {', '.join(self.known)})")
         raise ExprError(f"unknown name {name!r}{hint}")
 
     def _numeric(self, node: ast.AST, message: str) -> None:
@@ -380,7 +413,7 @@ class _Evaluator:
 
     def _fact(self, name: str) -> Value:
         if name not in self.facts:
-            raise ExprError(f"fact {name!r} is not available")
+            raise ExprError(f"{'fact ' if name in FACTS else ''}{name!r} is not available")
         value = self.facts[name]
         if isinstance(value, str):
             return value

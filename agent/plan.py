@@ -1,14 +1,16 @@
 """``agent plan``: what ``run`` would publish and set, each tuned value explained.
 
 Pure: it reads the configuration, the facts (this machine, or ``--instance-type`` offline
-from the bundled table) and the files currently written, and writes nothing. Without
-``--instance-type`` it reads the instance type from IMDS (GET only); it never fetches a
-secret and never calls a mutating API.
+from the bundled table), the templates, and what is currently written (files, drop-ins,
+/proc/sys), and writes nothing. Without ``--instance-type`` it reads the instance type from
+IMDS (GET only); it never fetches a secret and never calls a mutating API.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,17 @@ from typing import Any
 from agent import config, envfile
 from agent.config import Config
 from agent.expr import render_value
-from agent.tuning import Facts, PlannedOutput, nominal_facts, plan, read_facts
+from agent.profiles import ENVIRONMENT
+from agent.tuning import (
+    SYSCTL_ROOT,
+    Facts,
+    PlannedOutput,
+    PlannedSysctl,
+    PlannedValue,
+    nominal_facts,
+    plan,
+    read_facts,
+)
 
 
 def main(config_path: str | None, *, instance_type: str | None, as_json: bool) -> int:
@@ -41,9 +53,10 @@ def _this_machine(cfg: Config) -> tuple[Facts, str]:
     return read_facts(ident.instance_type), f"{ident.instance_type} (this machine)"
 
 
-def build(cfg: Config, facts: Facts, source: str) -> dict[str, Any]:
+def build(cfg: Config, facts: Facts, source: str, *,
+          sysctl_root: str = SYSCTL_ROOT) -> dict[str, Any]:
     """The plan as a JSON-able document."""
-    tuning = plan(cfg.tuning, facts)
+    tuning = plan(cfg.tuning, facts, sysctl_root=sysctl_root)
     return {
         "instance_type": source,
         "facts": facts.as_dict(),
@@ -57,7 +70,10 @@ def build(cfg: Config, facts: Facts, source: str) -> dict[str, Any]:
                 for f in cfg.secrets.files
             ],
         },
-        "tuning": [_output(out) for out in tuning.outputs],
+        "tuning": [*(_output(out) for out in tuning.outputs),
+                   *(_sysctl(item) for item in tuning.sysctls),
+                   *({"kind": "dropin", "label": f"drop-in {path}", "path": path,
+                      "change": "remove", "values": []} for path in tuning.stale)],
         "lifecycle": {
             "enabled": cfg.lifecycle.enabled,
             "hook": cfg.lifecycle.hook_name or "(the group's launch hook)",
@@ -69,15 +85,39 @@ def build(cfg: Config, facts: Facts, source: str) -> dict[str, Any]:
 def _output(out: PlannedOutput) -> dict[str, Any]:
     current = out.current()
     old = _values(out.format, current) if current is not None else {}
-    change = "new" if current is None else ("unchanged" if current == out.content else "changed")
+    if not out.path:
+        change = "not written"
+    elif current is None:
+        change = "new"
+    elif current != out.content:
+        change = "changed"
+    else:
+        change = "unchanged" if _mode(out.path) in (None, out.mode) else "mode"
     return {
-        "path": out.path, "format": out.format, "mode": f"{out.mode:04o}", "change": change,
-        "values": [
-            {"name": v.name, "expression": v.expression, **v.explanation.as_dict(),
-             "current": old.get(v.name)}
-            for v in out.values
-        ],
+        "kind": out.kind, "label": out.label, **out.about, "path": out.path,
+        "format": out.format, "mode": f"{out.mode:04o}", "change": change,
+        "values": [_value(v, old.get(v.name)) for v in out.values],
     }
+
+
+def _sysctl(item: PlannedSysctl) -> dict[str, Any]:
+    change = "missing" if item.current is None else "changed" if item.changed else "unchanged"
+    return {"kind": "sysctl", "label": f"sysctl {item.key}", "key": item.key,
+            "path": item.path, "change": change, "values": [_value(item.value, item.current)]}
+
+
+def _value(value: PlannedValue, current: str | None) -> dict[str, Any]:
+    return {"name": value.name, "expression": value.expression, **value.explanation.as_dict(),
+            "rendered": value.rendered, "current": current,
+            **({"origin": value.origin} if value.origin else {}),
+            **({"note": value.note} if value.note else {})}
+
+
+def _mode(path: str) -> int | None:
+    try:
+        return os.lstat(path).st_mode & 0o7777
+    except OSError:
+        return None
 
 
 def _values(fmt: str, content: bytes) -> dict[str, str]:
@@ -86,11 +126,31 @@ def _values(fmt: str, content: bytes) -> dict[str, str]:
         text = content.decode()
         if fmt == "env":
             return envfile.parse(text)
+        if fmt == "dropin":
+            return _dropin_values(text)
+        if fmt != "json":
+            return {}
         data = json.loads(text)
     except ValueError:
         return {}
     return {k: render_value(v) if isinstance(v, int | float | str) else json.dumps(v)
             for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _dropin_values(text: str) -> dict[str, str]:
+    """``Key=value`` lines of a drop-in we wrote; ``Environment.NAME`` for its variables."""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        key, eq, value = line.partition("=")
+        if not eq or line.startswith(("#", ";", "[")):
+            continue
+        if key != ENVIRONMENT:
+            found[key] = value
+            continue
+        for word in shlex.split(value):
+            name, _, val = word.partition("=")
+            found[f"{ENVIRONMENT}.{name}"] = val.replace("%%", "%")
+    return found
 
 
 def render(doc: dict[str, Any]) -> str:
@@ -109,17 +169,42 @@ def render(doc: dict[str, Any]) -> str:
     if not doc["tuning"]:
         lines.append("  (none configured)")
     for out in doc["tuning"]:
-        lines.append(f"  {out['path']} ({out['format']}, {out['mode']}): {out['change']}")
+        lines.append(f"  {_title(out)}: {out['change']}")
         for v in out["values"]:
-            was = v["current"]
-            delta = "" if was is None or was == v["rendered"] else f"   (now {was})"
-            lines.append(f"    {v['name']} = {v['rendered']}{delta}")
-            lines.append(f"      {v['expression']}")
-            if v["substituted"] != v["expression"]:
-                lines.append(f"      = {v['substituted']}")
-            lines += [f"      {c}" for c in v["clamps"]]
+            lines += _value_lines(out, v)
     lc = doc["lifecycle"]
     lines += ["", "lifecycle"]
     lines.append(f"  hook {lc['hook']}, on failure {lc['on_failure']}" if lc["enabled"]
                  else "  disabled")
     return "\n".join(lines) + "\n"
+
+
+def _title(out: dict[str, Any]) -> str:
+    kind = out["kind"]
+    if kind == "sysctl":
+        return f"{out['label']} ({out['path']})"
+    if out["change"] == "remove":
+        return f"{out['label']} (no longer configured)"
+    if kind == "dropin":
+        return f"{out['label']} -> {out['path']}"
+    if kind == "file":
+        return f"file {out['path']} ({out['format']}, {out['mode']})"
+    where = "" if kind == "template" else f"{out['format']}, "
+    return f"{out['label']} ({where}{out['mode']})" if out["path"] else out["label"]
+
+
+def _value_lines(out: dict[str, Any], v: dict[str, Any]) -> list[str]:
+    was = v["current"]
+    delta = "" if was is None or was == v["rendered"] else f"   (now {was})"
+    if "origin" in v:
+        return [f"    ${{{v['name']}}} = {v['rendered']}   (from {v['origin']})"]
+    name = v["name"] if out["kind"] != "sysctl" else out["key"]
+    lines = [f"    {name} = {v['rendered']}{delta}"]
+    if "note" in v:
+        lines.append(f"      # {v['note']}")
+    if v["expression"] != v["rendered"]:
+        lines.append(f"      {v['expression']}")
+        if v["substituted"] not in (v["expression"], v["rendered"]):
+            lines.append(f"      = {v['substituted']}")
+    lines += [f"      {c}" for c in v["clamps"]]
+    return lines

@@ -55,6 +55,8 @@ def render(doc: dict[str, Any] | None, state_dir: str) -> str:
         group = inst.get("auto_scaling_group")
         out.append("instance   " + " ".join(p for p in parts if p)
                    + (f"  group {group}" if group else ""))
+    out += [f"resized    {r.get('from')} -> {r.get('to')} since the previous boot"
+            for r in [doc.get("resize")] if isinstance(r, dict)]
     out.append("")
     out.append(f"{'phase':<10} {'state':<8} {'time':>8}  detail")
     for phase in doc.get("phases", []):

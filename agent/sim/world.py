@@ -200,6 +200,9 @@ class World:
             "",
             "[secrets]",
             f"dir = {_toml(os.fspath(secrets_dir))}",
+            "",
+            "[tuning]",  # the previous boot's instance type: kept beside this world's state
+            f"history_file = {_toml(os.path.join(os.fspath(state_dir), 'history.json'))}",
         ]
         for entry in secret_files:
             lines += ["", "[[secrets.files]]"]

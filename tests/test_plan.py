@@ -1,0 +1,189 @@
+"""`agent plan`: every output kind explained, what would change, and nothing written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent import config, tuning
+from agent.plan import build, render
+from agent.tuning import apply, nominal_facts, plan
+
+CONFIG = """
+state_dir = "{tmp}/state"
+
+[tuning]
+unit_dir = "{tmp}/out/units"
+history_file = "{tmp}/lib/instance.json"
+
+[tuning.sysctl]
+"net.core.somaxconn" = "clamp(vcpus * 2048, 4096, 65535)"
+
+[[tuning.files]]
+path = "{tmp}/out/app.env"
+[tuning.files.values]
+HEAP_MB = "int(clamp(memory_mib * 0.75, 256, 31744))"
+
+[[tuning.profiles]]
+use = "node"
+path = "{tmp}/out/node.json"
+format = "json"
+
+[[tuning.dropins]]
+unit = "app.service"
+[tuning.dropins.service]
+MemoryMax = "memory_mib * 0.9"
+[tuning.dropins.service.Environment]
+WORKERS = "vcpus * 2 + 1"
+
+[[tuning.templates]]
+source = "{tmp}/app.conf.in"
+path = "{tmp}/out/app.conf"
+"""
+
+
+@pytest.fixture
+def cfg_path(tmp_path: Path) -> Path:
+    (tmp_path / "app.conf.in").write_text("heap ${HEAP_MB}m, ${NODE_OPTIONS}\n")
+    path = tmp_path / "agent.toml"
+    path.write_text(CONFIG.format(tmp=tmp_path))
+    return path
+
+
+@pytest.fixture
+def sysroot(tmp_path: Path) -> Path:
+    root = tmp_path / "sys"
+    (root / "net/core").mkdir(parents=True)
+    (root / "net/core/somaxconn").write_text("4096\n")
+    return root
+
+
+def _by_label(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {out["label"]: out for out in doc["tuning"]}
+
+
+def test_plan_explains_every_output_kind(tmp_path: Path, cfg_path: Path, sysroot: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tuning, "daemon_reload", lambda: "")
+    cfg = config.load(str(cfg_path))
+    facts = nominal_facts("m5.xlarge")
+    doc = build(cfg, facts, "m5.xlarge (nominal, offline)", sysctl_root=str(sysroot))
+    out = tmp_path / "out"
+    outputs = _by_label(doc)
+    assert list(outputs) == [
+        str(out / "app.env"), f"profile node -> {out / 'node.json'}", "drop-in app.service",
+        f"template {tmp_path / 'app.conf.in'} -> {out / 'app.conf'}", "sysctl net.core.somaxconn"]
+    assert {label: o["change"] for label, o in outputs.items()} == {
+        str(out / "app.env"): "new", f"profile node -> {out / 'node.json'}": "new",
+        "drop-in app.service": "new",
+        f"template {tmp_path / 'app.conf.in'} -> {out / 'app.conf'}": "new",
+        "sysctl net.core.somaxconn": "changed"}
+    heap = outputs[str(out / "app.env")]["values"][0]
+    assert heap == {
+        "name": "HEAP_MB", "expression": "int(clamp(memory_mib * 0.75, 256, 31744))",
+        "result": 12288, "rendered": "12288",
+        "substituted": "int(clamp(16384 * 0.75, 256, 31744))",
+        "clamps": ["clamp(12288.0, 256, 31744) = 12288.0 (within bounds)"], "current": None}
+    node = outputs[f"profile node -> {out / 'node.json'}"]
+    assert node["profile"] == "node"
+    assert [(v["name"], v["rendered"]) for v in node["values"]] == [
+        ("NODE_MAX_OLD_SPACE_MB", "12288"), ("NODE_OPTIONS", "--max-old-space-size=12288")]
+    assert node["values"][0]["note"].endswith("(accepted: >= 16)")
+    dropin = outputs["drop-in app.service"]
+    assert dropin["path"] == str(out / "units/app.service.d/60-agent-tuning.conf")
+    assert [(v["name"], v["rendered"], v["substituted"]) for v in dropin["values"]] == [
+        ("MemoryMax", "14745M", "16384 * 0.9"), ("Environment.WORKERS", "9", "4 * 2 + 1")]
+    template = outputs[f"template {tmp_path / 'app.conf.in'} -> {out / 'app.conf'}"]
+    assert [(v["name"], v["rendered"], v["origin"]) for v in template["values"]] == [
+        ("HEAP_MB", "12288", str(out / "app.env")),
+        ("NODE_OPTIONS", "--max-old-space-size=12288", f"profile node -> {out / 'node.json'}")]
+    sysctl = outputs["sysctl net.core.somaxconn"]
+    assert (sysctl["values"][0]["rendered"], sysctl["values"][0]["current"]) == ("8192", "4096")
+    json.dumps(doc)
+
+    text = render(doc)
+    for line in (f"  file {out / 'app.env'} (env, 0644): new",
+                 f"  profile node -> {out / 'node.json'} (json, 0644): new",
+                 f"  drop-in app.service -> {out}/units/app.service.d/60-agent-tuning.conf: new",
+                 f"  template {tmp_path}/app.conf.in -> {out}/app.conf (0644): new",
+                 f"  sysctl net.core.somaxconn ({sysroot}/net/core/somaxconn): changed",
+                 "    net.core.somaxconn = 8192   (now 4096)",
+                 "    ${HEAP_MB} = 12288   (from " + str(out / "app.env") + ")",
+                 "    MemoryMax = 14745M", "      memory_mib * 0.9", "      = 16384 * 0.9"):
+        assert line in text.splitlines(), line
+
+    apply(plan(cfg.tuning, facts, sysctl_root=str(sysroot)))
+    doc = build(cfg, facts, "m5.xlarge", sysctl_root=str(sysroot))
+    assert {o["change"] for o in doc["tuning"]} == {"unchanged"}
+    doc = build(cfg, nominal_facts("m5.2xlarge"), "m5.2xlarge", sysctl_root=str(sysroot))
+    outputs = _by_label(doc)
+    assert {o["change"] for o in doc["tuning"]} == {"changed"}
+    heap = outputs[str(out / "app.env")]["values"][0]
+    assert (heap["rendered"], heap["current"]) == ("24576", "12288")
+    assert [(v["rendered"], v["current"]) for v in outputs["drop-in app.service"]["values"]] == [
+        ("29491M", "14745M"), ("17", "9")]
+    assert "    HEAP_MB = 24576   (now 12288)" in render(doc).splitlines()
+
+    (out / "units/other.service.d").mkdir()
+    (out / "units/other.service.d/60-agent-tuning.conf").write_text("[Service]\n")
+    stale = build(cfg, facts, "m5.xlarge", sysctl_root=str(sysroot))["tuning"][-1]
+    assert (stale["kind"], stale["change"]) == ("dropin", "remove")
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
+    return {str(p): (p.stat().st_mode, p.stat().st_size, p.stat().st_mtime_ns)
+            for p in [root, *root.rglob("*")]}
+
+
+def _agent(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "AWS_"))}
+    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=60, check=False)
+
+
+def test_plan_writes_nothing(tmp_path: Path, cfg_path: Path) -> None:
+    somaxconn = Path("/proc/sys/net/core/somaxconn").read_text()
+    before = _snapshot(tmp_path)
+    proc = _agent("plan", "--config", str(cfg_path), "--instance-type", "r6g.16xlarge",
+                  cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "JVM" not in proc.stdout and "NODE_OPTIONS = --max-old-space-size=393216" in proc.stdout
+    as_json = _agent("plan", "--config", str(cfg_path), "--instance-type", "t3.nano", "--json",
+                     cwd=tmp_path)
+    assert as_json.returncode == 0, as_json.stderr
+    doc = json.loads(as_json.stdout)
+    assert doc["facts"]["memory_mib"] == 512
+    assert [o["kind"] for o in doc["tuning"]] == ["file", "profile", "dropin", "template",
+                                                  "sysctl"]
+    assert _snapshot(tmp_path) == before  # no file, no directory, not even the history
+    assert Path("/proc/sys/net/core/somaxconn").read_text() == somaxconn
+
+
+@pytest.mark.parametrize(("command", "extra", "code", "message"), [
+    ("plan", '[[tuning.profiles]]\nuse = "tomcat"\n', 78,
+     "tuning.profiles[0].use: unknown profile 'tomcat' (profiles: jvm, node, gunicorn, nginx, "
+     "postgres, redis)"),
+    ("run", '[[tuning.dropins]]\nunit = "x.service"\n[tuning.dropins.service]\nMemMax = "1"\n',
+     78, "tuning.dropins[0].service: unknown [Service] key 'MemMax' (did you mean "
+     "'MemoryMax'?)"),
+    ("plan", '[[tuning.files]]\npath = "/run/x.env"\n[tuning.files.values]\n'
+     'PER_CPU = "memory_mib // (vcpus - 4)"\n', 1,
+     "tuning /run/x.env: PER_CPU: division by zero in memory_mib // (vcpus - 4)"),
+])
+def test_bad_input_through_the_command(tmp_path: Path, command: str, extra: str, code: int,
+                                       message: str) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text(f'state_dir = "{tmp_path}/state"\n{extra}')
+    args = ["--instance-type", "m5.xlarge"] if command == "plan" else ["--oneshot"]
+    proc = _agent(command, "--config", str(path), *args, cwd=tmp_path)
+    assert proc.returncode == code
+    prefix = "" if code == 1 else f"config {path}: "
+    assert proc.stderr == f"agent: {prefix}{message}\n"
+    assert proc.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.toml"]
