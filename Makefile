@@ -47,5 +47,5 @@ clean:
 deb: | deps
 	packaging/deb/build.sh
 
-rpm: | deps
+rpm: | e2e-deps
 	packaging/rpm/build.sh

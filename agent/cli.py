@@ -98,8 +98,11 @@ def _dispatch(argv: list[str]) -> int:
 
         return bake_check(args.config, args.root, args.manifest)
     if args.command == "demo":
-        from agent.sim.demo import main as demo_main  # noqa: PLC0415
-
+        try:
+            from agent.sim.demo import main as demo_main  # noqa: PLC0415
+        except ModuleNotFoundError as exc:
+            raise AgentError(f"agent demo needs the simulated cloud ({exc.name} is not "
+                             "installed): pip install 'instance-boot-agent[sim]'") from None
         return demo_main()
     # status/wait arguments the fast path declined but argparse accepted (e.g. abbreviations)
     from agent import status  # noqa: PLC0415

@@ -19,6 +19,7 @@ from pathlib import Path
 from agent import config
 from agent.boot import Boot
 from agent.errors import EXIT_FAILED, EXIT_OK, AgentError, BootError, LockedError
+from agent.fsutil import make_dirs
 from agent.imds import ImdsClient
 from agent.service import Notifier, setup_logging
 from agent.state import Recorder, utc_now
@@ -35,7 +36,7 @@ HOOK_FAILED = "secrets hook:"
 def acquire_lock(state_dir: str) -> int:
     """Hold ``<state_dir>/agent.lock`` for the life of the process; refuse a second run."""
     try:
-        os.makedirs(state_dir, mode=0o755, exist_ok=True)
+        make_dirs(state_dir, 0o755)
         fd = os.open(os.path.join(state_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
                      0o644)
     except OSError as exc:

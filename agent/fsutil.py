@@ -42,11 +42,26 @@ def write_new(path: str | os.PathLike[str], data: bytes, mode: int, uid: int = -
         os.close(fd)
 
 
+def make_dirs(path: str | os.PathLike[str], mode: int = 0o755) -> list[Path]:
+    """Create ``path`` and missing parents with exactly ``mode`` (whatever the umask, which
+    ``mkdir(2)`` applies: under the unit's ``UMask=0077`` a 0711 directory would come out
+    0700); the directories created, outermost first."""
+    missing: list[Path] = []
+    directory = Path(path)
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    for created in reversed(missing):
+        created.mkdir(mode=mode)
+        os.chmod(created, mode)
+    return list(reversed(missing))
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644, uid: int = -1,
                  gid: int = -1, dir_mode: int = 0o755, *, sync: bool = True) -> None:
     """Replace ``path`` in one step: a complete temporary file renamed over it."""
     target = Path(path)
-    target.parent.mkdir(mode=dir_mode, parents=True, exist_ok=True)
+    make_dirs(target.parent, dir_mode)
     temp = target.with_name(f".{target.name}.{_random.token_hex(4)}.tmp")
     try:
         write_new(temp, data, mode, uid, gid, sync=sync)
@@ -116,7 +131,7 @@ def mount_tmpfs(path: str | os.PathLike[str], size: str, mode: int = 0o700) -> b
     global _libc  # noqa: PLW0603
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
-    os.makedirs(path, mode=mode, exist_ok=True)
+    make_dirs(path, mode)
     flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
     for options, noswap in ((f"size={size},mode={mode:o},noswap", True),
                             (f"size={size},mode={mode:o}", False)):

@@ -30,7 +30,7 @@ from agent import envfile
 from agent.aws import Aws, describe, error_code
 from agent.config import SecretFile, SecretsConfig
 from agent.errors import AgentError, SecretsError
-from agent.fsutil import fs_name, fs_type, is_memory_fs, write_new
+from agent.fsutil import fs_name, fs_type, is_memory_fs, make_dirs, write_new
 
 log = logging.getLogger(__name__)
 
@@ -340,8 +340,8 @@ def publish(root: Path, rendered: Sequence[Rendered]) -> Publication:
     entries = [r.entry for r in rendered]
     mode = _dir_mode(entries)
     tops = sorted({PurePosixPath(e.path).parts[0] for e in entries})
-    root.mkdir(mode=mode, parents=True, exist_ok=True)
-    os.chmod(root, mode)
+    make_dirs(root, mode)
+    os.chmod(root, mode)  # also when it existed (e.g. a tmpfs mounted 0700)
     recover(root)
     for top in tops:
         visible = root / top
@@ -354,13 +354,12 @@ def publish(root: Path, rendered: Sequence[Rendered]) -> Publication:
     number = int(existing[-1].name[len(GEN_PREFIX):]) + 1 if existing else 1
     name = f"{GEN_PREFIX}{number:06d}"
     staging = root / (name + TMP_SUFFIX)
-    staging.mkdir(mode=mode)
+    make_dirs(staging, mode)
     euid, egid = os.geteuid(), os.getegid()
     try:
         for item in rendered:
             target = staging / item.entry.path
-            for parent in reversed(target.relative_to(staging).parents[:-1]):
-                (staging / parent).mkdir(mode=mode, exist_ok=True)
+            make_dirs(target.parent, mode)
             uid = item.entry.uid if item.entry.uid != euid else -1
             gid = item.entry.gid if item.entry.gid != egid else -1
             write_new(target, item.content, item.entry.mode, uid, gid)

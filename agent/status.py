@@ -31,12 +31,12 @@ def stale_note(doc: dict[str, Any]) -> str:
         return ""
     from agent.state import boot_id, pid_alive  # noqa: PLC0415
 
+    pid = doc.get("pid")
+    if not isinstance(pid, int) or pid_alive(pid):
+        return ""  # (a boot id alone can mislead: a sandboxed agent may see the host's)
     if doc.get("boot_id") and doc["boot_id"] != boot_id():
         return "written during an earlier boot of this machine; the agent has not run since"
-    pid = doc.get("pid")
-    if isinstance(pid, int) and not pid_alive(pid):
-        return f"the agent (pid {pid}) is gone without finishing; see its journal"
-    return ""
+    return f"the agent (pid {pid}) is gone without finishing; see its journal"
 
 
 def render(doc: dict[str, Any] | None, state_dir: str) -> str:

@@ -40,7 +40,7 @@ from agent.expr import (
     render_value,
     template_names,
 )
-from agent.fsutil import atomic_write, write_new
+from agent.fsutil import atomic_write, make_dirs, write_new
 from agent.instance_types import InstanceType, lookup
 from agent.service import daemon_reload, systemd_running
 from agent.state import boot_id, utc_now
@@ -521,14 +521,7 @@ class _Writer:
 
     def make_parents(self, directory: Path) -> None:
         """Missing directories, 0755 whatever the umask: tuned values are for every user."""
-        missing = []
-        while not directory.exists() and directory != directory.parent:
-            missing.append(directory)
-            directory = directory.parent
-        for path in reversed(missing):
-            path.mkdir()
-            self.created.append(path)
-            os.chmod(path, 0o755)  # noqa: S103 - outputs are 0644 by default, not secret
+        self.created += make_dirs(directory, 0o755)
 
     def undo(self) -> None:
         """Sysctls back to what they were, staged files and new directories gone."""

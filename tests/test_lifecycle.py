@@ -59,7 +59,7 @@ def add_termination_hook(b: Booter, timeout: int = 60) -> None:
 
 def test_heartbeats_during_a_slow_boot(cloud: Booter) -> None:
     edit(cloud, "lifecycle", "heartbeat_seconds = 0.2")
-    cloud.world.cloud.fail_next("GetSecretValue", count=8)  # throttled: the boot takes ~2 s
+    cloud.world.cloud.action_latency["GetSecretValue"] = 1.2  # a slow boot
     proc = cloud.run()
     assert proc.returncode == 0, proc.stderr
     record = action(cloud)
@@ -73,7 +73,7 @@ def test_default_heartbeat_is_a_third_of_the_timeout(tmpfs: Path) -> None:
         world.seed(secrets=SECRETS, heartbeat_timeout=3)  # a heartbeat every second
         b = Booter(world, tmpfs)
         b.configure(FILES)
-        world.cloud.fail_next("GetSecretValue", count=12)
+        world.cloud.action_latency["GetSecretValue"] = 1.6
         started = time.monotonic()
         assert b.run().returncode == 0
         took = time.monotonic() - started
@@ -102,7 +102,7 @@ def test_lost_completion_answer_counts_as_ours(cloud: Booter) -> None:
 
 
 def test_completed_by_someone_else_mid_boot_degrades(cloud: Booter) -> None:
-    cloud.world.cloud.fail_next("GetSecretValue", count=10)  # a slow boot
+    cloud.world.cloud.action_latency["GetSecretValue"] = 2.0  # a slow boot
     proc = cloud.start_daemon("--oneshot")
     eventually(lambda: cloud.world.cloud.calls("DescribeLifecycleHooks"))
     cloud.world.boto3_client("autoscaling").complete_lifecycle_action(

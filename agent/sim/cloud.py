@@ -425,8 +425,9 @@ class _Middleware:
         if call is None:
             return self.app(environ, start_response)
         cloud = self.cloud
-        if cloud.latency:
-            time.sleep(cloud.latency)
+        pause = cloud.latency + cloud.action_latency.get(call.action, 0.0)
+        if pause:
+            time.sleep(pause)
         cloud.lifecycle.expire()
         fault, after = cloud._record(call)
         if fault is not None and not after:
@@ -488,6 +489,7 @@ class SimCloud:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, latency: float = 0.0) -> None:
         self.latency = latency
+        self.action_latency: dict[str, float] = {}  # extra seconds for one action
         self.lifecycle = LifecycleActions()
         self.signals = ResourceSignals()
         self.interceptors: dict[tuple[str, str], Interceptor] = {

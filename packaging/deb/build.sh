@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Build dist/instance-boot-agent_<version>_<arch>.deb with dpkg-deb (no debhelper needed).
+#
+# The package carries its own virtual environment at /opt/instance-boot-agent, made with
+# Debian's interpreter (/usr/bin/python3 -> python3.11 on bookworm, never a pyenv/other one
+# on PATH), holding the agent and its runtime dependencies only. The venv is built in a
+# staging directory: its text files that name the staging path (console-script shebangs,
+# activate scripts) are rewritten to the final path, byte code is compiled with the final
+# path recorded, and /usr/bin/agent is a tiny script whose shebang is the venv's python.
+#
+# Inputs are hashed: an unchanged tree reuses the last .deb (make e2e calls this each run).
+# Caches: .cache/pip (wheels, e.g. systemd-python compiled once), .cache/deb (staging).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+NAME=instance-boot-agent
+PREFIX=/opt/$NAME
+BASE_PYTHON=$(readlink -f "${DEB_PYTHON:-/usr/bin/python3}")   # e.g. /usr/bin/python3.11
+PYVER=$("$BASE_PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+VERSION=$("$BASE_PYTHON" -c \
+  'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+ARCH=$(dpkg --print-architecture)
+CACHE=$ROOT/.cache/deb
+STAGE=$CACHE/root
+OUT=$ROOT/dist/${NAME}_${VERSION}_${ARCH}.deb
+export PIP_CACHE_DIR=$ROOT/.cache/pip PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+
+inputs_hash() {
+  { echo "$BASE_PYTHON $PYVER $VERSION $ARCH"
+    find agent systemd packaging/deb packaging/agent.toml pyproject.toml -type f \
+      ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+  } | sha256sum | cut -d' ' -f1
+}
+HASH=$(inputs_hash)
+if [ -f "$OUT" ] && [ "$(cat "$CACHE/inputs.sha256" 2>/dev/null)" = "$HASH" ]; then
+  echo "deb: $OUT is up to date"
+  exit 0
+fi
+
+# systemd-python compiles against libsystemd and Python.h of the interpreter we use.
+need=()
+for pkg in "python$PYVER-dev" libsystemd-dev pkg-config gcc "python$PYVER-venv"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || { echo "deb: missing Debian packages: ${need[*]}" >&2; exit 1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+echo "deb: building $NAME $VERSION ($ARCH) with $BASE_PYTHON"
+rm -rf "$STAGE" "$CACHE/src"
+mkdir -p "$STAGE" "$CACHE/src" "$ROOT/dist"
+# Build from a copy: no build/ or egg-info litter in the shared tree.
+cp -a agent pyproject.toml "$CACHE/src/"
+if [ -f README.md ]; then cp README.md "$CACHE/src/"; else echo "$NAME" >"$CACHE/src/README.md"; fi
+find "$CACHE/src" -name __pycache__ -prune -exec rm -rf {} +
+
+VENV=$STAGE$PREFIX
+"$BASE_PYTHON" -m venv "$VENV"
+# --use-pep517: build wheels (cached in .cache/pip: systemd-python compiles once); the
+# grep drops the local mirror's noise about index directories it does not have.
+"$VENV/bin/python" -m pip install --quiet --no-compile --use-pep517 "$CACHE/src" \
+  2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+# Runtime only: the simulated cloud (moto) and the installers stay out of the image.
+rm -rf "$VENV/lib/python$PYVER/site-packages/agent/sim"
+"$VENV/bin/python" -m pip uninstall --quiet --yes pip setuptools
+rm -f "$VENV"/bin/activate* "$VENV"/bin/pip* "$VENV"/bin/Activate.ps1 \
+  "$VENV"/lib/python"$PYVER"/site-packages/instance_boot_agent-*.dist-info/direct_url.json
+# Anything that still names the staging directory now names the installed one.
+grep -rlI --null -F "$STAGE" "$VENV" | xargs -0 -r sed -i "s|$STAGE||g"
+# Byte code for the final path; unchecked-hash: dpkg owns these files, no mtime checks.
+"$VENV/bin/python" -m compileall -q -j0 --invalidation-mode unchecked-hash \
+  -s "$STAGE" -p / "$VENV/lib"
+
+install -d "$STAGE/usr/bin" "$STAGE/lib/systemd/system" "$STAGE/lib/systemd/system-preset" \
+  "$STAGE/etc/agent" "$STAGE/usr/share/doc/$NAME" "$STAGE/DEBIAN"
+cat >"$STAGE/usr/bin/agent" <<SCRIPT
+#!$PREFIX/bin/python3 -I
+# The instance boot agent, run by its own environment ($PREFIX); -I: isolated from
+# PYTHON* variables and from the user's site-packages.
+import sys
+
+from agent.cli import main
+
+sys.exit(main())
+SCRIPT
+chmod 0755 "$STAGE/usr/bin/agent"
+install -m 0644 systemd/agent.service systemd/agent-ready.target systemd/run-agent-secrets.mount \
+  "$STAGE/lib/systemd/system/"
+install -m 0644 systemd/90-agent.preset "$STAGE/lib/systemd/system-preset/"
+install -m 0644 packaging/agent.toml "$STAGE/etc/agent/agent.toml"
+printf 'instance-boot-agent\nLicense: Apache-2.0\n' >"$STAGE/usr/share/doc/$NAME/copyright"
+
+install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm "$STAGE/DEBIAN/"
+install -m 0644 packaging/deb/conffiles "$STAGE/DEBIAN/"
+SIZE=$(du -sk --exclude=DEBIAN "$STAGE" | cut -f1)
+sed -e "s/@VERSION@/$VERSION/" -e "s/@ARCH@/$ARCH/" -e "s/@PYVER@/$PYVER/" \
+    -e "s/@SIZE@/$SIZE/" packaging/deb/control.in >"$STAGE/DEBIAN/control"
+find "$STAGE" -type d -exec chmod 0755 {} +
+chmod -R go-w "$STAGE"
+
+rm -f "$ROOT"/dist/"${NAME}"_*_"$ARCH".deb
+dpkg-deb --root-owner-group -Zxz -z6 --build "$STAGE" "$OUT" >/dev/null
+echo "$HASH" >"$CACHE/inputs.sha256"
+echo "deb: $OUT ($(du -h "$OUT" | cut -f1))"

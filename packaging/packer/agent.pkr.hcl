@@ -1,0 +1,116 @@
+# Example: bake the instance boot agent into an AMI (Debian 12; adapt the source for AL2023
+# with the .rpm and dnf). The image carries no credential and no secret: the agent fetches
+# them at each boot.
+#
+#   make deb
+#   packer build -var deb=dist/instance-boot-agent_0.1.0_amd64.deb packaging/packer/agent.pkr.hcl
+#
+# Written for the amazon-ebs builder that Debian's packer (1.6) has built in, so that
+# `packer validate` works with it; with Packer >= 1.7 first run
+# `packer plugins install github.com/hashicorp/amazon`, and add the IMDSv2 settings below.
+#
+# Every bake takes the latest updates (security included), so rebuilding an image is how a
+# fleet gets patched; `agent bake-check` fails the bake when the image would carry
+# credentials, an invalid config, or the unit disabled, and writes /etc/agent/image.json.
+
+variable "deb" {
+  type        = string
+  description = "Path of the built package, dist/instance-boot-agent_<version>_<arch>.deb."
+}
+
+variable "region" {
+  type    = string
+  default = "us-east-1"
+}
+
+variable "instance_type" {
+  type    = string
+  default = "t3.small"
+}
+
+variable "ami_name_prefix" {
+  type    = string
+  default = "app-base-debian12"
+}
+
+locals {
+  stamp = formatdate("YYYYMMDD-hhmmss", timestamp())
+}
+
+source "amazon-ebs" "debian12" {
+  region        = var.region
+  instance_type = var.instance_type
+  ssh_username  = "admin"
+  ami_name      = "${var.ami_name_prefix}-${local.stamp}"
+  encrypt_boot  = true
+
+  source_ami_filter {
+    filters = {
+      name                = "debian-12-amd64-*"
+      architecture        = "x86_64"
+      virtualization-type = "hvm"
+      root-device-type    = "ebs"
+    }
+    owners      = ["136693071363"] # Debian
+    most_recent = true
+  }
+
+  # IMDSv2 only, for the build instance too, and as the AMI's default (the agent never
+  # falls back to IMDSv1). The Amazon plugin >= 1.0 knows these; Packer 1.6 does not:
+  #   metadata_options {
+  #     http_endpoint               = "enabled"
+  #     http_tokens                 = "required"
+  #     http_put_response_hop_limit = 1
+  #   }
+  #   imds_support = "v2.0"
+
+  tags = {
+    Name    = "${var.ami_name_prefix}-${local.stamp}"
+    BuiltBy = "packer"
+    BaseAMI = "{{ .SourceAMI }}"
+  }
+}
+
+build {
+  sources = ["source.amazon-ebs.debian12"]
+
+  provisioner "file" {
+    source      = var.deb
+    destination = "/tmp/instance-boot-agent.deb"
+  }
+
+  # The latest updates, security included, then the agent (its postinst enables the units
+  # per preset; it does not start the agent: that happens at each boot of the image).
+  provisioner "shell" {
+    execute_command  = "sudo env {{ .Vars }} sh -eux '{{ .Path }}'"
+    environment_vars = ["DEBIAN_FRONTEND=noninteractive"]
+    inline = [
+      "cloud-init status --wait >/dev/null || true",
+      "apt-get update",
+      "apt-get -y -o Dpkg::Options::=--force-confold dist-upgrade",
+      "apt-get -y install /tmp/instance-boot-agent.deb",
+      "rm -f /tmp/instance-boot-agent.deb",
+    ]
+  }
+
+  # Clean instance state before the snapshot: nothing of this build instance may reach the
+  # image (identity, keys, logs, caches); then the bake check has the last word.
+  provisioner "shell" {
+    execute_command = "sudo env {{ .Vars }} sh -eux '{{ .Path }}'"
+    inline = [
+      "apt-get -y autoremove --purge",
+      "apt-get clean",
+      "rm -rf /var/lib/apt/lists/* /tmp/* /var/tmp/*",
+      "cloud-init clean --logs --seed",
+      "rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub",
+      "rm -f /root/.ssh/authorized_keys /home/*/.ssh/authorized_keys",
+      "rm -rf /root/.aws /home/*/.aws /root/.bash_history /home/*/.bash_history",
+      "rm -rf /var/lib/agent", # the build instance's own boot history, if the agent ran
+      "journalctl --rotate && journalctl --vacuum-time=1s",
+      "find /var/log -type f -exec truncate -s 0 {} +",
+      "truncate -s 0 /etc/machine-id && rm -f /var/lib/dbus/machine-id",
+      "agent bake-check",
+      "sync",
+    ]
+  }
+}
