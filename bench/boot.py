@@ -103,14 +103,19 @@ def summary(name: str, walls: list[float], rss: list[float]) -> dict[str, float]
             "p90_s": walls[int(0.9 * (len(walls) - 1))], "rss_mib": statistics.median(rss)}
 
 
-def bench_boot(runs: int, latency: float) -> tuple[dict[str, float], dict[str, float]]:
+def bench_boot(runs: int, latency: float, count: int = 3
+               ) -> tuple[dict[str, float], dict[str, float]]:
     """Interleaved runs of the agent and the baseline; their summaries."""
+    secrets = dict(SECRETS)
+    secrets.update({f"bench/extra{i:02d}": f"extra-{i}" for i in range(count - len(SECRETS))})
+    files = AGENT_FILES + [{"secret_id": name, "path": name.split("/")[1]}
+                           for name in secrets if name.startswith("bench/extra")]
     with World(aws_latency=latency) as world, tempfile.TemporaryDirectory(dir="/dev/shm") as tmp:
         root = Path(tmp)
-        instance = world.seed(secrets=SECRETS)
+        instance = world.seed(secrets=secrets)
         assert world.group and world.hook
         config = root / "agent.toml"
-        config.write_text(world.agent_config(root / "secrets", root / "state", AGENT_FILES)
+        config.write_text(world.agent_config(root / "secrets", root / "state", files)
                           + TUNING.format(root=root))
         script = root / "baseline.py"
         script.write_text(BASELINE)
@@ -119,7 +124,7 @@ def bench_boot(runs: int, latency: float) -> tuple[dict[str, float], dict[str, f
         env.update(world.env())
         agent = [sys.executable, "-m", "agent", "run", "--oneshot", "--config", str(config)]
         baseline = [sys.executable, str(script), str(root / "out"), world.group, world.hook,
-                    *SECRETS]
+                    *secrets]
         series: dict[str, tuple[list[float], list[float]]] = {"agent": ([], []),
                                                               "boto3": ([], [])}
         for i in range(runs + 1):  # the first round warms the page cache; not counted
@@ -162,9 +167,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--latency", type=float, default=0.010, help="added to each AWS call")
+    parser.add_argument("--secrets", type=int, default=3, help="secrets fetched (>= 3)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    agent, boto = bench_boot(args.runs, args.latency)
+    agent, boto = bench_boot(args.runs, args.latency, max(3, args.secrets))
     status, bare = bench_status(args.runs * 3)
     rows = [agent, boto, status, bare]
     ratios = {
@@ -176,8 +182,9 @@ def main() -> None:
         print(json.dumps({"runs": args.runs, "latency_s": args.latency, "rows": rows,
                           "ratios": ratios}, indent=2))
         return
-    print(f"{args.runs} interleaved runs each, {args.latency * 1000:.0f} ms added per AWS call, "
-          f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    print(f"{args.runs} interleaved runs each, {max(3, args.secrets)} secrets, "
+          f"{args.latency * 1000:.0f} ms added per AWS call, {os.cpu_count()} CPUs, "
+          f"Python {sys.version.split()[0]}")
     print(f"{'':<16} {'median':>9} {'min':>9} {'p90':>9} {'peak RSS':>10}")
     for row in rows:
         print(f"{row['name']:<16} {row['median_s'] * 1000:>7.0f} ms {row['min_s'] * 1000:>6.0f} ms "
