@@ -108,13 +108,14 @@ class Resident:
         self.spot = False
         self.rebalance_seen = ""
         self.imds_down = False
-        self.wakeups = 0
         self._poller: ImdsClient | None = None
 
     def serve(self) -> int:
         """Sleep until a signal or a timer; return the exit code."""
-        # Only the main thread is left; blocked signals wait for sigtimedwait below.
+        # Only the main thread is left; blocked signals wait for sigtimedwait below (SIGHUP
+        # was ignored during the boot: blocked now, its default action no longer applies).
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS | {signal.SIGHUP})
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
         release_memory()
         now = time.monotonic()
         refreshing = bool(self.cfg.secrets.files) and self.boot.aws is not None
@@ -133,7 +134,6 @@ class Resident:
             deadlines = [d for d in (next_refresh, next_tick, ping_wake) if d is not None]
             wait = max(0.0, min(deadlines) - time.monotonic()) if deadlines else 3600.0
             info = signal.sigtimedwait(STOP_SIGNALS | {signal.SIGHUP}, wait)
-            self.wakeups += 1
             if info is not None and info.si_signo in STOP_SIGNALS:
                 log.info("stopping on %s", signal.Signals(info.si_signo).name)
                 self.notify.stopping()
@@ -155,7 +155,7 @@ class Resident:
         if not self.cfg.termination.enabled or self.boot.meta is None:
             return False
         try:
-            self.spot = self.boot.imds.market() == "spot"
+            self.spot = self.poller.market() == "spot"
         except AgentError as exc:
             log.warning("termination watch: cannot read the instance market: %s", exc)
         return self.spot or self.boot.meta.target_state is not None
