@@ -247,7 +247,11 @@ class Boot:
         by_path = {r.entry.path: r.value.version_id for r in rendered}
         now = utc_now()
         self.rec.update(secrets=secrets.records(cfg, by_path, dict.fromkeys(by_path, now)))
-        handoff.write_credential_dropins(cfg)
+        try:
+            handoff.write_credential_dropins(cfg)
+        except OSError as exc:
+            raise SecretsError(f"cannot write credential drop-ins in {cfg.unit_dir}: "
+                               f"{exc.strerror or exc}") from None
         for problem in handoff.after_change(cfg, publication.changed, by_path):
             self.rec.warn(f"secrets hook: {problem}")
         return PhaseState.DONE, (f"{len(rendered)} files from {len(values)} secrets "

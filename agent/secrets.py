@@ -362,11 +362,21 @@ def publish(root: Path, rendered: Sequence[Rendered]) -> Publication:
             make_dirs(target.parent, mode)
             uid = item.entry.uid if item.entry.uid != euid else -1
             gid = item.entry.gid if item.entry.gid != egid else -1
-            write_new(target, item.content, item.entry.mode, uid, gid)
+            try:
+                write_new(target, item.content, item.entry.mode, uid, gid)
+            except PermissionError:
+                if uid == -1 and gid == -1:
+                    raise
+                raise SecretsError(
+                    f"{item.entry.path}: cannot give it to {item.entry.owner}:"
+                    f"{item.entry.group}: the agent runs as uid {euid}, and only root can "
+                    "give files away") from None
         _fsync_dir(staging)
         os.rename(staging, root / name)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise SecretsError(f"cannot publish to {root}: {exc.strerror or exc}") from None
         raise
 
     previous = current_generation(root)

@@ -123,6 +123,8 @@ class Recorder:
         except (OSError, ValueError):
             self.previous = None
         self._started: dict[str, float] = {}
+        self._written = False
+        self._write_failed = False
         self.doc: dict[str, Any] = {
             "version": VERSION,
             "state": State.RUNNING.value,
@@ -221,13 +223,28 @@ class Recorder:
     # -- output ------------------------------------------------------------------------
 
     def write(self) -> None:
-        """Replace state.json atomically (temp file + rename)."""
+        """Replace state.json atomically (temp file + rename).
+
+        The first write's failure is raised (the caller cannot record anything); later ones
+        are logged once and the boot goes on: a full disk must not fail it half-way.
+        """
         from agent.fsutil import atomic_write  # noqa: PLC0415 - keep the read path light
 
         with self._lock:
             self.doc["updated_at"] = utc_now()
             data = json.dumps(self.doc, indent=2).encode() + b"\n"
-            atomic_write(self.path, data, mode=0o644, dir_mode=0o755, sync=False)
+            try:
+                atomic_write(self.path, data, mode=0o644, dir_mode=0o755, sync=False)
+                self._written = True
+            except OSError as exc:
+                if not self._written:
+                    raise
+                if not self._write_failed:
+                    import logging  # noqa: PLC0415 - not on the status path
+
+                    logging.getLogger(__name__).error("cannot update %s: %s", self.path,
+                                                      exc.strerror or exc)
+                self._write_failed = True
 
     def phase_entry(self, name: str) -> dict[str, Any]:
         """The phase's entry in the document."""

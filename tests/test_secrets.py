@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +163,7 @@ def test_failure_mid_publish_leaves_previous_set(tmpfs: Path,
         real(*args, **kwargs)
 
     monkeypatch.setattr(secrets, "write_new", flaky)
-    with pytest.raises(OSError):
+    with pytest.raises(SecretsError, match="No space left on device"):
         secrets.publish(root, rendered_set({"a": b"2", "b": b"2"}))
     assert (root / "a").read_bytes() == b"1"
     assert (root / "b").read_bytes() == b"1"
@@ -207,3 +210,38 @@ def test_render_all_keeps_config_order() -> None:
     cfg = SecretsConfig(files=[entry(path="a", key="username"), entry(path="b", key="port")])
     out = secrets.render_all(cfg, {entry().ref: text_value()})
     assert [(r.entry.path, r.content) for r in out] == [("a", b"app"), ("b", b"5432")]
+
+
+def test_non_root_agent_cannot_give_files_away() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("switches to nobody and back: needs root")
+    shm = Path(tempfile.mkdtemp(dir="/dev/shm"))  # a tmpfs that nobody can reach
+    shm.chmod(0o777)
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        with pytest.raises(SecretsError, match=r"cannot give it to root:root: the agent runs "
+                                               r"as uid 65534"):
+            secrets.publish(shm / "secrets", rendered_set({"db.json": b"x"}))
+        assert not [p for p in (shm / "secrets").iterdir() if p.name.startswith(".gen")]
+        # its own files it can publish
+        mine = rendered_set({"db.json": b"x"}, owner="65534", group="65534")
+        assert secrets.publish(shm / "secrets", mine).generation
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+        shutil.rmtree(shm)
+
+
+def test_disk_full_is_one_line(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting needs root")
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(tiny)], check=True)
+    try:
+        with pytest.raises(SecretsError, match=r"cannot publish to .*: No space left on device"):
+            secrets.publish(tiny / "s", rendered_set({"big": b"x" * 100_000}))
+        assert not [p for p in (tiny / "s").iterdir() if p.name.startswith(".gen")]
+    finally:
+        subprocess.run(["umount", "-l", str(tiny)], check=False)

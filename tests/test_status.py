@@ -211,7 +211,7 @@ def test_status_path_stays_light(tmp_path: Path) -> None:
         f"rc = main(['status', '--state-dir', {str(tmp_path)!r}])\n"
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
         "{'botocore', 'boto3', 'pydantic', 'pydantic_settings', 'argparse', 'psutil', "
-        "'urllib3', 'systemd', 'tomllib'})\n"
+        "'urllib3', 'systemd', 'tomllib', 'logging', 'subprocess'})\n"
         "print('HEAVY', heavy, rc)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

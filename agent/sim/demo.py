@@ -71,7 +71,9 @@ def main() -> int:
     with World() as world, scratch_tmpfs() as (root, where):
         instance = world.seed(instance_type="m5.xlarge", secrets=SECRETS)
         config_path = root / "agent.toml"
-        config_path.write_text(world.agent_config(root / "secrets", root / "state", FILES)
+        files = FILES if os.geteuid() == 0 else [  # only root can give files to root
+            {**f, "owner": str(os.geteuid()), "group": str(os.getegid())} for f in FILES]
+        config_path.write_text(world.agent_config(root / "secrets", root / "state", files)
                                + TUNING.format(root=root))
         say(f"simulated cloud on loopback\n"
             f"  IMDS  {world.imds.endpoint}  IMDSv2, instance {instance} (m5.xlarge)\n"
