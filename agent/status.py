@@ -57,6 +57,10 @@ def render(doc: dict[str, Any] | None, state_dir: str) -> str:
                    + (f"  group {group}" if group else ""))
     out += [f"resized    {r.get('from')} -> {r.get('to')} since the previous boot"
             for r in [doc.get("resize")] if isinstance(r, dict)]
+    image = doc.get("image") or {}
+    if image:
+        out.append(f"image      built {image.get('built_at', '?')} "
+                   f"({image.get('age_days', '?')} days ago), agent {image.get('agent', '?')}")
     out.append("")
     out.append(f"{'phase':<10} {'state':<8} {'time':>8}  detail")
     for phase in doc.get("phases", []):
@@ -75,6 +79,7 @@ def render(doc: dict[str, Any] | None, state_dir: str) -> str:
         out.append(f"secrets    {len(secrets)} files")
         out.extend(f"  {s.get('path')}  <- {s.get('secret_id')} (version {s.get('version_id')})"
                    for s in secrets)
+    out += _termination(doc)
     for title in ("warnings", "errors"):
         items = doc.get(title) or []
         if items:
@@ -82,6 +87,26 @@ def render(doc: dict[str, Any] | None, state_dir: str) -> str:
             out.append(f"{title}:")
             out.extend(f"  - {item}" for item in items)
     return "\n".join(out) + "\n"
+
+
+def _termination(doc: dict[str, Any]) -> list[str]:
+    """The drain after a termination or interruption notice, and rebalance notices."""
+    out: list[str] = []
+    term = doc.get("termination") or {}
+    if term:
+        hook = term.get("hook") or {}
+        hook_text = (hook.get("error") or f"{hook.get('result') or 'nothing sent'} -> "
+                     f"{hook.get('group', '?')}/{hook.get('hook', '?')}") if hook else "no hook"
+        out += ["", f"terminating ({term.get('reason', '?')}): {term.get('notice', '')}",
+                f"  drain {term.get('started_at', '?')} .. {term.get('finished_at', 'running')}"]
+        out += [f"  {step.get('step')}: {step.get('result')}" for step in term.get("steps", [])]
+        out += [f"  terminating hook: {hook_text}",
+                f"  secrets wiped: {'yes' if term.get('secrets_wiped') else 'no'}"]
+    rebalance = doc.get("rebalance") or {}
+    if rebalance:
+        out += ["", f"rebalance  {rebalance.get('notice', '')} at {rebalance.get('at', '?')}: "
+                    f"command {rebalance.get('command', '?')}"]
+    return out
 
 
 def _fast_args(argv: list[str], flags: set[str], options: set[str]) -> dict[str, str] | None:

@@ -143,4 +143,5 @@ def test_boot_flags_old_image_and_credential_in_user_data(booter: Booter,
     assert "user-data: looks like it holds a credential: AWS access key id (line 2)" in warnings
     status = booter.status()
     assert status.returncode == 0
+    assert "image      built 2026-05-10T00:00:00Z (200.0 days ago)" in status.stdout
     assert KEY_ID not in status.stdout + proc.stderr + json.dumps(doc)

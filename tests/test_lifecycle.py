@@ -271,6 +271,10 @@ def test_termination_notice_drains_wipes_and_completes_the_hook(cloud: Booter,
         assert daemon.poll() is None  # stays until the machine stops it
         status = cloud.status()
         assert status.returncode == 0
+        assert "terminating (autoscaling): target lifecycle state Terminated" in status.stdout
+        assert f"  {first}: ok" in status.stdout
+        assert "terminating hook: CONTINUE -> web-asg/drain-hook" in status.stdout
+        assert "secrets wiped: yes" in status.stdout
     finally:
         code = cloud.stop(daemon)
     assert code == 0
@@ -328,6 +332,7 @@ def test_rebalance_only_runs_its_command(cloud: Booter, tmp_path: Path) -> None:
         assert (tmp_path / "drain.log").read_text().count("rebalance start") == 1
         assert "termination" not in cloud.doc()
         assert (cloud.secrets_dir / "db.json").exists()
+        assert "rebalance  rebalance recommended at 2026-11-26T12:00:00Z" in cloud.status().stdout
     finally:
         code = cloud.stop(daemon)
     assert code == 0
