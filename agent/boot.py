@@ -248,10 +248,12 @@ class Boot:
         now = utc_now()
         self.rec.update(secrets=secrets.records(cfg, by_path, dict.fromkeys(by_path, now)))
         try:
-            handoff.write_credential_dropins(cfg)
+            skipped = handoff.write_credential_dropins(cfg)
         except OSError as exc:
             raise SecretsError(f"cannot write credential drop-ins in {cfg.unit_dir}: "
                                f"{exc.strerror or exc}") from None
+        if skipped:
+            self.rec.warn(f"secrets: {skipped}")
         for problem in handoff.after_change(cfg, publication.changed, by_path):
             self.rec.warn(f"secrets hook: {problem}")
         return PhaseState.DONE, (f"{len(rendered)} files from {len(values)} secrets "

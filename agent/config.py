@@ -104,6 +104,31 @@ UNIT_NAME = re.compile(r"[A-Za-z0-9:_.\\@-]+\.(service|socket|target|timer|path|
 CREDENTIAL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,255}\Z")  # systemd credential names
 
 
+def _unit_names(value: list[str]) -> list[str]:
+    """Every entry a unit name such as ``app.service``."""
+    for unit in value:
+        if not UNIT_NAME.match(unit):
+            raise ValueError(f"{unit!r} is not a unit name such as \"app.service\"")
+    return value
+
+
+def _argv(value: list[str], what: str) -> list[str]:
+    """An argv list starting with an absolute path (run without a shell); [] allowed."""
+    if value and not value[0].startswith("/"):
+        raise ValueError(f"{value!r}: {what} is an argv list starting with an absolute path "
+                         "(no shell)")
+    return value
+
+
+def _commands(value: list[list[str]], what: str) -> list[list[str]]:
+    """Several argv lists, none empty."""
+    for argv in value:
+        if not argv:
+            raise ValueError(f"{what}: an empty command")
+        _argv(argv, what)
+    return value
+
+
 class SecretFile(_Section):
     """One ``[[secrets.files]]`` entry: a secret rendered into one file."""
 
@@ -176,20 +201,13 @@ class SecretFile(_Section):
 
     @field_validator("units", "reload_units")
     @classmethod
-    def _unit_names(cls, value: list[str]) -> list[str]:
-        for unit in value:
-            if not UNIT_NAME.match(unit):
-                raise ValueError(f"{unit!r} is not a unit name such as \"app.service\"")
-        return value
+    def _units(cls, value: list[str]) -> list[str]:
+        return _unit_names(value)
 
     @field_validator("on_change")
     @classmethod
-    def _commands(cls, value: list[list[str]]) -> list[list[str]]:
-        for argv in value:
-            if not argv or not argv[0].startswith("/"):
-                raise ValueError(f"{argv!r}: a command is an argv list starting with an "
-                                 "absolute path (no shell)")
-        return value
+    def _on_change(cls, value: list[list[str]]) -> list[list[str]]:
+        return _commands(value, "an on_change command")
 
     @model_validator(mode="after")
     def _consistent(self) -> SecretFile:
@@ -513,13 +531,6 @@ class LifecycleConfig(_Section):
     warm_pool_secrets: bool = False  # publish secrets in a warm-pool boot too
 
 
-def _argv(value: list[str], what: str) -> list[str]:
-    if value and not value[0].startswith("/"):
-        raise ValueError(f"{value!r}: {what} is an argv list starting with an absolute path "
-                         "(no shell)")
-    return value
-
-
 class TerminationConfig(_Section):
     """``[termination]``: watching for the instance's end, and draining before it."""
 
@@ -535,11 +546,7 @@ class TerminationConfig(_Section):
     @field_validator("commands")
     @classmethod
     def _commands(cls, value: list[list[str]]) -> list[list[str]]:
-        for argv in value:
-            if not argv:
-                raise ValueError("an empty command")
-            _argv(argv, "a command")
-        return value
+        return _commands(value, "a drain command")
 
     @field_validator("rebalance_command")
     @classmethod
@@ -549,10 +556,7 @@ class TerminationConfig(_Section):
     @field_validator("stop_units")
     @classmethod
     def _units(cls, value: list[str]) -> list[str]:
-        for unit in value:
-            if not UNIT_NAME.match(unit):
-                raise ValueError(f"{unit!r} is not a unit name such as \"app.service\"")
-        return value
+        return _unit_names(value)
 
 
 class ImageConfig(_Section):

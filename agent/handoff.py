@@ -22,7 +22,7 @@ from pathlib import Path
 
 from agent.config import SecretFile, SecretsConfig
 from agent.fsutil import atomic_write
-from agent.service import daemon_reload, run_command, systemd_running
+from agent.service import daemon_reload, dropin_blocked, run_command, systemd_running
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,15 @@ def credential_dropins(cfg: SecretsConfig) -> dict[Path, bytes]:
     return dropins
 
 
-def write_credential_dropins(cfg: SecretsConfig) -> list[str]:
-    """Write (and prune) our drop-ins; daemon-reload when any changed. Units changed."""
+def write_credential_dropins(cfg: SecretsConfig) -> str:
+    """Write (and prune) our drop-ins; daemon-reload when any changed.
+
+    '' when done, else why not (systemd is not running: nothing to hand credentials to).
+    """
     wanted = credential_dropins(cfg)
+    if any(dropin_blocked(str(path)) for path in wanted):
+        return (f"credential drop-ins for {', '.join(p.parent.name[:-2] for p in wanted)} "
+                "not written: systemd is not running")
     changed: list[str] = []
     for path, content in wanted.items():
         try:
@@ -64,7 +70,7 @@ def write_credential_dropins(cfg: SecretsConfig) -> list[str]:
             changed.append(stale.parent.name.removesuffix(".d"))
     if changed:
         daemon_reload()
-    return changed
+    return ""
 
 
 def after_change(cfg: SecretsConfig, changed: Sequence[SecretFile],

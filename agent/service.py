@@ -84,9 +84,18 @@ class Notifier:
         self.send("WATCHDOG=1")
 
 
+SYSTEMD_RUNTIME = "/run/systemd/system"  # exists only when systemd is the init system
+
+
 def systemd_running() -> bool:
     """Whether systemd is the init system here (``sd_booted()``)."""
-    return os.path.isdir("/run/systemd/system")
+    return os.path.isdir(SYSTEMD_RUNTIME)
+
+
+def dropin_blocked(path: str) -> bool:
+    """True for a drop-in under /run/systemd/system while systemd is not running: creating
+    that directory would tell every program that systemd runs here (``sd_booted()``)."""
+    return path.startswith(f"{SYSTEMD_RUNTIME}/") and not systemd_running()
 
 
 def daemon_reload() -> str:

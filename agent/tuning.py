@@ -42,7 +42,7 @@ from agent.expr import (
 )
 from agent.fsutil import atomic_write, make_dirs, write_new
 from agent.instance_types import InstanceType, lookup
-from agent.service import daemon_reload, systemd_running
+from agent.service import daemon_reload, dropin_blocked
 from agent.state import boot_id, utc_now
 
 MIB = 1024 * 1024
@@ -183,7 +183,6 @@ def _cpu_limit(root: Path) -> int | None:
 
 Record = dict[str, Any]  # what state.json keeps of one output (tuned values are not secret)
 SYSCTL_ROOT = "/proc/sys"
-SYSTEMD_RUNTIME = "/run/systemd/system"  # exists only when systemd is the init system
 DROPIN_HEADER = "# Written by the instance boot agent ([[tuning.dropins]]); do not edit.\n"
 
 
@@ -464,8 +463,7 @@ def apply(tuning_plan: TuningPlan, *, previous: list[Record] | None = None) -> A
         if sysctl.current is None:
             raise TuningError(f"tuning sysctl {sysctl.key}: no such kernel setting here "
                               f"({sysctl.path})")
-    held = [o for o in tuning_plan.outputs if o.kind == "dropin"
-            and o.path.startswith(f"{SYSTEMD_RUNTIME}/") and not systemd_running()]
+    held = [o for o in tuning_plan.outputs if o.kind == "dropin" and dropin_blocked(o.path)]
     writer = _Writer()
     try:
         writer.write(dataclasses.replace(
@@ -474,7 +472,6 @@ def apply(tuning_plan: TuningPlan, *, previous: list[Record] | None = None) -> A
         writer.undo()
         raise
     applied = _finish(tuning_plan, writer.changed, previous if isinstance(previous, list) else [])
-    # Creating /run/systemd/system would tell every program systemd runs here (sd_booted).
     applied.warnings[:0] = [f"{o.label} not written: systemd is not running" for o in held]
     return applied
 

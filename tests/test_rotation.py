@@ -319,3 +319,18 @@ def test_env_secret_through_env_format_reads_back(booter: Booter) -> None:
     assert booter.run().returncode == 0
     parsed = envfile.parse((booter.secrets_dir / "db.env").read_text())
     assert parsed["password"] == DB["password"]
+
+
+def test_no_systemd_no_runtime_drop_in(booter: Booter) -> None:
+    """Without systemd, /run/systemd/system is never created (it would fake sd_booted())."""
+    if Path("/run/systemd/system").exists():
+        pytest.skip("systemd runs here")
+    files = [dict(f) for f in FILES]
+    files[0]["units"] = ["app.service"]
+    booter.configure(files)  # unit_dir: the default /run/systemd/system
+    assert booter.run().returncode == 0
+    assert not Path("/run/systemd/system").exists()
+    doc = booter.doc()
+    assert doc["condition"] == "degraded"
+    assert "credential drop-ins for app.service not written: systemd is not running" in \
+        doc["warnings"][0]

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from agent import envfile, status, tuning
+from agent import envfile, service, status, tuning
 from agent.config import (
     Config,
     TuningConfig,
@@ -636,7 +636,7 @@ def test_stale_dropin_is_removed(tmp_path: Path, reloads: list[int]) -> None:
 
 def test_no_dropin_in_run_systemd_without_systemd(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tuning, "systemd_running", lambda: False)
+    monkeypatch.setattr(service, "systemd_running", lambda: False)
     written: list[str] = []
     monkeypatch.setattr(tuning._Writer, "stage",
                         lambda self, output: written.append(output.path) or tmp_path / "x")
