@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit e2e lint bench deps e2e-deps venv clean
+.PHONY: demo test unit unit-user e2e lint bench deps e2e-deps venv clean
 
 deps:
 	@./scripts/ensure-deps build
@@ -21,6 +21,22 @@ $(STAMP): pyproject.toml | deps
 
 venv: $(STAMP)
 
+# The unit tests once more as an unprivileged user (uid 65534), in a venv of Debian's own
+# python3 (readable by that user): only what needs mounts or namespaces may skip there.
+USER_VENV := .venv-user
+USER_STAMP := $(USER_VENV)/.installed
+$(USER_STAMP): pyproject.toml | deps
+	/usr/bin/python3 -m venv $(USER_VENV)
+	$(USER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(USER_VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	touch $(USER_STAMP)
+
+unit-user: $(USER_STAMP)
+	@if [ "$$(id -u)" = 0 ]; then as=(setpriv --reuid=65534 --regid=65534 --clear-groups); \
+	else as=(); fi; \
+	"$${as[@]}" env HOME=/tmp PYTHONDONTWRITEBYTECODE=1 $(USER_VENV)/bin/python -m pytest -q \
+	  -m 'not e2e' -p no:cacheprovider --basetemp=/tmp/agent-unit-user-$$(id -u)
+
 demo: $(STAMP)
 	$(VENV)/bin/agent demo
 
@@ -34,13 +50,13 @@ lint: $(STAMP)
 e2e: $(STAMP) | e2e-deps
 	$(PY) -m pytest -q -m e2e
 
-test: lint unit e2e
+test: lint unit unit-user e2e
 
 bench: $(STAMP)
 	$(PY) bench/boot.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(USER_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 # Packages in dist/: the agent in its own venv under /opt, built with the system python3.
 .PHONY: deb rpm

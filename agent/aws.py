@@ -35,6 +35,7 @@ from agent.errors import AwsError, ImdsError
 from agent.retry import GaveUp, retry
 
 if TYPE_CHECKING:
+    from agent.config import AwsConfig
     from agent.imds import ImdsClient
     from agent.instance_types import InstanceType
 
@@ -170,6 +171,13 @@ class Aws:
         )
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, cfg: AwsConfig, instance_region: str, *,
+                    imds: ImdsClient | None = None) -> Aws:
+        """The clients ``[aws]`` describes, in ``aws.region`` or else the instance's region."""
+        return cls(cfg.region or instance_region, endpoint_url=cfg.endpoint_url,
+                   max_wait=cfg.max_wait_seconds, imds=imds)
 
     def _use_imds_for_role_credentials(self, imds: ImdsClient) -> None:
         """Swap botocore's instance-role provider for one backed by ``imds``, in place."""

@@ -1,8 +1,9 @@
 """``agent run``: lock, boot, then stay resident (daemon mode) or exit (oneshot).
 
 Resident, the agent sleeps in ``sigtimedwait`` until a signal or its next timer (secret
-refresh, watchdog ping): no polling loop, no busy thread. SIGTERM/SIGINT stop it (exit 0,
-``STOPPING=1``); SIGHUP refreshes the secrets now.
+refresh, termination poll, watchdog ping): no polling loop, no busy thread. SIGTERM/SIGINT
+stop it (exit 0, ``STOPPING=1``); SIGHUP refreshes the secrets now. :class:`Schedule` is the
+timer arithmetic alone, with the clock passed in.
 """
 
 from __future__ import annotations
@@ -14,31 +15,36 @@ import os
 import random
 import signal
 import time
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
 
 from agent import config
 from agent.boot import Boot
 from agent.errors import EXIT_FAILED, EXIT_OK, AgentError, BootError, LockedError
-from agent.fsutil import make_dirs
+from agent.fsutil import claim_dir
 from agent.imds import ImdsClient
 from agent.service import Notifier, setup_logging
 from agent.state import Recorder, utc_now
 
 log = logging.getLogger("agent.daemon")
+T = TypeVar("T")
 LOCK_FILE = "agent.lock"
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 RETRY_FIRST = 30.0  # a failed refresh is retried after this, doubling up to refresh_seconds
+IDLE = 3600.0  # the longest sleep when no timer is set
 REFRESH_FAILED = "secrets: refresh failed"
 IMDS_DOWN = "termination watch: IMDS unreachable"
-HOOK_FAILED = "secrets hook:"
 
 
 def acquire_lock(state_dir: str) -> int:
     """Hold ``<state_dir>/agent.lock`` for the life of the process; refuse a second run."""
+    problem = claim_dir(state_dir, 0o755, exact=False, deep=False)
+    if problem:
+        raise BootError(f"state_dir {state_dir}: {problem}")
     try:
-        make_dirs(state_dir, 0o755)
-        fd = os.open(os.path.join(state_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                     0o644)
+        fd = os.open(os.path.join(state_dir, LOCK_FILE),
+                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         raise BootError(f"state_dir {state_dir}: {exc.strerror}") from None
     try:
@@ -67,7 +73,8 @@ def run(config_path: str | None, *, oneshot: bool = False, verbose: bool = False
         rec = Recorder(cfg.state_dir)
         rec.start()
     except OSError as exc:
-        raise BootError(f"state_dir {cfg.state_dir}: cannot write state.json: {exc}") from None
+        raise BootError(f"state_dir {cfg.state_dir}: cannot write state.json: "
+                        f"{exc.strerror or exc}") from None
     boot = Boot(cfg, rec, notify)
     if not boot.run():
         return EXIT_FAILED
@@ -91,24 +98,88 @@ def jittered(seconds: float) -> float:
     return seconds * random.uniform(0.8, 1.2)  # noqa: S311 - spreading load, not security
 
 
-class Resident:
-    """After READY: timers and signals, nothing else.
+@dataclass
+class Schedule:
+    """The resident daemon's timers as monotonic deadlines (None: that timer is off).
 
-    One wake-up per ``termination.poll_seconds`` while there is something to watch (the
-    watchdog ping rides on those wake-ups), one per secret refresh, none otherwise.
+    ``tick``: the termination poll; ``ping``: the watchdog, which rides on the ticks when
+    they come often enough and never wakes the daemon on its own then; ``refresh``: the
+    secrets, jittered.
     """
 
-    def __init__(self, boot: Boot) -> None:
+    tick_every: float = 0.0
+    ping_every: float = 0.0
+    refresh_every: float = 0.0
+    jitter: Callable[[float], float] = jittered
+    next_tick: float | None = None
+    next_ping: float | None = None
+    next_refresh: float | None = None
+
+    def start(self, now: float) -> None:
+        """Arm every timer that is on."""
+        self.next_tick = now + self.tick_every if self.tick_every else None
+        self.next_ping = now + self.ping_every if self.ping_every else None
+        self.next_refresh = now + self.jitter(self.refresh_every) if self.refresh_every else None
+
+    def sleep(self, now: float) -> float:
+        """How long to sleep from ``now`` until the first timer that must wake us."""
+        rides = self.next_tick is not None and self.ping_every > self.tick_every
+        ping = None if rides else self.next_ping
+        deadlines = [d for d in (self.next_refresh, self.next_tick, ping) if d is not None]
+        return max(0.0, min(deadlines) - now) if deadlines else IDLE
+
+    def ping_due(self, now: float) -> bool:
+        """Whether to ping now: the next tick (if any) would come too late for the watchdog."""
+        if self.next_ping is None:
+            return False
+        ahead = self.tick_every if self.next_tick is not None else 0.0
+        if now + ahead < self.next_ping:
+            return False
+        self.next_ping = now + self.ping_every
+        return True
+
+    def tick_due(self, now: float) -> bool:
+        """Whether the poll is due (call :meth:`ticked` after it)."""
+        return self.next_tick is not None and now >= self.next_tick
+
+    def ticked(self, now: float, *, again: bool) -> None:
+        """After a poll: the next one, or none when there is nothing left to watch."""
+        self.next_tick = now + self.tick_every if again else None
+
+    def refresh_due(self, now: float, *, hup: bool = False) -> bool:
+        """Whether to refresh the secrets now (SIGHUP: always, when refreshing at all)."""
+        if self.next_refresh is None:
+            return False
+        return hup or now >= self.next_refresh
+
+    def refreshed(self, now: float, delay: float) -> None:
+        """After a refresh: the next one ``delay`` seconds from ``now``."""
+        self.next_refresh = now + delay
+
+
+class Resident:
+    """After READY: timers and signals, nothing else."""
+
+    def __init__(self, boot: Boot, clock: Callable[[], float] = time.monotonic) -> None:
         self.boot = boot
         self.cfg = boot.cfg
         self.rec = boot.rec
         self.notify = boot.notify
+        self.clock = clock
         self.first_retry = min(RETRY_FIRST, self.cfg.secrets.refresh_seconds)
         self.retry_delay = self.first_retry
         self.spot = False
         self.rebalance_seen = ""
         self.imds_down = False
+        self.refreshes = 0
         self._poller: ImdsClient | None = None
+
+    def schedule(self) -> Schedule:
+        """This daemon's timers: what is on, and how often."""
+        refreshing = self.boot.published is not None and bool(self.cfg.secrets.files)
+        return Schedule(tick_every=self.cfg.termination.poll_seconds if self.watching() else 0.0,
+                        ping_every=self.watchdog_interval(),
+                        refresh_every=self.cfg.secrets.refresh_seconds if refreshing else 0.0)
 
     def serve(self) -> int:
         """Sleep until a signal or a timer; return the exit code."""
@@ -117,38 +188,40 @@ class Resident:
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS | {signal.SIGHUP})
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
         release_memory()
-        now = time.monotonic()
-        refreshing = bool(self.cfg.secrets.files) and self.boot.aws is not None
-        next_refresh = now + jittered(self.cfg.secrets.refresh_seconds) if refreshing else None
-        tick = self.cfg.termination.poll_seconds if self.watching() else 0.0
-        next_tick = now + tick if tick else None
-        ping = self.watchdog_interval()
-        next_ping = now + ping if ping else None
+        timers = self.schedule()
+        timers.start(self.clock())
         log.info("resident: refresh %s, termination watch %s, watchdog %s",
-                 f"every ~{self.cfg.secrets.refresh_seconds:g} s" if refreshing else "off",
-                 f"every {tick:g} s" if tick else "off",
-                 f"every {ping:g} s" if ping else "off")
+                 f"every ~{timers.refresh_every:g} s" if timers.refresh_every else "off",
+                 f"every {timers.tick_every:g} s" if timers.tick_every else "off",
+                 f"every {timers.ping_every:g} s" if timers.ping_every else "off")
         while True:
-            # The watchdog never wakes us on its own while ticks come often enough.
-            ping_wake = next_ping if next_tick is None or ping <= tick else None
-            deadlines = [d for d in (next_refresh, next_tick, ping_wake) if d is not None]
-            wait = max(0.0, min(deadlines) - time.monotonic()) if deadlines else 3600.0
-            info = signal.sigtimedwait(STOP_SIGNALS | {signal.SIGHUP}, wait)
+            info = signal.sigtimedwait(STOP_SIGNALS | {signal.SIGHUP},
+                                       timers.sleep(self.clock()))
             if info is not None and info.si_signo in STOP_SIGNALS:
                 log.info("stopping on %s", signal.Signals(info.si_signo).name)
                 self.notify.stopping()
                 return EXIT_OK
-            now = time.monotonic()
-            if next_ping is not None and now + (tick if next_tick else 0.0) >= next_ping:
+            now = self.clock()
+            if timers.ping_due(now):
                 self.notify.watchdog()
-                next_ping = now + ping
-            if next_tick is not None and now >= next_tick:
-                next_tick = now + tick if self.poll() else None
+            if timers.tick_due(now):
+                timers.ticked(now, again=self.guarded("termination watch", self.poll, True))
             hup = info is not None and info.si_signo == signal.SIGHUP
-            if refreshing and (hup or (next_refresh is not None and now >= next_refresh)):
+            if timers.refresh_due(now, hup=hup):
                 if hup:
                     log.info("SIGHUP: refreshing secrets now")
-                next_refresh = time.monotonic() + self.refresh()
+                delay = self.guarded("secret refresh", self.refresh, self.retry_delay)
+                timers.refreshed(self.clock(), delay)
+
+    def guarded(self, what: str, job: Callable[[], T], fallback: T) -> T:
+        """Run one timer's job; a bug in it is logged and recorded, and the daemon goes on."""
+        try:
+            return job()
+        except Exception as exc:
+            log.error("%s: internal error: %s: %s", what, type(exc).__name__, exc)
+            log.debug("%s", what, exc_info=True)
+            self.rec.warn(f"{what}: internal error: {type(exc).__name__} (see the journal)")
+            return fallback
 
     def watching(self) -> bool:
         """Whether there is anything to watch: an Auto Scaling member, or a spot instance."""
@@ -176,8 +249,9 @@ class Resident:
             self.imds_down = False
             log.info("termination watch: IMDS answers again")
             self.rec.clear_warning(IMDS_DOWN)
-        if self.boot.warm and target_state == "InService":
-            self.promote()
+        if self.boot.meta is not None and self.boot.meta.warm and target_state == "InService":
+            log.info("warm pool: the instance goes InService; completing the boot")
+            self.boot.promote()
         if notice is None:
             return True
         if notice.kind == "rebalance":
@@ -195,60 +269,51 @@ class Resident:
         self.notify.status(f"drained ({notice.kind}): waiting for the end")
         return False
 
-    def promote(self) -> None:
-        """A warm-pool instance put InService without a restart: finish the full boot."""
-        log.info("warm pool: the instance goes InService; completing the boot")
-        self.boot.promote()
-
     @property
     def poller(self) -> ImdsClient:
         """An IMDS client that gives up within one poll interval (the next poll retries)."""
         if self._poller is None:
-            imds, every = self.cfg.imds, self.cfg.termination.poll_seconds
-            self._poller = ImdsClient(imds.endpoint, token_ttl=imds.token_ttl_seconds,
-                                      timeout=min(imds.timeout_seconds, every), max_wait=every)
+            self._poller = ImdsClient.from_config(self.cfg.imds,
+                                                  within=self.cfg.termination.poll_seconds)
         return self._poller
 
     def watchdog_interval(self) -> float:
         """Half of ``WatchdogSec`` when systemd asks for pings of this process, else 0."""
         usec = os.environ.get("WATCHDOG_USEC", "")
         pid = os.environ.get("WATCHDOG_PID", "")
-        if not usec.isdigit() or (pid and pid != str(os.getpid())):
+        if not usec.isdigit() or int(usec) == 0 or (pid and pid != str(os.getpid())):
             return 0.0
         return int(usec) / 2_000_000
 
     def refresh(self) -> float:
-        """One refresh of the secrets; the delay until the next one."""
-        from agent import handoff, secrets  # noqa: PLC0415
+        """One refresh of the secrets; the delay until the next one.
 
-        assert self.boot.aws is not None
-        cfg = self.cfg.secrets
+        state.json's ``refresh`` counts them and says how the last one ended.
+        """
+        published, aws = self.boot.published, self.boot.aws
+        assert published is not None and aws is not None
+        self.refreshes += 1
         try:
-            publication, self.boot.versions = secrets.refresh(self.boot.aws, cfg,
-                                                              self.boot.versions)
+            publication = published.refresh(aws)
         except AgentError as exc:
             log.warning("secret refresh failed (retry in %.0f s): %s", self.retry_delay, exc)
             self.rec.clear_warning(REFRESH_FAILED)
             self.rec.warn(f"{REFRESH_FAILED} at {utc_now()}: {exc}")
+            self._record("failed")
             delay = jittered(self.retry_delay)
-            self.retry_delay = min(self.retry_delay * 2, cfg.refresh_seconds)
+            self.retry_delay = min(self.retry_delay * 2, self.cfg.secrets.refresh_seconds)
             return delay
         self.retry_delay = self.first_retry
         self.rec.clear_warning(REFRESH_FAILED)
         if publication is None:
             log.info("secrets unchanged")
+            self._record("unchanged")
         else:
-            by_path = {e.path: self.boot.versions.get(e.ref, "") for e in cfg.files}
-            root = Path(cfg.dir)
-            fetched = {str(Path(r["path"]).relative_to(root)): r.get("fetched_at", "")
-                       for r in self.rec.doc.get("secrets") or []}
-            now = utc_now()
-            fetched.update({e.path: now for e in [*publication.changed, *publication.added]})
-            self.rec.update(secrets=secrets.records(cfg, by_path, fetched))
-            changed = ", ".join(e.path for e in publication.changed) or "none"
-            log.info("secrets rotated: %s published; changed files: %s",
-                     publication.generation.lstrip("."), changed)
-            self.rec.clear_warning(HOOK_FAILED)
-            for problem in handoff.after_change(cfg, publication.changed, by_path):
-                self.rec.warn(f"{HOOK_FAILED} {problem}")
-        return jittered(cfg.refresh_seconds)
+            generation = publication.generation.lstrip(".")
+            log.info("secrets rotated: %s published; changed files: %s", generation,
+                     ", ".join(publication.changed) or "none")
+            self._record(f"published {generation}")
+        return jittered(self.cfg.secrets.refresh_seconds)
+
+    def _record(self, result: str) -> None:
+        self.rec.update(refresh={"count": self.refreshes, "at": utc_now(), "result": result})

@@ -45,6 +45,23 @@ class BootError(AgentError):
     """A phase of the boot failed; the boot is marked failed."""
 
 
+class PhaseFailed(BootError):
+    """A phase of the boot failed; its one line is recorded in state.json."""
+
+    def __init__(self, phase: str, message: str) -> None:
+        super().__init__(message)
+        self.phase = phase
+
+
+def describe_failure(where: str, exc: BaseException) -> str:
+    """One line: an AgentError's own message, else ``internal error`` in ``where``."""
+    if isinstance(exc, AgentError):
+        return str(exc)
+    detail = " ".join(str(exc).split())[:200]
+    return (f"internal error in {where}: {type(exc).__name__}" + (f": {detail}" if detail else "")
+            + " (run with -v for the traceback)")
+
+
 class ImdsError(BootError):
     """The instance metadata service could not be read."""
 

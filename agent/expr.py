@@ -160,6 +160,8 @@ def compile_expression(text: str, names: Mapping[str, Kind] | None = None) -> Ex
         raise ExprError("empty expression")
     if len(source) > MAX_LENGTH:
         raise ExprError(f"expression is too long ({len(source)} characters, at most {MAX_LENGTH})")
+    if "\0" in source:
+        raise ExprError(f"expression contains a NUL character (at {source.index(chr(0))})")
     try:
         with warnings.catch_warnings():  # e.g. invalid escapes: not for the journal
             warnings.simplefilter("ignore")
@@ -167,7 +169,7 @@ def compile_expression(text: str, names: Mapping[str, Kind] | None = None) -> Ex
     except SyntaxError as exc:
         raise ExprError(_syntax_message(source, exc)) from None
     except (ValueError, RecursionError, MemoryError):
-        raise ExprError("expression is too complex or contains a NUL character") from None
+        raise ExprError("expression is too complex") from None
     _check_depth(tree)
     known = {name: _KINDS[FACTS[name]] for name in FACTS}
     known.update({name: _KIND_SETS[kind] for name, kind in (names or {}).items()})

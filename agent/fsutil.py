@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-import secrets as _random
+import stat
 from pathlib import Path
 
 TMPFS_MAGIC = 0x01021994
@@ -57,12 +57,88 @@ def make_dirs(path: str | os.PathLike[str], mode: int = 0o755) -> list[Path]:
     return list(reversed(missing))
 
 
+def claim_dir(directory: str | os.PathLike[str], mode: int, *, exact: bool = True,
+              deep: bool = True) -> str:
+    """Make ``directory`` ours before anything is written in it; why not ('' when done).
+
+    Every existing ancestor must belong to root or to us and be writable by its owner alone,
+    unless it is sticky (as /tmp and /dev/shm are: nobody may rename there what is not
+    theirs). A missing directory is created with ``mode``. An existing one must be a real
+    directory (not a symlink) of ours or root's; it is taken over (its mode set to ``mode``,
+    or with ``exact`` false only the group and other write bits removed, so that nobody
+    else can add to it), then refused if another user owns an entry in it, or (``deep``) a
+    directory or link anywhere below (files below the top may be ones we gave away).
+    """
+    target = Path(directory)
+    problem = _unsafe_parent(target)
+    if problem:
+        return problem
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        try:
+            make_dirs(target, mode)
+        except OSError as exc:
+            return f"cannot create it: {exc.strerror}"
+        return ""
+    except OSError as exc:
+        return f"cannot inspect it: {exc.strerror}"
+    if not stat.S_ISDIR(st.st_mode):
+        return "it is a symlink" if stat.S_ISLNK(st.st_mode) else "it is not a directory"
+    if st.st_uid not in (0, os.geteuid()):
+        return (f"refused: it is owned by uid {st.st_uid}, who could replace what the agent "
+                "writes there (remove it, or make it root's)")
+    try:
+        os.chmod(target, mode if exact else stat.S_IMODE(st.st_mode) & ~0o022)
+        return _foreign_inside(target, deep)
+    except OSError as exc:
+        return f"cannot take it over: {exc.strerror}"
+
+
+def _unsafe_parent(target: Path) -> str:
+    euid = os.geteuid()
+    for ancestor in target.parents:
+        try:
+            st = os.stat(ancestor)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            return f"cannot inspect {ancestor}: {exc.strerror}"
+        writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if st.st_uid not in (0, euid) or (writable and not st.st_mode & stat.S_ISVTX):
+            who = (f"owned by uid {st.st_uid}" if st.st_uid not in (0, euid)
+                   else f"mode {stat.S_IMODE(st.st_mode):04o}")
+            return (f"refused: its parent {ancestor} is {who}, so another user could replace "
+                    "it (make the parent owned by root and writable by root only)")
+    return ""
+
+
+def _foreign_inside(target: Path, deep: bool) -> str:
+    euid = os.geteuid()
+    for path, dirs, names in os.walk(target):
+        top = Path(path) == target
+        for name in dirs + names:
+            st = os.lstat(os.path.join(path, name))
+            planted = top or not stat.S_ISREG(st.st_mode)
+            if planted and st.st_uid not in (0, euid):
+                return (f"refused: {os.path.join(path, name)} in it belongs to uid "
+                        f"{st.st_uid}, who could have planted it (remove it)")
+        if not deep:
+            return ""
+    return ""
+
+
+def temp_name(name: str) -> str:
+    """A hidden, unique temporary name beside ``name`` (``.name.1a2b3c4d.tmp``)."""
+    return f".{name}.{os.urandom(4).hex()}.tmp"
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644, uid: int = -1,
                  gid: int = -1, dir_mode: int = 0o755, *, sync: bool = True) -> None:
     """Replace ``path`` in one step: a complete temporary file renamed over it."""
     target = Path(path)
     make_dirs(target.parent, dir_mode)
-    temp = target.with_name(f".{target.name}.{_random.token_hex(4)}.tmp")
+    temp = target.with_name(temp_name(target.name))
     try:
         write_new(temp, data, mode, uid, gid, sync=sync)
         os.replace(temp, target)

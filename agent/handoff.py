@@ -20,57 +20,42 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.config import SecretFile, SecretsConfig
-from agent.fsutil import atomic_write
-from agent.service import daemon_reload, dropin_blocked, run_command, systemd_running
+from agent import dropins
+from agent.errors import SecretsError
+from agent.secrets_config import SecretFile, SecretsConfig
+from agent.service import run_command, systemd_running
 
 log = logging.getLogger(__name__)
 
 DROPIN = "50-agent-credentials.conf"
 HOOK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+HOOK_FAILED = "secrets hook:"  # the prefix of a hook's warning (cleared by the next refresh)
 
 
-def credential_dropins(cfg: SecretsConfig) -> dict[Path, bytes]:
-    """The drop-in file of every unit that gets credentials, with its content."""
+def credential_dropins(cfg: SecretsConfig) -> dict[str, bytes]:
+    """The drop-in of every unit that gets credentials (unit -> content)."""
     by_unit: dict[str, list[SecretFile]] = {}
     for entry in cfg.files:
         for unit in entry.units:
             by_unit.setdefault(unit, []).append(entry)
-    dropins: dict[Path, bytes] = {}
+    found: dict[str, bytes] = {}
     for unit, entries in sorted(by_unit.items()):
         lines = ["# Written by the instance boot agent (secrets.files[].units); do not edit.",
                  "[Service]"]
         lines += [f"LoadCredential={e.credential_name}:{Path(cfg.dir) / e.path}"
                   for e in entries]
-        dropins[Path(cfg.unit_dir) / f"{unit}.d" / DROPIN] = ("\n".join(lines) + "\n").encode()
-    return dropins
+        found[unit] = ("\n".join(lines) + "\n").encode()
+    return found
 
 
-def write_credential_dropins(cfg: SecretsConfig) -> str:
-    """Write (and prune) our drop-ins; daemon-reload when any changed.
-
-    '' when done, else why not (systemd is not running: nothing to hand credentials to).
-    """
-    wanted = credential_dropins(cfg)
-    if any(dropin_blocked(str(path)) for path in wanted):
-        return (f"credential drop-ins for {', '.join(p.parent.name[:-2] for p in wanted)} "
-                "not written: systemd is not running")
-    changed: list[str] = []
-    for path, content in wanted.items():
-        try:
-            current = path.read_bytes()
-        except OSError:
-            current = None
-        if current != content:
-            atomic_write(path, content, mode=0o644)
-            changed.append(path.parent.name.removesuffix(".d"))
-    for stale in Path(cfg.unit_dir).glob(f"*.d/{DROPIN}"):
-        if stale not in wanted:
-            stale.unlink()
-            changed.append(stale.parent.name.removesuffix(".d"))
-    if changed:
-        daemon_reload()
-    return ""
+def write_credentials(cfg: SecretsConfig) -> list[str]:
+    """Write (and prune) the credential drop-ins, daemon-reload if any changed; warnings."""
+    plans = dropins.plan(cfg.unit_dir, DROPIN, credential_dropins(cfg))
+    try:
+        return dropins.apply(plans)
+    except OSError as exc:
+        raise SecretsError(f"cannot write credential drop-ins in {cfg.unit_dir}: "
+                           f"{exc.strerror or exc}") from None
 
 
 def after_change(cfg: SecretsConfig, changed: Sequence[SecretFile],

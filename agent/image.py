@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import platform
 import re
@@ -20,10 +21,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.fsutil import atomic_write, is_memory_fs
+
+if TYPE_CHECKING:
+    from agent.config import ImageConfig
+    from agent.imds import ImdsClient
+    from agent.state import Recorder
 
 CREDENTIAL_PATTERNS: dict[str, re.Pattern[bytes]] = {
     "AWS access key id": re.compile(rb"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[A-Z0-9]{16}\b"),
@@ -68,13 +74,32 @@ class Manifest:
         return ((now or time.time()) - self.built_at) / 86400
 
 
+def check(cfg: ImageConfig, imds: ImdsClient, rec: Recorder) -> None:
+    """At boot: the image's age (from its bake manifest) and user-data hygiene, as warnings."""
+    manifest = read_manifest(cfg.manifest)
+    if manifest is not None:
+        age = manifest.age_days()
+        rec.update(image={"built_at": str(manifest.data.get("built_at", "")),
+                          "age_days": round(age, 1), "agent": manifest.data.get("agent")})
+        if cfg.max_age_days and age > cfg.max_age_days:
+            rec.warn(f"image: built {age:.0f} days ago, past image.max_age_days = "
+                     f"{cfg.max_age_days:g}: rebuild it to take the latest updates")
+    if cfg.check_user_data:
+        for finding in scan_user_data(imds.user_data() or b""):
+            rec.warn(f"user-data: looks like it holds a credential: {finding}; anyone who "
+                     "can describe the instance can read it: use Secrets Manager")
+
+
 def read_manifest(path: str) -> Manifest | None:
     """The manifest, or None when the image has none (not baked with bake-check)."""
     try:
         data = json.loads(Path(path).read_text())
-        return Manifest(float(data["built_at_epoch"]), data)
-    except (OSError, ValueError, KeyError, TypeError):
+        if not isinstance(data, dict):
+            return None
+        built = float(data["built_at_epoch"])
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
+    return Manifest(built, data) if math.isfinite(built) else None
 
 
 def bake_problems(root: Path, secrets_dir: str, state_dir: str) -> list[str]:

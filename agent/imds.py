@@ -12,16 +12,20 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import re
 import socket
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agent.errors import ImdsError
 from agent.retry import GaveUp, retry
+
+if TYPE_CHECKING:
+    from agent.config import ImdsConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -31,6 +35,16 @@ TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"  # noqa: S105 - a header name
 TOKEN_MARGIN = 60.0  # renew this long before the token expires
 TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+TAGS_PATH = "/latest/meta-data/tags/instance"
+TAG_KEY = re.compile(r"[A-Za-z0-9+=._:@-]{1,128}")  # what instance metadata tags allow
+IDENTITY_PATH = "/latest/dynamic/instance-identity/document"
+IDENTITY_FIELDS = {  # Identity field -> identity document key
+    "instance_id": "instanceId", "instance_type": "instanceType", "region": "region",
+    "availability_zone": "availabilityZone", "image_id": "imageId",
+    "account_id": "accountId", "architecture": "architecture", "private_ip": "privateIp",
+}
+REQUIRED_IDENTITY = frozenset({"instance_id", "instance_type", "region", "availability_zone"})
+IDENTITY_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -47,6 +61,43 @@ class Identity:
     private_ip: str
 
 
+GROUP_TAG = "aws:autoscaling:groupName"
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """What the boot's metadata phase learns: identity, tags, Auto Scaling target state."""
+
+    identity: Identity
+    tags: dict[str, str] | None  # None: instance tags are not in the metadata
+    target_state: str | None  # None: not in an Auto Scaling group (as far as IMDS says)
+
+    @classmethod
+    def read(cls, imds: ImdsClient) -> Metadata:
+        """Everything from IMDS, with its retries."""
+        return cls(imds.identity(), imds.tags(), imds.target_lifecycle_state())
+
+    @property
+    def warm(self) -> bool:
+        """A warm-pool boot: the target lifecycle state is ``Warmed:*``."""
+        return (self.target_state or "").startswith("Warmed:")
+
+    def record(self) -> dict[str, str]:
+        """state.json's ``instance``."""
+        ident = self.identity
+        return {"instance_id": ident.instance_id, "instance_type": ident.instance_type,
+                "region": ident.region, "availability_zone": ident.availability_zone,
+                "image_id": ident.image_id, "account_id": ident.account_id,
+                "auto_scaling_group": (self.tags or {}).get(GROUP_TAG, ""),
+                "target_lifecycle_state": self.target_state or ""}
+
+    def summary(self) -> str:
+        """The phase's detail."""
+        ident = self.identity
+        tags = "tags off" if self.tags is None else f"{len(self.tags)} tags"
+        return f"{ident.instance_id} {ident.instance_type} in {ident.availability_zone}; {tags}"
+
+
 class _Transient(Exception):
     """A failure worth retrying (503, timeout, refused connection, expired token)."""
 
@@ -61,6 +112,8 @@ class ImdsClient:
         token_ttl: int = 21600,
         timeout: float = 2.0,
         max_wait: float = 120.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         parts = urllib.parse.urlsplit(endpoint)
         if parts.scheme != "http" or not parts.hostname:
@@ -71,50 +124,68 @@ class ImdsClient:
         self._ttl = token_ttl
         self._timeout = timeout
         self._max_wait = max_wait
+        self._clock = clock
+        self._sleep = sleep
         self._token: str | None = None
         self._token_expires = 0.0
         self._token_lock = threading.Lock()
         self._local = threading.local()
         self._identity: Identity | None = None
 
+    @classmethod
+    def from_config(cls, cfg: ImdsConfig, *, within: float | None = None) -> ImdsClient:
+        """The client ``[imds]`` describes; ``within`` caps its patience (a poll interval)."""
+        if within is None:
+            return cls(cfg.endpoint, token_ttl=cfg.token_ttl_seconds,
+                       timeout=cfg.timeout_seconds, max_wait=cfg.max_wait_seconds)
+        return cls(cfg.endpoint, token_ttl=cfg.token_ttl_seconds,
+                   timeout=min(cfg.timeout_seconds, within), max_wait=within)
+
     # -- facts -------------------------------------------------------------------------
 
     def identity(self) -> Identity:
-        """The identity document, fetched once."""
+        """The identity document, fetched once (every field a string, the needed ones set)."""
         if self._identity is None:
-            doc = self.get_json("/latest/dynamic/instance-identity/document")
-            try:
-                self._identity = Identity(
-                    instance_id=doc["instanceId"],
-                    instance_type=doc["instanceType"],
-                    region=doc["region"],
-                    availability_zone=doc["availabilityZone"],
-                    image_id=doc.get("imageId", ""),
-                    account_id=doc.get("accountId", ""),
-                    architecture=doc.get("architecture", ""),
-                    private_ip=doc.get("privateIp", ""),
-                )
-            except (KeyError, TypeError) as exc:
-                raise ImdsError(f"IMDS identity document lacks {exc}") from None
+            doc = self.get_json(IDENTITY_PATH)
+            if not isinstance(doc, dict):
+                raise ImdsError(f"IMDS {IDENTITY_PATH}: not a JSON object")
+            fields = {}
+            for name, key in IDENTITY_FIELDS.items():
+                value = doc.get(key)
+                if value is None and name not in REQUIRED_IDENTITY:
+                    value = ""
+                if not isinstance(value, str) or (name in REQUIRED_IDENTITY and not
+                                                  IDENTITY_VALUE.fullmatch(value)):
+                    shown = "missing" if value is None else f"{type(value).__name__} {value!r:.40}"
+                    raise ImdsError(f"IMDS identity document: {key} is {shown}, not a "
+                                    "valid string")
+                fields[name] = value
+            self._identity = Identity(**fields)
         return self._identity
 
     def tags(self) -> dict[str, str] | None:
         """Instance tags, or None when tags are not enabled in metadata (a 404)."""
-        listing = self.get("/latest/meta-data/tags/instance", allow_404=True)
+        listing = self.get(TAGS_PATH, allow_404=True)
         if listing is None:
             return None
-        keys = [k for k in listing.decode().splitlines() if k]
-        return {key: self.text(f"/latest/meta-data/tags/instance/{key}") for key in keys}
+        keys = [k for k in _decode(listing, TAGS_PATH).splitlines() if k]
+        odd = [k for k in keys if not TAG_KEY.fullmatch(k)]
+        if odd:  # IMDS cannot serve such keys: instance metadata tags refuse them
+            log.warning("IMDS tags: ignoring keys with characters IMDS does not serve: %s",
+                        ", ".join(repr(k) for k in odd[:3]))
+        return {key: self.text(f"{TAGS_PATH}/{key}") for key in keys if key not in odd}
 
     def target_lifecycle_state(self) -> str | None:
         """Auto Scaling's target lifecycle state (InService, Warmed:*, Terminated), if any."""
-        raw = self.get("/latest/meta-data/autoscaling/target-lifecycle-state", allow_404=True)
-        return raw.decode().strip() if raw is not None else None
+        path = "/latest/meta-data/autoscaling/target-lifecycle-state"
+        raw = self.get(path, allow_404=True)
+        return _decode(raw, path).strip() if raw is not None else None
 
     def market(self) -> str:
         """``spot`` or ``on-demand`` (instance-life-cycle; '' when IMDS does not say)."""
-        raw = self.get("/latest/meta-data/instance-life-cycle", allow_404=True)
-        return raw.decode().strip() if raw is not None else ""
+        path = "/latest/meta-data/instance-life-cycle"
+        raw = self.get(path, allow_404=True)
+        return _decode(raw, path).strip() if raw is not None else ""
 
     def spot_action(self) -> dict[str, Any] | None:
         """A spot interruption notice ({"action": ..., "time": ...}), or None."""
@@ -130,7 +201,7 @@ class ImdsClient:
             return None
         try:
             value = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ImdsError(f"IMDS {path}: not JSON") from None
         return value if isinstance(value, dict) else None
 
@@ -144,7 +215,7 @@ class ImdsClient:
         """A path's body as text (404 is an error)."""
         body = self.get(path)
         assert body is not None
-        return body.decode()
+        return _decode(body, path)
 
     def get_json(self, path: str) -> Any:
         """A path's body parsed as JSON."""
@@ -152,7 +223,7 @@ class ImdsClient:
         assert body is not None
         try:
             return json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ImdsError(f"IMDS {path}: not JSON") from None
 
     def get(self, path: str, *, allow_404: bool = False) -> bytes | None:
@@ -181,12 +252,15 @@ class ImdsClient:
 
     def _get_token(self) -> str:
         with self._token_lock:
-            now = time.monotonic()
+            now = self._clock()
             if self._token is None or now >= self._token_expires:
                 status, body = self._request("PUT", TOKEN_PATH, {TTL_HEADER: str(self._ttl)})
                 if status != 200:
                     self._raise_for(status, TOKEN_PATH)
-                self._token = body.decode().strip()
+                token = _decode(body, TOKEN_PATH).strip()
+                if not token or not (token.isascii() and token.isprintable()):
+                    raise ImdsError(f"IMDS {TOKEN_PATH}: the token is not printable ASCII")
+                self._token = token
                 margin = TOKEN_MARGIN if self._ttl > 2 * TOKEN_MARGIN else self._ttl / 2
                 self._token_expires = now + self._ttl - margin
                 log.debug("IMDS session token obtained (ttl %d s)", self._ttl)
@@ -207,6 +281,8 @@ class ImdsClient:
                 on_retry=lambda exc, n, pause: log.info(
                     "IMDS %s: %s; retry %d in %.2f s", path, exc, n, pause
                 ),
+                clock=self._clock,
+                sleep=self._sleep,
             )
         except GaveUp as exc:
             raise ImdsError(
@@ -244,6 +320,13 @@ class ImdsClient:
             conn.close()
             self._local.conn = None
         return response.status, body
+
+
+def _decode(body: bytes, path: str) -> str:
+    try:
+        return body.decode()
+    except UnicodeDecodeError:
+        raise ImdsError(f"IMDS {path}: not UTF-8 text") from None
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,23 +1,35 @@
-"""Auto Scaling lifecycle hooks: find the action, heartbeat it, CONTINUE or ABANDON it once.
+"""Auto Scaling lifecycle hooks: find the action, heartbeat it, CONTINUE or ABANDON it once;
+and the other readiness signals (CloudFormation ``SignalResource``, a marker file).
 
 The group comes from the instance tag ``aws:autoscaling:groupName`` when instance tags are
 in the metadata, else from ``DescribeAutoScalingInstances`` (which also tells the instance's
 lifecycle state: an instance already ``InService``, after a reboot or a second run, is not
 completed again). The hook is the configured one or the group's only hook of the transition.
-While the boot (or a drain) runs, heartbeats keep the action alive; completion is retried on
-throttling for as long as the hook's timeout allows.
+While the boot (or a drain) runs, heartbeats keep the action alive until the completion is
+admitted; completion is retried on throttling for as long as the hook's timeout allows.
+:func:`outcome` is the decision table: which result a boot sends, given what it found.
 """
 
 from __future__ import annotations
 
+import contextlib
+import enum
 import logging
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from agent.aws import Aws, describe, error_code, is_throttling
 from agent.errors import AgentError, LifecycleError
+from agent.fsutil import atomic_write
+from agent.state import PhaseState, utc_now
+
+if TYPE_CHECKING:
+    from agent.config import LifecycleConfig, SignalConfig
+    from agent.state import Recorder
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +37,24 @@ GROUP_TAG = "aws:autoscaling:groupName"
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
 NOT_PENDING = "No active Lifecycle Action found"
+
+
+class HookResult(enum.StrEnum):
+    """What ``CompleteLifecycleAction`` is sent."""
+
+    CONTINUE = "CONTINUE"
+    ABANDON = "ABANDON"
+
+
+class Completion(enum.Enum):
+    """How a completion ended."""
+
+    SENT = "sent"  # ours was admitted (or an attempt of ours whose answer was lost)
+    NOT_PENDING = "not pending"  # no action was pending: it timed out, or someone else
+
+
+ON_FAILURE: dict[str, HookResult | None] = {
+    "abandon": HookResult.ABANDON, "continue": HookResult.CONTINUE, "none": None}
 
 
 @dataclass
@@ -103,8 +133,8 @@ def heartbeat(aws: Aws, target: Target, instance_id: str) -> bool:
     return True
 
 
-def complete(aws: Aws, target: Target, instance_id: str, result: str) -> str:
-    """Send ``result``: ``"sent"``, or ``"not-pending"`` when no action was pending.
+def complete(aws: Aws, target: Target, instance_id: str, result: HookResult) -> Completion:
+    """Send ``result``; :attr:`Completion.NOT_PENDING` when no action was pending.
 
     Retried on throttling and transient errors while the action lives. "No active Lifecycle
     Action found" after one of our own attempts may have been processed (a timeout, a 5xx)
@@ -115,13 +145,13 @@ def complete(aws: Aws, target: Target, instance_id: str, result: str) -> str:
         _call(aws, "complete_lifecycle_action", budget=max(5.0, target.remaining()),
               on_retry=lambda exc: None if is_throttling(exc) else maybe_processed.append(exc),
               AutoScalingGroupName=target.group, LifecycleHookName=target.hook,
-              InstanceId=instance_id, LifecycleActionResult=result)
+              InstanceId=instance_id, LifecycleActionResult=result.value)
     except _NotPending:
         if maybe_processed:
             log.info("lifecycle: an earlier attempt completed %s/%s", target.group, target.hook)
-            return "sent"
-        return "not-pending"
-    return "sent"
+            return Completion.SENT
+        return Completion.NOT_PENDING
+    return Completion.SENT
 
 
 class Heartbeater:
@@ -144,24 +174,169 @@ class Heartbeater:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
-        """Stop at once; waits for a heartbeat in flight."""
+    def stop(self) -> int:
+        """Stop at once; waits for a heartbeat in flight; how many were sent."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+        return self.count
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
                 if not heartbeat(self.aws, self.target, self.instance_id):
-                    log.warning("lifecycle: %s is no longer pending; heartbeats stop",
-                                self.target.hook)
+                    if not self._stop.is_set():  # (not the completion we just sent)
+                        log.warning("lifecycle: %s is no longer pending; heartbeats stop",
+                                    self.target.hook)
                     return
             except AgentError as exc:
                 log.warning("lifecycle heartbeat failed: %s", exc)
                 continue
+            except Exception as exc:  # a bug must not kill the boot's keepalive silently
+                log.warning("lifecycle heartbeat failed: internal error: %s", exc)
+                log.debug("heartbeat", exc_info=True)
+                continue
             self.count += 1
             log.debug("lifecycle heartbeat %d for %s", self.count, self.target.hook)
+
+
+# -- the launch hook of a boot ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the lifecycle phase does: send ``send`` (or nothing), record ``result``."""
+
+    state: PhaseState
+    detail: str
+    send: HookResult | None = None
+    result: str | None = None  # lifecycle.result in state.json
+
+
+def outcome(target: Target | None, *, failed: bool, on_failure: str,
+            earlier: str | None) -> Decision:
+    """The launch hook's decision table (pure).
+
+    ``target``: what discovery found (None: not in a group); ``failed``: the boot failed;
+    ``on_failure``: ``lifecycle.on_failure``; ``earlier``: the result an earlier run of this
+    boot sent to the same group, if any.
+    """
+    if target is None:
+        return Decision(PhaseState.SKIPPED, "not in an Auto Scaling group")
+    if not target.hook:
+        return Decision(PhaseState.SKIPPED, target.reason)
+    result = ON_FAILURE[on_failure] if failed else HookResult.CONTINUE
+    if result is None:
+        return Decision(PhaseState.DONE, "boot failed; lifecycle.on_failure = none: left to "
+                        "time out")
+    if not target.pending:
+        how = f"completed ({earlier}) by an earlier run" if earlier else "nothing pending"
+        return Decision(PhaseState.DONE, f"instance is {target.instance_state or 'not waiting'}"
+                        f": {how}", result=earlier)
+    return Decision(PhaseState.DONE, f"{result} sent to {target.group}/{target.hook}",
+                    send=result, result=result.value)
+
+
+class LaunchHook:
+    """This boot's launch hook: found (and heartbeated) while the boot runs, completed once."""
+
+    def __init__(self, cfg: LifecycleConfig, aws: Aws, instance_id: str,
+                 tags: dict[str, str] | None) -> None:
+        self.cfg = cfg
+        self.aws = aws
+        self.instance_id = instance_id
+        self.tags = tags
+        self.heartbeats: Heartbeater | None = None
+
+    def find(self) -> Target | None:
+        """The group and hook; heartbeats start when the action is pending."""
+        target = discover(self.aws, self.instance_id, self.tags, hook_name=self.cfg.hook_name)
+        if target is not None and target.pending:
+            self.heartbeats = Heartbeater(self.aws, target, self.instance_id,
+                                          self.cfg.heartbeat_seconds).start()
+        return target
+
+    def finish(self, found: Future[Target | None], rec: Recorder, *, failed: bool,
+               warm: bool) -> tuple[PhaseState, str]:
+        """The lifecycle phase: CONTINUE the launch hook, or ``on_failure``.
+
+        Heartbeats go on until the completion is admitted (it may be throttled for long).
+        Once a result is sent nothing may fail the phase: it would contradict what was sent.
+        """
+        try:
+            target = found.result()
+            decision = outcome(target, failed=failed, on_failure=self.cfg.on_failure,
+                               earlier=_earlier(target, rec.previous))
+            sent = None
+            if decision.send is not None and target is not None:
+                sent = complete(self.aws, target, self.instance_id, decision.send)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                if self.heartbeats is not None:
+                    self.heartbeats.stop()
+            raise
+        try:
+            return self._record(target, decision, sent, rec, warm)
+        except Exception as exc:
+            log.warning("lifecycle: recording the result: %s", exc)
+            log.debug("lifecycle", exc_info=True)
+            return decision.state, decision.detail
+
+    def _record(self, target: Target | None, decision: Decision, sent: Completion | None,
+                rec: Recorder, warm: bool) -> tuple[PhaseState, str]:
+        beats = self.heartbeats.stop() if self.heartbeats is not None else 0
+        if target is None:
+            return decision.state, decision.detail
+        rec.update(instance={**rec.doc["instance"], "auto_scaling_group": target.group})
+        if not target.hook:
+            return decision.state, decision.detail
+        record = {"group": target.group, "hook": target.hook, "result": decision.result,
+                  "heartbeats": beats}
+        if sent is Completion.NOT_PENDING:
+            rec.update(lifecycle={**record, "result": None})
+            rec.warn(f"lifecycle: the {target.hook} action was no longer pending "
+                     "(timed out, or completed by someone else)")
+            return PhaseState.DONE, "no active lifecycle action any more: not ours to complete"
+        rec.update(lifecycle=record)
+        return decision.state, decision.detail + (" (warm pool)" if warm and sent else "")
+
+
+def _earlier(target: Target | None, previous: dict[str, Any] | None) -> str | None:
+    """The result an earlier run of this boot recorded for the same group, if any."""
+    record = (previous or {}).get("lifecycle")
+    if target is None or not isinstance(record, dict) or record.get("group") != target.group:
+        return None
+    result = record.get("result")
+    return result if isinstance(result, str) else None
+
+
+def signal(cfg: SignalConfig, aws: Aws | None, instance_id: str | None, ready: bool,
+           rec: Recorder) -> None:
+    """The other readiness signals: a marker file, CloudFormation ``SignalResource``.
+
+    Neither fails the boot: a problem is a warning.
+    """
+    if cfg.marker_file:
+        marker = Path(cfg.marker_file)
+        try:
+            if ready:
+                atomic_write(marker, f"{utc_now()}\n".encode(), mode=0o644)
+            else:
+                marker.unlink(missing_ok=True)
+        except OSError as exc:
+            rec.warn(f"signal: marker file {marker}: {exc.strerror}")
+    if cfg.cloudformation_stack and aws is not None and instance_id:
+        status = "SUCCESS" if ready else "FAILURE"
+        try:
+            aws.call("cloudformation", "signal_resource", StackName=cfg.cloudformation_stack,
+                     LogicalResourceId=cfg.cloudformation_resource, UniqueId=instance_id,
+                     Status=status)
+            log.info("signal: %s sent to %s/%s", status, cfg.cloudformation_stack,
+                     cfg.cloudformation_resource)
+        except Exception as exc:
+            message = str(exc) if isinstance(exc, AgentError) else describe(exc)
+            rec.warn(f"signal: SignalResource {cfg.cloudformation_stack}/"
+                     f"{cfg.cloudformation_resource} failed: {message}")
 
 
 class _NotPending(Exception):

@@ -9,7 +9,6 @@ IMDS (GET only); it never fetches a secret and never calls a mutating API.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -18,17 +17,10 @@ from typing import Any
 from agent import config, envfile
 from agent.config import Config
 from agent.expr import render_value
+from agent.facts import Facts, nominal_facts, read_facts
+from agent.files import Change
 from agent.profiles import ENVIRONMENT
-from agent.tuning import (
-    SYSCTL_ROOT,
-    Facts,
-    PlannedOutput,
-    PlannedSysctl,
-    PlannedValue,
-    nominal_facts,
-    plan,
-    read_facts,
-)
+from agent.tuning import SYSCTL_ROOT, PlannedOutput, PlannedSysctl, PlannedValue, plan
 
 
 def main(config_path: str | None, *, instance_type: str | None, as_json: bool) -> int:
@@ -47,9 +39,7 @@ def main(config_path: str | None, *, instance_type: str | None, as_json: bool) -
 def _this_machine(cfg: Config) -> tuple[Facts, str]:
     from agent.imds import ImdsClient  # noqa: PLC0415
 
-    imds = ImdsClient(cfg.imds.endpoint, token_ttl=cfg.imds.token_ttl_seconds,
-                      timeout=cfg.imds.timeout_seconds, max_wait=cfg.imds.max_wait_seconds)
-    ident = imds.identity()
+    ident = ImdsClient.from_config(cfg.imds).identity()
     return read_facts(ident.instance_type), f"{ident.instance_type} (this machine)"
 
 
@@ -72,8 +62,9 @@ def build(cfg: Config, facts: Facts, source: str, *,
         },
         "tuning": [*(_output(out) for out in tuning.outputs),
                    *(_sysctl(item) for item in tuning.sysctls),
-                   *({"kind": "dropin", "label": f"drop-in {path}", "path": path,
-                      "change": "remove", "values": []} for path in tuning.stale)],
+                   *({"kind": "dropin", "label": f"drop-in {item.path}", "path": item.path,
+                      "change": item.change.value, "values": []} for item in tuning.stale
+                     if item.change is Change.REMOVE)],
         "lifecycle": {
             "enabled": cfg.lifecycle.enabled,
             "hook": cfg.lifecycle.hook_name or "(the group's launch hook)",
@@ -83,19 +74,11 @@ def build(cfg: Config, facts: Facts, source: str, *,
 
 
 def _output(out: PlannedOutput) -> dict[str, Any]:
-    current = out.current()
+    current = out.file.existing.content
     old = _values(out.format, current) if current is not None else {}
-    if not out.path:
-        change = "not written"
-    elif current is None:
-        change = "new"
-    elif current != out.content:
-        change = "changed"
-    else:
-        change = "unchanged" if _mode(out.path) in (None, out.mode) else "mode"
     return {
         "kind": out.kind, "label": out.label, **out.about, "path": out.path,
-        "format": out.format, "mode": f"{out.mode:04o}", "change": change,
+        "format": out.format, "mode": f"{out.mode:04o}", "change": out.file.change.value,
         "values": [_value(v, old.get(v.name)) for v in out.values],
     }
 
@@ -111,13 +94,6 @@ def _value(value: PlannedValue, current: str | None) -> dict[str, Any]:
             "rendered": value.rendered, "current": current,
             **({"origin": value.origin} if value.origin else {}),
             **({"note": value.note} if value.note else {})}
-
-
-def _mode(path: str) -> int | None:
-    try:
-        return os.lstat(path).st_mode & 0o7777
-    except OSError:
-        return None
 
 
 def _values(fmt: str, content: bytes) -> dict[str, str]:

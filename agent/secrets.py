@@ -1,44 +1,61 @@
-"""Secrets: fetch from AWS, render, and publish all of them or none, on tmpfs only.
+"""Secrets: fetch from AWS, render, publish all of them or none, on tmpfs only.
 
-Layout of ``secrets.dir`` (certbot's live/archive idea, switched in one atomic step)::
-
-    .gen-000007/            a complete generation: every file, final mode and owner
-    .gen-000006/            the previous one (kept for a reader in the middle of a read)
-    .current -> .gen-000007 the switch: one rename of a symlink flips the whole set
-    db.json -> .current/db.json     the visible names, resolved through .current
-
-A generation is written under ``.gen-N.tmp`` and renamed when complete, so anything named
-``*.tmp`` is a half-written generation: recovery deletes it. Secret values live only in
-:class:`SecretValue` (whose repr is redacted) and in the bytes written to the files.
+:class:`Secrets` is the published set: the boot's secrets phase (:meth:`Secrets.publish`)
+and every refresh of the resident daemon (:meth:`Secrets.refresh`). Files are published as
+generations (:mod:`agent.generations`), handed to services by credential drop-ins and
+change hooks (:mod:`agent.handoff`). Secret values live only in :class:`SecretValue` and
+:class:`Rendered` (whose reprs are redacted) and in the bytes written to the files.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import shutil
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path, PurePosixPath
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
-from agent import envfile
+from agent import envfile, generations, handoff
 from agent.aws import Aws, describe, error_code
-from agent.config import SecretFile, SecretsConfig
 from agent.errors import AgentError, SecretsError
-from agent.fsutil import fs_name, fs_type, is_memory_fs, make_dirs, write_new
+from agent.fsutil import fs_name, fs_type, is_memory_fs, is_mount_point, mount_tmpfs
+from agent.secrets_config import SecretFile, SecretsConfig
+from agent.state import PhaseState, utc_now
+
+if TYPE_CHECKING:
+    from agent.state import Recorder
 
 log = logging.getLogger(__name__)
 
-CURRENT = ".current"
-GEN_PREFIX = ".gen-"
-TMP_SUFFIX = ".tmp"
 _MISSING = frozenset({"ResourceNotFoundException"})
 _DENIED = frozenset({"AccessDeniedException", "AccessDenied", "UnrecognizedClientException"})
+SSM_BATCH = 10  # GetParameters takes at most 10 names
+FETCH_WORKERS = 8  # concurrent fetches (each a connection: keep a listen backlog happy)
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """What one fetch gets; entries with the same reference share it."""
+
+    source: Literal["secretsmanager", "ssm"]
+    name: str  # the secret id or the parameter name
+    stage: str = ""  # Secrets Manager: the staging label (AWSCURRENT by default)
+    version_id: str = ""  # Secrets Manager: a fixed version
+
+    @classmethod
+    def of(cls, entry: SecretFile) -> SecretRef:
+        """The reference of a ``[[secrets.files]]`` entry."""
+        stage = "" if entry.version_id or entry.source == "ssm" else (
+            entry.version_stage or "AWSCURRENT")
+        return cls(entry.source, entry.name, stage, entry.version_id)
+
+    @property
+    def label(self) -> str:
+        """``secret 'prod/db'`` or ``parameter '/prod/db/password'``."""
+        return f"{'parameter' if self.source == 'ssm' else 'secret'} {self.name!r}"
 
 
 @dataclass(frozen=True, repr=False)
@@ -69,11 +86,14 @@ class Rendered:
     def __repr__(self) -> str:
         return f"Rendered({self.entry.path!r}, {len(self.content)} bytes=<redacted>)"
 
+    def item(self) -> generations.Item:
+        """What :func:`agent.generations.publish` writes for it."""
+        entry = self.entry
+        return generations.Item(entry.path, self.content, entry.mode, entry.uid, entry.gid,
+                                f"{entry.owner}:{entry.group}")
+
 
 # -- fetching ---------------------------------------------------------------------------
-
-Ref = tuple[str, str, str, str]  # SecretFile.ref: source, name, stage, version id
-SSM_BATCH = 10  # GetParameters takes at most 10 names
 
 
 def _fail(label: str, exc: BaseException) -> SecretsError:
@@ -88,18 +108,19 @@ def _fail(label: str, exc: BaseException) -> SecretsError:
     return SecretsError(f"{label}: {describe(exc)}")
 
 
-def _fetch_secret(aws: Aws, ref: Ref) -> SecretValue:
+def _fetch_secret(aws: Aws, ref: SecretRef) -> SecretValue:
     """``GetSecretValue`` for one secret version (by stage or id)."""
-    _, name, stage, version_id = ref
-    selector: dict[str, Any] = {"VersionId": version_id} if version_id else {
-        "VersionStage": stage}
+    selector: dict[str, Any] = ({"VersionId": ref.version_id} if ref.version_id
+                                else {"VersionStage": ref.stage})
     try:
-        reply = aws.call("secretsmanager", "get_secret_value", SecretId=name, **selector)
+        reply = aws.call("secretsmanager", "get_secret_value", SecretId=ref.name, **selector)
     except Exception as exc:
-        raise _fail(f"secret {name!r}", exc) from None
-    return SecretValue(secret_id=name, version_id=str(reply.get("VersionId", "")),
-                       arn=str(reply.get("ARN", "")), text=reply.get("SecretString"),
-                       binary=reply.get("SecretBinary"))
+        raise _fail(ref.label, exc) from None
+    text, binary = reply.get("SecretString"), reply.get("SecretBinary")
+    if not isinstance(text, str | None) or not isinstance(binary, bytes | None):
+        raise SecretsError(f"{ref.label}: GetSecretValue answered a value of the wrong type")
+    return SecretValue(secret_id=ref.name, version_id=str(reply.get("VersionId", "")),
+                       arn=str(reply.get("ARN", "")), text=text, binary=binary)
 
 
 def _parameters(aws: Aws, names: list[str], *, decrypt: bool) -> dict[str, dict[str, Any]]:
@@ -119,10 +140,11 @@ def _parameters(aws: Aws, names: list[str], *, decrypt: bool) -> dict[str, dict[
 
 
 def _concurrently(work: dict[Hashable, Callable[[], Any]]) -> dict[Hashable, Any]:
-    """Run the callables, all at once; the first expected failure wins, bugs keep tracebacks."""
+    """Run the callables at once; the first failure wins (a bug is re-raised as it is)."""
     if not work:
         return {}
-    with ThreadPoolExecutor(max_workers=min(16, len(work)), thread_name_prefix="fetch") as pool:
+    workers = min(FETCH_WORKERS, len(work))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
         futures = {ref: pool.submit(job) for ref, job in work.items()}
         failures = [exc for f in futures.values() if (exc := f.exception()) is not None]
     if failures:
@@ -134,60 +156,65 @@ def _concurrently(work: dict[Hashable, Callable[[], Any]]) -> dict[Hashable, Any
     return {ref: future.result() for ref, future in futures.items()}
 
 
-def fetch_all(aws: Aws, entries: Sequence[SecretFile]) -> dict[Ref, SecretValue]:
+def refs(entries: Sequence[SecretFile]) -> list[SecretRef]:
+    """The distinct references of ``entries``, in order."""
+    return list(dict.fromkeys(SecretRef.of(entry) for entry in entries))
+
+
+def fetch_all(aws: Aws, entries: Sequence[SecretFile]) -> dict[SecretRef, SecretValue]:
     """Every distinct secret of ``entries``, fetched at once.
 
     One ``GetSecretValue`` per distinct secret version, all in flight together. Not
     ``BatchGetSecretValue``: its account-wide 100 TPS quota is what a fleet scaling out
     would exhaust. SSM parameters come in ``GetParameters`` batches (with decryption).
     """
-    refs = list(dict.fromkeys(entry.ref for entry in entries))
-    ssm_refs = [ref for ref in refs if ref[0] == "ssm"]
+    wanted = refs(entries)
+    ssm = [ref for ref in wanted if ref.source == "ssm"]
     work: dict[Hashable, Callable[[], Any]] = {
-        ref: partial(_fetch_secret, aws, ref) for ref in refs if ref[0] != "ssm"}
-    if ssm_refs:
-        work["ssm"] = lambda: _parameters(aws, [r[1] for r in ssm_refs], decrypt=True)
+        ref: partial(_fetch_secret, aws, ref) for ref in wanted if ref.source != "ssm"}
+    if ssm:
+        work["ssm"] = lambda: _parameters(aws, [r.name for r in ssm], decrypt=True)
     done = _concurrently(work)
     params = done.pop("ssm", {})
-    values: dict[Ref, SecretValue] = {ref: done[ref] for ref in refs if ref[0] != "ssm"}
-    for ref in ssm_refs:
-        param = params[ref[1]]
-        values[ref] = SecretValue(secret_id=ref[1], version_id=str(param.get("Version", "")),
-                                  arn=str(param.get("ARN", "")), text=param.get("Value", ""))
+    values: dict[SecretRef, SecretValue] = {ref: done[ref] for ref in wanted
+                                            if ref.source != "ssm"}
+    for ref in ssm:
+        param = params[ref.name]
+        values[ref] = SecretValue(secret_id=ref.name, version_id=str(param.get("Version", "")),
+                                  arn=str(param.get("ARN", "")), text=str(param.get("Value", "")))
     return values
 
 
-def _current_version(aws: Aws, ref: Ref) -> str:
+def _current_version(aws: Aws, ref: SecretRef) -> str:
     """The version id a secret's stage points at now (``DescribeSecret``: no value)."""
-    _, name, stage, _ = ref
     try:
-        reply = aws.call("secretsmanager", "describe_secret", SecretId=name)
+        reply = aws.call("secretsmanager", "describe_secret", SecretId=ref.name)
     except Exception as exc:
-        raise _fail(f"secret {name!r}", exc) from None
+        raise _fail(ref.label, exc) from None
     for version, stages in (reply.get("VersionIdsToStages") or {}).items():
-        if stage in stages:
+        if ref.stage in stages:
             return str(version)
-    raise SecretsError(f"secret {name!r} has no version labelled {stage}")
+    raise SecretsError(f"{ref.label} has no version labelled {ref.stage}")
 
 
-def current_versions(aws: Aws, entries: Sequence[SecretFile]) -> dict[Ref, str]:
+def current_versions(aws: Aws, entries: Sequence[SecretFile]) -> dict[SecretRef, str]:
     """What each secret's version is now, without fetching a value.
 
     ``DescribeSecret`` per staged secret (a fixed ``version_id`` never changes: no call);
     SSM versions from ``GetParameters`` without decryption.
     """
-    refs = list(dict.fromkeys(entry.ref for entry in entries))
-    versions = {ref: ref[3] for ref in refs if ref[3]}
-    staged = [ref for ref in refs if ref[0] != "ssm" and not ref[3]]
-    ssm_refs = [ref for ref in refs if ref[0] == "ssm"]
+    wanted = refs(entries)
+    versions = {ref: ref.version_id for ref in wanted if ref.version_id}
+    staged = [ref for ref in wanted if ref.source != "ssm" and not ref.version_id]
+    ssm = [ref for ref in wanted if ref.source == "ssm"]
     work: dict[Hashable, Callable[[], Any]] = {
         ref: partial(_current_version, aws, ref) for ref in staged}
-    if ssm_refs:
-        work["ssm"] = lambda: _parameters(aws, [r[1] for r in ssm_refs], decrypt=False)
+    if ssm:
+        work["ssm"] = lambda: _parameters(aws, [r.name for r in ssm], decrypt=False)
     done = _concurrently(work)
     params = done.pop("ssm", {})
     versions.update({ref: str(done[ref]) for ref in staged})
-    versions.update({ref: str(params[ref[1]].get("Version", "")) for ref in ssm_refs})
+    versions.update({ref: str(params[ref.name].get("Version", "")) for ref in ssm})
     return versions
 
 
@@ -196,7 +223,15 @@ def current_versions(aws: Aws, entries: Sequence[SecretFile]) -> dict[Ref, str]:
 
 def render(entry: SecretFile, value: SecretValue, index: int) -> bytes:
     """The bytes of one file: raw (byte-exact), one key, JSON, or an env file for systemd."""
-    where = f"{entry.label} (secrets.files[{index}] {entry.path})"
+    where = f"{SecretRef.of(entry).label} (secrets.files[{index}] {entry.path})"
+    try:
+        return _render(entry, value, where)
+    except UnicodeEncodeError:
+        raise SecretsError(f"{where}: the value is not valid Unicode (it holds a lone "
+                           "surrogate, as JSON's \\ud800 escape makes one)") from None
+
+
+def _render(entry: SecretFile, value: SecretValue, where: str) -> bytes:
     if entry.format == "raw" and not entry.key:
         if value.binary is not None:
             return bytes(value.binary)
@@ -222,7 +257,7 @@ def _json_document(value: SecretValue, where: str, fmt: str) -> Any:
         raise SecretsError(f"{where}: a binary secret has no keys ({fmt} format or key given)")
     try:
         return json.loads(value.text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise SecretsError(f"{where}: the secret is not JSON, so it has no keys") from None
 
 
@@ -235,7 +270,7 @@ def _select(document: Any, key: str, where: str) -> Any:
 
     try:
         found = jmespath.search(key, document)
-    except JMESPathError:
+    except (JMESPathError, ValueError, TypeError, RecursionError):
         raise SecretsError(f"{where}: key {key!r} is neither a key nor a valid JMESPath") from None
     if found is None:
         raise SecretsError(f"{where}: key {key!r} matches nothing")
@@ -250,205 +285,57 @@ def _scalar(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def render_all(cfg: SecretsConfig, values: dict[Ref, SecretValue]) -> list[Rendered]:
+def render_all(cfg: SecretsConfig, values: dict[SecretRef, SecretValue]) -> list[Rendered]:
     """Render every configured file; the first data error fails the whole set."""
-    return [
-        Rendered(entry, values[entry.ref], render(entry, values[entry.ref], index))
-        for index, entry in enumerate(cfg.files)
-    ]
+    rendered = []
+    for index, entry in enumerate(cfg.files):
+        value = values[SecretRef.of(entry)]
+        rendered.append(Rendered(entry, value, render(entry, value, index)))
+    return rendered
 
 
-# -- publishing -------------------------------------------------------------------------
+# -- where the files go ---------------------------------------------------------------
 
 
 def check_storage(root: Path, require_memory_fs: bool) -> None:
     """Refuse a secrets directory that is (or would be created) on a disk filesystem."""
     probe = root
-    while not probe.exists():
+    while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    if require_memory_fs and not is_memory_fs(probe):
+    try:
+        memory = is_memory_fs(probe)
+    except OSError as exc:
+        raise SecretsError(f"secrets.dir {root}: cannot tell its filesystem: "
+                           f"{exc.strerror}") from None
+    if require_memory_fs and not memory:
         raise SecretsError(
             f"secrets.dir {root} is on {fs_name(fs_type(probe))}, not tmpfs/ramfs: refusing to "
             "write secrets to disk (mount a tmpfs there, or set secrets.require_tmpfs = false)"
         )
 
 
-def _dir_mode(files: Iterable[SecretFile]) -> int:
+def mount(root: Path, size: str) -> str:
+    """``secrets.mount``: a private tmpfs at ``root``, unless one is there already.
+
+    A warning ('' for none): this kernel's tmpfs has no ``noswap``.
+    """
+    if root.exists() and is_mount_point(root) and is_memory_fs(root):
+        return ""
+    try:
+        noswap = mount_tmpfs(root, size)
+    except OSError as exc:
+        raise SecretsError(f"cannot mount a tmpfs at {root}: {exc.strerror} (the agent "
+                           "needs CAP_SYS_ADMIN for secrets.mount; or use the "
+                           "run-agent-secrets.mount unit)") from None
+    if noswap:
+        return ""
+    return ("secrets: this kernel's tmpfs has no noswap (Linux < 6.4): secret pages could "
+            "reach swap")
+
+
+def dir_mode(files: Sequence[SecretFile]) -> int:
     """0700, or 0711 (traverse, no listing) when a non-root owner must reach its file."""
     return 0o711 if any(f.uid != 0 or f.gid != 0 for f in files) else 0o700
-
-
-def generations(root: Path) -> list[Path]:
-    """Complete generations, oldest first."""
-    found = [p for p in root.glob(GEN_PREFIX + "*") if not p.name.endswith(TMP_SUFFIX)]
-    return sorted(found, key=lambda p: p.name)
-
-
-def current_generation(root: Path) -> Path | None:
-    """The generation ``.current`` points to, if it is complete."""
-    link = root / CURRENT
-    try:
-        target = root / os.readlink(link)
-    except OSError:
-        return None
-    return target if target.is_dir() and not target.name.endswith(TMP_SUFFIX) else None
-
-
-def recover(root: Path) -> list[str]:
-    """Delete half-written generations and stray temporary links; return what went."""
-    removed: list[str] = []
-    if not root.is_dir():
-        return removed
-    for path in root.iterdir():
-        if path.name.endswith(TMP_SUFFIX) and path.name.startswith("."):
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-            removed.append(path.name)
-    if removed:
-        log.warning("removed half-written secrets state: %s", ", ".join(sorted(removed)))
-    return removed
-
-
-@dataclass(frozen=True)
-class Publication:
-    """A generation made current: its name, and which files changed or are new."""
-
-    generation: str
-    changed: list[SecretFile]  # content differs from the previous generation's
-    added: list[SecretFile]  # not in the previous generation
-
-
-def contents(generation: Path | None, entries: Iterable[SecretFile]) -> dict[str, bytes]:
-    """The bytes of each entry's file in ``generation`` (absent files left out)."""
-    found: dict[str, bytes] = {}
-    if generation is None:
-        return found
-    for entry in entries:
-        with contextlib.suppress(OSError):
-            found[entry.path] = (generation / entry.path).read_bytes()
-    return found
-
-
-def publish(root: Path, rendered: Sequence[Rendered]) -> Publication:
-    """Write a complete new generation, then switch to it in one rename.
-
-    On any error before the switch nothing visible changes and the partial generation is
-    removed.
-    """
-    entries = [r.entry for r in rendered]
-    mode = _dir_mode(entries)
-    tops = sorted({PurePosixPath(e.path).parts[0] for e in entries})
-    make_dirs(root, mode)
-    os.chmod(root, mode)  # also when it existed (e.g. a tmpfs mounted 0700)
-    recover(root)
-    for top in tops:
-        visible = root / top
-        ours = visible.is_symlink() and os.readlink(visible).startswith(CURRENT + "/")
-        if (visible.exists() or visible.is_symlink()) and not ours:
-            raise SecretsError(f"{visible} exists and is not managed by the agent; move it away")
-
-    before = contents(current_generation(root), entries)
-    existing = generations(root)
-    number = int(existing[-1].name[len(GEN_PREFIX):]) + 1 if existing else 1
-    name = f"{GEN_PREFIX}{number:06d}"
-    staging = root / (name + TMP_SUFFIX)
-    make_dirs(staging, mode)
-    euid, egid = os.geteuid(), os.getegid()
-    try:
-        for item in rendered:
-            target = staging / item.entry.path
-            make_dirs(target.parent, mode)
-            uid = item.entry.uid if item.entry.uid != euid else -1
-            gid = item.entry.gid if item.entry.gid != egid else -1
-            try:
-                write_new(target, item.content, item.entry.mode, uid, gid)
-            except PermissionError:
-                if uid == -1 and gid == -1:
-                    raise
-                raise SecretsError(
-                    f"{item.entry.path}: cannot give it to {item.entry.owner}:"
-                    f"{item.entry.group}: the agent runs as uid {euid}, and only root can "
-                    "give files away") from None
-        _fsync_dir(staging)
-        os.rename(staging, root / name)
-    except BaseException as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(exc, OSError):
-            raise SecretsError(f"cannot publish to {root}: {exc.strerror or exc}") from None
-        raise
-
-    previous = current_generation(root)
-    _symlink_atomically(root / CURRENT, name)
-    for top in tops:
-        _symlink_atomically(root / top, f"{CURRENT}/{top}")
-    _fsync_dir(root)
-    _remove_stale(root, set(tops), keep={name, previous.name if previous else ""})
-    return Publication(
-        name,
-        changed=[r.entry for r in rendered if before.get(r.entry.path, r.content) != r.content],
-        added=[r.entry for r in rendered if r.entry.path not in before],
-    )
-
-
-def refresh(aws: Aws, cfg: SecretsConfig, known: dict[Ref, str]
-            ) -> tuple[Publication | None, dict[Ref, str]]:
-    """Publish a new generation if a secret's version moved; the versions now current.
-
-    Versions are checked without fetching values; only secrets whose version changed (or
-    whose file is missing) are fetched, the other files are carried over byte for byte.
-    Nothing is published when no file's content would change.
-    """
-    root = Path(cfg.dir)
-    versions = current_versions(aws, cfg.files)
-    current = contents(current_generation(root), cfg.files)
-    stale = {e.ref for e in cfg.files if known.get(e.ref) != versions[e.ref]
-             or e.path not in current}
-    if not stale:
-        return None, versions
-    values = fetch_all(aws, [e for e in cfg.files if e.ref in stale])
-    rendered = [
-        Rendered(e, values[e.ref], render(e, values[e.ref], i)) if e.ref in stale
-        else Rendered(e, SecretValue(e.name, versions[e.ref]), current[e.path])
-        for i, e in enumerate(cfg.files)
-    ]
-    versions.update({ref: value.version_id for ref, value in values.items()})
-    if all(current.get(r.entry.path) == r.content for r in rendered):
-        return None, versions
-    return publish(root, rendered), versions
-
-
-def _symlink_atomically(link: Path, target: str) -> None:
-    """Point ``link`` at ``target`` in one step: a new link renamed over the old one."""
-    try:
-        if os.readlink(link) == target:
-            return
-    except OSError:
-        pass
-    temp = link.with_name(f"{link.name}.{os.getpid()}{TMP_SUFFIX}")
-    temp.unlink(missing_ok=True)
-    os.symlink(target, temp)
-    os.rename(temp, link)
-
-
-def _remove_stale(root: Path, tops: set[str], keep: set[str]) -> None:
-    """Prune generations but the current and previous; drop links no entry names."""
-    for gen in generations(root):
-        if gen.name not in keep:
-            shutil.rmtree(gen, ignore_errors=True)
-    for path in root.iterdir():
-        if (path.is_symlink() and path.name != CURRENT and path.name not in tops
-                and os.readlink(path).startswith(CURRENT + "/")):
-            path.unlink()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def records(cfg: SecretsConfig, versions: dict[str, str],
@@ -460,3 +347,97 @@ def records(cfg: SecretsConfig, versions: dict[str, str],
          "version_id": versions.get(e.path, ""), "fetched_at": fetched_at.get(e.path, "")}
         for e in cfg.files
     ]
+
+
+# -- the published set ------------------------------------------------------------------
+
+
+class Secrets:
+    """The secrets of this boot: published by the boot, refreshed by the daemon."""
+
+    def __init__(self, cfg: SecretsConfig, rec: Recorder) -> None:
+        self.cfg = cfg
+        self.rec = rec
+        self.root = Path(cfg.dir)
+        self.versions: dict[SecretRef, str] = {}  # what is published now
+        self.published = False
+
+    def publish(self, aws: Aws, *, warm: bool, warm_pool_secrets: bool
+                ) -> tuple[PhaseState, str]:
+        """The boot's secrets phase: fetch every secret, render, publish in one switch."""
+        cfg = self.cfg
+        if not cfg.files:
+            return PhaseState.SKIPPED, "no secrets configured"
+        if warm and not warm_pool_secrets:
+            return PhaseState.SKIPPED, ("warm pool: published when the instance goes "
+                                        "InService (lifecycle.warm_pool_secrets = false)")
+        if cfg.mount:
+            self._warn(mount(self.root, cfg.mount_size))
+        check_storage(self.root, cfg.require_tmpfs)
+        values = fetch_all(aws, cfg.files)
+        rendered = render_all(cfg, values)
+        publication = generations.publish(self.root, [r.item() for r in rendered],
+                                          dir_mode(cfg.files))
+        self.published = True
+        self.versions = {ref: value.version_id for ref, value in values.items()}
+        by_path = {r.entry.path: r.value.version_id for r in rendered}
+        self.rec.update(secrets=records(cfg, by_path, dict.fromkeys(by_path, utc_now())))
+        for warning in handoff.write_credentials(cfg):
+            self._warn(f"secrets: {warning}")
+        self._after_change(publication)
+        return PhaseState.DONE, (f"{len(rendered)} files from {len(values)} secrets "
+                                 f"published ({publication.generation.lstrip('.')})")
+
+    def refresh(self, aws: Aws) -> generations.Publication | None:
+        """Publish a new generation if a secret's version moved (the daemon's refresh).
+
+        Versions are checked without fetching values; only secrets whose version changed (or
+        whose file is missing) are fetched, the other files are carried over byte for byte.
+        Nothing is published when no file's content would change.
+        """
+        cfg = self.cfg
+        versions = current_versions(aws, cfg.files)
+        current = generations.contents(generations.current(self.root),
+                                       [e.path for e in cfg.files])
+        stale = {SecretRef.of(e) for e in cfg.files
+                 if self.versions.get(SecretRef.of(e)) != versions[SecretRef.of(e)]
+                 or e.path not in current}
+        if not stale:
+            self.versions = versions
+            return None
+        values = fetch_all(aws, [e for e in cfg.files if SecretRef.of(e) in stale])
+        rendered = []
+        for index, entry in enumerate(cfg.files):
+            ref = SecretRef.of(entry)
+            if ref in stale:
+                rendered.append(Rendered(entry, values[ref], render(entry, values[ref], index)))
+            else:
+                rendered.append(Rendered(entry, SecretValue(entry.name, versions[ref]),
+                                         current[entry.path]))
+        versions.update({ref: value.version_id for ref, value in values.items()})
+        if all(current.get(r.entry.path) == r.content for r in rendered):
+            self.versions = versions
+            return None
+        publication = generations.publish(self.root, [r.item() for r in rendered],
+                                          dir_mode(cfg.files))
+        self.versions = versions
+        by_path = {e.path: versions.get(SecretRef.of(e), "") for e in cfg.files}
+        fetched = {str(Path(r["path"]).relative_to(self.root)): r.get("fetched_at", "")
+                   for r in self.rec.doc.get("secrets") or []}
+        now = utc_now()
+        fetched.update({path: now for path in [*publication.changed, *publication.added]})
+        self.rec.update(secrets=records(cfg, by_path, fetched))
+        self.rec.clear_warning(handoff.HOOK_FAILED)
+        self._after_change(publication)
+        return publication
+
+    def _after_change(self, publication: generations.Publication) -> None:
+        changed = set(publication.changed)
+        entries = [e for e in self.cfg.files if e.path in changed]
+        by_path = {e.path: self.versions.get(SecretRef.of(e), "") for e in self.cfg.files}
+        for problem in handoff.after_change(self.cfg, entries, by_path):
+            self._warn(f"{handoff.HOOK_FAILED} {problem}")
+
+    def _warn(self, message: str) -> None:
+        if message:
+            self.rec.warn(message)

@@ -12,6 +12,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 
 QUIET_LOGGERS = ("botocore", "urllib3", "s3transfer")
 log = logging.getLogger(__name__)
@@ -45,6 +46,17 @@ def setup_logging(verbose: bool = False) -> None:
     root.handlers[:] = [handler]
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    threading.excepthook = log_thread_exception
+
+
+def log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    """A thread's uncaught exception: one line at error, its traceback at debug only."""
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    log.error("internal error in thread %s: %s: %s", name, args.exc_type.__name__,
+              args.exc_value)
+    log.debug("thread %s", name, exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
 
 
 class Notifier:
@@ -82,6 +94,38 @@ class Notifier:
     def watchdog(self) -> None:
         """``WATCHDOG=1``."""
         self.send("WATCHDOG=1")
+
+
+class Keepalive:
+    """While a boot runs within its own budgets, ask systemd for more start time.
+
+    The budgets bound every wait (IMDS, each AWS call), so a slow boot is legitimate until
+    they are spent; a hung agent still meets ``TimeoutStartSec`` after that. The thread
+    ends when :attr:`done` is set.
+    """
+
+    STEP = 60.0  # seconds of EXTEND_TIMEOUT_USEC asked at a time
+
+    def __init__(self, notify: Notifier, budget: float) -> None:
+        self.notify = notify
+        self.budget = budget + self.STEP
+        self.done = threading.Event()
+
+    def start(self) -> Keepalive:
+        """Begin, under systemd (a no-op otherwise)."""
+        if self.notify.enabled:
+            threading.Thread(target=self._run, name="keepalive", daemon=True).start()
+        return self
+
+    def _run(self) -> None:
+        waited = 0.0
+        while not self.done.wait(self.STEP / 2) and waited < self.budget:
+            waited += self.STEP / 2
+            try:
+                self.notify.extend_timeout(self.STEP)
+            except Exception as exc:  # a notification problem must not end the boot
+                log.debug("keepalive: %s", exc)
+                return
 
 
 SYSTEMD_RUNTIME = "/run/systemd/system"  # exists only when systemd is the init system

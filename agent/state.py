@@ -9,16 +9,27 @@ from __future__ import annotations
 import enum
 import json
 import os
+import stat
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 STATE_FILE = "state.json"
 DEFAULT_STATE_DIR = "/run/agent"
 VERSION = 1
-PHASES = ("metadata", "secrets", "tuning", "lifecycle")
+MAX_STATE_BYTES = 1 << 20  # a state document is a few kB; anything far larger is not ours
+
+
+class Phase(enum.StrEnum):
+    """The phases of a boot, in order."""
+
+    METADATA = "metadata"
+    SECRETS = "secrets"
+    TUNING = "tuning"
+    LIFECYCLE = "lifecycle"
+
+
+PHASES = tuple(Phase)
 
 
 class State(enum.StrEnum):
@@ -85,14 +96,61 @@ def resolve_state_dir(explicit: str | None, config_path: str | None = None) -> s
 
 
 def read(state_dir: str) -> dict[str, Any] | None:
-    """The state document, or None when no boot has started (no file)."""
+    """The state document, or None when no boot has started (no file).
+
+    Opened without blocking and without following a symlink; anything but a regular file of
+    a sane size, or a document of the wrong shape, is a ValueError (OSError for I/O).
+    """
+    path = os.path.join(state_dir, STATE_FILE)
     try:
-        with open(os.path.join(state_dir, STATE_FILE), "rb") as handle:
-            doc = json.load(handle)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP: a symlink
+            raise ValueError(f"{path} is a symlink, not a file the agent wrote") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        if st.st_size > MAX_STATE_BYTES:
+            raise ValueError(f"{path} is {st.st_size} bytes, too large for a state file")
+        data = os.read(fd, MAX_STATE_BYTES + 1)
+    finally:
+        os.close(fd)
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        raise ValueError(f"{path} is not valid JSON") from None
+    return check(doc, path)
+
+
+_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "state": str, "condition": str, "updated_at": str, "instance": dict, "phases": list,
+    "secrets": list, "lifecycle": dict, "errors": list, "warnings": list, "pid": int,
+    "boot_id": str, "termination": dict, "rebalance": dict, "image": dict, "resize": dict,
+    "tuning": list, "refresh": dict,
+}
+
+
+def check(doc: object, path: str = STATE_FILE) -> dict[str, Any]:
+    """The document if its fields have the types the readers rely on, else ValueError."""
     if not isinstance(doc, dict):
-        raise ValueError("state.json is not a JSON object")
+        raise ValueError(f"{path} is not a JSON object")
+    for name, kind in _FIELDS.items():
+        value = doc.get(name)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise ValueError(f"{path}: {name} is not a {getattr(kind, '__name__', kind)}")
+    for name in ("phases", "secrets"):
+        if not all(isinstance(item, dict) for item in doc.get(name) or []):
+            raise ValueError(f"{path}: {name} holds something other than objects")
+    for name in ("errors", "warnings"):
+        if not all(isinstance(item, str) for item in doc.get(name) or []):
+            raise ValueError(f"{path}: {name} holds something other than strings")
+    pid = doc.get("pid")
+    if isinstance(pid, int) and not 0 < pid < 1 << 22:  # PID_MAX_LIMIT
+        raise ValueError(f"{path}: pid {pid} is out of range")
     return doc
 
 
@@ -171,18 +229,6 @@ class Recorder:
                 self.doc["errors"].append(f"{name}: {error}")
             self.write()
 
-    @contextmanager
-    def running(self, name: str) -> Iterator[dict[str, Any]]:
-        """Run a phase: ``done`` (or what the body set) on success, ``failed`` on error."""
-        self.phase(name, PhaseState.RUNNING)
-        outcome: dict[str, Any] = {"state": PhaseState.DONE, "detail": ""}
-        try:
-            yield outcome
-        except Exception as exc:
-            self.phase(name, PhaseState.FAILED, error=str(exc))
-            raise
-        self.phase(name, outcome["state"], detail=outcome["detail"])
-
     def update(self, **fields: Any) -> None:
         """Set top-level fields (``instance``, ``secrets``, ``lifecycle``, ...)."""
         with self._lock:
@@ -232,18 +278,19 @@ class Recorder:
 
         with self._lock:
             self.doc["updated_at"] = utc_now()
-            data = json.dumps(self.doc, indent=2).encode() + b"\n"
             try:
+                data = json.dumps(self.doc, indent=2).encode() + b"\n"
                 atomic_write(self.path, data, mode=0o644, dir_mode=0o755, sync=False)
                 self._written = True
-            except OSError as exc:
+            except (OSError, TypeError, ValueError) as exc:
                 if not self._written:
                     raise
                 if not self._write_failed:
                     import logging  # noqa: PLC0415 - not on the status path
 
-                    logging.getLogger(__name__).error("cannot update %s: %s", self.path,
-                                                      exc.strerror or exc)
+                    logging.getLogger(__name__).error(
+                        "cannot update %s: %s", self.path,
+                        getattr(exc, "strerror", None) or exc)
                 self._write_failed = True
 
     def phase_entry(self, name: str) -> dict[str, Any]:

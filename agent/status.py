@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from agent.errors import EXIT_FAILED, EXIT_NOT_FINISHED, EXIT_OK, EXIT_TIMEOUT
-from agent.state import read, resolve_state_dir
+from agent.state import State, read, resolve_state_dir
 
 POLL_SECONDS = 0.1
 
@@ -22,12 +22,13 @@ def exit_code(doc: dict[str, Any] | None) -> int:
     """0 ready (healthy or degraded), 1 failed, 3 not started or still running."""
     if doc is None:
         return EXIT_NOT_FINISHED
-    return {"ready": EXIT_OK, "failed": EXIT_FAILED}.get(doc.get("state", ""), EXIT_NOT_FINISHED)
+    return {State.READY: EXIT_OK, State.FAILED: EXIT_FAILED}.get(doc.get("state", ""),
+                                                                 EXIT_NOT_FINISHED)
 
 
 def stale_note(doc: dict[str, Any]) -> str:
     """Why a 'running' document is not really running, if it is not."""
-    if doc.get("state") != "running":
+    if doc.get("state") != State.RUNNING:
         return ""
     from agent.state import boot_id, pid_alive  # noqa: PLC0415
 

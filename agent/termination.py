@@ -14,20 +14,20 @@ from __future__ import annotations
 
 import calendar
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.config import Config
+from agent import generations
 from agent.errors import AgentError
-from agent.imds import ImdsClient
 from agent.service import child_environment, run_command
 from agent.state import utc_now
 
 if TYPE_CHECKING:
     from agent.aws import Aws
+    from agent.config import Config
+    from agent.imds import ImdsClient
 
 log = logging.getLogger(__name__)
 SPOT_MARGIN = 5.0  # finish the drain this long before a spot interruption
@@ -104,13 +104,13 @@ def drain(cfg: Config, notice: Notice, aws: Aws | None, instance_id: str,
         record["steps"].append({"step": what, "result": problem or "ok"})
     if target is not None and target.pending and aws is not None:
         assert beats is not None
-        beats.stop()
         try:
-            sent = lifecycle.complete(aws, target, instance_id, "CONTINUE")
+            sent = lifecycle.complete(aws, target, instance_id, lifecycle.HookResult.CONTINUE)
             record["hook"] = {"group": target.group, "hook": target.hook,
-                              "result": "CONTINUE" if sent == "sent" else None,
-                              "heartbeats": beats.count}
+                              "result": "CONTINUE" if sent is lifecycle.Completion.SENT
+                              else None, "heartbeats": beats.stop()}
         except AgentError as exc:
+            beats.stop()
             record["hook"] = {"group": target.group, "hook": target.hook, "error": str(exc)}
     if term.wipe_secrets:
         record["secrets_wiped"] = wipe(Path(cfg.secrets.dir))
@@ -131,12 +131,7 @@ def rebalance(cfg: Config, notice: Notice) -> dict[str, Any]:
 
 def wipe(root: Path) -> bool:
     """Remove every published secret file under ``root`` (the directory itself stays)."""
-    if not root.is_dir():
-        return False
-    for path in root.iterdir():
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-    log.info("termination: secrets under %s wiped", root)
-    return True
+    wiped = generations.wipe(root)
+    if wiped:
+        log.info("termination: secrets under %s wiped", root)
+    return wiped

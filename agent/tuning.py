@@ -1,10 +1,11 @@
-"""Tuning: facts about the machine, a plan of every value, and the one step that writes.
+"""Tuning: a plan of every value for one set of facts, and the one step that writes it.
 
-:func:`read_facts` measures the running machine (memory and CPUs, cgroup limits included)
-and looks up the type's nominal size; :func:`plan` computes and renders every output (env and
-JSON files, profiles, systemd drop-ins, templates, sysctls), reading but never writing;
-:func:`apply` writes them: everything is computed first, so a value that fails writes nothing.
-:func:`track_instance` keeps the type of the previous boot, to notice a resize.
+:func:`plan` computes and renders every output (env and JSON files, profiles, systemd
+drop-ins, templates, sysctls) against what is there now, reading but never writing: each
+output holds a :class:`~agent.files.FilePlan` (existing, desired, change), which ``agent
+plan`` shows and :func:`apply` executes; everything is computed first, so a value that
+fails writes nothing. :func:`phase` is the boot's tuning phase. The facts come from
+:mod:`agent.facts`, the resize history from :mod:`agent.history`.
 """
 
 from __future__ import annotations
@@ -12,25 +13,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import os
-import re
-import secrets
 import string
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from agent import envfile, profiles
-from agent.config import (
-    DROPIN_NAME,
-    TuningConfig,
-    TuningDropin,
-    TuningProfile,
-    TuningTemplate,
-    template_problem,
-)
+from agent import dropins, envfile, files, history, profiles
 from agent.errors import TuningError
 from agent.expr import (
     Explanation,
@@ -40,146 +30,21 @@ from agent.expr import (
     render_value,
     template_names,
 )
-from agent.fsutil import atomic_write, make_dirs, write_new
-from agent.instance_types import InstanceType, lookup
-from agent.service import daemon_reload, dropin_blocked
-from agent.state import boot_id, utc_now
+from agent.facts import Describe, Facts, read_facts
+from agent.files import Change, FilePlan
+from agent.state import PhaseState
+from agent.tuning_config import (
+    DROPIN_NAME,
+    TuningConfig,
+    TuningDropin,
+    TuningProfile,
+    TuningTemplate,
+    template_problem,
+)
 
-MIB = 1024 * 1024
-V1_UNLIMITED = 1 << 62  # cgroup v1 reports "no limit" as a huge page-rounded number
-
-Describe = Callable[[str], InstanceType | None]
-
-
-@dataclass(frozen=True)
-class Facts:
-    """What tuning expressions may read (agent.expr.FACTS names the same fields)."""
-
-    memory_mib: int
-    vcpus: int
-    instance_type: str
-    family: str
-    generation: int
-    size: str
-    arch: str
-    instance_memory_mib: int
-    instance_vcpus: int
-
-    def as_dict(self) -> dict[str, int | str]:
-        """The facts by name, as expressions see them."""
-        return dataclasses.asdict(self)
-
-
-def split_type(instance_type: str) -> tuple[str, int, str]:
-    """``"m5d.xlarge"`` -> ``("m5d", 5, "xlarge")``: family, generation (0 if none), size."""
-    family, _, size = instance_type.partition(".")
-    digits = re.search(r"\d+", family)
-    return family, int(digits.group()) if digits else 0, size
-
-
-def read_facts(instance_type: str, *, describe: Describe | None = None,
-               root: str = "/") -> Facts:
-    """The running machine's facts: real memory and CPUs (cgroup limits applied), type data."""
-    base = Path(root)
-    memory = _mem_total_mib(base)
-    limit = _memory_limit_mib(base)
-    vcpus = len(os.sched_getaffinity(0))
-    quota = _cpu_limit(base)
-    return _facts(instance_type, describe,
-                  memory if limit is None else min(memory, limit),
-                  vcpus if quota is None else max(1, min(vcpus, quota)))
-
-
-def nominal_facts(instance_type: str, *, describe: Describe | None = None) -> Facts:
-    """Facts of a type as launched, without a machine: memory and vCPUs are its nominal ones."""
-    return _facts(instance_type, describe, None, None)
-
-
-def _facts(instance_type: str, describe: Describe | None, memory_mib: int | None,
-           vcpus: int | None) -> Facts:
-    nominal = lookup(instance_type)
-    if nominal is None and describe is not None:
-        nominal = describe(instance_type)
-        if nominal is None:
-            raise TuningError(f"unknown instance type {instance_type!r}: not in the bundled "
-                              "table and DescribeInstanceTypes does not know it")
-    if nominal is None:
-        raise TuningError(f"unknown instance type {instance_type!r}: not in the bundled table "
-                          "(run scripts/gen_instance_types.py) and DescribeInstanceTypes is "
-                          "not available")
-    family, generation, size = split_type(instance_type)
-    return Facts(
-        memory_mib=nominal.memory_mib if memory_mib is None else memory_mib,
-        vcpus=nominal.vcpus if vcpus is None else vcpus,
-        instance_type=instance_type, family=family, generation=generation, size=size,
-        arch=nominal.arch, instance_memory_mib=nominal.memory_mib,
-        instance_vcpus=nominal.vcpus,
-    )
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text("ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
-def _mem_total_mib(root: Path) -> int:
-    """MemTotal: psutil on the real machine, <root>/proc/meminfo under a test root."""
-    if root == Path("/"):
-        import psutil  # noqa: PLC0415 - only the boot needs it, not plan
-
-        return int(psutil.virtual_memory().total // MIB)
-    for line in (_read(root / "proc/meminfo") or "").splitlines():
-        name, _, rest = line.partition(":")
-        if name == "MemTotal":
-            return int(rest.split()[0]) // 1024  # kB
-    raise TuningError(f"cannot read MemTotal from {root / 'proc/meminfo'}")
-
-
-def _cgroup_dirs(root: Path, controller: str) -> Iterator[tuple[int, Path]]:
-    """(cgroup version, directory) of this process's cgroup for ``controller``, then of
-    each ancestor up to the hierarchy's root (limits apply from every level)."""
-    mount = root / "sys/fs/cgroup"
-    for line in (_read(root / "proc/self/cgroup") or "").splitlines():
-        hierarchy, _, rest = line.partition(":")
-        controllers, _, path = rest.partition(":")
-        if hierarchy == "0" and not controllers:
-            version, bases = 2, [mount]
-        elif controller in controllers.split(","):
-            version, bases = 1, [mount / controllers, mount / controller]
-        else:
-            continue
-        base = next((b for b in bases if b.is_dir()), None)
-        parts = [p for p in PurePosixPath(path).parts if p not in ("/", "..", ".")]
-        for depth in range(len(parts), -1, -1):
-            if base is not None:
-                yield version, base.joinpath(*parts[:depth])
-
-
-def _memory_limit_mib(root: Path) -> int | None:
-    """The tightest cgroup memory limit over this process's cgroup and its ancestors."""
-    limits = []
-    for version, directory in _cgroup_dirs(root, "memory"):
-        text = _read(directory / ("memory.max" if version == 2 else "memory.limit_in_bytes"))
-        if text and text.isdigit() and (version == 2 or int(text) < V1_UNLIMITED):
-            limits.append(int(text) // MIB)
-    return min(limits) if limits else None
-
-
-def _cpu_limit(root: Path) -> int | None:
-    """The tightest cgroup CPU quota, in whole CPUs (rounded up), or None."""
-    limits = []
-    for version, directory in _cgroup_dirs(root, "cpu"):
-        if version == 2:
-            quota, _, period = (_read(directory / "cpu.max") or "").partition(" ")
-        else:
-            quota = _read(directory / "cpu.cfs_quota_us") or ""
-            period = _read(directory / "cpu.cfs_period_us") or ""
-        if quota.isdigit() and period.isdigit() and int(quota) > 0 and int(period) > 0:
-            limits.append(math.ceil(int(quota) / int(period)))
-    return min(limits) if limits else None
-
+if TYPE_CHECKING:
+    from agent.imds import Identity
+    from agent.state import Recorder
 
 Record = dict[str, Any]  # what state.json keeps of one output (tuned values are not secret)
 SYSCTL_ROOT = "/proc/sys"
@@ -207,26 +72,34 @@ class PlannedValue:
 
 @dataclass(frozen=True)
 class PlannedOutput:
-    """One file to write: what kind, where, how, its complete content and the values in it."""
+    """One file to write: what kind, its plan (existing, desired, change), the values in it."""
 
     kind: str  # "file" | "profile" | "dropin" | "template"
     label: str  # names the output in messages and in plan
-    path: str  # "" : not written (a profile whose values only feed templates)
     format: str  # "env" | "json" | "dropin" | "template"
-    mode: int
-    content: bytes
+    file: FilePlan  # path "" : not written (a profile whose values only feed templates)
     values: list[PlannedValue]
     about: dict[str, str] = field(default_factory=dict)  # {"profile": "jvm"}, {"unit": ...}
 
-    def current(self) -> bytes | None:
-        """What the file holds now (None when absent or unreadable)."""
-        try:
-            return Path(self.path).read_bytes() if self.path else None
-        except OSError:
-            return None
+    @property
+    def path(self) -> str:
+        """Where it is written ('' for nowhere)."""
+        return self.file.path
 
-    def record(self, changed: bool) -> Record:
-        """The state.json record of this output."""
+    @property
+    def content(self) -> bytes:
+        """The complete content."""
+        assert self.file.desired is not None
+        return self.file.desired
+
+    @property
+    def mode(self) -> int:
+        """Its mode."""
+        return self.file.mode
+
+    def record(self, written: bool = True) -> Record:
+        """The state.json record of this output (``changed``: its content changed)."""
+        changed = written and self.file.change in (Change.NEW, Change.CHANGED)
         return {"kind": self.kind, **self.about, "path": self.path, "format": self.format,
                 "values": {v.name: v.rendered for v in self.values}, "changed": changed}
 
@@ -253,7 +126,7 @@ class TuningPlan:
     facts: Facts
     outputs: list[PlannedOutput]
     sysctls: list[PlannedSysctl] = field(default_factory=list)
-    stale: list[str] = field(default_factory=list)  # drop-ins of ours no longer configured
+    stale: list[FilePlan] = field(default_factory=list)  # our drop-ins no longer configured
 
 
 def plan(cfg: TuningConfig, facts: Facts, *, sysctl_root: str = SYSCTL_ROOT) -> TuningPlan:
@@ -263,11 +136,17 @@ def plan(cfg: TuningConfig, facts: Facts, *, sysctl_root: str = SYSCTL_ROOT) -> 
                                  _explain_all(entry.path, entry.values, names), {})
                for entry in cfg.files]
     outputs += [_plan_profile(entry, names) for entry in cfg.profiles]
-    outputs += [_plan_dropin(cfg, entry, names) for entry in cfg.dropins]
+    units = [_plan_dropin(entry, names) for entry in cfg.dropins]
+    dropin_plans = dropins.plan(cfg.unit_dir, DROPIN_NAME,
+                                {unit.about["unit"]: content for unit, content in units})
+    by_path = {item.path: item for item in dropin_plans}
+    outputs += [dataclasses.replace(unit, file=by_path[cfg.dropin_path(unit.about["unit"])])
+                for unit, _ in units]
     sysctls = [_plan_sysctl(key, text, names, sysctl_root) for key, text in cfg.sysctl.items()]
     scope = _template_scope(names, outputs)
     outputs += [_plan_template(entry, scope) for entry in cfg.templates]
-    return TuningPlan(facts, outputs, sysctls, _stale_dropins(cfg))
+    stale = [item for item in dropin_plans if item.desired is None]
+    return TuningPlan(facts, outputs, sysctls, stale)
 
 
 def _explain_all(label: str, values: Mapping[str, str],
@@ -288,7 +167,7 @@ def _plan_values_file(label: str, kind: str, path: str, fmt: str, mode: int,
         content = _render(fmt, values)
     except envfile.EnvFileError as exc:
         raise TuningError(f"tuning {label}: {exc}") from None
-    return PlannedOutput(kind, label, path, fmt, mode, content, values, about)
+    return PlannedOutput(kind, label, fmt, FilePlan.of(path, content, mode), values, about)
 
 
 def _plan_profile(entry: TuningProfile, facts: Mapping[str, Value]) -> PlannedOutput:
@@ -316,8 +195,9 @@ def _note(item: profiles.CompiledSetting) -> str:
     return f"{note} (accepted: {span})"
 
 
-def _plan_dropin(cfg: TuningConfig, entry: TuningDropin,
-                 facts: Mapping[str, Value]) -> PlannedOutput:
+def _plan_dropin(entry: TuningDropin,
+                 facts: Mapping[str, Value]) -> tuple[PlannedOutput, bytes]:
+    """The drop-in's output (its file planned by :func:`agent.dropins.plan`) and content."""
     label = f"drop-in {entry.unit}"
     lines = [DROPIN_HEADER, "[Service]\n"]
     values = []
@@ -340,8 +220,9 @@ def _plan_dropin(cfg: TuningConfig, entry: TuningDropin,
             raise TuningError(f"tuning {label}: {exc}") from None
         values.append(dataclasses.replace(value, written=written))
         lines.append(f"{key}={written}\n")
-    return PlannedOutput("dropin", label, cfg.dropin_path(entry.unit), "dropin", 0o644,
-                         "".join(lines).encode(), values, {"unit": entry.unit})
+    content = "".join(lines).encode()
+    return PlannedOutput("dropin", label, "dropin", FilePlan("", content, dropins.MODE),
+                         values, {"unit": entry.unit}), content
 
 
 def _service_value(key: str, value: Value) -> str:
@@ -416,18 +297,9 @@ def _plan_template(entry: TuningTemplate,
             raise TuningError(f"tuning {label}: {problem}")
         used.append(scope[name][0])
     content = string.Template(text).substitute({v.name: v.rendered for v in used})
-    return PlannedOutput("template", label, entry.path, "template", entry.mode,
-                         content.encode("utf-8"), used, {"source": entry.source})
-
-
-def _stale_dropins(cfg: TuningConfig) -> list[str]:
-    """Our drop-ins in unit_dir for units no longer configured (to be removed)."""
-    wanted = {cfg.dropin_path(entry.unit) for entry in cfg.dropins}
-    try:
-        found = sorted(str(p) for p in Path(cfg.unit_dir).glob(f"*.d/{DROPIN_NAME}"))
-    except OSError:
-        return []
-    return [path for path in found if path not in wanted]
+    return PlannedOutput("template", label, "template",
+                         FilePlan.of(entry.path, content.encode("utf-8"), entry.mode), used,
+                         {"source": entry.source})
 
 
 def _render(fmt: str, values: list[PlannedValue]) -> bytes:
@@ -451,94 +323,57 @@ class Applied:
 
 
 def apply(tuning_plan: TuningPlan, *, previous: list[Record] | None = None) -> Applied:
-    """Write every planned output, all or nothing as far as the system allows.
+    """Carry out the plan's changes, all or nothing as far as the system allows.
 
-    Files (env, JSON, profiles, drop-ins, templates) are first written in full next to their
-    targets, then sysctls are set (undone if one fails), then the files are renamed into
-    place. A file whose content and mode are already right is left untouched (``changed``
-    false). ``previous``: the ``tuning`` records of an earlier run of this boot, so that a
+    Every file that changes (env, JSON, profiles, drop-ins, templates) is first written in
+    full next to its target, then sysctls are set (undone if one fails), then the files are
+    renamed into place, then stale drop-ins are removed and systemd reloaded if a drop-in
+    changed. ``previous``: the ``tuning`` records of an earlier run of this boot, so that a
     sysctl's ``previous`` stays the value from before the agent first set it.
     """
     for sysctl in tuning_plan.sysctls:
         if sysctl.current is None:
             raise TuningError(f"tuning sysctl {sysctl.key}: no such kernel setting here "
                               f"({sysctl.path})")
-    held = [o for o in tuning_plan.outputs if o.kind == "dropin" and dropin_blocked(o.path)]
-    writer = _Writer()
+    ready, warnings = dropins.held([o.file for o in tuning_plan.outputs])
+    writing = [o for o in tuning_plan.outputs if o.file in ready]
+    writer = files.Writer()
+    done: list[PlannedSysctl] = []
     try:
-        writer.write(dataclasses.replace(
-            tuning_plan, outputs=[o for o in tuning_plan.outputs if o not in held]))
-    except TuningError:
-        writer.undo()
-        raise
-    applied = _finish(tuning_plan, writer.changed, previous if isinstance(previous, list) else [])
-    applied.warnings[:0] = [f"{o.label} not written: systemd is not running" for o in held]
-    return applied
-
-
-class _Writer:
-    """Stages files, sets sysctls, switches files; remembers enough to undo until the end."""
-
-    def __init__(self) -> None:
-        self.changed: set[int] = set()  # id() of the outputs whose content changes
-        self.staged: list[tuple[PlannedOutput, Path]] = []
-        self.created: list[Path] = []  # directories made for the outputs
-        self.done: list[PlannedSysctl] = []
-
-    def write(self, tuning_plan: TuningPlan) -> None:
-        """Everything, in the order that keeps a failure undoable."""
-        for output in tuning_plan.outputs:
-            if not output.path:
-                continue
-            if output.current() != output.content:
-                self.changed.add(id(output))
-            if id(output) in self.changed or not _has_mode(output.path, output.mode):
-                self.staged.append((output, self.stage(output)))
+        for output in writing:
+            try:
+                writer.stage([output.file])
+            except OSError as exc:
+                raise _write_error(output, exc) from None
         for sysctl in tuning_plan.sysctls:
             if sysctl.changed:
                 _write_sysctl(sysctl, sysctl.value.rendered)
-                self.done.append(sysctl)
-        for output, temp in self.staged:
-            _switch(output, temp)
-        self.staged, self.created = [], []  # all in place: nothing left to undo
-
-    def stage(self, output: PlannedOutput) -> Path:
-        """The complete new file, with its final mode, beside the target (not yet in place)."""
-        target = Path(output.path)
-        temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+                done.append(sysctl)
         try:
-            self.make_parents(target.parent)
-            write_new(temp, output.content, output.mode)
+            writer.switch()
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                temp.unlink(missing_ok=True)
-            raise TuningError(f"tuning {output.label}: cannot write {output.path}: "
-                              f"{exc.strerror or exc}") from None
-        return temp
-
-    def make_parents(self, directory: Path) -> None:
-        """Missing directories, 0755 whatever the umask: tuned values are for every user."""
-        self.created += make_dirs(directory, 0o755)
-
-    def undo(self) -> None:
-        """Sysctls back to what they were, staged files and new directories gone."""
-        for sysctl in reversed(self.done):
+            output = next(o for o in writing if o.file is writer.staged[0][0])
+            raise _write_error(output, exc) from None
+    except TuningError:
+        writer.undo()
+        for sysctl in reversed(done):
             with contextlib.suppress(TuningError):
                 _write_sysctl(sysctl, sysctl.current or "")
-        for _, temp in self.staged:
-            with contextlib.suppress(OSError):
-                temp.unlink(missing_ok=True)
-        for path in reversed(self.created):
-            with contextlib.suppress(OSError):
-                path.rmdir()
+        raise
+    records = [o.record(written=o in writing) for o in tuning_plan.outputs]
+    written = any(o.kind == "dropin" and o.file.writes for o in writing)
+    removed, problems = dropins.finish(tuning_plan.stale, written)
+    records += [{"kind": "dropin", "unit": dropins.unit_of(item.path), "path": item.path,
+                 "format": "dropin", "values": {}, "changed": True, "removed": True}
+                for item in removed]
+    records += _sysctl_records(tuning_plan.sysctls,
+                               previous if isinstance(previous, list) else [])
+    return Applied(records, warnings + problems)
 
 
-def _switch(output: PlannedOutput, temp: Path) -> None:
-    try:
-        os.replace(temp, output.path)
-    except OSError as exc:
-        raise TuningError(f"tuning {output.label}: cannot write {output.path}: "
-                          f"{exc.strerror or exc}") from None
+def _write_error(output: PlannedOutput, exc: OSError) -> TuningError:
+    return TuningError(f"tuning {output.label}: cannot write {output.path}: "
+                       f"{exc.strerror or exc}")
 
 
 def _write_sysctl(sysctl: PlannedSysctl, text: str) -> None:
@@ -553,45 +388,19 @@ def _write_sysctl(sysctl: PlannedSysctl, text: str) -> None:
                           f"{exc.strerror or exc}") from None
 
 
-def _has_mode(path: str, mode: int) -> bool:
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return False
-    return (st.st_mode & 0o170000) == 0o100000 and (st.st_mode & 0o7777) == mode
-
-
-def _finish(tuning_plan: TuningPlan, changed: set[int], previous: list[Record]) -> Applied:
-    """Remove stale drop-ins, reload systemd if a drop-in changed; the records."""
-    warnings: list[str] = []
-    records = [output.record(id(output) in changed) for output in tuning_plan.outputs]
-    reload = any(o.kind == "dropin" and id(o) in changed for o in tuning_plan.outputs)
-    for path in tuning_plan.stale:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            warnings.append(f"cannot remove the stale drop-in {path}: {exc.strerror}")
-            continue
-        records.append({"kind": "dropin", "unit": Path(path).parent.name.removesuffix(".d"),
-                        "path": path, "format": "dropin", "values": {}, "changed": True,
-                        "removed": True})
-        reload = True
+def _sysctl_records(sysctls: list[PlannedSysctl], previous: list[Record]) -> list[Record]:
+    """Each sysctl's record; ``previous`` is the value from before the agent first set it."""
     earlier = {r.get("key"): r for r in previous
                if isinstance(r, dict) and r.get("kind") == "sysctl"}
-    for sysctl in tuning_plan.sysctls:
+    records = []
+    for sysctl in sysctls:
         before = sysctl.current
         record = earlier.get(sysctl.key) or {}
         if record.get("value") == sysctl.current and isinstance(record.get("previous"), str):
             before = record["previous"]  # set by an earlier run of this boot: keep the original
         records.append({"kind": "sysctl", "key": sysctl.key, "previous": before,
                         "value": sysctl.value.rendered, "changed": sysctl.changed})
-    if reload:
-        problem = daemon_reload()
-        if problem:
-            warnings.append(f"drop-ins written but {problem}")
-    return Applied(records, warnings)
+    return records
 
 
 def summary(records: list[Record]) -> str:
@@ -608,51 +417,23 @@ def summary(records: list[Record]) -> str:
     return f"{count} value{'s' if count != 1 else ''} in {', '.join(parts) or 'no outputs'}"
 
 
-# --- resize awareness --------------------------------------------------------------------
-
-
-def track_instance(path: str, instance_id: str, instance_type: str, *,
-                   boot: str | None = None, now: str | None = None) -> tuple[Record | None, str]:
-    """Compare this boot's instance type with the previous boot's; record this boot's.
-
-    ``path`` (``tuning.history_file``) must survive reboots (/run does not). Returns the
-    resize (``{"from", "to", "previous_boot_at"}``) or None, and a problem ('' when none):
-    a history that cannot be written is a warning, never a failure. Another instance's
-    history (one baked into the image) is not a previous boot of this one.
-    """
-    if not path:
-        return None, ""
-    boot = boot_id() if boot is None else boot
-    old = _read_json(path)
-    previous = None
-    if old.get("instance_id") == instance_id:
-        if old.get("boot_id") == boot:  # an earlier run during this boot
-            previous = old.get("previous") if isinstance(old.get("previous"), dict) else None
-        else:
-            previous = {k: old.get(k) for k in ("instance_type", "boot_id", "recorded_at")}
-    same_boot = old.get("instance_id") == instance_id and old.get("boot_id") == boot
-    doc = {"version": 1, "instance_id": instance_id, "instance_type": instance_type,
-           "boot_id": boot,
-           "recorded_at": old.get("recorded_at") if same_boot else (now or utc_now()),
-           "previous": previous}
-    resize = None
-    if previous and previous.get("instance_type") not in (None, instance_type):
-        resize = {"from": str(previous["instance_type"]), "to": instance_type,
-                  "previous_boot_at": str(previous.get("recorded_at") or "")}
-    if doc == old:
-        return resize, ""
-    try:
-        atomic_write(path, (json.dumps(doc, indent=2) + "\n").encode(), mode=0o644)
-    except OSError as exc:
-        return resize, (f"cannot record the instance type in {path}: {exc.strerror or exc} "
-                        "(needed to notice a resize at the next boot)")
-    return resize, ""
-
-
-def _read_json(path: str) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+def phase(cfg: TuningConfig, identity: Identity, rec: Recorder,
+          describe: Describe | None) -> tuple[PhaseState, str]:
+    """The boot's tuning phase: a resize noted; facts of this machine and type, every value
+    computed, then the outputs written (none of them when a value fails)."""
+    resize, problem = history.track_instance(cfg.history_file, identity.instance_id,
+                                             identity.instance_type)
+    if problem:
+        rec.warn(f"tuning: {problem}")
+    if resize:
+        rec.update(resize=resize)
+    resized = f"; resized from {resize['from']}" if resize else ""
+    if not cfg.has_outputs:
+        return PhaseState.SKIPPED, f"no tuning configured{resized}"
+    facts = read_facts(identity.instance_type, describe=describe)
+    applied = apply(plan(cfg, facts), previous=(rec.previous or {}).get("tuning"))
+    rec.update(tuning=applied.records)
+    for warning in applied.warnings:
+        rec.warn(f"tuning: {warning}")
+    return PhaseState.DONE, (f"{summary(applied.records)} for {facts.memory_mib} MiB, "
+                             f"{facts.vcpus} vCPUs{resized}")

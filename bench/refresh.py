@@ -2,7 +2,7 @@
 """Benchmark: a daemon-mode secret refresh of 50 configured secrets.
 
 Against the simulated cloud with 10 ms added to every AWS call, in-process (the same
-``secrets.refresh`` the resident daemon calls): the API calls made and the wall time when
+``Secrets.refresh`` the resident daemon calls): the API calls made and the wall time when
 nothing changed and when one secret was rotated. Target: 0 GetSecretValue when nothing
 changed.
 
@@ -19,11 +19,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from agent import secrets
 from agent.aws import Aws
-from agent.config import SecretsConfig
 from agent.imds import ImdsClient
+from agent.secrets import Secrets
+from agent.secrets_config import SecretsConfig
 from agent.sim import World
+from agent.state import Recorder
 
 
 def main() -> None:
@@ -46,9 +47,8 @@ def main() -> None:
                                        for n in names])
             imds = ImdsClient(world.imds.endpoint)
             aws = Aws(world.region, endpoint_url=world.cloud.endpoint_url, imds=imds)
-            values = secrets.fetch_all(aws, cfg.files)
-            secrets.publish(root, secrets.render_all(cfg, values))
-            known = {ref: v.version_id for ref, v in values.items()}
+            published = Secrets(cfg, Recorder(tmp))
+            published.publish(aws, warm=False, warm_pool_secrets=False)
             sm = world.boto3_client("secretsmanager")
             for case in ("nothing changed", "one changed"):
                 times, calls = [], Counter[str]()
@@ -58,7 +58,7 @@ def main() -> None:
                                             SecretString=f"rotated-{run}")
                     before = len(world.cloud.calls())
                     started = time.perf_counter()
-                    publication, known = secrets.refresh(aws, cfg, known)
+                    publication = published.refresh(aws)
                     times.append(time.perf_counter() - started)
                     calls.update(c.action for c in world.cloud.calls()[before:])
                     assert (publication is None) == (case == "nothing changed")

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +18,25 @@ DB = {"username": "app", "password": "pw-Zq8!\"quoted\" $dollar `tick`", "port":
 PLAIN = "plain-secret-7f3a9c"
 BINARY = bytes(range(256)) + b"\x00tail-secret-bytes"
 SECRET_MARKERS = ["pw-Zq8!", PLAIN, "tail-secret-bytes"]
+IS_ROOT = os.geteuid() == 0
+# Files owned by others need root to give away; as another user the same files are its own.
+NOBODY = {"owner": "nobody", "group": "nogroup"} if IS_ROOT else {
+    "owner": str(os.geteuid()), "group": str(os.getegid())}
+MINE = {} if IS_ROOT else NOBODY
 FILES: list[dict[str, Any]] = [
-    {"secret_id": "prod/db", "path": "db.json"},
+    {"secret_id": "prod/db", "path": "db.json", **MINE},
     {"secret_id": "prod/db", "path": "db.env", "format": "env", "mode": "0440",
-     "group": "nogroup"},
-    {"secret_id": "prod/db", "path": "app/db-password", "key": "password", "owner": "nobody"},
-    {"secret_id": "prod/plain", "path": "plain.txt"},
-    {"secret_id": "prod/bin", "path": "tls.key", "mode": "0400"},
+     **MINE, "group": NOBODY["group"]},
+    {"secret_id": "prod/db", "path": "app/db-password", "key": "password",
+     **MINE, "owner": NOBODY["owner"]},
+    {"secret_id": "prod/plain", "path": "plain.txt", **MINE},
+    {"secret_id": "prod/bin", "path": "tls.key", "mode": "0400", **MINE},
 ]
+
+
+def mine(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries, owned by the user the tests run as (root: as given)."""
+    return [{**MINE, **entry} for entry in files]
 TUNING = """
 [[tuning.files]]
 path = "{root}/tuning/app.env"
@@ -46,7 +59,8 @@ class Booter:
 
     def configure(self, files: list[dict[str, Any]] = FILES, extra: str = "",
                   secrets_dir: Path | None = None) -> None:
-        text = self.world.agent_config(secrets_dir or self.secrets_dir, self.state_dir, files)
+        text = self.world.agent_config(secrets_dir or self.secrets_dir, self.state_dir,
+                                       mine(files))
         self.config_path.write_text(text + TUNING.format(root=self.root) + extra)
 
     def env(self) -> dict[str, str]:
@@ -88,6 +102,29 @@ class Booter:
     def wait_ready(self, timeout: float = 30) -> None:
         proc = self.agent("wait", "--timeout", str(timeout), "--state-dir", str(self.state_dir))
         assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    @contextmanager
+    def daemon(self, *extra: str, env: dict[str, str] | None = None,
+               ready: bool = True) -> Iterator[subprocess.Popen[str]]:
+        """`agent run` resident in the background: ready (unless not asked), then stopped
+        with SIGTERM, which must end it with exit 0."""
+        proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config",
+                                 str(self.config_path), *extra], env=env or self.env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            if ready:
+                self.wait_ready()
+            yield proc
+        except BaseException:
+            self.stop(proc)
+            raise
+        code = self.stop(proc)
+        assert code == 0, f"the daemon exited {code}: {self.outputs[-1]}"
+
+    def refreshed(self, count: int, timeout: float = 30) -> dict[str, Any]:
+        """Wait until the daemon has finished ``count`` refreshes; the state document."""
+        return dict(eventually(lambda: (d := self.doc()).get("refresh", {}).get("count", 0)
+                               >= count and d, timeout=timeout))
 
     def collect(self, proc: subprocess.Popen[str], timeout: float = 60) -> int:
         """Wait for a background run to end by itself; its exit code."""

@@ -11,6 +11,11 @@ from typing import Any
 import pytest
 
 IS_ROOT = os.geteuid() == 0
+if not os.access(Path(__file__).parent.parent, os.W_OK):  # e.g. the unit tests as nobody
+    from hypothesis import settings
+
+    settings.register_profile("read-only-tree", database=None)
+    settings.load_profile("read-only-tree")
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +40,28 @@ def umount(path: Path) -> None:
 
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A freshly mounted tmpfs; needs root (skips otherwise)."""
+    """A real tmpfs: freshly mounted as root, else a private directory in /dev/shm."""
+    if not IS_ROOT:
+        import shutil
+        import tempfile
+
+        private = Path(tempfile.mkdtemp(prefix="agent-test-", dir="/dev/shm"))
+        try:
+            yield private
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
+        return
+    mount = tmp_path / "tmpfs"
+    mount_tmpfs(mount)
+    try:
+        yield mount
+    finally:
+        umount(mount)
+
+
+@pytest.fixture
+def mounted_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs mounted for the test alone (its own options, size and inodes); needs root."""
     if not IS_ROOT:
         pytest.skip("mounting a tmpfs needs root")
     mount = tmp_path / "tmpfs"

@@ -208,7 +208,7 @@ def test_render_value(value: int | float | str, text: str) -> None:
     ("memory_mib * * 2", "syntax error at column 14 (near '* 2')"),
     ("clamp(1, 2", "never closed"),
     ("x = 1", "syntax error"),
-    ("vcpus\0", "syntax error"),
+    ("vcpus\0", "contains a NUL character"),
     ("1" * 1001, "too long"),
     ("-" * 200 + "1", "nested too deeply"),
     ("(" * 300 + "1" + ")" * 300, "syntax error"),

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from agent import config, tuning
+from agent import config, dropins
+from agent.facts import nominal_facts
 from agent.plan import build, render
-from agent.tuning import apply, nominal_facts, plan
+from agent.tuning import apply, plan
 
 CONFIG = """
 state_dir = "{tmp}/state"
@@ -70,7 +71,7 @@ def _by_label(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_plan_explains_every_output_kind(tmp_path: Path, cfg_path: Path, sysroot: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tuning, "daemon_reload", lambda: "")
+    monkeypatch.setattr(dropins, "daemon_reload", lambda: "")
     cfg = config.load(str(cfg_path))
     facts = nominal_facts("m5.xlarge")
     doc = build(cfg, facts, "m5.xlarge (nominal, offline)", sysctl_root=str(sysroot))

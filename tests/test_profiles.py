@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.expr import ExprError
+from agent.facts import nominal_facts
 from agent.profiles import (
     PROFILES,
     SERVICE_KEYS,
@@ -19,7 +20,6 @@ from agent.profiles import (
     evaluate,
     sysctl_value,
 )
-from agent.tuning import nominal_facts
 
 TYPES = ["t3.nano", "t3.micro", "t3.small", "t3.medium", "m5.large", "m5.xlarge", "c6g.large",
          "c7g.medium", "r5.2xlarge", "m7i.8xlarge", "r6g.16xlarge"]

@@ -6,18 +6,17 @@ import json
 import os
 import shutil
 import stat
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agent import envfile, secrets
-from agent.config import SecretFile, SecretsConfig
+from agent import envfile, generations, secrets
 from agent.errors import SecretsError
 from agent.fsutil import TMPFS_MAGIC, fs_type
-from agent.secrets import Rendered, SecretValue
+from agent.secrets import Rendered, SecretRef, SecretValue
+from agent.secrets_config import SecretFile, SecretsConfig
 
 DOC = {"username": "app", "password": "s3cr3t-\"quoted\"-$x", "port": 5432,
        "nested": {"host": "db.internal", "replicas": ["a", "b"]}}
@@ -98,97 +97,7 @@ def test_secret_value_repr_is_redacted() -> None:
     assert "hunter2" not in repr(rendered)
 
 
-# -- publishing on tmpfs ------------------------------------------------------------------
-
-
-def rendered_set(contents: dict[str, bytes], **kw: Any) -> list[Rendered]:
-    return [Rendered(entry(path=path, **kw), SecretValue("prod/db", "v1", text="x"), data)
-            for path, data in contents.items()]
-
-
-def test_publish_switches_whole_generations(tmpfs: Path) -> None:
-    root = tmpfs / "secrets"
-    first = secrets.publish(root, rendered_set({"db.json": b"one", "app/api.env": b"A=1\n"}))
-    assert [e.path for e in first.added] == ["db.json", "app/api.env"]
-    assert first.changed == []
-    first = first.generation
-    assert (root / "db.json").read_bytes() == b"one"
-    assert (root / "app" / "api.env").read_bytes() == b"A=1\n"
-    assert os.readlink(root / ".current") == first
-    assert os.readlink(root / "db.json") == ".current/db.json"
-
-    pub = secrets.publish(root, rendered_set({"db.json": b"two", "app/api.env": b"A=1\n"}))
-    assert [e.path for e in pub.changed] == ["db.json"] and pub.added == []
-    second = pub.generation
-    assert second > first
-    assert (root / "db.json").read_bytes() == b"two"
-    assert (root / "app" / "api.env").read_bytes() == b"A=1\n"
-    third = secrets.publish(root, rendered_set({"db.json": b"3"})).generation
-    # the current and one previous generation are kept; older ones pruned
-    assert sorted(p.name for p in secrets.generations(root)) == [second, third]
-
-
-def test_files_have_final_mode_and_owner(tmpfs: Path) -> None:
-    root = tmpfs / "secrets"
-    secrets.publish(root, rendered_set({"db.json": b"x"}, mode=0o440, owner="nobody",
-                                       group="nogroup"))
-    st = (root / "db.json").stat()
-    assert stat.S_IMODE(st.st_mode) == 0o440
-    assert st.st_uid == 65534
-    assert stat.S_IMODE(root.stat().st_mode) == 0o711  # non-root reader may traverse
-    secrets.publish(root, rendered_set({"db.json": b"x"}))
-    assert stat.S_IMODE((root / "db.json").stat().st_mode) == 0o400
-    assert stat.S_IMODE(root.stat().st_mode) == 0o700
-
-
-def test_renamed_entry_drops_its_old_visible_name(tmpfs: Path) -> None:
-    root = tmpfs / "secrets"
-    secrets.publish(root, rendered_set({"old.txt": b"x"}))
-    secrets.publish(root, rendered_set({"new.txt": b"y"}))
-    assert not (root / "old.txt").is_symlink()
-    assert (root / "new.txt").read_bytes() == b"y"
-
-
-def test_failure_mid_publish_leaves_previous_set(tmpfs: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    root = tmpfs / "secrets"
-    secrets.publish(root, rendered_set({"a": b"1", "b": b"1"}))
-    calls = {"n": 0}
-    real = secrets.write_new
-
-    def flaky(*args: Any, **kwargs: Any) -> None:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise OSError(28, "No space left on device")
-        real(*args, **kwargs)
-
-    monkeypatch.setattr(secrets, "write_new", flaky)
-    with pytest.raises(SecretsError, match="No space left on device"):
-        secrets.publish(root, rendered_set({"a": b"2", "b": b"2"}))
-    assert (root / "a").read_bytes() == b"1"
-    assert (root / "b").read_bytes() == b"1"
-    assert not [p for p in root.iterdir() if p.name.endswith(".tmp")]
-
-
-def test_recover_removes_half_written_generation(tmpfs: Path) -> None:
-    root = tmpfs / "secrets"
-    gen = secrets.publish(root, rendered_set({"a": b"1"})).generation
-    partial = root / ".gen-000099.tmp"
-    partial.mkdir()
-    (partial / "a").write_bytes(b"partial")
-    (root / ".current.123.tmp").symlink_to(".gen-000099.tmp")
-    assert sorted(secrets.recover(root)) == [".current.123.tmp", ".gen-000099.tmp"]
-    assert os.readlink(root / ".current") == gen
-    assert (root / "a").read_bytes() == b"1"
-
-
-def test_refuses_foreign_file_at_a_visible_name(tmpfs: Path) -> None:
-    root = tmpfs / "secrets"
-    root.mkdir()
-    (root / "db.json").write_bytes(b"someone else's")
-    with pytest.raises(SecretsError, match="not managed by the agent"):
-        secrets.publish(root, rendered_set({"db.json": b"x"}))
-    assert (root / "db.json").read_bytes() == b"someone else's"
+# -- where the files go --------------------------------------------------------------------
 
 
 def test_storage_check_accepts_tmpfs_and_ramfs(tmpfs: Path, ramfs: Path) -> None:
@@ -208,40 +117,45 @@ def test_storage_check_refuses_disk(disk_dir: Path) -> None:
 
 def test_render_all_keeps_config_order() -> None:
     cfg = SecretsConfig(files=[entry(path="a", key="username"), entry(path="b", key="port")])
-    out = secrets.render_all(cfg, {entry().ref: text_value()})
+    out = secrets.render_all(cfg, {SecretRef.of(entry()): text_value()})
     assert [(r.entry.path, r.content) for r in out] == [("a", b"app"), ("b", b"5432")]
+
+
+def rendered_set(contents: dict[str, bytes], **kw: Any) -> list[Rendered]:
+    return [Rendered(entry(path=path, **kw), SecretValue("prod/db", "v1", text="x"), data)
+            for path, data in contents.items()]
+
+
+def test_files_get_their_owner_and_the_directory_its_traverse_mode(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("giving files to another user needs root")
+    root = tmp_path / "secrets"
+    rendered = rendered_set({"db.json": b"x"}, mode=0o440, owner="nobody", group="nogroup")
+    generations.publish(root, [r.item() for r in rendered],
+                        secrets.dir_mode([r.entry for r in rendered]))
+    st = (root / "db.json").stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o440, 65534, 65534)
+    assert stat.S_IMODE(root.stat().st_mode) == 0o711  # non-root reader may traverse
+    assert secrets.dir_mode([entry()]) == 0o700
 
 
 def test_non_root_agent_cannot_give_files_away() -> None:
     if os.geteuid() != 0:
         pytest.skip("switches to nobody and back: needs root")
     shm = Path(tempfile.mkdtemp(dir="/dev/shm"))  # a tmpfs that nobody can reach
-    shm.chmod(0o777)
+    shm.chmod(0o1777)
     os.setegid(65534)
     os.seteuid(65534)
     try:
         with pytest.raises(SecretsError, match=r"cannot give it to root:root: the agent runs "
                                                r"as uid 65534"):
-            secrets.publish(shm / "secrets", rendered_set({"db.json": b"x"}))
+            generations.publish(shm / "secrets",
+                                [r.item() for r in rendered_set({"db.json": b"x"})], 0o700)
         assert not [p for p in (shm / "secrets").iterdir() if p.name.startswith(".gen")]
         # its own files it can publish
         mine = rendered_set({"db.json": b"x"}, owner="65534", group="65534")
-        assert secrets.publish(shm / "secrets", mine).generation
+        assert generations.publish(shm / "secrets", [r.item() for r in mine], 0o700).generation
     finally:
         os.seteuid(0)
         os.setegid(0)
         shutil.rmtree(shm)
-
-
-def test_disk_full_is_one_line(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("mounting needs root")
-    tiny = tmp_path / "tiny"
-    tiny.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(tiny)], check=True)
-    try:
-        with pytest.raises(SecretsError, match=r"cannot publish to .*: No space left on device"):
-            secrets.publish(tiny / "s", rendered_set({"big": b"x" * 100_000}))
-        assert not [p for p in (tiny / "s").iterdir() if p.name.startswith(".gen")]
-    finally:
-        subprocess.run(["umount", "-l", str(tiny)], check=False)

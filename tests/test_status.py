@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -31,8 +30,8 @@ def booted(tmp_path: Path, final: State | None = State.READY) -> Recorder:
     rec.update(instance={"instance_id": "i-0abc", "instance_type": "m5.xlarge",
                          "region": "us-east-1", "availability_zone": "us-east-1a",
                          "image_id": "ami-1", "auto_scaling_group": "web-asg"})
-    with rec.running("metadata") as outcome:
-        outcome["detail"] = "i-0abc m5.xlarge"
+    rec.phase("metadata", PhaseState.RUNNING)
+    rec.phase("metadata", PhaseState.DONE, detail="i-0abc m5.xlarge")
     rec.phase("secrets", PhaseState.RUNNING)
     rec.phase("secrets", PhaseState.DONE, detail="3 files")
     rec.phase("tuning", PhaseState.SKIPPED, detail="no tuning configured")
@@ -64,8 +63,8 @@ def test_document_has_the_designed_shape(tmp_path: Path) -> None:
 def test_failed_phase_records_error_and_skips_the_rest(tmp_path: Path) -> None:
     rec = Recorder(str(tmp_path))
     rec.start()
-    with pytest.raises(RuntimeError), rec.running("metadata"):
-        raise RuntimeError("IMDS unavailable")
+    rec.phase("metadata", PhaseState.RUNNING)
+    rec.phase("metadata", PhaseState.FAILED, error="IMDS unavailable")
     rec.finish(State.FAILED)
     doc = state.read(str(tmp_path))
     assert doc is not None
@@ -170,11 +169,16 @@ def test_state_dir_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_wait_returns_when_ready(tmp_path: Path) -> None:
     rec = booted(tmp_path, final=None)
-    timer = threading.Timer(0.3, rec.finish, args=(State.READY,))
+    finishing = threading.Event()
+
+    def finish() -> None:
+        finishing.set()  # before the write: wait can only return after it
+        rec.finish(State.READY)
+
+    timer = threading.Timer(0.3, finish)
     timer.start()
-    started = time.monotonic()
-    assert main(["wait", "--timeout", "10", "--state-dir", str(tmp_path)]) == 0
-    assert 0.25 < time.monotonic() - started < 5
+    assert main(["wait", "--timeout", "30", "--state-dir", str(tmp_path)]) == 0
+    assert finishing.is_set()  # it waited for the boot to end
     timer.join()
 
 

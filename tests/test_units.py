@@ -27,11 +27,14 @@ CONFFILE = REPO / "packaging" / "agent.toml"
 MAX_EXPOSURE = 4.0
 
 
+PACKAGES = {"systemd-analyze": "systemd", "packer": "packer, from HashiCorp's repository"}
+
+
 def need(tool: str) -> str:
-    """The tool's path, or skip."""
+    """The tool's path, or skip (naming where it comes from)."""
     path = shutil.which(tool)
     if path is None:
-        pytest.skip(f"{tool} is not installed (apt-get install systemd)")
+        pytest.skip(f"{tool} is not installed (it comes with {PACKAGES.get(tool, tool)})")
     return path
 
 

@@ -1,0 +1,178 @@
+"""The configuration's field types: each rule once, as an ``Annotated`` type.
+
+Every section of :mod:`agent.config` builds on these: octal modes, user and group ids,
+absolute paths, unit names, commands (argv lists) and bounded numbers. A validator raises
+``ValueError``; its text becomes the one-line configuration error that names the key.
+Text that ends up in a file name, a drop-in or a command line may hold no control
+character (a newline in a path would inject a line into a generated drop-in).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+
+class Section(BaseModel):
+    """A configuration section: unknown keys are errors; read-only once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PATH_MAX = 4096  # bytes of a path (Linux PATH_MAX)
+NAME_MAX = 255  # bytes of one path component (Linux NAME_MAX)
+ID_MAX = 2**32 - 2  # uid_t/gid_t; (uid_t)-1 means "unchanged" to chown(2)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def no_control(value: str, what: str = "value") -> str:
+    """Refuse control characters (newline, tab, NUL...), naming the first one."""
+    found = _CONTROL.search(value)
+    if found:
+        raise ValueError(f"{what} {value!r} holds a control character "
+                         f"({found.group()!r} at {found.start()})")
+    return value
+
+
+def _text(value: str) -> str:
+    return no_control(value)
+
+
+Text = Annotated[str, AfterValidator(_text)]
+"""A string with no control characters (names, ARNs, ids)."""
+
+
+def check_path(value: str) -> str:
+    """Lengths the kernel accepts (ENAMETOOLONG otherwise), no control characters."""
+    no_control(value, "path")
+    if len(os.fsencode(value)) > PATH_MAX:
+        raise ValueError(f"path is {len(os.fsencode(value))} bytes long (at most {PATH_MAX})")
+    for part in value.split("/"):
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise ValueError(f"path component {part[:20]!r}... is {len(os.fsencode(part))} "
+                             f"bytes long (at most {NAME_MAX})")
+    return value
+
+
+def _absolute_dir(value: str) -> str:
+    check_path(value)
+    if not value.startswith("/"):
+        raise ValueError(f"{value!r} must be an absolute path")
+    return os.path.normpath(value)
+
+
+def _absolute_file(value: str) -> str:
+    if value.endswith("/"):
+        raise ValueError(f"{value!r} must be an absolute file path")
+    path = _absolute_dir(value)
+    if path == "/":
+        raise ValueError(f"{value!r} must be an absolute file path")
+    return path
+
+
+def _optional_file(value: str) -> str:
+    return value and _absolute_file(value)
+
+
+AbsoluteDir = Annotated[str, AfterValidator(_absolute_dir)]
+AbsoluteFile = Annotated[str, AfterValidator(_absolute_file)]
+OptionalFile = Annotated[str, AfterValidator(_optional_file)]
+"""``""`` (off) or an absolute file path."""
+
+
+def _mode(value: object) -> int:
+    """``"0400"``, ``"400"``, ``"0o400"`` or a TOML integer (``0o400``); never world-writable."""
+    if isinstance(value, bool):
+        raise ValueError('must be an octal mode such as "0400"')
+    if isinstance(value, int):
+        mode = value
+    elif isinstance(value, str) and re.fullmatch(r"(0o)?[0-7]{1,4}", value):
+        mode = int(value.removeprefix("0o"), 8)
+    else:
+        raise ValueError('must be an octal mode such as "0400"')
+    if mode < 0:
+        raise ValueError(f"{mode} is negative: a mode is an octal number such as \"0400\"")
+    if mode > 0o777:
+        raise ValueError(f"{oct(mode)} has bits beyond 0777 (no setuid, setgid or sticky)")
+    if mode & 0o002:
+        raise ValueError(f"{mode:04o} lets any user write the file")
+    return mode
+
+
+Mode = Annotated[int, BeforeValidator(_mode)]
+
+
+def _account(value: object) -> str | int:
+    """A user or group: a name, or a number within uid_t (checked, resolved later)."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError("must be a name or a number")
+    text = str(value)
+    if text.isdigit() or isinstance(value, int):
+        number = int(value)
+        if not 0 <= number <= ID_MAX:
+            raise ValueError(f"{text} is not a valid id (0 to {ID_MAX})")
+        return text
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?", text):
+        raise ValueError(f"{text!r} is not a user or group name")
+    return text
+
+
+Account = Annotated[str, BeforeValidator(_account)]
+
+
+UNIT_NAME = re.compile(r"[A-Za-z0-9:_.\\@-]{1,250}\.(service|socket|target|timer|path|mount)\Z")
+
+
+def _unit(value: str) -> str:
+    if not UNIT_NAME.match(value):
+        raise ValueError(f"{value!r} is not a unit name such as \"app.service\"")
+    return value
+
+
+def _service(value: str) -> str:
+    if not UNIT_NAME.match(value) or not value.endswith(".service"):
+        raise ValueError(f"{value!r} is not a service name such as \"app.service\"")
+    return value
+
+
+UnitName = Annotated[str, AfterValidator(_unit)]
+ServiceName = Annotated[str, AfterValidator(_service)]
+
+
+def _command(value: list[str]) -> list[str]:
+    """An argv list (run without a shell) starting with an absolute path; [] allowed."""
+    for arg in value:
+        no_control(arg, "command argument")
+    if value and not value[0].startswith("/"):
+        raise ValueError(f"{value!r} is an argv list starting with an absolute path (no shell)")
+    return value
+
+
+def _commands(value: list[list[str]]) -> list[list[str]]:
+    for argv in value:
+        if not argv:
+            raise ValueError("an empty command")
+    return value
+
+
+Command = Annotated[list[str], AfterValidator(_command)]
+Commands = Annotated[list[Command], AfterValidator(_commands)]
+
+
+def span(low: float, high: float) -> Any:
+    """Field bounds for a finite number in ``[low, high]`` (``Annotated[float, span(1, 60)]``)."""
+    return Field(ge=low, le=high, allow_inf_nan=False)
+
+
+def zero_or_at_least(low: float) -> AfterValidator:
+    """0 (meaning "automatic") or at least ``low``."""
+
+    def check(value: float) -> float:
+        if value != 0 and value < low:
+            raise ValueError(f"must be 0 (automatic) or at least {low:g}, got {value:g}")
+        return value
+
+    return AfterValidator(check)

@@ -1,0 +1,63 @@
+"""The instance's history across boots: the type it ran at, to notice a resize.
+
+``tuning.history_file`` (on disk: /run is cleared at every boot) records the instance id, its
+type and the boot id of each boot. A later boot of the same instance at another type is a
+resize (stop, change the type, start); a history written by another instance (one baked into
+the image) is not a previous boot of this one.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from agent.fsutil import atomic_write
+from agent.state import boot_id, utc_now
+
+Record = dict[str, Any]
+
+
+def track_instance(path: str, instance_id: str, instance_type: str, *,
+                   boot: str | None = None, now: str | None = None) -> tuple[Record | None, str]:
+    """Compare this boot's instance type with the previous boot's; record this boot's.
+
+    Returns the resize (``{"from", "to", "previous_boot_at"}``) or None, and a problem ('' when
+    none): a history that cannot be written is a warning, never a failure.
+    """
+    if not path:
+        return None, ""
+    boot = boot_id() if boot is None else boot
+    old = read(path)
+    previous = None
+    if old.get("instance_id") == instance_id:
+        if old.get("boot_id") == boot:  # an earlier run during this boot
+            previous = old.get("previous") if isinstance(old.get("previous"), dict) else None
+        else:
+            previous = {k: old.get(k) for k in ("instance_type", "boot_id", "recorded_at")}
+    same_boot = old.get("instance_id") == instance_id and old.get("boot_id") == boot
+    doc = {"version": 1, "instance_id": instance_id, "instance_type": instance_type,
+           "boot_id": boot,
+           "recorded_at": old.get("recorded_at") if same_boot else (now or utc_now()),
+           "previous": previous}
+    resize = None
+    if previous and previous.get("instance_type") not in (None, instance_type):
+        resize = {"from": str(previous["instance_type"]), "to": instance_type,
+                  "previous_boot_at": str(previous.get("recorded_at") or "")}
+    if doc == old:
+        return resize, ""
+    try:
+        atomic_write(path, (json.dumps(doc, indent=2) + "\n").encode(), mode=0o644)
+    except OSError as exc:
+        return resize, (f"cannot record the instance type in {path}: {exc.strerror or exc} "
+                        "(needed to notice a resize at the next boot)")
+    return resize, ""
+
+
+def read(path: str) -> Record:
+    """The recorded history ({} when absent or unreadable)."""
+    try:
+        with open(path, "rb") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -1,0 +1,215 @@
+"""The ``[tuning]`` section: outputs computed from the instance's size, checked at load."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+from pydantic import field_validator, model_validator
+
+from agent import envfile, profiles
+from agent.expr import FACTS, ExprError, Value, compile_expression, render_value, template_names
+from agent.fields import AbsoluteDir, AbsoluteFile, Mode, OptionalFile, Section, ServiceName
+
+DROPIN_NAME = "60-agent-tuning.conf"  # [[tuning.dropins]]: <unit_dir>/<unit>.d/<this>
+
+
+def _expressions(values: dict[str, str]) -> dict[str, str]:
+    """``NAME = expression`` pairs: valid names, expressions that compile."""
+    for name, text in values.items():
+        if not name.isidentifier() or not name.isascii():
+            raise ValueError(f"{name!r} is not a valid variable name")
+        try:
+            compile_expression(text)
+        except ExprError as exc:
+            raise ValueError(f"{name} = {text!r}: {exc}") from None
+    return values
+
+
+class TuningFile(Section):
+    """One ``[[tuning.files]]`` entry: computed values written as an env or JSON file."""
+
+    path: AbsoluteFile
+    format: Literal["env", "json"] = "env"
+    mode: Mode = 0o644
+    values: dict[str, str] = {}
+
+    @field_validator("values")
+    @classmethod
+    def _values(cls, values: dict[str, str]) -> dict[str, str]:
+        return _expressions(values)
+
+
+class TuningProfile(Section):
+    """One ``[[tuning.profiles]]`` entry: a program's well-known values (agent.profiles)."""
+
+    use: str
+    path: OptionalFile = ""  # "" : not written (the values are still there for templates)
+    format: Literal["env", "json"] = "env"
+    mode: Mode = 0o644
+    overrides: dict[str, str] = {}  # value name -> expression replacing the profile's formula
+
+    @field_validator("use")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        profiles.check_profile(value)
+        return value
+
+    @model_validator(mode="after")
+    def _overrides(self) -> TuningProfile:
+        profiles.compile_profile(self.use, self.overrides)
+        return self
+
+
+class TuningDropin(Section):
+    """One ``[[tuning.dropins]]`` entry: ``[Service]`` settings of a unit, as a drop-in."""
+
+    unit: ServiceName
+    service: dict[str, str | dict[str, str]] = {}  # key -> expression; Environment: a table
+
+    @field_validator("service")
+    @classmethod
+    def _keys(cls, values: dict[str, str | dict[str, str]]) -> dict[str, str | dict[str, str]]:
+        for key, text in values.items():
+            profiles.check_service_key(key)
+            if key == profiles.ENVIRONMENT:
+                if not isinstance(text, dict):
+                    raise ValueError(f"{key} is a table of NAME = expression, as in "
+                                     f"[tuning.dropins.service.{key}]")
+                for name, expr in text.items():
+                    if not envfile.NAME.match(name):
+                        raise ValueError(f"{key}: {name!r} is not a valid variable name")
+                    _constant(f"{key}.{name}", expr, _environment_value)
+            elif isinstance(text, dict):
+                raise ValueError(f"{key} takes an expression, not a table")
+            else:
+                _constant(key, text, profiles.SERVICE_KEYS[key].render,
+                          number=not profiles.SERVICE_KEYS[key].infinity)
+        return values
+
+
+def _environment_value(value: Value) -> str:
+    return profiles.environment_word("X", render_value(value))
+
+
+def _constant(name: str, text: str, check: Callable[[Value], object], *,
+              number: bool = False) -> None:
+    """Compile; a value that needs a number must not be a string; check a constant now."""
+    try:
+        expression = compile_expression(text)
+        if number and expression.kind == "string":
+            raise ExprError("needs a number, not a string")
+        if not expression.names:
+            check(expression.evaluate({}))
+    except (ExprError, ValueError) as exc:
+        raise ValueError(f"{name} = {text!r}: {exc}") from None
+
+
+class TuningTemplate(Section):
+    """One ``[[tuning.templates]]`` entry: ``${NAME}`` substitution into a runtime file."""
+
+    source: AbsoluteFile
+    path: AbsoluteFile
+    mode: Mode = 0o644
+
+
+SYSCTL_PART = re.compile(r"[A-Za-z0-9_@:+/-]{1,64}\Z")
+
+
+class TuningConfig(Section):
+    """``[tuning]``: outputs computed from the instance's size."""
+
+    files: list[TuningFile] = []
+    profiles: list[TuningProfile] = []
+    dropins: list[TuningDropin] = []
+    templates: list[TuningTemplate] = []
+    sysctl: dict[str, str] = {}  # "net.core.somaxconn" -> expression
+    unit_dir: AbsoluteDir = "/run/systemd/system"  # where drop-ins go
+    history_file: OptionalFile = "/var/lib/agent/instance.json"  # the previous boot's type
+
+    @property
+    def has_outputs(self) -> bool:
+        """Whether anything is configured to be written."""
+        return bool(self.files or self.profiles or self.dropins or self.templates or self.sysctl)
+
+    def dropin_path(self, unit: str) -> str:
+        """Where the drop-in of ``unit`` goes."""
+        return os.path.join(self.unit_dir, f"{unit}.d", DROPIN_NAME)
+
+    @field_validator("sysctl")
+    @classmethod
+    def _sysctl(cls, values: dict[str, str]) -> dict[str, str]:
+        for key, text in values.items():
+            parts = key.split(".")
+            if len(parts) < 2 or not all(SYSCTL_PART.match(p) and p.replace("/", ".") not in (
+                    ".", "..") and not p.startswith("/") for p in parts):
+                raise ValueError(f"{key!r} is not a kernel setting name such as "
+                                 "\"net.core.somaxconn\"")
+            _constant(key, text, profiles.sysctl_value, number=True)
+        return values
+
+    @model_validator(mode="after")
+    def _distinct_paths(self) -> TuningConfig:
+        seen: dict[str, str] = {}
+        outputs = [(f"files[{i}]", e.path) for i, e in enumerate(self.files)]
+        outputs += [(f"profiles[{i}]", e.path) for i, e in enumerate(self.profiles) if e.path]
+        outputs += [(f"templates[{i}]", e.path) for i, e in enumerate(self.templates)]
+        outputs += [(f"dropins[{i}]", self.dropin_path(e.unit))
+                    for i, e in enumerate(self.dropins)]
+        for where, path in outputs:
+            if path in seen:
+                raise ValueError(f"{where} and {seen[path]} both write {path!r}")
+            seen[path] = where
+        for index, entry in enumerate(self.templates):
+            if entry.source in seen:
+                raise ValueError(f"templates[{index}] reads {entry.source!r}, which "
+                                 f"{seen[entry.source]} writes")
+            self._check_template(index, entry)
+        return self
+
+    def definitions(self) -> dict[str, set[str]]:
+        """Every name a template may use (facts, file and profile values): its definitions."""
+        found: dict[str, set[str]] = {name: {"fact"} for name in FACTS}
+        for entry in self.files:
+            for name, text in entry.values.items():
+                found.setdefault(name, set()).add(f"expression {text}")
+        for profile in self.profiles:
+            key = f"profile {profile.use} {sorted(profile.overrides.items())}"
+            for setting in profiles.PROFILES[profile.use].settings:
+                found.setdefault(setting.name, set()).add(key)
+        return found
+
+    def _check_template(self, index: int, entry: TuningTemplate) -> None:
+        """A template whose source exists now is checked now: every variable known."""
+        try:
+            text = Path(entry.source).read_text("utf-8")
+        except FileNotFoundError:
+            return  # checked when the boot renders it
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"templates[{index}] {entry.source}: cannot read: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from None
+        try:
+            names = template_names(text)
+        except ExprError as exc:
+            raise ValueError(f"templates[{index}] {entry.source}: {exc}") from None
+        known = self.definitions()
+        for name in names:
+            problem = template_problem(name, known)
+            if problem:
+                raise ValueError(f"templates[{index}] {entry.source}: {problem}")
+
+
+def template_problem(name: str, known: dict[str, set[str]]) -> str:
+    """Why a template may not use ``${name}`` ('' when it may)."""
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown variable ${{{name}}}{hint}"
+    if len(known[name]) > 1:
+        return (f"${{{name}}} is ambiguous: {len(known[name])} outputs define it "
+                "differently")
+    return ""

@@ -1,0 +1,97 @@
+"""Our systemd drop-ins, for secrets and tuning alike: plan, write, prune, reload (no root)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from agent import dropins, handoff, service
+from agent.errors import SecretsError
+from agent.files import Change
+from agent.secrets_config import SecretFile, SecretsConfig
+
+CONTENT = b"[Service]\nNice=5\n"
+
+
+@pytest.fixture
+def reloads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    monkeypatch.setattr(dropins, "daemon_reload", lambda: calls.append(1) or "")
+    return calls
+
+
+def test_plan_says_what_changes_and_writes_nothing(tmp_path: Path) -> None:
+    units = tmp_path / "units"
+    plans = dropins.plan(str(units), "60-x.conf", {"app.service": CONTENT})
+    assert [(p.path, p.change) for p in plans] == [
+        (str(units / "app.service.d/60-x.conf"), Change.NEW)]
+    assert not units.exists()
+
+
+def test_apply_writes_prunes_and_reloads_once(tmp_path: Path, reloads: list[int]) -> None:
+    units = tmp_path / "units"
+    stale = units / "old.service.d/60-x.conf"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(CONTENT)
+    admin = units / "old.service.d/10-admin.conf"  # not ours: never touched
+    admin.write_bytes(b"[Service]\n")
+    other = units / "app.service.d/50-other-feature.conf"  # another feature's name
+    other.parent.mkdir()
+    other.write_bytes(b"[Service]\n")
+    old = os.umask(0o077)
+    try:
+        warnings = dropins.apply(dropins.plan(str(units), "60-x.conf",
+                                              {"app.service": CONTENT, "b.service": CONTENT}))
+    finally:
+        os.umask(old)
+    assert warnings == []
+    assert (units / "app.service.d/60-x.conf").read_bytes() == CONTENT
+    assert stat.S_IMODE((units / "b.service.d/60-x.conf").stat().st_mode) == 0o644
+    assert not stale.exists() and admin.exists() and other.exists()
+    assert reloads == [1]
+    assert dropins.apply(dropins.plan(str(units), "60-x.conf",
+                                      {"app.service": CONTENT, "b.service": CONTENT})) == []
+    assert reloads == [1]  # nothing changed: no reload
+
+
+def test_held_back_without_systemd(monkeypatch: pytest.MonkeyPatch, reloads: list[int]) -> None:
+    monkeypatch.setattr(service, "systemd_running", lambda: False)
+    plans = dropins.plan("/run/systemd/system", "60-x.conf", {"app.service": CONTENT})
+    assert dropins.apply(plans) == ["drop-in /run/systemd/system/app.service.d/60-x.conf "
+                                    "not written: systemd is not running"]
+    assert not Path("/run/systemd/system/app.service.d/60-x.conf").exists()
+    assert reloads == []
+
+
+def test_a_failed_reload_is_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dropins, "daemon_reload", lambda: "systemctl daemon-reload exited 1")
+    warnings = dropins.apply(dropins.plan(str(tmp_path), "60-x.conf", {"a.service": CONTENT}))
+    assert warnings == ["drop-ins written but systemctl daemon-reload exited 1"]
+
+
+def test_credentials_and_tuning_share_the_rules(tmp_path: Path, reloads: list[int]) -> None:
+    units = tmp_path / "units"
+    tuned = units / "app.service.d/60-agent-tuning.conf"
+    tuned.parent.mkdir(parents=True)
+    tuned.write_bytes(CONTENT)
+    cfg = SecretsConfig(dir="/run/agent/secrets", unit_dir=str(units), files=[
+        SecretFile(secret_id="s", path="db.json", units=["app.service"])])
+    assert handoff.write_credentials(cfg) == []
+    dropin = units / "app.service.d/50-agent-credentials.conf"
+    assert dropin.read_text().splitlines()[1:] == [
+        "[Service]", "LoadCredential=db.json:/run/agent/secrets/db.json"]
+    assert handoff.write_credentials(cfg.model_copy(update={"files": []})) == []
+    assert not dropin.exists() and tuned.exists()  # pruned: only its own name
+    assert reloads == [1, 1]
+
+
+def test_an_unwritable_unit_dir_fails_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "units").write_text("a file, not a directory")
+    cfg = SecretsConfig(unit_dir=str(tmp_path / "units"), files=[
+        SecretFile(secret_id="s", path="db.json", units=["app.service"])])
+    with pytest.raises(SecretsError, match=r"^cannot write credential drop-ins in .*units: "
+                                           r"Not a directory$"):
+        handoff.write_credentials(cfg)
