@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,8 @@ THROTTLING = frozenset({
     "InternalServiceError", "InternalServiceErrorException",
 })
 _NETWORK = (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError, ConnectTimeoutError)
+CONNECT_TIMEOUT = 5.0  # seconds to connect, at most (and never beyond the call's budget)
+READ_TIMEOUT = 15.0  # seconds one attempt waits for its answer before it is tried again
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -164,13 +167,14 @@ class Aws:
         self._config = BotoConfig(
             region_name=region,
             retries={"total_max_attempts": 1, "mode": "standard"},
-            connect_timeout=5,
-            read_timeout=15,
+            connect_timeout=min(CONNECT_TIMEOUT, max_wait),
+            read_timeout=min(READ_TIMEOUT, max_wait),
             max_pool_connections=16,
             user_agent_extra="instance-boot-agent",
         )
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._deadline = threading.local()  # of the call this thread is making
 
     @classmethod
     def from_config(cls, cfg: AwsConfig, instance_region: str, *,
@@ -194,12 +198,24 @@ class Aws:
         with self._lock:
             if service not in self._clients:
                 try:
-                    self._clients[service] = self._session.create_client(
+                    client = self._session.create_client(
                         service, endpoint_url=self.endpoint_url, config=self._config
                     )
                 except BotoCoreError as exc:
                     raise AwsError(f"{service}: cannot create client: {describe(exc)}") from None
+                client.meta.events.register("before-send", self._within_budget)
+                self._clients[service] = client
             return self._clients[service]
+
+    def _within_budget(self, request: Any, **kwargs: Any) -> None:
+        """Each attempt waits for its answer no longer than what is left of the call's budget.
+
+        botocore takes a per-request ``read_timeout`` from the request context.
+        """
+        deadline = getattr(self._deadline, "at", None)
+        context = getattr(request, "context", None)
+        if deadline is not None and isinstance(context, dict):
+            context["read_timeout"] = max(0.05, min(READ_TIMEOUT, deadline - time.monotonic()))
 
     def call(self, service: str, operation: str, *, budget: float | None = None,
              on_retry: Callable[[BaseException], None] | None = None,
@@ -222,11 +238,13 @@ class Aws:
             if on_retry is not None:
                 on_retry(exc)
 
+        budget = self.max_wait if budget is None else budget
+        self._deadline.at = time.monotonic() + budget
         try:
             return retry(
                 attempt,
                 transient=is_transient,
-                budget=self.max_wait if budget is None else budget,
+                budget=budget,
                 base=0.1,
                 cap=5.0,
                 on_retry=retrying,
@@ -238,6 +256,8 @@ class Aws:
             ) from None
         except NoCredentialsError as exc:
             raise AwsError(f"{service} {operation}: {describe(exc)}") from None
+        finally:
+            self._deadline.at = None
 
     def describe_instance_type(self, instance_type: str) -> InstanceType | None:
         """A type's nominal size from ``DescribeInstanceTypes`` (None when AWS knows none)."""

@@ -47,6 +47,7 @@ class Boot:
         self.rec = rec
         self.notify = notify
         self.imds = ImdsClient.from_config(cfg.imds)
+        self.imds.on_notice = lambda text: rec.note(Phase.METADATA, text)
         self.meta: Metadata | None = None
         self.aws: Aws | None = None
         self.published: Secrets | None = None  # the secrets, for the resident daemon

@@ -212,7 +212,9 @@ def read_toml(path: Path, *, must_exist: bool) -> dict[str, Any]:
                           "is UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(f"config {path}: cannot read: {exc.strerror or exc}") from None
-    except (ValueError, RecursionError) as exc:  # e.g. a NUL in the path, absurd nesting
+    except RecursionError:
+        raise ConfigError(f"config {path}: not valid TOML: nested too deeply") from None
+    except ValueError as exc:  # e.g. a NUL in the path
         raise ConfigError(f"config {path}: cannot read: {exc}") from None
 
 

@@ -35,6 +35,10 @@ TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"  # noqa: S105 - a header name
 TOKEN_MARGIN = 60.0  # renew this long before the token expires
 TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+HOP_LIMIT = ("the token request got no answer although the connection was made: the "
+             "instance's response hop limit (http-put-response-hop-limit) is probably too low "
+             "for this host, as for a container on an instance whose hop limit is 1: raise it "
+             "to 2")
 TAGS_PATH = "/latest/meta-data/tags/instance"
 TAG_KEY = re.compile(r"[A-Za-z0-9+=._:@-]{1,128}")  # what instance metadata tags allow
 IDENTITY_PATH = "/latest/dynamic/instance-identity/document"
@@ -126,6 +130,8 @@ class ImdsClient:
         self._max_wait = max_wait
         self._clock = clock
         self._sleep = sleep
+        self.on_notice: Callable[[str], None] | None = None  # a diagnosis while retrying
+        self._noticed: set[str] = set()
         self._token: str | None = None
         self._token_expires = 0.0
         self._token_lock = threading.Lock()
@@ -266,6 +272,15 @@ class ImdsClient:
                 log.debug("IMDS session token obtained (ttl %d s)", self._ttl)
             return self._token
 
+    def _notice(self, text: str) -> None:
+        """Say once what a symptom most likely means (logged, and to ``on_notice``)."""
+        if text in self._noticed:
+            return
+        self._noticed.add(text)
+        log.warning("IMDS: %s", text)
+        if self.on_notice is not None:
+            self.on_notice(text)
+
     def _drop_token(self) -> None:
         with self._token_lock:
             self._token = None
@@ -295,7 +310,8 @@ class ImdsClient:
             raise _Transient(f"HTTP {status}")
         if status == 403:
             raise ImdsError(
-                f"IMDS refused {path} (403): IMDS disabled or hop limit too low for this host"
+                f"IMDS refused {path} (403): the metadata service is disabled for this instance "
+                "(its http-endpoint), or the request carried X-Forwarded-For (a proxy)"
             )
         if status == 400:
             raise ImdsError(f"IMDS rejected {path} (400 bad request)")
@@ -308,13 +324,20 @@ class ImdsClient:
         if conn is None:
             conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
             self._local.conn = conn
+        connected = False
         try:
+            if conn.sock is None:
+                conn.connect()
+            connected = True
             conn.request(method, path, headers=headers)
             response = conn.getresponse()
             body = response.read()
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             self._local.conn = None
+            if connected and path == TOKEN_PATH and _describe(exc) == "timed out":
+                self._notice(HOP_LIMIT)
+                raise _Transient(f"timed out after connecting ({HOP_LIMIT})") from None
             raise _Transient(_describe(exc)) from None
         if response.will_close:
             conn.close()

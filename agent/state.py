@@ -229,6 +229,14 @@ class Recorder:
                 self.doc["errors"].append(f"{name}: {error}")
             self.write()
 
+    def note(self, name: str, detail: str) -> None:
+        """Say what a running phase is going through (its detail), without changing its state."""
+        with self._lock:
+            entry = self.phase_entry(name)
+            if entry["state"] == PhaseState.RUNNING.value:
+                entry["detail"] = detail
+                self.write()
+
     def update(self, **fields: Any) -> None:
         """Set top-level fields (``instance``, ``secrets``, ``lifecycle``, ...)."""
         with self._lock:

@@ -118,6 +118,10 @@ class ImdsSimulator:
         self.latency = 0.0
         self.token_lifetime: float | None = None
         self.disabled = False
+        # The response hop limit too low for the client (a container on an instance with hop
+        # limit 1): token PUTs are connected but their answers never arrive.
+        self.hop_limit_exceeded = False
+        self._stopped = threading.Event()
         self.requests: list[ImdsRequest] = []
         self._host = host
         self._port = port
@@ -136,6 +140,7 @@ class ImdsSimulator:
 
     def start(self) -> ImdsSimulator:
         """Bind and serve in a daemon thread."""
+        self._stopped.clear()
         self._server = _Server((self._host, self._port), _Handler)
         self._server.sim = self
         self._thread = threading.Thread(
@@ -148,6 +153,7 @@ class ImdsSimulator:
         """Stop serving and drop open keep-alive connections."""
         if self._server is None:
             return
+        self._stopped.set()
         self._server.shutdown()
         self._server.server_close()
         self._server.close_connections()
@@ -390,6 +396,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.rfile.read(length)
         if sim.latency:
             time.sleep(sim.latency)
+        if sim.hop_limit_exceeded and path == TOKEN_PATH and self.command == "PUT":
+            sim._log(self.command, path, 0)  # the answer dies on the way: nothing is sent
+            sim._stopped.wait(60)
+            self.close_connection = True
+            return
         status, body, ctype, headers = self._route(sim, path)
         sim._log(self.command, path, status)
         self.send_response(status)

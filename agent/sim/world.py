@@ -217,7 +217,7 @@ class World:
             body = dict(body)
             if "fail_next" in body:
                 imds.fail_next(**body.pop("fail_next"))
-            for knob in ("latency", "token_lifetime", "disabled"):
+            for knob in ("latency", "token_lifetime", "disabled", "hop_limit_exceeded"):
                 if knob in body:
                     setattr(imds, knob, body.pop(knob))
             if body.pop("expire_tokens", False):
