@@ -16,11 +16,13 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import botocore.session
 from botocore.config import Config as BotoConfig
+from botocore.credentials import CredentialProvider, CredentialResolver
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -139,8 +141,33 @@ class _RoleFetcher:
                 "expiry_time": doc["Expiration"]}
 
 
+@dataclass(frozen=True)
+class Role:
+    """A role to fetch with: its credentials come from ``sts:AssumeRole``."""
+
+    arn: str
+    external_id: str = ""
+    session_name: str = "instance-boot-agent"  # the boot uses the instance id
+
+
+class _Assumed(CredentialProvider):
+    """botocore's credential chain of one role session: refreshable AssumeRole credentials."""
+
+    METHOD = "assume-role"
+    CANONICAL_NAME = "instance-boot-agent-role"
+
+    def __init__(self, credentials: Any) -> None:
+        super().__init__()
+        self._credentials = credentials
+
+    def load(self) -> Any:
+        """The credentials (botocore refreshes them before they expire)."""
+        return self._credentials
+
+
 class Aws:
-    """Lazily created clients for one region, and :meth:`call` with the retry policy."""
+    """Lazily created clients (by service, region and role), and :meth:`call` with the retry
+    policy. The instance's own credentials sign everything not fetched with a role."""
 
     SERVICES = ("secretsmanager", "autoscaling", "ssm", "ec2", "cloudformation", "sts")
 
@@ -149,32 +176,36 @@ class Aws:
         self.region = region
         self.endpoint_url = endpoint_url or None
         self.max_wait = max_wait
-        self._session = botocore.session.Session()
-        data_path = self._session.get_config_variable("data_path")
-        self._session.register_component("data_loader", _Loader(
-            extra_search_paths=[os.path.expanduser(p) for p in data_path.split(os.pathsep)]
-            if data_path else None))
-        self._session.set_config_variable("region", region)
-        self._session.set_config_variable("ec2_metadata_v1_disabled", True)
-        if imds is not None:
-            self._use_imds_for_role_credentials(imds)
-        try:
-            self._session._internal_components.lazy_register_component(  # type: ignore[attr-defined]
-                "endpoint_resolver", _light_endpoint_resolver
-            )
-        except AttributeError:  # a botocore without the hook: the full data still works
-            log.debug("botocore has no internal component registry; full endpoint data")
         self._config = BotoConfig(
-            region_name=region,
             retries={"total_max_attempts": 1, "mode": "standard"},
             connect_timeout=min(CONNECT_TIMEOUT, max_wait),
             read_timeout=min(READ_TIMEOUT, max_wait),
             max_pool_connections=16,
             user_agent_extra="instance-boot-agent",
         )
-        self._clients: dict[str, Any] = {}
+        self._session = self._new_session()
+        if imds is not None:
+            self._use_imds_for_role_credentials(imds)
+        self._roles: dict[Role, botocore.session.Session] = {}
+        self._clients: dict[tuple[str, str, Role | None], Any] = {}
         self._lock = threading.Lock()
         self._deadline = threading.local()  # of the call this thread is making
+
+    def _new_session(self) -> botocore.session.Session:
+        session = botocore.session.Session()
+        data_path = session.get_config_variable("data_path")
+        session.register_component("data_loader", _Loader(
+            extra_search_paths=[os.path.expanduser(p) for p in data_path.split(os.pathsep)]
+            if data_path else None))
+        session.set_config_variable("region", self.region)
+        session.set_config_variable("ec2_metadata_v1_disabled", True)
+        try:
+            session._internal_components.lazy_register_component(  # type: ignore[attr-defined]
+                "endpoint_resolver", _light_endpoint_resolver
+            )
+        except AttributeError:  # a botocore without the hook: the full data still works
+            log.debug("botocore has no internal component registry; full endpoint data")
+        return session
 
     @classmethod
     def from_config(cls, cfg: AwsConfig, instance_region: str, *,
@@ -193,19 +224,48 @@ class Aws:
             if provider.METHOD == InstanceMetadataProvider.METHOD:
                 providers[index] = InstanceMetadataProvider(_RoleFetcher(imds))  # type: ignore[arg-type]
 
-    def client(self, service: str) -> Any:
-        """The client for ``service``, created once (botocore sessions are not thread-safe)."""
+    def _role_session(self, role: Role) -> botocore.session.Session:
+        """A session signing with ``role``: one AssumeRole, reused until near expiry."""
+        session = self._roles.get(role)
+        if session is None:
+            from botocore.credentials import (  # noqa: PLC0415
+                AssumeRoleCredentialFetcher,
+                DeferredRefreshableCredentials,
+            )
+
+            extra = {"RoleSessionName": role.session_name}
+            if role.external_id:
+                extra["ExternalId"] = role.external_id
+            fetcher = AssumeRoleCredentialFetcher(
+                lambda service, **kw: self._session.create_client(
+                    service, region_name=self.region, endpoint_url=self.endpoint_url,
+                    config=self._config, **kw),
+                self._session.get_credentials(), role.arn, extra_args=extra)
+            credentials = DeferredRefreshableCredentials(fetcher.fetch_credentials,
+                                                         "assume-role")
+            session = self._new_session()
+            session.register_component("credential_provider",
+                                       CredentialResolver([_Assumed(credentials)]))
+            self._roles[role] = session
+        return session
+
+    def client(self, service: str, region: str | None = None, role: Role | None = None) -> Any:
+        """The client for ``service`` in ``region`` (default: ours) signing as ``role`` (default:
+        the instance), created once (botocore sessions are not thread-safe)."""
+        key = (service, region or self.region, role)
         with self._lock:
-            if service not in self._clients:
+            if key not in self._clients:
+                session = self._session if role is None else self._role_session(role)
                 try:
-                    client = self._session.create_client(
-                        service, endpoint_url=self.endpoint_url, config=self._config
+                    client = session.create_client(
+                        service, region_name=key[1], endpoint_url=self.endpoint_url,
+                        config=self._config
                     )
                 except BotoCoreError as exc:
                     raise AwsError(f"{service}: cannot create client: {describe(exc)}") from None
                 client.meta.events.register("before-send", self._within_budget)
-                self._clients[service] = client
-            return self._clients[service]
+                self._clients[key] = client
+            return self._clients[key]
 
     def _within_budget(self, request: Any, **kwargs: Any) -> None:
         """Each attempt waits for its answer no longer than what is left of the call's budget.
@@ -219,6 +279,7 @@ class Aws:
 
     def call(self, service: str, operation: str, *, budget: float | None = None,
              on_retry: Callable[[BaseException], None] | None = None,
+             region: str | None = None, role: Role | None = None,
              **params: Any) -> dict[str, Any]:
         """Call ``operation`` (snake_case), retrying transient errors within the budget.
 
@@ -226,7 +287,7 @@ class Aws:
         and :class:`AwsError` when the retry budget runs out or credentials are missing.
         ``on_retry`` sees each transient error before its retry.
         """
-        method = getattr(self.client(service), operation)
+        method = getattr(self.client(service, region, role), operation)
 
         def attempt() -> dict[str, Any]:
             result: dict[str, Any] = method(**params)

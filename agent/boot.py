@@ -1,9 +1,7 @@
 """The boot: metadata; then secrets, tuning and the launch hook's lookup side by side; then
-the lifecycle phase. Each phase's rules live with its subject; this module says what runs
-when, what overlaps, and how a failure ends the boot: any exception in any phase (an
-expected :class:`AgentError`, an ``OSError``, a bug) fails that phase with one line and the
-boot with it (``on_failure`` sent, never ``READY``); anything but an AgentError says
-``internal error``, its traceback logged at debug level only.
+lifecycle. Each phase's rules live with its subject; this module says what runs when, what
+overlaps, and how any failure (an :class:`AgentError`, an ``OSError``, a bug) ends the
+boot: that phase failed with one line, ``on_failure`` sent, never ``READY``.
 """
 
 from __future__ import annotations
@@ -18,7 +16,9 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from agent import image, tuning
+from agent.context import LaunchContext
 from agent.errors import AgentError, PhaseFailed, describe_failure
+from agent.facts import Facts, read_facts
 from agent.imds import ImdsClient, Metadata
 from agent.service import Keepalive, Notifier
 from agent.state import Phase, PhaseState, Recorder, State
@@ -32,13 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("agent.boot")
 
 
-def one_line(phase: Phase, exc: BaseException) -> str:
-    """The failure's line; anything but an AgentError also leaves its traceback at debug."""
-    if not isinstance(exc, AgentError):
-        log.debug("internal error in the %s phase", phase, exc_info=exc)
-    return describe_failure(f"the {phase} phase", exc)
-
-
 class Boot:
     """One boot: the phases, the clients they share, and the state they record."""
 
@@ -49,6 +42,7 @@ class Boot:
         self.imds = ImdsClient.from_config(cfg.imds)
         self.imds.on_notice = lambda text: rec.note(Phase.METADATA, text)
         self.meta: Metadata | None = None
+        self.context: LaunchContext | None = None
         self.aws: Aws | None = None
         self.published: Secrets | None = None  # the secrets, for the resident daemon
         self.hook: LaunchHook | None = None
@@ -79,8 +73,7 @@ class Boot:
         return self.announce(failure)
 
     def promote(self) -> bool:
-        """A ``Warmed:Running`` instance put InService without a restart: finish the boot
-        (the secrets skipped in the warm pool, the launch hook pending again)."""
+        """A ``Warmed:Running`` instance put InService: the secrets and the hook, again."""
         assert self.meta is not None
         self.meta = dataclasses.replace(self.meta, target_state="InService")
         self.rec.update(instance=self.meta.record())
@@ -111,8 +104,9 @@ class Boot:
             state, detail = body(*args)
             self.rec.phase(name, state, detail=detail)
         except Exception as exc:
-            line = one_line(name, exc)
+            line = describe_failure(f"the {name} phase", exc)
             log.error("%s: failed: %s", name, line, extra={"AGENT_PHASE": str(name)})
+            log.debug("%s: traceback", name, exc_info=not isinstance(exc, AgentError))
             with contextlib.suppress(Exception):  # the state file may be what failed
                 self.rec.phase(name, PhaseState.FAILED, error=line)
             return PhaseFailed(name, line)
@@ -128,7 +122,7 @@ class Boot:
             instance = self.meta.identity.instance_id if self.meta else None
             lifecycle.signal(self.cfg.signal, self.aws, instance, failure is None, self.rec)
         except Exception as exc:  # signals never fail a boot
-            self.rec.warn(f"signal: {one_line(Phase.LIFECYCLE, exc)}")
+            self.rec.warn(f"signal: {describe_failure('the signals', exc)}")
         if failure is not None:
             log.error("boot failed: %s", failure)
             with contextlib.suppress(Exception):
@@ -139,12 +133,12 @@ class Boot:
         try:
             self.notify.ready(f"ready ({self.rec.doc['condition']})")
         except Exception as exc:  # the hook has its CONTINUE: the boot stays ready
-            self.rec.warn(f"systemd: READY=1 not sent: {one_line(Phase.LIFECYCLE, exc)}")
+            self.rec.warn(f"systemd: READY=1 not sent: {describe_failure('notify', exc)}")
         log.info("boot ready (%s)", self.rec.doc["condition"])
         return True
 
     def clients(self) -> Aws:
-        """The AWS clients' home, made once, when botocore (imported meanwhile) is there."""
+        """The AWS clients' home, made once botocore (imported meanwhile) is there."""
         with self._aws_lock:
             if self.aws is None:
                 assert self.meta is not None
@@ -157,6 +151,7 @@ class Boot:
     def read_metadata(self) -> tuple[PhaseState, str]:
         """Identity, tags, Auto Scaling target state; the image's checks."""
         self.meta = Metadata.read(self.imds)
+        self.context = LaunchContext.at_boot(self.meta, self.clients)
         self.rec.update(instance=self.meta.record())
         image.check(self.cfg.image, self.imds, self.rec)
         return PhaseState.DONE, self.meta.summary()
@@ -165,17 +160,23 @@ class Boot:
         """Every secret fetched, rendered and published in one switch."""
         from agent.secrets import Secrets  # noqa: PLC0415 - botocore, loaded meanwhile
 
-        assert self.meta is not None
+        assert self.meta is not None and self.context is not None
         if self.published is None:
             self.published = Secrets(self.cfg.secrets, self.rec)
-        return self.published.publish(self.clients(), warm=self.meta.warm,
-                                      warm_pool_secrets=self.cfg.lifecycle.warm_pool_secrets)
+        return self.published.publish(
+            self.clients(), self.context, lambda: self.machine().as_dict(), warm=self.meta.warm,
+            warm_pool_secrets=self.cfg.lifecycle.warm_pool_secrets)
+
+    def machine(self) -> Facts:
+        """This machine's facts (for tuning, and for conditions that read them)."""
+        assert self.meta is not None
+        return read_facts(self.meta.identity.instance_type, describe=lambda name: (
+            self.clients().describe_instance_type(name)))
 
     def tune(self) -> tuple[PhaseState, str]:
         """Every tuned value computed for this machine, then written."""
         assert self.meta is not None
-        return tuning.phase(self.cfg.tuning, self.meta.identity, self.rec,
-                            lambda name: self.clients().describe_instance_type(name))
+        return tuning.phase(self.cfg.tuning, self.meta.identity, self.rec, self.machine)
 
     def find_hook(self) -> Target | None:
         """The launch hook to signal (kept alive by heartbeats until it is completed)."""

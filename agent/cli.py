@@ -64,6 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="dry run: what run would publish and set")
     plan.add_argument("--config", metavar="PATH")
     plan.add_argument("--instance-type", metavar="TYPE", help="plan for TYPE, offline")
+    plan.add_argument("--tag", metavar="KEY=VALUE", action="append", type=_tag,
+                      help="offline: an instance tag (repeat for each)")
+    plan.add_argument("--region", metavar="REGION", help="offline: the instance's region")
+    plan.add_argument("--account", metavar="ACCOUNT", help="offline: the instance's account")
+    plan.add_argument("--group", metavar="NAME",
+                      help="offline: its Auto Scaling group ('' for none)")
+    plan.add_argument("--availability-zone", metavar="ZONE", dest="zone",
+                      help="offline: its availability zone")
     plan.add_argument("--json", action="store_true")
 
     sub.add_parser("demo", help="the whole boot against a local simulated cloud")
@@ -76,6 +84,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tag(text: str) -> tuple[str, str]:
+    key, eq, value = text.partition("=")
+    if not eq or not key:
+        import argparse  # noqa: PLC0415
+
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
 def _seconds(text: str) -> float:
     value = float(text)
     if not value >= 0:
@@ -84,7 +101,8 @@ def _seconds(text: str) -> float:
 
 
 def _dispatch(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.command == "run":
         from agent.daemon import run  # noqa: PLC0415
 
@@ -92,7 +110,13 @@ def _dispatch(argv: list[str]) -> int:
     if args.command == "plan":
         from agent.plan import main as plan_main  # noqa: PLC0415
 
-        return plan_main(args.config, instance_type=args.instance_type, as_json=args.json)
+        offline = {"region": args.region, "account": args.account, "group": args.group,
+                   "zone": args.zone}
+        if not args.instance_type and (args.tag or any(v is not None for v in offline.values())):
+            parser.error("plan: --tag, --region, --account, --group and --availability-zone "
+                         "describe an offline launch: they go with --instance-type")
+        return plan_main(args.config, instance_type=args.instance_type, as_json=args.json,
+                         tags=dict(args.tag) if args.tag is not None else None, **offline)
     if args.command == "bake-check":
         from agent.image import bake_check  # noqa: PLC0415
 

@@ -22,7 +22,7 @@ from typing import Literal
 Value = int | float | str
 Kind = Literal["number", "string", "any"]
 
-FACTS: dict[str, type] = {
+MACHINE_FACTS: dict[str, type] = {  # agent.facts.Facts: the machine and its type
     "memory_mib": int,
     "vcpus": int,
     "instance_type": str,
@@ -33,6 +33,13 @@ FACTS: dict[str, type] = {
     "instance_memory_mib": int,
     "instance_vcpus": int,
 }
+LAUNCH_FACTS: dict[str, type] = {  # agent.context: where and as what this instance runs
+    "region": str,
+    "account": str,
+    "availability_zone": str,
+    "group": str,
+}
+FACTS: dict[str, type] = {**MACHINE_FACTS, **LAUNCH_FACTS}
 FUNCTIONS: dict[str, tuple[int, int | None]] = {  # name -> (min, max) positional arguments
     "min": (1, None),
     "max": (1, None),
@@ -41,7 +48,9 @@ FUNCTIONS: dict[str, tuple[int, int | None]] = {  # name -> (min, max) positiona
     "round": (1, 2),
     "floor": (1, 1),
     "ceil": (1, 1),
+    "tag": (1, 1),  # tag('Environment'): an instance tag, '' when absent
 }
+TAG = "tag:"  # tags travel with the facts: "tag:KEY" -> value; "tag:" itself: tags are known
 MAX_LENGTH = 1000  # characters of expression text
 MAX_DEPTH = 50  # nesting of the syntax tree
 MAX_MAGNITUDE = 1e15  # of any number, literal or computed
@@ -129,6 +138,7 @@ class Expression:
     names: frozenset[str]  # the facts (and other names) it reads
     kind: Kind  # what it can return, as far as known statically
     tree: ast.expr = field(repr=False, compare=False)
+    tags: frozenset[str] = frozenset()  # the tag keys it reads (tag('KEY'))
 
     def evaluate(self, facts: Mapping[str, Value]) -> Value:
         """The value for these facts, or ExprError."""
@@ -177,7 +187,12 @@ def compile_expression(text: str, names: Mapping[str, Kind] | None = None) -> Ex
     kinds = checker.check(tree)
     _check_constants(tree)
     kind: Kind = "number" if kinds == {_NUM} else "string" if kinds == {_STR} else "any"
-    return Expression(text, frozenset(checker.names), kind, tree)
+    return Expression(text, frozenset(checker.names), kind, tree, frozenset(checker.tags))
+
+
+def tag_scope(tags: Mapping[str, str]) -> dict[str, str]:
+    """The facts that carry ``tags`` to tag() (add them to the facts of an evaluation)."""
+    return {TAG: "", **{TAG + key: value for key, value in tags.items()}}
 
 
 def template_names(text: str) -> list[str]:
@@ -217,8 +232,10 @@ def _check_depth(tree: ast.AST) -> None:
 
 
 def _uses_facts(node: ast.AST) -> bool:
-    """Whether ``node`` reads a variable (a checked tree names functions only when calling)."""
-    return any(isinstance(n, ast.Name) and n.id not in FUNCTIONS for n in ast.walk(node))
+    """Whether ``node`` reads a variable or a tag (a checked tree names functions only when
+    calling them)."""
+    return any(isinstance(n, ast.Name) and (n.id not in FUNCTIONS or n.id == "tag")
+               for n in ast.walk(node))
 
 
 def _check_constants(node: ast.expr) -> Value | None:
@@ -246,6 +263,7 @@ class _Checker:
     def __init__(self, known: Mapping[str, frozenset[str]]) -> None:
         self.known = known
         self.names: set[str] = set()
+        self.tags: set[str] = set()
 
     def check(self, node: ast.AST) -> set[str]:
         match node:
@@ -271,6 +289,9 @@ class _Checker:
             case ast.Compare(left=left, ops=ops, comparators=comparators):
                 self._compare(left, ops, comparators)
                 return {_NUM}
+            case ast.Call(func=ast.Name(id="tag")):
+                self._tag(node)
+                return {_STR}
             case ast.Call():
                 self._call(node)
                 return {_NUM}
@@ -357,6 +378,14 @@ class _Checker:
         for arg in node.args:
             self._numeric(arg, f"{func.id}() needs numbers, not strings")
 
+    def _tag(self, node: ast.Call) -> None:
+        match node:
+            case ast.Call(args=[ast.Constant(value=str() as key)], keywords=[]) if key:
+                self.tags.add(key)
+            case _:
+                raise ExprError("tag() takes one tag key as a string, as in "
+                                "tag('Environment')")
+
 
 def _op_text(op: ast.AST) -> str:
     names = {ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^", ast.LShift: "<<",
@@ -409,6 +438,8 @@ class _Evaluator:
                 return self.eval(body) if self.eval(test) else self.eval(orelse)
             case ast.Compare(left=left, ops=ops, comparators=comparators):
                 return self._compare(left, ops, comparators)
+            case ast.Call(func=ast.Name(id="tag"), args=[ast.Constant(value=str() as key)]):
+                return self._tag(key)
             case ast.Call(func=ast.Name(id=name), args=args):
                 return self._call(name, [self.eval(arg) for arg in args])
         raise ExprError(f"{type(node).__name__} is not allowed")
@@ -422,6 +453,12 @@ class _Evaluator:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ExprError(f"fact {name!r} is not a number or string")
         return _bounded(value, f"fact {name!r}")
+
+    def _tag(self, key: str) -> str:
+        if TAG not in self.facts:
+            raise ExprError(f"tag({key!r}): the instance's tags are not known here")
+        value = self.facts.get(TAG + key, "")
+        return value if isinstance(value, str) else ""
 
     @staticmethod
     def _number(value: Value, what: str) -> float:

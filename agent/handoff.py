@@ -17,13 +17,16 @@ never fatal.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 from agent import dropins
 from agent.errors import SecretsError
-from agent.secrets_config import SecretFile, SecretsConfig
 from agent.service import run_command, systemd_running
+
+if TYPE_CHECKING:
+    from agent.secrets_config import Published, SecretsConfig
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +35,23 @@ HOOK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HOOK_FAILED = "secrets hook:"  # the prefix of a hook's warning (cleared by the next refresh)
 
 
-def credential_dropins(cfg: SecretsConfig) -> dict[str, bytes]:
+class About(NamedTuple):
+    """What a change hook is told of a published file (names, never values)."""
+
+    secret_id: str  # the secret id or parameter fetched (resolved); a template's source
+    source: str  # secretsmanager | ssm | template
+    version: str
+
+
+def credential_dropins(cfg: SecretsConfig, outputs: Sequence[Published]) -> dict[str, bytes]:
     """The drop-in of every unit that gets credentials (unit -> content)."""
-    by_unit: dict[str, list[SecretFile]] = {}
-    for entry in cfg.files:
+    by_unit: dict[str, list[Published]] = {}
+    for entry in outputs:
         for unit in entry.units:
             by_unit.setdefault(unit, []).append(entry)
     found: dict[str, bytes] = {}
     for unit, entries in sorted(by_unit.items()):
-        lines = ["# Written by the instance boot agent (secrets.files[].units); do not edit.",
+        lines = ["# Written by the instance boot agent (secrets units); do not edit.",
                  "[Service]"]
         lines += [f"LoadCredential={e.credential_name}:{Path(cfg.dir) / e.path}"
                   for e in entries]
@@ -48,9 +59,9 @@ def credential_dropins(cfg: SecretsConfig) -> dict[str, bytes]:
     return found
 
 
-def write_credentials(cfg: SecretsConfig) -> list[str]:
+def write_credentials(cfg: SecretsConfig, outputs: Sequence[Published]) -> list[str]:
     """Write (and prune) the credential drop-ins, daemon-reload if any changed; warnings."""
-    plans = dropins.plan(cfg.unit_dir, DROPIN, credential_dropins(cfg))
+    plans = dropins.plan(cfg.unit_dir, DROPIN, credential_dropins(cfg, outputs))
     try:
         return dropins.apply(plans)
     except OSError as exc:
@@ -58,24 +69,26 @@ def write_credentials(cfg: SecretsConfig) -> list[str]:
                            f"{exc.strerror or exc}") from None
 
 
-def after_change(cfg: SecretsConfig, changed: Sequence[SecretFile],
-                 versions: dict[str, str]) -> list[str]:
+def after_change(cfg: SecretsConfig, changed: Sequence[Published],
+                 about: Mapping[str, About]) -> list[str]:
     """Reload units and run hooks for files whose content changed; warnings for failures."""
     warnings: list[str] = []
     units = list(dict.fromkeys(unit for entry in changed for unit in entry.reload_units))
     if units and systemd_running():
         problem = run_command(["systemctl", "try-reload-or-restart", *units],
-                       timeout=cfg.hook_timeout_seconds, what=f"reload {' '.join(units)}")
+                              timeout=cfg.hook_timeout_seconds,
+                              what=f"reload {' '.join(units)}")
         if problem:
             warnings.append(problem)
     for entry in changed:
+        known = about.get(entry.path, About("", "", ""))
         env = {"PATH": HOOK_PATH, "LANG": "C.UTF-8",
-               "AGENT_SECRET_ID": entry.name, "AGENT_SECRET_SOURCE": entry.source,
+               "AGENT_SECRET_ID": known.secret_id, "AGENT_SECRET_SOURCE": known.source,
                "AGENT_SECRET_PATH": str(Path(cfg.dir) / entry.path),
-               "AGENT_SECRET_VERSION": versions.get(entry.path, "")}
+               "AGENT_SECRET_VERSION": known.version}
         for argv in entry.on_change:
             problem = run_command(argv, timeout=cfg.hook_timeout_seconds, env=env,
-                           what=f"on_change of {entry.path} ({argv[0]})")
+                                  what=f"on_change of {entry.path} ({argv[0]})")
             if problem:
                 warnings.append(problem)
     return warnings

@@ -16,50 +16,54 @@ from typing import Any
 
 from agent import config, envfile
 from agent.config import Config
-from agent.expr import render_value
+from agent.context import LaunchContext
+from agent.expr import render_value, template_names
 from agent.facts import Facts, nominal_facts, read_facts
 from agent.files import Change
 from agent.profiles import ENVIRONMENT
 from agent.tuning import SYSCTL_ROOT, PlannedOutput, PlannedSysctl, PlannedValue, plan
 
 
-def main(config_path: str | None, *, instance_type: str | None, as_json: bool) -> int:
-    """The ``plan`` command."""
+def main(config_path: str | None, *, instance_type: str | None, as_json: bool,
+         tags: dict[str, str] | None = None, region: str | None = None,
+         account: str | None = None, group: str | None = None,
+         zone: str | None = None) -> int:
+    """The ``plan`` command: offline with ``--instance-type`` (the launch given by the other
+    options), else for this instance (its metadata)."""
     cfg = config.load(config_path)
     if instance_type:
         facts = nominal_facts(instance_type)
         source = f"{instance_type} (nominal, offline)"
+        context = LaunchContext.offline(instance_type, tags=tags, region=region,
+                                        account=account, group=group, zone=zone)
     else:
-        facts, source = _this_machine(cfg)
-    doc = build(cfg, facts, source)
+        facts, source, context = _this_machine(cfg)
+    doc = build(cfg, facts, source, context=context)
     sys.stdout.write(json.dumps(doc, indent=2) + "\n" if as_json else render(doc))
     return 0
 
 
-def _this_machine(cfg: Config) -> tuple[Facts, str]:
-    from agent.imds import ImdsClient  # noqa: PLC0415
+def _this_machine(cfg: Config) -> tuple[Facts, str, LaunchContext]:
+    from agent.aws import Aws  # noqa: PLC0415
+    from agent.imds import ImdsClient, Metadata  # noqa: PLC0415
 
-    ident = ImdsClient.from_config(cfg.imds).identity()
-    return read_facts(ident.instance_type), f"{ident.instance_type} (this machine)"
+    imds = ImdsClient.from_config(cfg.imds)
+    meta = Metadata.read(imds)
+    ident = meta.identity
+    aws = Aws.from_config(cfg.aws, ident.region, imds=imds)
+    return (read_facts(ident.instance_type), f"{ident.instance_type} (this machine)",
+            LaunchContext.at_boot(meta, lambda: aws))
 
 
-def build(cfg: Config, facts: Facts, source: str, *,
+def build(cfg: Config, facts: Facts, source: str, *, context: LaunchContext | None = None,
           sysctl_root: str = SYSCTL_ROOT) -> dict[str, Any]:
-    """The plan as a JSON-able document."""
+    """The plan as a JSON-able document (``context``: the launch; default: only the type)."""
     tuning = plan(cfg.tuning, facts, sysctl_root=sysctl_root)
+    launch = context or LaunchContext.offline(facts.instance_type)
     return {
         "instance_type": source,
         "facts": facts.as_dict(),
-        "secrets": {
-            "dir": cfg.secrets.dir,
-            "require_tmpfs": cfg.secrets.require_tmpfs,
-            "files": [
-                {"path": str(Path(cfg.secrets.dir) / f.path), "secret_id": f.secret_id,
-                 "key": f.key, "format": f.format, "mode": f"{f.mode:04o}",
-                 "owner": f.owner, "group": f.group}
-                for f in cfg.secrets.files
-            ],
-        },
+        "secrets": _secrets(cfg, launch, facts),
         "tuning": [*(_output(out) for out in tuning.outputs),
                    *(_sysctl(item) for item in tuning.sysctls),
                    *({"kind": "dropin", "label": f"drop-in {item.path}", "path": item.path,
@@ -71,6 +75,40 @@ def build(cfg: Config, facts: Facts, source: str, *,
             "on_failure": cfg.lifecycle.on_failure,
         },
     }
+
+
+def _secrets(cfg: Config, context: LaunchContext, facts: Facts) -> dict[str, Any]:
+    """Each kept secret with its id resolved, each template, each entry skipped and why."""
+    from agent.secrets import select  # noqa: PLC0415
+
+    chosen = select(cfg.secrets, context, facts.as_dict)
+    root = Path(cfg.secrets.dir)
+    return {
+        "dir": cfg.secrets.dir,
+        "require_tmpfs": cfg.secrets.require_tmpfs,
+        "files": [
+            {"entry": k.where, "configured": k.entry.secret_id or k.entry.parameter,
+             "secret_id": k.ref.name, "source": k.ref.source, "region": k.ref.region,
+             "role": k.ref.role.arn if k.ref.role else "", "key": k.entry.key,
+             "format": k.entry.format, "name": k.entry.name,
+             "path": str(root / k.entry.path) if k.entry.publish else "",
+             "mode": f"{k.entry.mode:04o}", "owner": k.entry.owner, "group": k.entry.group}
+            for k in chosen.files],
+        "templates": [
+            {"entry": where, "source": t.source, "path": str(root / t.path),
+             "mode": f"{t.mode:04o}", "owner": t.owner, "group": t.group,
+             "uses": _template_uses(t.source)}
+            for where, t in chosen.templates],
+        "skipped": chosen.skipped,
+    }
+
+
+def _template_uses(source: str) -> list[str]:
+    """The variables a template source uses (names only: plan shows no value)."""
+    try:
+        return template_names(Path(source).read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return []
 
 
 def _output(out: PlannedOutput) -> dict[str, Any]:
@@ -134,13 +172,7 @@ def render(doc: dict[str, Any]) -> str:
     facts = doc["facts"]
     lines = [f"plan for {doc['instance_type']}", "", "facts"]
     lines += [f"  {name:<20} {value}" for name, value in facts.items()]
-    sec = doc["secrets"]
-    lines += ["", f"secrets -> {sec['dir']}"
-              + ("" if sec["require_tmpfs"] else "  (require_tmpfs = false)")]
-    lines += [f"  {f['path']:<40} <- {f['secret_id']}"
-              + (f" [{f['key']}]" if f["key"] else "")
-              + f"  {f['format']} {f['mode']} {f['owner']}:{f['group']}"
-              for f in sec["files"]] or ["  (none configured)"]
+    lines += _secret_lines(doc["secrets"])
     lines += ["", "tuning"]
     if not doc["tuning"]:
         lines.append("  (none configured)")
@@ -153,6 +185,32 @@ def render(doc: dict[str, Any]) -> str:
     lines.append(f"  hook {lc['hook']}, on failure {lc['on_failure']}" if lc["enabled"]
                  else "  disabled")
     return "\n".join(lines) + "\n"
+
+
+def _secret_lines(sec: dict[str, Any]) -> list[str]:
+    """The secrets part of the readable form: resolved ids, templates, what is skipped."""
+    lines = ["", f"secrets -> {sec['dir']}"
+             + ("" if sec["require_tmpfs"] else "  (require_tmpfs = false)")]
+    for f in sec["files"]:
+        where = f"  {f['path'] or '(not published: feeds templates)':<40} <- {f['secret_id']}"
+        where += f" [{f['key']}]" if f["key"] else ""
+        where += f"  {f['format']} {f['mode']} {f['owner']}:{f['group']}" if f["path"] else ""
+        lines.append(where)
+        extras = [f"from {f['configured']}" if f["configured"] != f["secret_id"] else "",
+                  f"region {f['region']}" if f["region"] else "",
+                  f"role {f['role']}" if f["role"] else "",
+                  f"as ${{{f['name']}}}" if f["name"] else ""]
+        if any(extras):
+            lines.append("    " + ", ".join(e for e in extras if e))
+    for t in sec["templates"]:
+        lines.append(f"  {t['path']:<40} <- template {t['source']}  {t['mode']} "
+                     f"{t['owner']}:{t['group']}")
+        if t["uses"]:
+            lines.append(f"    uses {', '.join('$' + '{' + n + '}' for n in t['uses'])}")
+    lines += [f"  skipped {s['entry']}: {s['reason']}" for s in sec["skipped"]]
+    if len(lines) == 1:
+        lines.append("  (none configured)")
+    return lines
 
 
 def _title(out: dict[str, Any]) -> str:

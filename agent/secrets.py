@@ -1,61 +1,80 @@
-"""Secrets: fetch from AWS, render, publish all of them or none, on tmpfs only.
+"""Secrets: what this launch keeps and fetches, and the published set (files and templates).
 
-:class:`Secrets` is the published set: the boot's secrets phase (:meth:`Secrets.publish`)
-and every refresh of the resident daemon (:meth:`Secrets.refresh`). Files are published as
-generations (:mod:`agent.generations`), handed to services by credential drop-ins and
-change hooks (:mod:`agent.handoff`). Secret values live only in :class:`SecretValue` and
-:class:`Rendered` (whose reprs are redacted) and in the bytes written to the files.
+:func:`select` resolves the entries for this launch: each entry's ``when`` condition, and
+the placeholders of what it fetches (:mod:`agent.context`), every value needed or one line
+naming the one missing, before anything is fetched. :class:`Secrets` is the published set:
+the boot's secrets phase (:meth:`Secrets.publish`) and each refresh of the resident daemon
+(:meth:`Secrets.refresh`). Files are rendered by :mod:`agent.render`, published all at once
+as generations (:mod:`agent.generations`), handed to services by :mod:`agent.handoff`.
+Secret values live only in :class:`SecretValue` (redacted repr) and in the bytes written.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable, Hashable, Sequence
+import re
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from agent import envfile, generations, handoff
-from agent.aws import Aws, describe, error_code
+from agent import generations, handoff, render
+from agent.aws import Aws, Role, describe, error_code
+from agent.context import LaunchContext
 from agent.errors import AgentError, SecretsError
+from agent.expr import MACHINE_FACTS, Value
 from agent.fsutil import fs_name, fs_type, is_memory_fs, is_mount_point, mount_tmpfs
-from agent.secrets_config import SecretFile, SecretsConfig
 from agent.state import PhaseState, utc_now
 
 if TYPE_CHECKING:
+    from agent.secrets_config import Published, SecretFile, SecretsConfig, SecretTemplate
     from agent.state import Recorder
 
 log = logging.getLogger(__name__)
 
-_MISSING = frozenset({"ResourceNotFoundException"})
+_MISSING = frozenset({"ResourceNotFoundException", "ParameterNotFound"})
 _DENIED = frozenset({"AccessDeniedException", "AccessDenied", "UnrecognizedClientException"})
 SSM_BATCH = 10  # GetParameters takes at most 10 names
 FETCH_WORKERS = 8  # concurrent fetches (each a connection: keep a listen backlog happy)
+_ARN = re.compile(r"arn:aws[a-z-]*:(secretsmanager|ssm):([a-z0-9-]+):\d{12}:")
 
 
 @dataclass(frozen=True)
 class SecretRef:
-    """What one fetch gets; entries with the same reference share it."""
+    """What one fetch gets, placeholders resolved; entries with the same reference share it."""
 
     source: Literal["secretsmanager", "ssm"]
-    name: str  # the secret id or the parameter name
+    name: str  # the secret id or the parameter name (or ARN)
     stage: str = ""  # Secrets Manager: the staging label (AWSCURRENT by default)
     version_id: str = ""  # Secrets Manager: a fixed version
+    region: str = ""  # '' : the default region (aws.region, else the instance's)
+    role: Role | None = None  # None: the instance's own credentials
 
     @classmethod
-    def of(cls, entry: SecretFile) -> SecretRef:
-        """The reference of a ``[[secrets.files]]`` entry."""
+    def of(cls, entry: SecretFile, context: LaunchContext | None = None, where: str = "",
+           session: str = "instance-boot-agent") -> SecretRef:
+        """The reference of an entry, its placeholders filled in from ``context``."""
+        resolve = (lambda text: text) if context is None else (
+            lambda text: context.resolve(text, where))
+        name = resolve(entry.secret_id or entry.parameter)
+        found = _ARN.match(name)
+        region = resolve(entry.region) if entry.region else found.group(2) if found else ""
+        role = Role(resolve(entry.role_arn), entry.external_id, session) if entry.role_arn else None
         stage = "" if entry.version_id or entry.source == "ssm" else (
             entry.version_stage or "AWSCURRENT")
-        return cls(entry.source, entry.name, stage, entry.version_id)
+        return cls(entry.source, name, stage, entry.version_id, region, role)
 
     @property
     def label(self) -> str:
         """``secret 'prod/db'`` or ``parameter '/prod/db/password'``."""
         return f"{'parameter' if self.source == 'ssm' else 'secret'} {self.name!r}"
+
+    def call(self, aws: Aws, service: str, operation: str, **params: Any) -> dict[str, Any]:
+        """An API call where this secret lives, as whom it is fetched."""
+        return aws.call(service, operation, region=self.region or None, role=self.role,
+                        **params)
 
 
 @dataclass(frozen=True, repr=False)
@@ -79,8 +98,8 @@ class SecretValue:
 class Rendered:
     """A file's final bytes (redacted repr) and the entry it came from."""
 
-    entry: SecretFile
-    value: SecretValue
+    entry: Published
+    version_id: str
     content: bytes
 
     def __repr__(self) -> str:
@@ -93,16 +112,89 @@ class Rendered:
                                 f"{entry.owner}:{entry.group}")
 
 
+# -- what this launch keeps ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A ``[[secrets.files]]`` entry this launch keeps: where it is configured, what it gets."""
+
+    where: str  # "secrets.files[2]"
+    entry: SecretFile
+    ref: SecretRef
+
+    @property
+    def label(self) -> str:
+        """Names it in errors: ``secret 'prod/db' (secrets.files[2] db.json)``."""
+        return f"{self.ref.label} ({self.where}{' ' + self.entry.path if self.entry.path else ''})"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The entries of this launch: files and templates kept, the others and why not."""
+
+    files: list[Kept]
+    templates: list[tuple[str, SecretTemplate]]
+    skipped: list[dict[str, str]]  # {"entry": "secrets.files[3]", "reason": "when ... is false"}
+
+    @property
+    def refs(self) -> list[SecretRef]:
+        """The distinct references to fetch, in order."""
+        return list(dict.fromkeys(kept.ref for kept in self.files))
+
+    def outputs(self) -> list[Published]:
+        """What is published: the kept files that publish, and the kept templates."""
+        return [k.entry for k in self.files if k.entry.publish] + [t for _, t in self.templates]
+
+
+def select(cfg: SecretsConfig, context: LaunchContext,
+           machine: Callable[[], Mapping[str, Value]]) -> Selection:
+    """The entries this launch keeps (their conditions hold), with what each fetches.
+
+    ``machine`` gives the machine's facts, for conditions that read them. Raises
+    ContextError (one line: the entry and the missing value) before anything is fetched.
+    """
+    from agent.context import condition  # noqa: PLC0415
+
+    facts: dict[str, Value] = {}
+    skipped: list[dict[str, str]] = []
+
+    def kept(where: str, when: str) -> bool:
+        if not when:
+            return True
+        expression = condition(when)
+        if expression.names & set(MACHINE_FACTS) and not facts:
+            facts.update(machine())
+        if context.holds(expression, facts, where):
+            return True
+        skipped.append({"entry": where, "reason": f"when = {when!r} is false"})
+        return False
+
+    session = context.facts.get("instance_id") or "instance-boot-agent"
+    files = [Kept(f"secrets.files[{i}]", e,
+                  SecretRef.of(e, context, f"secrets.files[{i}]", session))
+             for i, e in enumerate(cfg.files) if kept(f"secrets.files[{i}]", e.when)]
+    templates = [(f"secrets.templates[{i}]", t) for i, t in enumerate(cfg.templates)
+                 if kept(f"secrets.templates[{i}]", t.when)]
+    return Selection(files, templates, skipped)
+
+
 # -- fetching ---------------------------------------------------------------------------
 
 
-def _fail(label: str, exc: BaseException) -> SecretsError:
+def _fail(label: str, exc: BaseException, ref: SecretRef | None = None) -> SecretsError:
     """One line naming the secret for an AWS failure (never a value)."""
     if isinstance(exc, AgentError):
         return SecretsError(f"{label}: {exc}")
+    if ref is not None and ref.role is not None and getattr(exc, "operation_name", "") == \
+            "AssumeRole":
+        return SecretsError(f"{label}: cannot assume role {ref.role.arn}: {describe(exc)} (the "
+                            "instance role needs sts:AssumeRole on it, and the role's trust "
+                            "policy must allow the instance role)")
     code = error_code(exc)
     if code in _MISSING:
-        return SecretsError(f"{label} not found")
+        where = f" in {ref.region}" if ref is not None and ref.region else ""
+        return SecretsError(f"{label} not found{where}")
     if code in _DENIED:
         return SecretsError(f"{label}: access denied ({describe(exc)})")
     return SecretsError(f"{label}: {describe(exc)}")
@@ -113,9 +205,10 @@ def _fetch_secret(aws: Aws, ref: SecretRef) -> SecretValue:
     selector: dict[str, Any] = ({"VersionId": ref.version_id} if ref.version_id
                                 else {"VersionStage": ref.stage})
     try:
-        reply = aws.call("secretsmanager", "get_secret_value", SecretId=ref.name, **selector)
+        reply = ref.call(aws, "secretsmanager", "get_secret_value", SecretId=ref.name,
+                         **selector)
     except Exception as exc:
-        raise _fail(ref.label, exc) from None
+        raise _fail(ref.label, exc, ref) from None
     text, binary = reply.get("SecretString"), reply.get("SecretBinary")
     if not isinstance(text, str | None) or not isinstance(binary, bytes | None):
         raise SecretsError(f"{ref.label}: GetSecretValue answered a value of the wrong type")
@@ -123,19 +216,26 @@ def _fetch_secret(aws: Aws, ref: SecretRef) -> SecretValue:
                        arn=str(reply.get("ARN", "")), text=text, binary=binary)
 
 
-def _parameters(aws: Aws, names: list[str], *, decrypt: bool) -> dict[str, dict[str, Any]]:
-    """``GetParameters`` in batches of 10; every name must exist."""
-    found: dict[str, dict[str, Any]] = {}
-    for start in range(0, len(names), SSM_BATCH):
-        batch = names[start:start + SSM_BATCH]
+def _parameters(aws: Aws, refs: list[SecretRef], *, decrypt: bool
+                ) -> dict[SecretRef, dict[str, Any]]:
+    """``GetParameters`` in batches of 10 (per region and role); every name must exist."""
+    found: dict[SecretRef, dict[str, Any]] = {}
+    for start in range(0, len(refs), SSM_BATCH):
+        batch = refs[start:start + SSM_BATCH]
         try:
-            reply = aws.call("ssm", "get_parameters", Names=batch, WithDecryption=decrypt)
+            reply = batch[0].call(aws, "ssm", "get_parameters",
+                                  Names=[r.name for r in batch], WithDecryption=decrypt)
         except Exception as exc:
-            raise _fail(f"parameter {batch[0]!r}", exc) from None
+            raise _fail(batch[0].label, exc, batch[0]) from None
         missing = reply.get("InvalidParameters") or []
         if missing:
             raise SecretsError(f"parameter {missing[0]!r} not found")
-        found.update({p["Name"]: p for p in reply.get("Parameters", [])})
+        by_name = {p.get("Name"): p for p in reply.get("Parameters", [])}
+        by_name.update({p.get("ARN"): p for p in reply.get("Parameters", [])})
+        for ref in batch:
+            if ref.name not in by_name:
+                raise SecretsError(f"{ref.label}: GetParameters did not answer it")
+            found[ref] = by_name[ref.name]
     return found
 
 
@@ -156,30 +256,34 @@ def _concurrently(work: dict[Hashable, Callable[[], Any]]) -> dict[Hashable, Any
     return {ref: future.result() for ref, future in futures.items()}
 
 
-def refs(entries: Sequence[SecretFile]) -> list[SecretRef]:
-    """The distinct references of ``entries``, in order."""
-    return list(dict.fromkeys(SecretRef.of(entry) for entry in entries))
+def _by_place(refs: Sequence[SecretRef]) -> dict[tuple[str, Role | None], list[SecretRef]]:
+    """SSM references grouped by where they are fetched (a batch is one region and role)."""
+    groups: dict[tuple[str, Role | None], list[SecretRef]] = {}
+    for ref in refs:
+        if ref.source == "ssm":
+            groups.setdefault((ref.region, ref.role), []).append(ref)
+    return groups
 
 
-def fetch_all(aws: Aws, entries: Sequence[SecretFile]) -> dict[SecretRef, SecretValue]:
-    """Every distinct secret of ``entries``, fetched at once.
+def fetch_all(aws: Aws, refs: Sequence[SecretRef]) -> dict[SecretRef, SecretValue]:
+    """Every distinct secret, fetched at once.
 
     One ``GetSecretValue`` per distinct secret version, all in flight together. Not
     ``BatchGetSecretValue``: its account-wide 100 TPS quota is what a fleet scaling out
     would exhaust. SSM parameters come in ``GetParameters`` batches (with decryption).
     """
-    wanted = refs(entries)
-    ssm = [ref for ref in wanted if ref.source == "ssm"]
+    wanted = list(dict.fromkeys(refs))
     work: dict[Hashable, Callable[[], Any]] = {
         ref: partial(_fetch_secret, aws, ref) for ref in wanted if ref.source != "ssm"}
-    if ssm:
-        work["ssm"] = lambda: _parameters(aws, [r.name for r in ssm], decrypt=True)
+    for place, group in _by_place(wanted).items():
+        work[("ssm", *place)] = partial(_parameters, aws, group, decrypt=True)
     done = _concurrently(work)
-    params = done.pop("ssm", {})
-    values: dict[SecretRef, SecretValue] = {ref: done[ref] for ref in wanted
-                                            if ref.source != "ssm"}
-    for ref in ssm:
-        param = params[ref.name]
+    values: dict[SecretRef, SecretValue] = {}
+    for ref in wanted:
+        if ref.source != "ssm":
+            values[ref] = done[ref]
+            continue
+        param = done[("ssm", ref.region, ref.role)][ref]
         values[ref] = SecretValue(secret_id=ref.name, version_id=str(param.get("Version", "")),
                                   arn=str(param.get("ARN", "")), text=str(param.get("Value", "")))
     return values
@@ -188,110 +292,34 @@ def fetch_all(aws: Aws, entries: Sequence[SecretFile]) -> dict[SecretRef, Secret
 def _current_version(aws: Aws, ref: SecretRef) -> str:
     """The version id a secret's stage points at now (``DescribeSecret``: no value)."""
     try:
-        reply = aws.call("secretsmanager", "describe_secret", SecretId=ref.name)
+        reply = ref.call(aws, "secretsmanager", "describe_secret", SecretId=ref.name)
     except Exception as exc:
-        raise _fail(ref.label, exc) from None
-    for version, stages in (reply.get("VersionIdsToStages") or {}).items():
-        if ref.stage in stages:
+        raise _fail(ref.label, exc, ref) from None
+    stages = reply.get("VersionIdsToStages")
+    for version, labels in (stages if isinstance(stages, dict) else {}).items():
+        if isinstance(labels, list) and ref.stage in labels:
             return str(version)
     raise SecretsError(f"{ref.label} has no version labelled {ref.stage}")
 
 
-def current_versions(aws: Aws, entries: Sequence[SecretFile]) -> dict[SecretRef, str]:
+def current_versions(aws: Aws, refs: Sequence[SecretRef]) -> dict[SecretRef, str]:
     """What each secret's version is now, without fetching a value.
 
     ``DescribeSecret`` per staged secret (a fixed ``version_id`` never changes: no call);
     SSM versions from ``GetParameters`` without decryption.
     """
-    wanted = refs(entries)
+    wanted = list(dict.fromkeys(refs))
     versions = {ref: ref.version_id for ref in wanted if ref.version_id}
     staged = [ref for ref in wanted if ref.source != "ssm" and not ref.version_id]
-    ssm = [ref for ref in wanted if ref.source == "ssm"]
     work: dict[Hashable, Callable[[], Any]] = {
         ref: partial(_current_version, aws, ref) for ref in staged}
-    if ssm:
-        work["ssm"] = lambda: _parameters(aws, [r.name for r in ssm], decrypt=False)
+    for place, group in _by_place(wanted).items():
+        work[("ssm", *place)] = partial(_parameters, aws, group, decrypt=False)
     done = _concurrently(work)
-    params = done.pop("ssm", {})
     versions.update({ref: str(done[ref]) for ref in staged})
-    versions.update({ref: str(params[ref.name].get("Version", "")) for ref in ssm})
+    versions.update({ref: str(done[("ssm", ref.region, ref.role)][ref].get("Version", ""))
+                     for ref in wanted if ref.source == "ssm"})
     return versions
-
-
-# -- rendering --------------------------------------------------------------------------
-
-
-def render(entry: SecretFile, value: SecretValue, index: int) -> bytes:
-    """The bytes of one file: raw (byte-exact), one key, JSON, or an env file for systemd."""
-    where = f"{SecretRef.of(entry).label} (secrets.files[{index}] {entry.path})"
-    try:
-        return _render(entry, value, where)
-    except UnicodeEncodeError:
-        raise SecretsError(f"{where}: the value is not valid Unicode (it holds a lone "
-                           "surrogate, as JSON's \\ud800 escape makes one)") from None
-
-
-def _render(entry: SecretFile, value: SecretValue, where: str) -> bytes:
-    if entry.format == "raw" and not entry.key:
-        if value.binary is not None:
-            return bytes(value.binary)
-        return (value.text or "").encode()
-    document = _json_document(value, where, entry.format)
-    selected = _select(document, entry.key, where) if entry.key else document
-    if entry.format == "env":
-        if not isinstance(selected, dict):
-            raise SecretsError(f"{where}: env format needs a JSON object")
-        try:
-            return envfile.render((name, _scalar(v)) for name, v in selected.items()).encode()
-        except envfile.EnvFileError as exc:
-            raise SecretsError(f"{where}: {exc}") from None
-    if entry.format == "json":
-        return (json.dumps(selected, indent=2, ensure_ascii=False) + "\n").encode()
-    if isinstance(selected, str):
-        return selected.encode()
-    return _scalar(selected).encode()
-
-
-def _json_document(value: SecretValue, where: str, fmt: str) -> Any:
-    if value.text is None:
-        raise SecretsError(f"{where}: a binary secret has no keys ({fmt} format or key given)")
-    try:
-        return json.loads(value.text)
-    except (ValueError, RecursionError):
-        raise SecretsError(f"{where}: the secret is not JSON, so it has no keys") from None
-
-
-def _select(document: Any, key: str, where: str) -> Any:
-    """A top-level key, else a JMESPath expression (jmespath ships with botocore)."""
-    if isinstance(document, dict) and key in document:
-        return document[key]
-    import jmespath  # noqa: PLC0415 - only for nested selections
-    from jmespath.exceptions import JMESPathError  # noqa: PLC0415
-
-    try:
-        found = jmespath.search(key, document)
-    except (JMESPathError, ValueError, TypeError, RecursionError):
-        raise SecretsError(f"{where}: key {key!r} is neither a key nor a valid JMESPath") from None
-    if found is None:
-        raise SecretsError(f"{where}: key {key!r} matches nothing")
-    return found
-
-
-def _scalar(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if value is None:
-        return ""
-    return json.dumps(value, separators=(",", ":"))
-
-
-def render_all(cfg: SecretsConfig, values: dict[SecretRef, SecretValue]) -> list[Rendered]:
-    """Render every configured file; the first data error fails the whole set."""
-    rendered = []
-    for index, entry in enumerate(cfg.files):
-        value = values[SecretRef.of(entry)]
-        rendered.append(Rendered(entry, value, render(entry, value, index)))
-    return rendered
 
 
 # -- where the files go ---------------------------------------------------------------
@@ -333,20 +361,9 @@ def mount(root: Path, size: str) -> str:
             "reach swap")
 
 
-def dir_mode(files: Sequence[SecretFile]) -> int:
+def dir_mode(outputs: Sequence[Published]) -> int:
     """0700, or 0711 (traverse, no listing) when a non-root owner must reach its file."""
-    return 0o711 if any(f.uid != 0 or f.gid != 0 for f in files) else 0o700
-
-
-def records(cfg: SecretsConfig, versions: dict[str, str],
-            fetched_at: dict[str, str]) -> list[dict[str, str]]:
-    """What state.json keeps of each file (by path): ids, path, version, time; no value."""
-    root = Path(cfg.dir)
-    return [
-        {"secret_id": e.name, "source": e.source, "path": str(root / e.path),
-         "version_id": versions.get(e.path, ""), "fetched_at": fetched_at.get(e.path, "")}
-        for e in cfg.files
-    ]
+    return 0o711 if any(f.uid != 0 or f.gid != 0 for f in outputs) else 0o700
 
 
 # -- the published set ------------------------------------------------------------------
@@ -359,83 +376,154 @@ class Secrets:
         self.cfg = cfg
         self.rec = rec
         self.root = Path(cfg.dir)
+        self.selection: Selection | None = None  # what this launch keeps
+        self.context: LaunchContext | None = None
         self.versions: dict[SecretRef, str] = {}  # what is published now
         self.published = False
 
-    def publish(self, aws: Aws, *, warm: bool, warm_pool_secrets: bool
-                ) -> tuple[PhaseState, str]:
-        """The boot's secrets phase: fetch every secret, render, publish in one switch."""
+    def publish(self, aws: Aws, context: LaunchContext,
+                machine: Callable[[], Mapping[str, Value]], *, warm: bool,
+                warm_pool_secrets: bool) -> tuple[PhaseState, str]:
+        """The boot's secrets phase: select, fetch every secret, render, publish in one switch."""
         cfg = self.cfg
-        if not cfg.files:
+        if not cfg.files and not cfg.templates:
             return PhaseState.SKIPPED, "no secrets configured"
         if warm and not warm_pool_secrets:
             return PhaseState.SKIPPED, ("warm pool: published when the instance goes "
                                         "InService (lifecycle.warm_pool_secrets = false)")
+        self.context = context
+        self.selection = selection = select(cfg, context, machine)
+        self.rec.update(skipped=[{**s, "phase": "secrets"} for s in selection.skipped])
         if cfg.mount:
             self._warn(mount(self.root, cfg.mount_size))
         check_storage(self.root, cfg.require_tmpfs)
-        values = fetch_all(aws, cfg.files)
-        rendered = render_all(cfg, values)
+        values = fetch_all(aws, selection.refs)
+        rendered = self._render(selection, values, {})
         publication = generations.publish(self.root, [r.item() for r in rendered],
-                                          dir_mode(cfg.files))
+                                          dir_mode(selection.outputs()))
         self.published = True
         self.versions = {ref: value.version_id for ref, value in values.items()}
-        by_path = {r.entry.path: r.value.version_id for r in rendered}
-        self.rec.update(secrets=records(cfg, by_path, dict.fromkeys(by_path, utc_now())))
-        for warning in handoff.write_credentials(cfg):
+        now = utc_now()
+        self.rec.update(secrets=self._records(dict.fromkeys(
+            [k.where for k in selection.files] + [w for w, _ in selection.templates], now)))
+        for warning in handoff.write_credentials(cfg, selection.outputs()):
             self._warn(f"secrets: {warning}")
         self._after_change(publication)
-        return PhaseState.DONE, (f"{len(rendered)} files from {len(values)} secrets "
-                                 f"published ({publication.generation.lstrip('.')})")
+        kept = len(selection.files) + len(selection.templates)
+        skipped = f", {len(selection.skipped)} skipped" if selection.skipped else ""
+        return PhaseState.DONE, (f"{len(rendered)} files from {len(values)} secrets published "
+                                 f"({publication.generation.lstrip('.')}; {kept} entries"
+                                 f"{skipped})")
 
     def refresh(self, aws: Aws) -> generations.Publication | None:
         """Publish a new generation if a secret's version moved (the daemon's refresh).
 
         Versions are checked without fetching values; only secrets whose version changed (or
-        whose file is missing) are fetched, the other files are carried over byte for byte.
-        Nothing is published when no file's content would change.
+        whose file is missing), and the unpublished ones a changed template needs, are
+        fetched; the other files are carried over byte for byte. Nothing is published when
+        no file's content would change.
         """
-        cfg = self.cfg
-        versions = current_versions(aws, cfg.files)
+        selection = self.selection
+        assert selection is not None
+        versions = current_versions(aws, selection.refs)
         current = generations.contents(generations.current(self.root),
-                                       [e.path for e in cfg.files])
-        stale = {SecretRef.of(e) for e in cfg.files
-                 if self.versions.get(SecretRef.of(e)) != versions[SecretRef.of(e)]
-                 or e.path not in current}
+                                       [e.path for e in selection.outputs()])
+        stale = {k.ref for k in selection.files if self.versions.get(k.ref) != versions[k.ref]
+                 or (k.entry.publish and k.entry.path not in current)}
         if not stale:
             self.versions = versions
             return None
-        values = fetch_all(aws, [e for e in cfg.files if SecretRef.of(e) in stale])
-        rendered = []
-        for index, entry in enumerate(cfg.files):
-            ref = SecretRef.of(entry)
-            if ref in stale:
-                rendered.append(Rendered(entry, values[ref], render(entry, values[ref], index)))
-            else:
-                rendered.append(Rendered(entry, SecretValue(entry.name, versions[ref]),
-                                         current[entry.path]))
+        stale |= {k.ref for k in selection.files if not k.entry.publish}  # templates need them
+        values = fetch_all(aws, [ref for ref in selection.refs if ref in stale])
+        carried = {k.entry.path: current[k.entry.path] for k in selection.files
+                   if k.ref not in stale and k.entry.publish and k.entry.path in current}
+        rendered = self._render(selection, values, carried, versions)
         versions.update({ref: value.version_id for ref, value in values.items()})
         if all(current.get(r.entry.path) == r.content for r in rendered):
             self.versions = versions
             return None
         publication = generations.publish(self.root, [r.item() for r in rendered],
-                                          dir_mode(cfg.files))
+                                          dir_mode(selection.outputs()))
         self.versions = versions
-        by_path = {e.path: versions.get(SecretRef.of(e), "") for e in cfg.files}
-        fetched = {str(Path(r["path"]).relative_to(self.root)): r.get("fetched_at", "")
+        changed = set(publication.changed) | set(publication.added)
+        fetched = {r.get("entry", ""): r.get("fetched_at", "")
                    for r in self.rec.doc.get("secrets") or []}
         now = utc_now()
-        fetched.update({path: now for path in [*publication.changed, *publication.added]})
-        self.rec.update(secrets=records(cfg, by_path, fetched))
+        fetched.update({w: now for w, e in self._entries() if e.path in changed})
+        self.rec.update(secrets=self._records(fetched))
         self.rec.clear_warning(handoff.HOOK_FAILED)
         self._after_change(publication)
         return publication
 
+    def _render(self, selection: Selection, values: Mapping[SecretRef, SecretValue],
+                carried: Mapping[str, bytes],
+                versions: Mapping[SecretRef, str] | None = None) -> list[Rendered]:
+        """Every published file: the kept files (or their bytes carried over), the templates."""
+        rendered: list[Rendered] = []
+        variables: dict[str, bytes | str] = {}
+        for kept in selection.files:
+            entry = kept.entry
+            if entry.path in carried and kept.ref not in values:
+                content = carried[entry.path]
+                version = (versions or {}).get(kept.ref, "")
+            else:
+                content = render.render(entry, values[kept.ref], kept.label)
+                version = values[kept.ref].version_id
+            if entry.name:
+                variables[entry.name] = content
+            if entry.publish:
+                rendered.append(Rendered(entry, version, content))
+        for where, template in selection.templates:
+            rendered.append(Rendered(template, "", self._template(where, template, variables)))
+        return rendered
+
+    def _template(self, where: str, template: SecretTemplate,
+                  variables: Mapping[str, bytes | str]) -> bytes:
+        label = f"{where} {template.source}"
+        try:
+            text = Path(template.source).read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise SecretsError(f"{label}: cannot read: {reason}") from None
+        facts: dict[str, bytes | str] = dict(self.context.facts if self.context else {})
+        if "group" in render.template_variables(text, label) and self.context is not None:
+            facts["group"] = self.context.group()
+        return render.render_template(text, {**facts, **variables}, label)
+
+    def _entries(self) -> list[tuple[str, Published]]:
+        assert self.selection is not None
+        return [(k.where, k.entry) for k in self.selection.files] + list(
+            self.selection.templates)
+
+    def _records(self, fetched_at: Mapping[str, str]) -> list[dict[str, Any]]:
+        """What state.json keeps of each kept entry: ids resolved, path, version; no value."""
+        assert self.selection is not None
+        records: list[dict[str, Any]] = []
+        for kept in self.selection.files:
+            entry, ref = kept.entry, kept.ref
+            records.append({
+                "entry": kept.where, "secret_id": ref.name, "source": ref.source,
+                "configured": entry.secret_id or entry.parameter,
+                "path": str(self.root / entry.path) if entry.publish else "",
+                "version_id": self.versions.get(ref, ""),
+                "region": ref.region or "", "role": ref.role.arn if ref.role else "",
+                "fetched_at": fetched_at.get(kept.where, "")})
+        records += [{"entry": where, "template": template.source,
+                     "path": str(self.root / template.path),
+                     "fetched_at": fetched_at.get(where, "")}
+                    for where, template in self.selection.templates]
+        return records
+
     def _after_change(self, publication: generations.Publication) -> None:
+        assert self.selection is not None
         changed = set(publication.changed)
-        entries = [e for e in self.cfg.files if e.path in changed]
-        by_path = {e.path: self.versions.get(SecretRef.of(e), "") for e in self.cfg.files}
-        for problem in handoff.after_change(self.cfg, entries, by_path):
+        about = {k.entry.path: handoff.About(k.ref.name, k.ref.source,
+                                             self.versions.get(k.ref, ""))
+                 for k in self.selection.files if k.entry.publish}
+        about.update({t.path: handoff.About(t.source, "template", "")
+                      for _, t in self.selection.templates})
+        outputs = [e for e in self.selection.outputs() if e.path in changed]
+        for problem in handoff.after_change(self.cfg, outputs, about):
             self._warn(f"{handoff.HOOK_FAILED} {problem}")
 
     def _warn(self, message: str) -> None:

@@ -1,17 +1,26 @@
-"""The ``[secrets]`` section: where the files go and which secrets they hold."""
+"""The ``[secrets]`` section: where the files go, which secrets and templates they hold.
+
+``secret_id``, ``parameter``, ``role_arn`` and ``region`` may hold placeholders of the
+launch context (``{region}``, ``{tag:Environment|staging}``...); every entry may have a
+``when`` condition. Both are checked here, at load; they are resolved at boot
+(:mod:`agent.context`).
+"""
 
 from __future__ import annotations
 
 import grp
 import pwd
 import re
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
+from agent import context
+from agent.expr import ExprError, template_names
 from agent.fields import (
     AbsoluteDir,
+    AbsoluteFile,
     Account,
     Commands,
     Mode,
@@ -23,6 +32,9 @@ from agent.fields import (
 )
 
 CREDENTIAL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,255}\Z")  # systemd credential names
+VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")  # a template variable (string.Template)
+TEMPLATE_FACTS = context.PLACEHOLDER_FACTS  # what a template may use besides the secrets
+ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::(\d{12}|\{[^{}]+\}):role/\S+\Z")
 
 
 def _lookup(name: str, kind: Literal["owner", "group"]) -> int:
@@ -48,17 +60,21 @@ def _secret_path(value: str) -> str:
     return str(pure)
 
 
-class SecretFile(Section):
-    """One ``[[secrets.files]]`` entry: a secret rendered into one file."""
+def _placeholders(value: str) -> str:
+    context.placeholders(value)  # ValueError naming the placeholder or the brace
+    return value
 
-    source: Literal["secretsmanager", "ssm"] = "secretsmanager"
-    secret_id: Text = ""  # Secrets Manager: name or ARN
-    parameter: Text = ""  # SSM Parameter Store: a (SecureString) parameter name
-    version_stage: Text = ""  # Secrets Manager: default AWSCURRENT
-    version_id: Text = ""  # Secrets Manager: a fixed version instead of a stage
-    path: str
-    key: Text = ""
-    format: Literal["raw", "env", "json"] = "raw"
+
+def _condition(value: str) -> str:
+    if value:
+        context.condition(value)
+    return value
+
+
+class Published(Section):
+    """What a published file has, whether it holds one secret or a rendered template."""
+
+    path: str = ""  # inside secrets.dir
     mode: Mode = 0o400
     owner: Account = "root"
     group: Account = "root"
@@ -66,6 +82,7 @@ class SecretFile(Section):
     credential: Text = ""  # its credential name; default: the file's base name
     reload_units: list[UnitName] = []  # try-reload-or-restart after the content changed
     on_change: Commands = []  # commands (argv, no shell) after the content changed
+    when: str = ""  # a condition: the entry is kept only where it is true
     _uid: int = PrivateAttr(default=0)
     _gid: int = PrivateAttr(default=0)
 
@@ -80,11 +97,6 @@ class SecretFile(Section):
         return self._gid
 
     @property
-    def name(self) -> str:
-        """What is fetched: the secret id or the parameter name."""
-        return self.secret_id or self.parameter
-
-    @property
     def credential_name(self) -> str:
         """The systemd credential name services see in $CREDENTIALS_DIRECTORY."""
         return self.credential or PurePosixPath(self.path).name
@@ -92,7 +104,59 @@ class SecretFile(Section):
     @field_validator("path")
     @classmethod
     def _relative_inside(cls, value: str) -> str:
-        return _secret_path(value)
+        return value and _secret_path(value)
+
+    @field_validator("when")
+    @classmethod
+    def _when(cls, value: str) -> str:
+        return _condition(value)
+
+    def _published(self, needs_path: bool = True) -> None:
+        if needs_path and not self.path:
+            raise ValueError("path: the file name inside secrets.dir is required")
+        if self.units and not CREDENTIAL_NAME.match(self.credential_name):
+            raise ValueError(f"credential name {self.credential_name!r} is not valid "
+                             "(letters, digits, '_', '.', '-'): set credential")
+        self._uid = _lookup(self.owner, "owner")
+        self._gid = _lookup(self.group, "group")
+
+
+class SecretFile(Published):
+    """One ``[[secrets.files]]`` entry: a secret rendered into one file (or a template's)."""
+
+    source: Literal["secretsmanager", "ssm"] = "secretsmanager"
+    secret_id: Text = ""  # Secrets Manager: name or ARN; placeholders allowed
+    parameter: Text = ""  # SSM Parameter Store: a (SecureString) parameter name or ARN
+    version_stage: Text = ""  # Secrets Manager: default AWSCURRENT
+    version_id: Text = ""  # Secrets Manager: a fixed version instead of a stage
+    key: Text = ""
+    format: Literal["raw", "env", "json"] = "raw"
+    name: str = ""  # a template variable holding this entry's rendered value
+    publish: bool = True  # false: the entry only feeds templates
+    role_arn: Text = ""  # fetch with credentials of this role (sts:AssumeRole)
+    external_id: Text = ""  # with role_arn: the ExternalId its trust policy asks for
+    region: Text = ""  # the region to fetch from (default: an ARN's, else aws.region's)
+
+    @property
+    def label(self) -> str:
+        """What it fetches, as written: ``secret '{tag:Environment}/db'``."""
+        kind = "parameter" if self.source == "ssm" else "secret"
+        return f"{kind} {self.secret_id or self.parameter!r}"
+
+    @field_validator("secret_id", "parameter", "role_arn", "region")
+    @classmethod
+    def _resolvable(cls, value: str) -> str:
+        return _placeholders(value)
+
+    @field_validator("name")
+    @classmethod
+    def _variable(cls, value: str) -> str:
+        if value and not VARIABLE.match(value):
+            raise ValueError(f"{value!r} is not a template variable name (letters, digits, '_')")
+        if value in TEMPLATE_FACTS:
+            raise ValueError(f"{value!r} is a launch fact's name: templates would not know "
+                             "which one is meant")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> SecretFile:
@@ -103,16 +167,34 @@ class SecretFile(Section):
                 raise ValueError("give version_stage or version_id, not both")
         elif not self.parameter or self.secret_id or self.version_stage or self.version_id:
             raise ValueError("an ssm entry needs parameter (and no secret_id or version)")
-        if self.units and not CREDENTIAL_NAME.match(self.credential_name):
-            raise ValueError(f"credential name {self.credential_name!r} is not valid "
-                             "(letters, digits, '_', '.', '-'): set credential")
-        self._uid = _lookup(self.owner, "owner")
-        self._gid = _lookup(self.group, "group")
+        if self.role_arn and not ROLE_ARN.match(self.role_arn):
+            raise ValueError(f"role_arn {self.role_arn!r} is not a role ARN such as "
+                             "arn:aws:iam::123456789012:role/name")
+        if self.external_id and not self.role_arn:
+            raise ValueError("external_id goes with role_arn")
+        if not self.publish:
+            if not self.name:
+                raise ValueError("publish = false: give the entry a name (a template variable)")
+            if self.path or self.units or self.on_change or self.reload_units:
+                raise ValueError("publish = false: no path, units or hooks (it only feeds "
+                                 "templates)")
+        self._published(needs_path=self.publish)
+        return self
+
+
+class SecretTemplate(Published):
+    """One ``[[secrets.templates]]`` entry: a file combining secrets and launch facts."""
+
+    source: AbsoluteFile  # in the image: ${NAME} of a secrets entry or a launch fact; $$ is $
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SecretTemplate:
+        self._published()
         return self
 
 
 class SecretsConfig(Section):
-    """``[secrets]``: where the files go and which secrets they hold."""
+    """``[secrets]``: where the files go and which secrets and templates they hold."""
 
     dir: AbsoluteDir = "/run/agent/secrets"
     require_tmpfs: bool = True
@@ -122,26 +204,64 @@ class SecretsConfig(Section):
     hook_timeout_seconds: Annotated[float, span(1, 3600)] = 30.0
     unit_dir: AbsoluteDir = "/run/systemd/system"  # where credential drop-ins go
     files: list[SecretFile] = []
+    templates: list[SecretTemplate] = []
+
+    def outputs(self) -> list[tuple[str, Published]]:
+        """Every published entry with where it is configured (``files[2]``, ``templates[0]``)."""
+        found: list[tuple[str, Published]] = [(f"files[{i}]", e) for i, e in
+                                              enumerate(self.files) if e.publish]
+        return found + [(f"templates[{i}]", e) for i, e in enumerate(self.templates)]
 
     @model_validator(mode="after")
-    def _distinct_paths(self) -> SecretsConfig:
-        seen: dict[str, int] = {}
-        credentials: dict[tuple[str, str], int] = {}
-        for index, entry in enumerate(self.files):
-            if entry.path in seen:
-                raise ValueError(
-                    f"files[{index}] and files[{seen[entry.path]}] both write {entry.path!r}"
-                )
-            seen[entry.path] = index
-            for other in seen:
-                if other != entry.path and (
-                    other.startswith(entry.path + "/") or entry.path.startswith(other + "/")
-                ):
+    def _distinct(self) -> SecretsConfig:
+        seen: dict[str, str] = {}
+        credentials: dict[tuple[str, str], str] = {}
+        for where, entry in self.outputs():
+            for other, first in seen.items():
+                if other == entry.path:
+                    raise ValueError(f"{where} and {first} both write {entry.path!r}")
+                if other.startswith(entry.path + "/") or entry.path.startswith(other + "/"):
                     raise ValueError(f"{entry.path!r} and {other!r} collide (file vs directory)")
+            seen[entry.path] = where
             for unit in entry.units:
                 key = (unit, entry.credential_name)
                 if key in credentials:
-                    raise ValueError(f"files[{index}] and files[{credentials[key]}] both give "
-                                     f"{unit} a credential named {entry.credential_name!r}")
-                credentials[key] = index
+                    raise ValueError(f"{where} and {credentials[key]} both give {unit} a "
+                                     f"credential named {entry.credential_name!r}")
+                credentials[key] = where
+        names: dict[str, int] = {}
+        for index, entry in enumerate(self.files):
+            if entry.name and entry.name in names:
+                raise ValueError(f"files[{index}] and files[{names[entry.name]}] are both "
+                                 f"named {entry.name!r}")
+            names[entry.name] = index
+        for index, template in enumerate(self.templates):
+            problem = template_problem(template.source, set(names) - {""})
+            if problem:
+                raise ValueError(f"templates[{index}] {template.source}: {problem}")
         return self
+
+
+def template_problem(source: str, names: set[str]) -> str:
+    """Why a secrets template cannot render ('' when it can, or when its source is absent:
+    then the boot checks it)."""
+    try:
+        text = Path(source).read_text("utf-8")
+    except FileNotFoundError:
+        return ""
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"cannot read: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}"
+    try:
+        used = template_names(text)
+    except ExprError as exc:
+        return str(exc)
+    known = names | set(TEMPLATE_FACTS)
+    for name in used:
+        if name not in known:
+            import difflib  # noqa: PLC0415
+
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean ${{{close[0]}}}?)" if close else ""
+            return (f"unknown variable ${{{name}}}{hint}: a template uses the names of "
+                    f"secrets entries and {', '.join(TEMPLATE_FACTS)}")
+    return ""

@@ -74,12 +74,7 @@ def render(doc: dict[str, Any] | None, state_dir: str) -> str:
         out.append("")
         out.append(f"lifecycle  {lc.get('result') or 'nothing sent'}"
                    f" -> {lc.get('group', '?')}/{lc.get('hook', '?')}")
-    secrets = doc.get("secrets") or []
-    if secrets:
-        out.append("")
-        out.append(f"secrets    {len(secrets)} files")
-        out.extend(f"  {s.get('path')}  <- {s.get('secret_id')} (version {s.get('version_id')})"
-                   for s in secrets)
+    out += _secrets(doc)
     out += _termination(doc)
     for title in ("warnings", "errors"):
         items = doc.get(title) or []
@@ -88,6 +83,31 @@ def render(doc: dict[str, Any] | None, state_dir: str) -> str:
             out.append(f"{title}:")
             out.extend(f"  - {item}" for item in items)
     return "\n".join(out) + "\n"
+
+
+def _secrets(doc: dict[str, Any]) -> list[str]:
+    """Each published file with the secret it holds (ids resolved), templates, skipped entries."""
+    records = doc.get("secrets") or []
+    skipped = doc.get("skipped") or []
+    if not records and not skipped:
+        return []
+    files = [r for r in records if r.get("path")]
+    out = ["", f"secrets    {len(files)} files"]
+    for r in records:
+        if "template" in r:
+            out.append(f"  {r.get('path')}  <- template {r.get('template')}")
+            continue
+        where = r.get("path") or "(feeds templates)"
+        out.append(f"  {where}  <- {r.get('secret_id')} (version {r.get('version_id')})")
+        more = [f"from {r['configured']}" if r.get("configured", r.get("secret_id"))
+                != r.get("secret_id") else "",
+                f"region {r['region']}" if r.get("region") else "",
+                f"role {r['role']}" if r.get("role") else ""]
+        if any(more):
+            out.append("      " + ", ".join(m for m in more if m))
+    out += [f"  skipped {s.get('entry')}: {s.get('reason')}" for s in skipped
+            if isinstance(s, dict)]
+    return out
 
 
 def _termination(doc: dict[str, Any]) -> list[str]:

@@ -15,7 +15,7 @@ import dataclasses
 import json
 import os
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +30,7 @@ from agent.expr import (
     render_value,
     template_names,
 )
-from agent.facts import Describe, Facts, read_facts
+from agent.facts import Facts
 from agent.files import Change, FilePlan
 from agent.state import PhaseState
 from agent.tuning_config import (
@@ -418,7 +418,7 @@ def summary(records: list[Record]) -> str:
 
 
 def phase(cfg: TuningConfig, identity: Identity, rec: Recorder,
-          describe: Describe | None) -> tuple[PhaseState, str]:
+          machine: Callable[[], Facts]) -> tuple[PhaseState, str]:
     """The boot's tuning phase: a resize noted; facts of this machine and type, every value
     computed, then the outputs written (none of them when a value fails)."""
     resize, problem = history.track_instance(cfg.history_file, identity.instance_id,
@@ -430,7 +430,7 @@ def phase(cfg: TuningConfig, identity: Identity, rec: Recorder,
     resized = f"; resized from {resize['from']}" if resize else ""
     if not cfg.has_outputs:
         return PhaseState.SKIPPED, f"no tuning configured{resized}"
-    facts = read_facts(identity.instance_type, describe=describe)
+    facts = machine()
     applied = apply(plan(cfg, facts), previous=(rec.previous or {}).get("tuning"))
     rec.update(tuning=applied.records)
     for warning in applied.warnings:

@@ -79,11 +79,11 @@ def test_credentials_and_tuning_share_the_rules(tmp_path: Path, reloads: list[in
     tuned.write_bytes(CONTENT)
     cfg = SecretsConfig(dir="/run/agent/secrets", unit_dir=str(units), files=[
         SecretFile(secret_id="s", path="db.json", units=["app.service"])])
-    assert handoff.write_credentials(cfg) == []
+    assert handoff.write_credentials(cfg, cfg.files) == []
     dropin = units / "app.service.d/50-agent-credentials.conf"
     assert dropin.read_text().splitlines()[1:] == [
         "[Service]", "LoadCredential=db.json:/run/agent/secrets/db.json"]
-    assert handoff.write_credentials(cfg.model_copy(update={"files": []})) == []
+    assert handoff.write_credentials(cfg, []) == []
     assert not dropin.exists() and tuned.exists()  # pruned: only its own name
     assert reloads == [1, 1]
 
@@ -94,4 +94,4 @@ def test_an_unwritable_unit_dir_fails_in_one_line(tmp_path: Path) -> None:
         SecretFile(secret_id="s", path="db.json", units=["app.service"])])
     with pytest.raises(SecretsError, match=r"^cannot write credential drop-ins in .*units: "
                                            r"Not a directory$"):
-        handoff.write_credentials(cfg)
+        handoff.write_credentials(cfg, cfg.files)

@@ -18,6 +18,7 @@ from agent.expr import (
     Expression,
     compile_expression,
     render_value,
+    tag_scope,
 )
 
 M5_XLARGE = {
@@ -284,8 +285,37 @@ def test_expr_error_is_a_value_error() -> None:
 
 def test_facts_and_functions_are_declared_once() -> None:
     assert set(FACTS) == {"memory_mib", "vcpus", "instance_type", "family", "generation",
-                          "size", "arch", "instance_memory_mib", "instance_vcpus"}
-    assert set(FUNCTIONS) == {"min", "max", "clamp", "int", "round", "floor", "ceil"}
+                          "size", "arch", "instance_memory_mib", "instance_vcpus",
+                          "region", "account", "availability_zone", "group"}
+    assert set(FUNCTIONS) == {"min", "max", "clamp", "int", "round", "floor", "ceil", "tag"}
+
+
+@pytest.mark.parametrize(("text", "tags", "expected"), [
+    ("tag('Environment')", {"Environment": "prod"}, "prod"),
+    ("tag('Environment')", {}, ""),  # an absent tag is ''
+    ("1 if tag('Role') == 'web' else 2", {"Role": "web"}, 1),
+    ("tag('Role') in ('web', 'api')", {"Role": "worker"}, 0),
+    ("region == 'eu-west-1' and group == 'web-asg'", {}, 1),
+])
+def test_tags_and_launch_facts(text: str, tags: dict[str, str], expected: object) -> None:
+    facts = {"region": "eu-west-1", "account": "123456789012", "availability_zone": "eu-west-1a",
+             "group": "web-asg"}
+    expression = compile_expression(text)
+    assert expression.evaluate({**facts, **tag_scope(tags)}) == expected
+    assert expression.tags == frozenset(k for k in ("Environment", "Role") if k in text)
+
+
+@pytest.mark.parametrize("text", ["tag(1)", "tag(region)", "tag()", "tag('a', 'b')",
+                                  "tag('')", "tag(key='a')"])
+def test_tag_takes_one_key_as_a_string(text: str) -> None:
+    with pytest.raises(ExprError, match=r"tag\(\) takes"):
+        compile_expression(text)
+
+
+def test_tags_not_known_is_an_error_naming_the_tag() -> None:
+    with pytest.raises(ExprError, match=r"tag\('Environment'\): the instance's tags are not "
+                                        r"known here"):
+        compile_expression("tag('Environment')").evaluate({})
 
 
 # --- properties: only our results or our error, and never any code run -----------------

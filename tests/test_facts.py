@@ -12,7 +12,7 @@ from types import ModuleType
 import pytest
 
 from agent.errors import TuningError
-from agent.expr import FACTS
+from agent.expr import MACHINE_FACTS
 from agent.facts import Facts, nominal_facts, read_facts, split_type
 from agent.instance_types import InstanceType, from_describe, lookup, table
 
@@ -296,5 +296,5 @@ def test_nominal_facts() -> None:
 
 def test_facts_match_the_expression_language() -> None:
     fields = {f.name: f.type for f in dataclasses.fields(Facts)}
-    assert fields == {name: kind.__name__ for name, kind in FACTS.items()}
+    assert fields == {name: kind.__name__ for name, kind in MACHINE_FACTS.items()}
     assert nominal_facts("t3.nano").as_dict()["family"] == "t3"

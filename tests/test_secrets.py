@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 
-from agent import envfile, generations, secrets
+from agent import envfile, generations, render, secrets
+from agent.context import LaunchContext
 from agent.errors import SecretsError
 from agent.fsutil import TMPFS_MAGIC, fs_type
-from agent.secrets import Rendered, SecretRef, SecretValue
+from agent.secrets import Kept, Rendered, SecretRef, SecretValue
 from agent.secrets_config import SecretFile, SecretsConfig
+from agent.state import Recorder
 
 DOC = {"username": "app", "password": "s3cr3t-\"quoted\"-$x", "port": 5432,
        "nested": {"host": "db.internal", "replicas": ["a", "b"]}}
@@ -28,39 +30,45 @@ def entry(**kw: Any) -> SecretFile:
     return SecretFile(**kw)
 
 
+def rendered(item: SecretFile, value: SecretValue, index: int) -> bytes:
+    """What the secrets phase writes for ``item`` configured as ``secrets.files[index]``."""
+    kept = Kept(f"secrets.files[{index}]", item, SecretRef.of(item))
+    return render.render(item, value, kept.label)
+
+
 def text_value(doc: Any = DOC) -> SecretValue:
     return SecretValue("prod/db", "v1", text=json.dumps(doc) if not isinstance(doc, str) else doc)
 
 
 def test_raw_string_is_byte_exact() -> None:
     value = text_value("line1\nline2 no newline at end")
-    assert secrets.render(entry(), value, 0) == b"line1\nline2 no newline at end"
+    assert rendered(entry(), value, 0) == b"line1\nline2 no newline at end"
 
 
 def test_raw_binary_is_byte_exact() -> None:
     blob = bytes(range(256)) * 3
     value = SecretValue("bin", "v1", binary=blob)
-    assert secrets.render(entry(secret_id="bin"), value, 0) == blob
+    assert rendered(entry(secret_id="bin"), value, 0) == blob
 
 
 def test_key_selects_top_level_value() -> None:
-    assert secrets.render(entry(key="password"), text_value(), 0) == DOC["password"].encode()
-    assert secrets.render(entry(key="port"), text_value(), 0) == b"5432"
+    assert rendered(entry(key="password"), text_value(), 0) == DOC["password"].encode()
+    assert rendered(entry(key="port"), text_value(), 0) == b"5432"
 
 
 def test_key_is_jmespath_for_nested_values() -> None:
-    assert secrets.render(entry(key="nested.host"), text_value(), 0) == b"db.internal"
-    assert secrets.render(entry(key="nested.replicas[1]"), text_value(), 0) == b"b"
-    assert json.loads(secrets.render(entry(key="nested"), text_value(), 0)) == DOC["nested"]
+    assert rendered(entry(key="nested.host"), text_value(), 0) == b"db.internal"
+    assert rendered(entry(key="nested.replicas[1]"), text_value(), 0) == b"b"
+    assert json.loads(rendered(entry(key="nested"), text_value(), 0)) == DOC["nested"]
 
 
 def test_env_format_reads_back_exactly() -> None:
-    out = secrets.render(entry(format="env"), text_value({"USER": "app", "PASS": 'a "b" $c'}), 0)
+    out = rendered(entry(format="env"), text_value({"USER": "app", "PASS": 'a "b" $c'}), 0)
     assert envfile.parse(out.decode()) == {"USER": "app", "PASS": 'a "b" $c'}
 
 
 def test_env_format_of_a_sub_object() -> None:
-    out = secrets.render(entry(format="env", key="nested"), text_value(), 0)
+    out = rendered(entry(format="env", key="nested"), text_value(), 0)
     assert envfile.parse(out.decode()) == {"host": "db.internal", "replicas": '["a","b"]'}
 
 
@@ -81,7 +89,7 @@ def test_data_errors_name_secret_and_entry_never_the_value(kw: dict[str, Any],
                                                            value: SecretValue,
                                                            problem: str) -> None:
     with pytest.raises(SecretsError) as info:
-        secrets.render(entry(**kw), value, 3)
+        rendered(entry(**kw), value, 3)
     message = str(info.value)
     assert "secret 'prod/db' (secrets.files[3] db.json)" in message
     assert problem in message
@@ -93,8 +101,7 @@ def test_secret_value_repr_is_redacted() -> None:
     assert "hunter2" not in repr(value)
     assert "hunter2" not in str(value)
     assert "hunter2" not in repr([value, {"k": value}])
-    rendered = Rendered(entry(), value, b"hunter2")
-    assert "hunter2" not in repr(rendered)
+    assert "hunter2" not in repr(Rendered(entry(), "v1", b"hunter2"))
 
 
 # -- where the files go --------------------------------------------------------------------
@@ -115,15 +122,18 @@ def test_storage_check_refuses_disk(disk_dir: Path) -> None:
     secrets.check_storage(target, False)  # explicitly allowed
 
 
-def test_render_all_keeps_config_order() -> None:
-    cfg = SecretsConfig(files=[entry(path="a", key="username"), entry(path="b", key="port")])
-    out = secrets.render_all(cfg, {SecretRef.of(entry()): text_value()})
+def test_rendered_files_keep_the_config_order(tmp_path: Path) -> None:
+    cfg = SecretsConfig(dir=str(tmp_path), files=[entry(path="a", key="username"),
+                                                   entry(path="b", key="port")])
+    chosen = secrets.select(cfg, LaunchContext.offline("m5.large"), dict)
+    published = secrets.Secrets(cfg, Recorder(str(tmp_path / "state")))
+    published.context = LaunchContext.offline("m5.large")
+    out = published._render(chosen, {SecretRef.of(entry()): text_value()}, {})
     assert [(r.entry.path, r.content) for r in out] == [("a", b"app"), ("b", b"5432")]
 
 
 def rendered_set(contents: dict[str, bytes], **kw: Any) -> list[Rendered]:
-    return [Rendered(entry(path=path, **kw), SecretValue("prod/db", "v1", text="x"), data)
-            for path, data in contents.items()]
+    return [Rendered(entry(path=path, **kw), "v1", data) for path, data in contents.items()]
 
 
 def test_files_get_their_owner_and_the_directory_its_traverse_mode(tmp_path: Path) -> None:

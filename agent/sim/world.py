@@ -38,6 +38,8 @@ class World:
         self.group: str | None = None
         self.hook: str | None = None
         self.instance_id: str | None = None
+        self.instances: dict[str, dict[str, str]] = {}  # id -> IMDS tags
+        self.tags_enabled = True
         self._session: Any = None
 
     def start(self) -> World:
@@ -63,15 +65,29 @@ class World:
     ) -> None:
         self.stop()
 
-    def boto3_client(self, service: str) -> Any:
-        """A boto3 client for the simulated cloud, with the harness's static test keys."""
+    def boto3_client(self, service: str, region: str | None = None,
+                     account: str | None = None) -> Any:
+        """A boto3 client for the simulated cloud, with the harness's static test keys.
+
+        ``account``: signed as a role of that account (moto keeps each account apart).
+        """
         if self._session is None:
             self._session = boto3.session.Session(
                 aws_access_key_id="testing",
                 aws_secret_access_key="testing",  # noqa: S106
             )
+        keys: dict[str, str] = {}
+        if account is not None:
+            sts = self._session.client("sts", region_name=self.region,
+                                       endpoint_url=self.cloud.endpoint_url)
+            reply = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/world-admin",
+                                    RoleSessionName="world")["Credentials"]
+            keys = {"aws_access_key_id": reply["AccessKeyId"],
+                    "aws_secret_access_key": reply["SecretAccessKey"],
+                    "aws_session_token": reply["SessionToken"]}
         return self._session.client(
-            service, region_name=self.region, endpoint_url=self.cloud.endpoint_url
+            service, region_name=region or self.region, endpoint_url=self.cloud.endpoint_url,
+            **keys
         )
 
     def seed(
@@ -88,6 +104,7 @@ class World:
         warm_pool: str | None = None,
         secrets: Mapping[str, str | bytes] | None = None,
         ssm_parameters: Mapping[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> str:
         """Create the group, its launch hook, secrets and parameters; launch; the instance id.
 
@@ -96,7 +113,8 @@ class World:
         self.region = region
         zone = f"{region}a"
         ec2 = self.boto3_client("ec2")
-        tags = {"Name": group}
+        extra_tags = dict(tags or {})
+        tags = {"Name": group, **extra_tags}
         if in_group:
             autoscaling = self.boto3_client("autoscaling")
             ec2.create_launch_template(
@@ -133,6 +151,9 @@ class World:
                 Placement={"AvailabilityZone": zone},
             )["Instances"]
             instance_id = str(launched["InstanceId"])
+        if extra_tags:  # in EC2 too, for DescribeTags
+            ec2.create_tags(Resources=[instance_id],
+                            Tags=[{"Key": k, "Value": v} for k, v in extra_tags.items()])
         (reservation,) = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
         self.imds.instance.update(
             instance_id=instance_id,
@@ -148,9 +169,50 @@ class World:
         self.group = group if in_group else None
         self.hook = hook if in_group else None
         self.instance_id = instance_id
+        self.tags_enabled = tags_enabled
+        self.instances = {instance_id: tags}
         if in_group:
             self.cloud.launch(group, instance_id, warm_pool)
         return instance_id
+
+    def add_instance(self, tags: Mapping[str, str] | None = None) -> str:
+        """Scale the group out by one instance (with these tags besides the group's): its id.
+
+        Its launch action is pending; IMDS goes on serving the current instance until
+        :meth:`become` switches to this one.
+        """
+        assert self.group is not None, "seed an instance in a group first"
+        autoscaling, ec2 = self.boto3_client("autoscaling"), self.boto3_client("ec2")
+
+        def members() -> set[str]:
+            (group,) = autoscaling.describe_auto_scaling_groups(
+                AutoScalingGroupNames=[self.group])["AutoScalingGroups"]
+            return {str(i["InstanceId"]) for i in group["Instances"]}
+
+        before = members()
+        size = len(before) + 1
+        autoscaling.update_auto_scaling_group(AutoScalingGroupName=self.group, MaxSize=size,
+                                              DesiredCapacity=size)
+        (instance_id,) = members() - before
+        extra = dict(tags or {})
+        if extra:
+            ec2.create_tags(Resources=[instance_id],
+                            Tags=[{"Key": k, "Value": v} for k, v in extra.items()])
+        self.instances[instance_id] = {"Name": self.group, **extra,
+                                       "aws:autoscaling:groupName": self.group}
+        self.cloud.launch(self.group, instance_id)
+        return instance_id
+
+    def become(self, instance_id: str) -> None:
+        """IMDS serves ``instance_id``: its identity, private address and tags."""
+        (reservation,) = self.boto3_client("ec2").describe_instances(
+            InstanceIds=[instance_id])["Reservations"]
+        self.imds.instance.update(
+            instance_id=instance_id,
+            private_ip=reservation["Instances"][0]["PrivateIpAddress"],
+            tags=self.instances[instance_id] if self.tags_enabled else None)
+        self.imds.expire_tokens()
+        self.instance_id = instance_id
 
     def _create_secrets(
         self, secrets: Mapping[str, str | bytes], ssm_parameters: Mapping[str, str]
