@@ -40,10 +40,8 @@ from agent.fields import (
     zero_or_at_least,
 )
 from agent.secrets_config import SecretsConfig
+from agent.sections import ENV_PREFIX, config_path
 from agent.tuning_config import TuningConfig
-
-DEFAULT_PATH = "/etc/agent/agent.toml"
-ENV_PREFIX = "AGENT_"
 
 
 class ImdsConfig(Section):
@@ -186,46 +184,53 @@ def _prune(data: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
     return kept
 
 
-def config_path(explicit: str | None) -> tuple[Path, bool]:
-    """The file to read, and whether the user named it (then it must exist)."""
-    if explicit:
-        return Path(explicit), True
-    from_env = os.environ.get("AGENT_CONFIG")
-    if from_env:
-        return Path(from_env), True
-    return Path(DEFAULT_PATH), False
+def read_bytes(path: Path, *, must_exist: bool) -> bytes | None:
+    """The file's bytes, or None for an absent default file."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        if must_exist:
+            raise ConfigError(f"config {path}: no such file") from None
+        return None
+    except OSError as exc:
+        raise ConfigError(f"config {path}: cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:  # e.g. a NUL in the path
+        raise ConfigError(f"config {path}: cannot read: {exc}") from None
+
+
+def parse(path: Path, raw: bytes | None) -> dict[str, Any]:
+    """The file's table (``{}`` for none)."""
+    if raw is None:
+        return {}
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config {path}: not valid UTF-8 (byte {exc.start}): a TOML file "
+                          "is UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config {path}: not valid TOML: nested too deeply") from None
 
 
 def read_toml(path: Path, *, must_exist: bool) -> dict[str, Any]:
     """The file's table, or ``{}`` for an absent default file."""
+    return parse(path, read_bytes(path, must_exist=must_exist))
+
+
+def validate(path: Path, raw: bytes | None) -> Config:
+    """The configuration these bytes (and the environment) give; ConfigError, one line."""
+    data = parse(path, raw)
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        if must_exist:
-            raise ConfigError(f"config {path}: no such file") from None
-        return {}
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config {path}: not valid TOML: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"config {path}: not valid UTF-8 (byte {exc.start}): a TOML file "
-                          "is UTF-8 text") from None
-    except OSError as exc:
-        raise ConfigError(f"config {path}: cannot read: {exc.strerror or exc}") from None
-    except RecursionError:
-        raise ConfigError(f"config {path}: not valid TOML: nested too deeply") from None
-    except ValueError as exc:  # e.g. a NUL in the path
-        raise ConfigError(f"config {path}: cannot read: {exc}") from None
+        return Config(**data)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(path, exc)) from None
 
 
 def load(explicit: str | None = None) -> Config:
     """Read, merge and validate; raise ConfigError with one line on any problem."""
     path, must_exist = config_path(explicit)
-    data = read_toml(path, must_exist=must_exist)
-    try:
-        return Config(**data)
-    except ValidationError as exc:
-        raise ConfigError(_one_line(path, exc)) from None
+    return validate(path, read_bytes(path, must_exist=must_exist))
 
 
 def _one_line(path: Path, exc: ValidationError) -> str:

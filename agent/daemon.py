@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from agent import config
+from agent import configcache
 from agent.boot import Boot
 from agent.errors import EXIT_FAILED, EXIT_OK, AgentError, BootError, LockedError
 from agent.fsutil import claim_dir
@@ -63,7 +63,7 @@ def acquire_lock(state_dir: str) -> int:
 def run(config_path: str | None, *, oneshot: bool = False, verbose: bool = False) -> int:
     """The ``run`` command; returns its exit code."""
     setup_logging(verbose)
-    cfg = config.load(config_path)
+    cfg = configcache.load(config_path)
     oneshot = oneshot or cfg.mode == "oneshot"
     notify = Notifier()
     acquire_lock(cfg.state_dir)

@@ -158,7 +158,7 @@ def write_manifest(path: Path) -> dict[str, Any]:
     from importlib import metadata  # noqa: PLC0415
 
     deps = {}
-    for name in ("botocore", "pydantic", "pydantic-settings", "psutil", "systemd-python"):
+    for name in ("botocore", "pydantic", "pydantic-settings", "systemd-python"):
         try:
             deps[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -186,9 +186,11 @@ def write_manifest(path: Path) -> dict[str, Any]:
 
 def bake_check(config_path: str | None, root: str, manifest: str | None) -> int:
     """``agent bake-check``: 0 clean (manifest written), 1 problems (listed), 78 config."""
-    from agent import config  # noqa: PLC0415
+    from agent import configcache  # noqa: PLC0415
 
-    cfg = config.load(config_path)  # ConfigError: exit 78, one line
+    where = (configcache.cache_path() if Path(root) == Path("/") else
+             str(Path(root) / configcache.DEFAULT_CACHE.lstrip("/")))
+    cfg, cached = configcache.prime(config_path, where)  # ConfigError: exit 78, one line
     problems = bake_problems(Path(root), cfg.secrets.dir, cfg.state_dir)
     for problem in problems:
         print(f"agent: bake-check: {problem}", file=sys.stderr)
@@ -198,5 +200,6 @@ def bake_check(config_path: str | None, root: str, manifest: str | None) -> int:
     target = Path(manifest or Path(root) / cfg.image.manifest.lstrip("/"))
     data = write_manifest(target)
     print(f"agent: bake-check passed; manifest {target} ({data['built_at']}, agent "
-          f"{data['agent']})")
+          f"{data['agent']}); validated configuration "
+          f"{'cached in ' + where if cached else 'not cached (' + (where or 'off') + ')'}")
     return 0

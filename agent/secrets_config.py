@@ -30,6 +30,7 @@ from agent.fields import (
     check_path,
     span,
 )
+from agent.sections import PublishedRules, SecretFileRules, SecretsRules, file_digest, observe
 
 CREDENTIAL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,255}\Z")  # systemd credential names
 VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")  # a template variable (string.Template)
@@ -42,9 +43,11 @@ def _lookup(name: str, kind: Literal["owner", "group"]) -> int:
     if name.isdigit():
         return int(name)
     try:
-        return pwd.getpwnam(name).pw_uid if kind == "owner" else grp.getgrnam(name).gr_gid
+        found = pwd.getpwnam(name).pw_uid if kind == "owner" else grp.getgrnam(name).gr_gid
     except KeyError:
         raise ValueError(f"no such {'user' if kind == 'owner' else 'group'} {name!r}") from None
+    observe(kind, name, found)
+    return found
 
 
 def _secret_path(value: str) -> str:
@@ -71,7 +74,7 @@ def _condition(value: str) -> str:
     return value
 
 
-class Published(Section):
+class Published(PublishedRules, Section):
     """What a published file has, whether it holds one secret or a rendered template."""
 
     path: str = ""  # inside secrets.dir
@@ -85,21 +88,6 @@ class Published(Section):
     when: str = ""  # a condition: the entry is kept only where it is true
     _uid: int = PrivateAttr(default=0)
     _gid: int = PrivateAttr(default=0)
-
-    @property
-    def uid(self) -> int:
-        """The owner's uid, resolved at load."""
-        return self._uid
-
-    @property
-    def gid(self) -> int:
-        """The group's gid, resolved at load."""
-        return self._gid
-
-    @property
-    def credential_name(self) -> str:
-        """The systemd credential name services see in $CREDENTIALS_DIRECTORY."""
-        return self.credential or PurePosixPath(self.path).name
 
     @field_validator("path")
     @classmethod
@@ -121,7 +109,7 @@ class Published(Section):
         self._gid = _lookup(self.group, "group")
 
 
-class SecretFile(Published):
+class SecretFile(SecretFileRules, Published):
     """One ``[[secrets.files]]`` entry: a secret rendered into one file (or a template's)."""
 
     source: Literal["secretsmanager", "ssm"] = "secretsmanager"
@@ -136,12 +124,6 @@ class SecretFile(Published):
     role_arn: Text = ""  # fetch with credentials of this role (sts:AssumeRole)
     external_id: Text = ""  # with role_arn: the ExternalId its trust policy asks for
     region: Text = ""  # the region to fetch from (default: an ARN's, else aws.region's)
-
-    @property
-    def label(self) -> str:
-        """What it fetches, as written: ``secret '{tag:Environment}/db'``."""
-        kind = "parameter" if self.source == "ssm" else "secret"
-        return f"{kind} {self.secret_id or self.parameter!r}"
 
     @field_validator("secret_id", "parameter", "role_arn", "region")
     @classmethod
@@ -193,7 +175,7 @@ class SecretTemplate(Published):
         return self
 
 
-class SecretsConfig(Section):
+class SecretsConfig(SecretsRules, Section):
     """``[secrets]``: where the files go and which secrets and templates they hold."""
 
     dir: AbsoluteDir = "/run/agent/secrets"
@@ -205,12 +187,6 @@ class SecretsConfig(Section):
     unit_dir: AbsoluteDir = "/run/systemd/system"  # where credential drop-ins go
     files: list[SecretFile] = []
     templates: list[SecretTemplate] = []
-
-    def outputs(self) -> list[tuple[str, Published]]:
-        """Every published entry with where it is configured (``files[2]``, ``templates[0]``)."""
-        found: list[tuple[str, Published]] = [(f"files[{i}]", e) for i, e in
-                                              enumerate(self.files) if e.publish]
-        return found + [(f"templates[{i}]", e) for i, e in enumerate(self.templates)]
 
     @model_validator(mode="after")
     def _distinct(self) -> SecretsConfig:
@@ -246,11 +222,17 @@ def template_problem(source: str, names: set[str]) -> str:
     """Why a secrets template cannot render ('' when it can, or when its source is absent:
     then the boot checks it)."""
     try:
-        text = Path(source).read_text("utf-8")
+        raw = Path(source).read_bytes()
     except FileNotFoundError:
+        observe("file", source, None)
         return ""
-    except (OSError, UnicodeDecodeError) as exc:
-        return f"cannot read: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}"
+    except OSError as exc:
+        return f"cannot read: {exc.strerror}"
+    observe("file", source, file_digest(raw))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "cannot read: not UTF-8 text"
     try:
         used = template_names(text)
     except ExprError as exc:

@@ -32,19 +32,13 @@ from agent.expr import (
 )
 from agent.facts import Facts
 from agent.files import Change, FilePlan
+from agent.sections import DROPIN_NAME, template_problem
 from agent.state import PhaseState
-from agent.tuning_config import (
-    DROPIN_NAME,
-    TuningConfig,
-    TuningDropin,
-    TuningProfile,
-    TuningTemplate,
-    template_problem,
-)
 
 if TYPE_CHECKING:
     from agent.imds import Identity
     from agent.state import Recorder
+    from agent.tuning_config import TuningConfig, TuningDropin, TuningProfile, TuningTemplate
 
 Record = dict[str, Any]  # what state.json keeps of one output (tuned values are not secret)
 SYSCTL_ROOT = "/proc/sys"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -14,8 +12,7 @@ from pydantic import field_validator, model_validator
 from agent import envfile, profiles
 from agent.expr import FACTS, ExprError, Value, compile_expression, render_value, template_names
 from agent.fields import AbsoluteDir, AbsoluteFile, Mode, OptionalFile, Section, ServiceName
-
-DROPIN_NAME = "60-agent-tuning.conf"  # [[tuning.dropins]]: <unit_dir>/<unit>.d/<this>
+from agent.sections import TuningRules, file_digest, observe, template_problem
 
 
 def _expressions(values: dict[str, str]) -> dict[str, str]:
@@ -120,7 +117,7 @@ class TuningTemplate(Section):
 SYSCTL_PART = re.compile(r"[A-Za-z0-9_@:+/-]{1,64}\Z")
 
 
-class TuningConfig(Section):
+class TuningConfig(TuningRules, Section):
     """``[tuning]``: outputs computed from the instance's size."""
 
     files: list[TuningFile] = []
@@ -130,15 +127,6 @@ class TuningConfig(Section):
     sysctl: dict[str, str] = {}  # "net.core.somaxconn" -> expression
     unit_dir: AbsoluteDir = "/run/systemd/system"  # where drop-ins go
     history_file: OptionalFile = "/var/lib/agent/instance.json"  # the previous boot's type
-
-    @property
-    def has_outputs(self) -> bool:
-        """Whether anything is configured to be written."""
-        return bool(self.files or self.profiles or self.dropins or self.templates or self.sysctl)
-
-    def dropin_path(self, unit: str) -> str:
-        """Where the drop-in of ``unit`` goes."""
-        return os.path.join(self.unit_dir, f"{unit}.d", DROPIN_NAME)
 
     @field_validator("sysctl")
     @classmethod
@@ -186,12 +174,15 @@ class TuningConfig(Section):
     def _check_template(self, index: int, entry: TuningTemplate) -> None:
         """A template whose source exists now is checked now: every variable known."""
         try:
-            text = Path(entry.source).read_text("utf-8")
+            raw = Path(entry.source).read_bytes()
+            text = raw.decode("utf-8")
         except FileNotFoundError:
+            observe("file", entry.source, None)
             return  # checked when the boot renders it
         except (OSError, UnicodeDecodeError) as exc:
             raise ValueError(f"templates[{index}] {entry.source}: cannot read: "
                              f"{getattr(exc, 'strerror', None) or exc}") from None
+        observe("file", entry.source, file_digest(raw))
         try:
             names = template_names(text)
         except ExprError as exc:
@@ -201,15 +192,3 @@ class TuningConfig(Section):
             problem = template_problem(name, known)
             if problem:
                 raise ValueError(f"templates[{index}] {entry.source}: {problem}")
-
-
-def template_problem(name: str, known: dict[str, set[str]]) -> str:
-    """Why a template may not use ``${name}`` ('' when it may)."""
-    if name not in known:
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"unknown variable ${{{name}}}{hint}"
-    if len(known[name]) > 1:
-        return (f"${{{name}}} is ambiguous: {len(known[name])} outputs define it "
-                "differently")
-    return ""

@@ -64,7 +64,8 @@ class Booter:
         self.config_path.write_text(text + TUNING.format(root=self.root) + extra)
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "AGENT_"))}
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("AWS_", "AGENT_")) or k == "AGENT_CONFIG_CACHE"}
         env.update(self.world.env())
         return env
 

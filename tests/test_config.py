@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import config
+from agent import config, sections
 from agent.errors import EXIT_CONFIG, ConfigError
 
 GOOD = """
@@ -82,7 +82,7 @@ def test_full_file_loads(tmp_path: Path) -> None:
 
 
 def test_defaults_when_default_file_absent(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(config, "DEFAULT_PATH", "/nonexistent/agent.toml")
+    monkeypatch.setattr(sections, "DEFAULT_PATH", "/nonexistent/agent.toml")
     cfg = config.load()
     assert cfg.state_dir == "/run/agent"
     assert cfg.secrets.dir == "/run/agent/secrets"
@@ -239,7 +239,8 @@ def test_bad_expression_is_a_config_error(tmp_path: Path) -> None:
 )
 def test_cli_run_exits_78_with_one_line(tmp_path: Path, text: str, fragment: str) -> None:
     path = write(tmp_path, text)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("AGENT_") or k == "AGENT_CONFIG_CACHE"}
     proc = subprocess.run([sys.executable, "-m", "agent", "run", "--oneshot", "--config",
                            str(path)], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == EXIT_CONFIG

@@ -34,7 +34,8 @@ AGENT = [sys.executable, "-m", "agent"]
 
 def run_agent(*args: str, env: dict[str, str] | None = None,
               timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "AWS_"))}
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("AGENT_", "AWS_")) or k == "AGENT_CONFIG_CACHE"}
     return subprocess.run([*AGENT, *args], capture_output=True, text=True, timeout=timeout,
                           env={**clean, **(env or {})})
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from agentproc import Booter
+from conftest import clean_environment
 
 from agent import image
 
@@ -95,7 +95,7 @@ def test_each_thing_a_bake_must_not_carry(tmp_path: Path, disk_dir: Path,
 
 
 def run_bake_check(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "AWS_"))}
+    env = clean_environment()
     return subprocess.run([sys.executable, "-m", "agent", "bake-check", *args],
                           capture_output=True, text=True, env=env, timeout=60)
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from agentproc import IS_ROOT, Booter
+from conftest import clean_environment
 
 from agent.sim import World
 
@@ -314,7 +315,7 @@ def test_a_template_owned_by_its_reader(world: World, tmpfs: Path, tmp_path: Pat
 
 
 def plan(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "AWS_"))}
+    env = clean_environment()
     return subprocess.run([sys.executable, "-m", "agent", "plan", "--config", str(config),
                            *args], capture_output=True, text=True, env=env, timeout=60)
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import clean_environment
 
 from agent import config, dropins
 from agent.facts import nominal_facts
@@ -143,7 +143,7 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
 
 
 def _agent(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "AWS_"))}
+    env = clean_environment()
     return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True,
                           text=True, env=env, cwd=cwd, timeout=60, check=False)
 

@@ -18,7 +18,8 @@ from agent.state import PhaseState, Recorder, State
 
 def run_cli(*args: str, env: dict[str, str] | None = None,
             timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith("AGENT_") or k == "AGENT_CONFIG_CACHE"}
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True,
                           text=True, env=full_env, timeout=timeout)

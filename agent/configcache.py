@@ -1,0 +1,237 @@
+"""The validated-configuration cache: a boot reads its configuration without pydantic.
+
+pydantic-settings stays the one schema and the only validator. ``agent bake-check`` (and
+any ``agent run`` that misses) validates the configuration as usual and stores the result
+as a plain dump, keyed by everything the validation read: the configuration file's bytes,
+the ``AGENT_*`` environment, the schema itself (the agent's version and the source of its
+configuration modules), and every outside fact a validator looked up (a user's or group's
+id, a template source's content), which are looked up again before a hit counts. A boot
+whose key matches rebuilds the configuration from the dump as read-only views that behave
+as the models do (:mod:`agent.sections`), and never imports pydantic.
+
+The cache lives at ``/var/lib/agent/config-cache.json`` (``$AGENT_CONFIG_CACHE``; "" turns
+it off), root's (or the agent's) and 0600. A cache that is missing, corrupt, stale, foreign
+or readable by others is a miss, never an error.
+"""
+
+from __future__ import annotations
+
+import grp
+import hashlib
+import json
+import logging
+import os
+import pwd
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent import __version__, sections
+from agent.sections import Fact, agent_environment, config_path, file_digest
+
+if TYPE_CHECKING:
+    from agent.config import Config
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE = "/var/lib/agent/config-cache.json"
+FORMAT = 1
+MAX_BYTES = 4 << 20
+SCHEMA = ("config.py", "fields.py", "secrets_config.py", "tuning_config.py", "sections.py",
+          "context.py", "expr.py", "profiles.py", "envfile.py", "configcache.py")
+
+
+def cache_path() -> str:
+    """Where the cache is ('' when turned off)."""
+    return os.environ.get("AGENT_CONFIG_CACHE", DEFAULT_CACHE)
+
+
+def load(explicit: str | None = None) -> Config:
+    """The configuration: from the cache when its key matches, else validated (and cached).
+
+    Errors are those of :func:`agent.config.load` (one line, exit 78).
+    """
+    path, must_exist = config_path(explicit)
+    try:
+        raw: bytes | None = path.read_bytes()
+    except FileNotFoundError:
+        raw = None
+    except (OSError, ValueError):
+        raw = None
+        must_exist = True  # unreadable: validation below says why, in one line
+    where = cache_path()
+    key = _key(path, raw)
+    if where and not (raw is None and must_exist):
+        hit = _lookup(where, key)
+        if hit is not None:
+            log.debug("configuration from the cache %s", where)
+            return hit  # type: ignore[no-any-return]
+    from agent import config  # noqa: PLC0415 - pydantic only on a miss
+
+    if raw is None and must_exist:
+        config.read_bytes(path, must_exist=True)  # raises ConfigError naming the problem
+    facts, token = sections.observing()
+    try:
+        cfg = config.validate(path, raw)
+    finally:
+        sections.stop(token)
+    if where:
+        store(where, key, cfg, facts)
+    return cfg
+
+
+def prime(explicit: str | None, where: str) -> tuple[Config, bool]:
+    """Validate and store the cache at ``where`` (``agent bake-check``: the image's first boot
+    then needs no pydantic); the configuration, and whether the cache was written."""
+    from agent import config  # noqa: PLC0415
+
+    path, must_exist = config_path(explicit)
+    raw = config.read_bytes(path, must_exist=must_exist)
+    facts, token = sections.observing()
+    try:
+        cfg = config.validate(path, raw)
+    finally:
+        sections.stop(token)
+    return cfg, store(where, _key(path, raw), cfg, facts)
+
+
+def store(where: str, key: str, cfg: Config, facts: list[Fact]) -> bool:
+    """Write the cache (root's or ours, 0600); False when it cannot be written (a miss next
+    time, nothing worse)."""
+    from agent.fsutil import atomic_write  # noqa: PLC0415
+
+    document = {"format": FORMAT, "key": key, "facts": facts, "config": _dump(cfg)}
+    try:
+        atomic_write(where, json.dumps(document, separators=(",", ":")).encode(), mode=0o600,
+                     dir_mode=0o755)
+    except (OSError, TypeError, ValueError) as exc:
+        log.debug("configuration cache %s not written: %s", where, exc)
+        return False
+    return True
+
+
+def _key(path: Path, raw: bytes | None) -> str:
+    digest = hashlib.sha256()
+    here = Path(__file__).parent
+    for name in SCHEMA:
+        try:
+            digest.update((here / name).read_bytes())
+        except OSError:
+            digest.update(b"missing " + name.encode())
+    material = [__version__, str(path), raw.hex() if raw is not None else None,
+                agent_environment()]
+    digest.update(json.dumps(material).encode())
+    return digest.hexdigest()
+
+
+def _lookup(where: str, key: str) -> Any:
+    """The views of a matching cache, else None (every problem is a miss)."""
+    try:
+        fd = os.open(where, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if (not stat.S_ISREG(st.st_mode) or st.st_uid not in (0, os.geteuid())
+                or st.st_mode & 0o077 or st.st_size > MAX_BYTES):
+            log.debug("configuration cache %s ignored: not a private file of ours", where)
+            return None
+        data = os.read(fd, MAX_BYTES + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    try:
+        document = json.loads(data)
+        if (not isinstance(document, dict) or document.get("format") != FORMAT
+                or document.get("key") != key or not _facts_hold(document.get("facts"))):
+            return None
+        return _view(document["config"])
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        log.debug("configuration cache %s ignored: corrupt", where)
+        return None
+
+
+def _facts_hold(facts: object) -> bool:
+    """Whether every outside fact the validation read is still so."""
+    if not isinstance(facts, list):
+        return False
+    for kind, key, value in facts:
+        try:
+            if kind == "owner":
+                now: Any = pwd.getpwnam(key).pw_uid
+            elif kind == "group":
+                now = grp.getgrnam(key).gr_gid
+            elif kind == "file":
+                try:
+                    now = file_digest(Path(key).read_bytes())
+                except FileNotFoundError:
+                    now = None
+            else:
+                return False
+        except (KeyError, OSError):
+            return False
+        if now != value:
+            return False
+    return True
+
+
+# -- the dump and its views --------------------------------------------------------------
+
+
+def _dump(value: Any) -> Any:
+    """A plain, tagged JSON form: ``{"m": class, "f": fields}``, ``{"d": {}}``, ``{"l": []}``."""
+    from pydantic import BaseModel  # noqa: PLC0415 - only when storing, after validating
+
+    if isinstance(value, BaseModel):
+        fields = {name: _dump(getattr(value, name)) for name in type(value).model_fields}
+        fields.update({name: _dump(item) for name, item in
+                       (value.__pydantic_private__ or {}).items()})
+        return {"m": type(value).__name__, "f": fields}
+    if isinstance(value, dict):
+        return {"d": {str(k): _dump(v) for k, v in value.items()}}
+    if isinstance(value, list | tuple):
+        return {"l": [_dump(v) for v in value]}
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise TypeError(f"cannot cache a {type(value).__name__}")
+
+
+class View:
+    """A read-only section rebuilt from the cache: attributes as the model's fields."""
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and vars(other) == vars(self)
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(cached)"
+
+
+_CLASSES: dict[str, type] = {}
+
+
+def _view_class(name: str) -> type:
+    if name not in _CLASSES:
+        rules = sections.RULES.get(name)
+        _CLASSES[name] = type(name, (rules, View) if rules else (View,), {})
+    return _CLASSES[name]
+
+
+def _view(node: Any) -> Any:
+    if isinstance(node, dict):
+        if "m" in node:
+            return _view_class(node["m"])({k: _view(v) for k, v in node["f"].items()})
+        if "d" in node:
+            return {k: _view(v) for k, v in node["d"].items()}
+        return [_view(v) for v in node["l"]]
+    return node

@@ -1,0 +1,163 @@
+"""What configuration sections do besides holding values, without pydantic.
+
+The validated models (:mod:`agent.config` and its section modules) and the read-only views
+the validated-configuration cache rebuilds (:mod:`agent.configcache`) share these mixins,
+so a boot that loads its configuration from the cache behaves exactly as one that validated
+it. Also here: where the configuration file is, and the record of the outside facts a
+validator looked up (the cache's key must change when they do).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+DEFAULT_PATH = "/etc/agent/agent.toml"
+ENV_PREFIX = "AGENT_"
+
+Fact = tuple[str, str, Any]  # (kind, key, value): ("user", "nobody", 65534)
+_observed: contextvars.ContextVar[list[Fact] | None] = contextvars.ContextVar(
+    "observed", default=None)
+
+
+def observe(kind: str, key: str, value: Any) -> None:
+    """A validator read something outside the configuration (a uid, a file's content)."""
+    facts = _observed.get()
+    if facts is not None:
+        facts.append((kind, key, value))
+
+
+def observing() -> tuple[list[Fact], contextvars.Token[list[Fact] | None]]:
+    """Start recording the facts validators read; ``stop(token)`` ends it."""
+    facts: list[Fact] = []
+    return facts, _observed.set(facts)
+
+
+def stop(token: contextvars.Token[list[Fact] | None]) -> None:
+    """End a recording begun by :func:`observing`."""
+    _observed.reset(token)
+
+
+def file_digest(data: bytes) -> str:
+    """What a cached validation remembers of a file it read."""
+    import hashlib  # noqa: PLC0415
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def config_path(explicit: str | None) -> tuple[Path, bool]:
+    """The file to read, and whether the user named it (then it must exist)."""
+    if explicit:
+        return Path(explicit), True
+    from_env = os.environ.get("AGENT_CONFIG")
+    if from_env:
+        return Path(from_env), True
+    return Path(DEFAULT_PATH), False
+
+
+def agent_environment() -> list[tuple[str, str]]:
+    """The ``AGENT_*`` variables (they may override any key), sorted."""
+    return sorted((k, v) for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX))
+
+
+class PublishedRules:
+    """A published secrets file or template: its owner's ids, its credential's name."""
+
+    if TYPE_CHECKING:
+        path: str
+        credential: str
+        _uid: int
+        _gid: int
+
+    @property
+    def uid(self) -> int:
+        """The owner's uid, resolved at load."""
+        return self._uid
+
+    @property
+    def gid(self) -> int:
+        """The group's gid, resolved at load."""
+        return self._gid
+
+    @property
+    def credential_name(self) -> str:
+        """The systemd credential name services see in $CREDENTIALS_DIRECTORY."""
+        return self.credential or PurePosixPath(self.path).name
+
+
+class SecretFileRules(PublishedRules):
+    """A ``[[secrets.files]]`` entry."""
+
+    if TYPE_CHECKING:
+        source: str
+        secret_id: str
+        parameter: str
+
+    @property
+    def label(self) -> str:
+        """What it fetches, as written: ``secret '{tag:Environment}/db'``."""
+        kind = "parameter" if self.source == "ssm" else "secret"
+        return f"{kind} {self.secret_id or self.parameter!r}"
+
+
+class SecretsRules:
+    """The ``[secrets]`` section."""
+
+    if TYPE_CHECKING:
+        files: list[Any]
+        templates: list[Any]
+
+    def outputs(self) -> list[tuple[str, Any]]:
+        """Every published entry with where it is configured (``files[2]``, ``templates[0]``)."""
+        found: list[tuple[str, Any]] = [(f"files[{i}]", e) for i, e in
+                                        enumerate(self.files) if e.publish]
+        return found + [(f"templates[{i}]", e) for i, e in enumerate(self.templates)]
+
+
+DROPIN_NAME = "60-agent-tuning.conf"  # [[tuning.dropins]]: <unit_dir>/<unit>.d/<this>
+
+
+class TuningRules:
+    """The ``[tuning]`` section."""
+
+    if TYPE_CHECKING:
+        files: list[Any]
+        profiles: list[Any]
+        dropins: list[Any]
+        templates: list[Any]
+        sysctl: dict[str, str]
+        unit_dir: str
+
+    @property
+    def has_outputs(self) -> bool:
+        """Whether anything is configured to be written."""
+        return bool(self.files or self.profiles or self.dropins or self.templates or self.sysctl)
+
+    def dropin_path(self, unit: str) -> str:
+        """Where the drop-in of ``unit`` goes."""
+        return os.path.join(self.unit_dir, f"{unit}.d", DROPIN_NAME)
+
+
+def template_problem(name: str, known: dict[str, set[str]]) -> str:
+    """Why a tuning template may not use ``${name}`` ('' when it may)."""
+    if name not in known:
+        import difflib  # noqa: PLC0415
+
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown variable ${{{name}}}{hint}"
+    if len(known[name]) > 1:
+        return (f"${{{name}}} is ambiguous: {len(known[name])} outputs define it "
+                "differently")
+    return ""
+
+
+RULES: dict[str, type] = {  # model class name -> its behaviour
+    "SecretFile": SecretFileRules,
+    "SecretTemplate": PublishedRules,
+    "Published": PublishedRules,
+    "SecretsConfig": SecretsRules,
+    "TuningConfig": TuningRules,
+}
