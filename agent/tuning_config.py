@@ -7,15 +7,27 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import BeforeValidator, Field, StrictBool, field_validator, model_validator
 
 from agent import envfile, profiles
+from agent.budget import DEFAULT_RESERVE, Claim, split
 from agent.expr import FACTS, ExprError, Value, compile_expression, render_value, template_names
 from agent.fields import AbsoluteDir, AbsoluteFile, Mode, OptionalFile, Section, ServiceName
 
 DROPIN_NAME = "60-agent-tuning.conf"  # [[tuning.dropins]]: <unit_dir>/<unit>.d/<this>
+HUGEPAGES_SYSCTL = "vm.nr_hugepages"  # set by a postgres profile with reserve_huge_pages
+
+
+def _number(value: object) -> object:
+    if isinstance(value, bool | str):
+        raise ValueError("must be a number above 0 and at most 1, such as 0.5")
+    return value
+
+
+Share = Annotated[float, BeforeValidator(_number), Field(gt=0, le=1, allow_inf_nan=False)]
+"""A fraction of the memory budget."""
 
 
 def _expressions(values: dict[str, str]) -> dict[str, str]:
@@ -37,11 +49,23 @@ class TuningFile(Section):
     format: Literal["env", "json"] = "env"
     mode: Mode = 0o644
     values: dict[str, str] = {}
+    share: Share | None = None  # of the memory budget (memory_mib in its values)
 
     @field_validator("values")
     @classmethod
     def _values(cls, values: dict[str, str]) -> dict[str, str]:
         return _expressions(values)
+
+    @property
+    def label(self) -> str:
+        """How the memory budget names it."""
+        return f"file {self.path}"
+
+    @property
+    def in_budget(self) -> bool:
+        """Whether it takes a share of the memory budget: it reads memory_mib or has one."""
+        return self.share is not None or any(
+            "memory_mib" in compile_expression(text).names for text in self.values.values())
 
 
 class TuningProfile(Section):
@@ -52,6 +76,8 @@ class TuningProfile(Section):
     format: Literal["env", "json"] = "env"
     mode: Mode = 0o644
     overrides: dict[str, str] = {}  # value name -> expression replacing the profile's formula
+    options: dict[str, StrictBool] = {}  # the profile's switches, e.g. redis persistence
+    share: Share | None = None  # of the memory budget (memory_mib inside the profile)
 
     @field_validator("use")
     @classmethod
@@ -61,8 +87,37 @@ class TuningProfile(Section):
 
     @model_validator(mode="after")
     def _overrides(self) -> TuningProfile:
-        profiles.compile_profile(self.use, self.overrides)
+        profiles.compile_profile(self.use, self.overrides, self.options)
         return self
+
+    @property
+    def label(self) -> str:
+        """How messages and ``agent plan`` name it."""
+        return f"profile {self.use}" + (f" -> {self.path}" if self.path else "")
+
+    @property
+    def in_budget(self) -> bool:
+        """Whether it takes a share of the memory budget: some value reads memory_mib (every
+        profile but nginx, as shipped), or it has one."""
+        return self.share is not None or profiles.reads_memory(
+            profiles.compile_profile(self.use, self.overrides, self.options))
+
+
+class TuningBudget(Section):
+    """``[tuning.budget]``: what the programs sharing the machine leave to everything else."""
+
+    reserve_mib: str = DEFAULT_RESERVE  # over the facts (memory_mib: the machine)
+
+    @field_validator("reserve_mib")
+    @classmethod
+    def _reserve(cls, text: str) -> str:
+        _constant("reserve_mib", text, _at_least_zero, number=True)
+        return text
+
+
+def _at_least_zero(value: Value) -> None:
+    if isinstance(value, str) or value < 0:
+        raise ValueError(f"must be at least 0 (MiB), got {render_value(value)}")
 
 
 class TuningDropin(Section):
@@ -128,6 +183,7 @@ class TuningConfig(Section):
     dropins: list[TuningDropin] = []
     templates: list[TuningTemplate] = []
     sysctl: dict[str, str] = {}  # "net.core.somaxconn" -> expression
+    budget: TuningBudget = TuningBudget()
     unit_dir: AbsoluteDir = "/run/systemd/system"  # where drop-ins go
     history_file: OptionalFile = "/var/lib/agent/instance.json"  # the previous boot's type
 
@@ -139,6 +195,27 @@ class TuningConfig(Section):
     def dropin_path(self, unit: str) -> str:
         """Where the drop-in of ``unit`` goes."""
         return os.path.join(self.unit_dir, f"{unit}.d", DROPIN_NAME)
+
+    def claims(self) -> list[Claim]:
+        """The members of the memory budget, in configuration order (profiles, then files)."""
+        entries: list[tuple[str, TuningProfile | TuningFile]] = [
+            *((f"profiles[{i}]", e) for i, e in enumerate(self.profiles)),
+            *((f"files[{i}]", e) for i, e in enumerate(self.files))]
+        return [Claim(key, entry.label, entry.share) for key, entry in entries
+                if entry.in_budget]
+
+    @model_validator(mode="after")
+    def _budget(self) -> TuningConfig:
+        split(self.claims())
+        reserving = [f"profiles[{i}]" for i, e in enumerate(self.profiles)
+                     if e.options.get("reserve_huge_pages")]
+        if len(reserving) > 1:
+            raise ValueError(f"{reserving[1]}: {reserving[0]} already sets {HUGEPAGES_SYSCTL} "
+                             "(reserve_huge_pages): one profile may")
+        if reserving and HUGEPAGES_SYSCTL in self.sysctl:
+            raise ValueError(f"{reserving[0]}: reserve_huge_pages sets {HUGEPAGES_SYSCTL}, "
+                             "which [tuning.sysctl] sets too")
+        return self
 
     @field_validator("sysctl")
     @classmethod
