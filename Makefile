@@ -5,13 +5,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit unit-user e2e lint bench deps e2e-deps venv clean
+.PHONY: demo test unit unit-user e2e programs lint bench deps e2e-deps programs-deps venv clean
 
 deps:
 	@./scripts/ensure-deps build
 
 e2e-deps:
 	@./scripts/ensure-deps e2e
+
+programs-deps:
+	@./scripts/ensure-deps programs
 
 $(STAMP): pyproject.toml | deps
 	$(PYTHON) -m venv $(VENV)
@@ -35,13 +38,13 @@ unit-user: $(USER_STAMP)
 	@if [ "$$(id -u)" = 0 ]; then as=(setpriv --reuid=65534 --regid=65534 --clear-groups); \
 	else as=(); fi; \
 	"$${as[@]}" env HOME=/tmp PYTHONDONTWRITEBYTECODE=1 $(USER_VENV)/bin/python -m pytest -q \
-	  -m 'not e2e' -p no:cacheprovider --basetemp=/tmp/agent-unit-user-$$(id -u)
+	  -m 'not e2e and not programs' -p no:cacheprovider --basetemp=/tmp/agent-unit-user-$$(id -u)
 
 demo: $(STAMP)
 	$(VENV)/bin/agent demo
 
 unit: $(STAMP)
-	$(PY) -m pytest -q -m 'not e2e'
+	$(PY) -m pytest -q -m 'not e2e and not programs'
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check agent tests bench scripts
@@ -50,7 +53,12 @@ lint: $(STAMP)
 e2e: $(STAMP) | e2e-deps
 	$(PY) -m pytest -q -m e2e
 
-test: lint unit unit-user e2e
+# The tuned values fed to the real programs (PostgreSQL, Redis, nginx, Java, Node.js from
+# Debian; gunicorn from the dev extra): tests/test_programs.py.
+programs: $(STAMP) | programs-deps
+	PROGRAMS_REQUIRED=1 $(PY) -m pytest -q -m programs
+
+test: lint unit unit-user programs e2e
 
 bench: $(STAMP)
 	$(PY) bench/boot.py

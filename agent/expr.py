@@ -23,7 +23,8 @@ Value = int | float | str
 Kind = Literal["number", "string", "any"]
 
 MACHINE_FACTS: dict[str, type] = {  # agent.facts.Facts: the machine and its type
-    "memory_mib": int,
+    "memory_mib": int,  # a program's share of the memory budget, where it has one
+    "machine_memory_mib": int,
     "vcpus": int,
     "instance_type": str,
     "family": str,

@@ -29,9 +29,15 @@ Describe = Callable[[str], InstanceType | None]
 
 @dataclass(frozen=True)
 class Facts:
-    """What tuning expressions may read (agent.expr.FACTS names the same fields)."""
+    """What tuning expressions may read (agent.expr.FACTS names the same fields).
+
+    ``memory_mib`` is the machine's here; inside a program's part of the memory budget
+    (:mod:`agent.budget`) expressions see its share there, and the whole in
+    ``machine_memory_mib``.
+    """
 
     memory_mib: int
+    machine_memory_mib: int
     vcpus: int
     instance_type: str
     family: str
@@ -84,8 +90,9 @@ def _facts(instance_type: str, describe: Describe | None, memory_mib: int | None
                           "(run scripts/gen_instance_types.py) and DescribeInstanceTypes is "
                           "not available")
     family, generation, size = split_type(instance_type)
+    memory = nominal.memory_mib if memory_mib is None else memory_mib
     return Facts(
-        memory_mib=nominal.memory_mib if memory_mib is None else memory_mib,
+        memory_mib=memory, machine_memory_mib=memory,
         vcpus=nominal.vcpus if vcpus is None else vcpus,
         instance_type=instance_type, family=family, generation=generation, size=size,
         arch=nominal.arch, instance_memory_mib=nominal.memory_mib,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import config, envfile
+from agent.budget import Budget, mib_text
 from agent.config import Config
 from agent.context import LaunchContext
 from agent.expr import render_value, template_names
@@ -69,6 +70,7 @@ def build(cfg: Config, facts: Facts, source: str, *, context: LaunchContext | No
                    *({"kind": "dropin", "label": f"drop-in {item.path}", "path": item.path,
                       "change": item.change.value, "values": []} for item in tuning.stale
                      if item.change is Change.REMOVE)],
+        "budget": _budget(tuning.budget),
         "lifecycle": {
             "enabled": cfg.lifecycle.enabled,
             "hook": cfg.lifecycle.hook_name or "(the group's launch hook)",
@@ -109,6 +111,25 @@ def _template_uses(source: str) -> list[str]:
         return template_names(Path(source).read_text("utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return []
+
+
+def _budget(shared: Budget | None) -> dict[str, Any] | None:
+    """The memory budget: the machine, the reserve, each program's portion and its sum."""
+    if shared is None:
+        return None
+    return {
+        "memory_mib": shared.memory_mib, "reserve_mib": shared.reserve_mib,
+        "reserve": {"expression": shared.reserve_expression, **shared.reserve.as_dict()},
+        "available_mib": shared.available_mib,
+        "members": [{"label": p.claim.label, "key": p.claim.key, "share": p.fraction,
+                     "equal_part": p.claim.share is None, "memory_mib": p.memory_mib,
+                     "terms": [{"name": t.name, "mib": t.mib, "detail": t.detail}
+                               for t in p.terms],
+                     "total_mib": p.total_mib if p.checked else None}
+                    for p in shared.portions],
+        "total_mib": sum(p.total_mib for p in shared.portions if p.checked),
+        "outside": shared.outside,
+    }
 
 
 def _output(out: PlannedOutput) -> dict[str, Any]:
@@ -180,6 +201,8 @@ def render(doc: dict[str, Any]) -> str:
         lines.append(f"  {_title(out)}: {out['change']}")
         for v in out["values"]:
             lines += _value_lines(out, v)
+    if doc.get("budget"):
+        lines += _budget_lines(doc["budget"])
     lc = doc["lifecycle"]
     lines += ["", "lifecycle"]
     lines.append(f"  hook {lc['hook']}, on failure {lc['on_failure']}" if lc["enabled"]
@@ -210,6 +233,35 @@ def _secret_lines(sec: dict[str, Any]) -> list[str]:
     lines += [f"  skipped {s['entry']}: {s['reason']}" for s in sec["skipped"]]
     if len(lines) == 1:
         lines.append("  (none configured)")
+    return lines
+
+
+def _budget_lines(shared: dict[str, Any]) -> list[str]:
+    reserve = shared["reserve"]
+    lines = ["", f"budget: {shared['memory_mib']} MiB, less a {shared['reserve_mib']} MiB "
+             f"reserve: {shared['available_mib']} MiB for the programs",
+             f"  reserve_mib = {shared['reserve_mib']}"]
+    if reserve["expression"] != reserve["rendered"]:
+        lines.append(f"      {reserve['expression']}")
+        if reserve["substituted"] not in (reserve["expression"], reserve["rendered"]):
+            lines.append(f"      = {reserve['substituted']}")
+    lines += [f"      {c}" for c in reserve["clamps"]]
+    for member in shared["members"]:
+        part = " (an equal part)" if member["equal_part"] else ""
+        head = (f"  {member['label']}: share {member['share']:.3g}{part} = "
+                f"{member['memory_mib']} MiB")
+        if member["total_mib"] is None:
+            lines.append(f"{head}; its values are its own")
+            continue
+        lines.append(f"{head}; at its limits {mib_text(member['total_mib'])} MiB")
+        lines.append("    " + " + ".join(f"{t['name']} {mib_text(t['mib'])}"
+                                         for t in member["terms"]))
+        lines += [f"    {t['name']}: {t['detail']}" for t in member["terms"] if t["detail"]]
+    lines += [f"  not in the budget: {label} (no value reads memory_mib, no share)"
+              for label in shared["outside"]]
+    if any(member["total_mib"] is not None for member in shared["members"]):
+        lines.append(f"  the profiles at their limits: {mib_text(shared['total_mib'])} of "
+                     f"{shared['available_mib']} MiB")
     return lines
 
 

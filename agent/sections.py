@@ -117,6 +117,54 @@ class SecretsRules:
 
 
 DROPIN_NAME = "60-agent-tuning.conf"  # [[tuning.dropins]]: <unit_dir>/<unit>.d/<this>
+HUGEPAGES_SYSCTL = "vm.nr_hugepages"  # set by a postgres profile with reserve_huge_pages
+
+
+class TuningFileRules:
+    """A ``[[tuning.files]]`` entry."""
+
+    if TYPE_CHECKING:
+        path: str
+        values: dict[str, str]
+        share: float | None
+
+    @property
+    def label(self) -> str:
+        """How the memory budget names it."""
+        return f"file {self.path}"
+
+    @property
+    def in_budget(self) -> bool:
+        """Whether it takes a share of the memory budget: it reads memory_mib or has one."""
+        from agent.expr import compile_expression  # noqa: PLC0415
+
+        return self.share is not None or any(
+            "memory_mib" in compile_expression(text).names for text in self.values.values())
+
+
+class TuningProfileRules:
+    """A ``[[tuning.profiles]]`` entry."""
+
+    if TYPE_CHECKING:
+        use: str
+        path: str
+        overrides: dict[str, str]
+        options: dict[str, bool]
+        share: float | None
+
+    @property
+    def label(self) -> str:
+        """How messages and ``agent plan`` name it."""
+        return f"profile {self.use}" + (f" -> {self.path}" if self.path else "")
+
+    @property
+    def in_budget(self) -> bool:
+        """Whether it takes a share of the memory budget: some value reads memory_mib (every
+        profile but nginx, as shipped), or it has one."""
+        from agent import profiles  # noqa: PLC0415
+
+        return self.share is not None or profiles.reads_memory(
+            profiles.compile_profile(self.use, self.overrides, self.options))
 
 
 class TuningRules:
@@ -139,6 +187,16 @@ class TuningRules:
         """Where the drop-in of ``unit`` goes."""
         return os.path.join(self.unit_dir, f"{unit}.d", DROPIN_NAME)
 
+    def claims(self) -> list[Any]:
+        """The members of the memory budget (``agent.budget.Claim``), in configuration order
+        (profiles, then files)."""
+        from agent.budget import Claim  # noqa: PLC0415
+
+        entries = [*((f"profiles[{i}]", e) for i, e in enumerate(self.profiles)),
+                   *((f"files[{i}]", e) for i, e in enumerate(self.files))]
+        return [Claim(key, entry.label, entry.share) for key, entry in entries
+                if entry.in_budget]
+
 
 def template_problem(name: str, known: dict[str, set[str]]) -> str:
     """Why a tuning template may not use ``${name}`` ('' when it may)."""
@@ -160,4 +218,6 @@ RULES: dict[str, type] = {  # model class name -> its behaviour
     "Published": PublishedRules,
     "SecretsConfig": SecretsRules,
     "TuningConfig": TuningRules,
+    "TuningFile": TuningFileRules,
+    "TuningProfile": TuningProfileRules,
 }

@@ -5,7 +5,8 @@ drop-ins, templates, sysctls) against what is there now, reading but never writi
 output holds a :class:`~agent.files.FilePlan` (existing, desired, change), which ``agent
 plan`` shows and :func:`apply` executes; everything is computed first, so a value that
 fails writes nothing. :func:`phase` is the boot's tuning phase. The facts come from
-:mod:`agent.facts`, the resize history from :mod:`agent.history`.
+:mod:`agent.facts`, the resize history from :mod:`agent.history`, each program's portion of the
+memory from :mod:`agent.budget`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent import dropins, envfile, files, history, profiles
+from agent import budget, dropins, envfile, files, history, profiles
+from agent.budget import Budget
 from agent.errors import TuningError
 from agent.expr import (
     Explanation,
@@ -32,7 +34,7 @@ from agent.expr import (
 )
 from agent.facts import Facts
 from agent.files import Change, FilePlan
-from agent.sections import DROPIN_NAME, template_problem
+from agent.sections import DROPIN_NAME, HUGEPAGES_SYSCTL, template_problem
 from agent.state import PhaseState
 
 if TYPE_CHECKING:
@@ -121,26 +123,83 @@ class TuningPlan:
     outputs: list[PlannedOutput]
     sysctls: list[PlannedSysctl] = field(default_factory=list)
     stale: list[FilePlan] = field(default_factory=list)  # our drop-ins no longer configured
+    budget: Budget | None = None  # None: no output takes a share of the memory
 
 
 def plan(cfg: TuningConfig, facts: Facts, *, sysctl_root: str = SYSCTL_ROOT) -> TuningPlan:
-    """Compute and render every output; reads templates and current sysctls, writes nothing."""
-    names = facts.as_dict()
+    """Compute and render every output; reads templates and current sysctls, writes nothing.
+
+    Each member of the memory budget sees its portion as ``memory_mib``; a profile whose
+    values do not fit its portion is a TuningError naming the type and the program.
+    """
+    names: dict[str, Value] = {**facts.as_dict()}
+    claims = cfg.claims()
+    shared = budget.portions(claims, cfg.budget.reserve_mib, names, [
+        e.label for e in cfg.profiles if not e.in_budget]) if claims else None
+
+    def scope(key: str) -> dict[str, Value]:
+        portion = shared.portion(key) if shared else None
+        return names if portion is None else {**names, "memory_mib": portion.memory_mib}
+
     outputs = [_plan_values_file(entry.path, "file", entry.path, entry.format, entry.mode,
-                                 _explain_all(entry.path, entry.values, names), {})
-               for entry in cfg.files]
-    outputs += [_plan_profile(entry, names) for entry in cfg.profiles]
+                                 _explain_all(entry.path, entry.values, scope(f"files[{i}]")),
+                                 {})
+               for i, entry in enumerate(cfg.files)]
+    sysctls = []
+    for index, entry in enumerate(cfg.profiles):
+        output, values = _plan_profile(entry, scope(f"profiles[{index}]"))
+        outputs.append(output)
+        if shared:
+            shared = _fit(shared, f"profiles[{index}]", entry, values, facts)
+        if entry.options.get("reserve_huge_pages"):
+            sysctls += _hugepages(output, sysctl_root)
     units = [_plan_dropin(entry, names) for entry in cfg.dropins]
     dropin_plans = dropins.plan(cfg.unit_dir, DROPIN_NAME,
                                 {unit.about["unit"]: content for unit, content in units})
     by_path = {item.path: item for item in dropin_plans}
     outputs += [dataclasses.replace(unit, file=by_path[cfg.dropin_path(unit.about["unit"])])
                 for unit, _ in units]
-    sysctls = [_plan_sysctl(key, text, names, sysctl_root) for key, text in cfg.sysctl.items()]
-    scope = _template_scope(names, outputs)
-    outputs += [_plan_template(entry, scope) for entry in cfg.templates]
+    sysctls = [_plan_sysctl(key, text, names, sysctl_root)
+               for key, text in cfg.sysctl.items()] + sysctls
+    template_scope = _template_scope(names, outputs)
+    outputs += [_plan_template(entry, template_scope) for entry in cfg.templates]
     stale = [item for item in dropin_plans if item.desired is None]
-    return TuningPlan(facts, outputs, sysctls, stale)
+    return TuningPlan(facts, outputs, sysctls, stale, shared)
+
+
+def _fit(shared: Budget, key: str, entry: TuningProfile, values: Mapping[str, Value],
+         facts: Facts) -> Budget:
+    """The budget with this profile's terms filled in; TuningError when they do not fit."""
+    portion = shared.portion(key)
+    if portion is None:
+        return shared
+    try:
+        terms = tuple(budget.Term(part.name, mib, detail)
+                      for part, mib, detail in profiles.limits(entry.use, values))
+    except ExprError as exc:
+        raise TuningError(f"tuning {entry.label}: {exc}") from None
+    portion = dataclasses.replace(portion, terms=terms, checked=True)
+    budget.check_fit(shared, portion, facts.instance_type)
+    return dataclasses.replace(shared, portions=[
+        portion if p.claim.key == key else p for p in shared.portions])
+
+
+def _hugepages(output: PlannedOutput, root: str) -> list[PlannedSysctl]:
+    """vm.nr_hugepages from a postgres profile's PG_NR_HUGEPAGES (none when it is 0)."""
+    value = next(v for v in output.values if v.name == "PG_NR_HUGEPAGES")
+    if not value.explanation.result:
+        return []
+    path = sysctl_path(HUGEPAGES_SYSCTL, root)
+    try:
+        current: str | None = Path(path).read_text("utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        current = None
+    result = value.explanation.result
+    planned = PlannedValue(HUGEPAGES_SYSCTL, "PG_NR_HUGEPAGES",
+                           Explanation(result, render_value(result), ()),
+                           written=profiles.sysctl_value(result),
+                           note=f"PG_NR_HUGEPAGES of {output.label} (reserve_huge_pages)")
+    return [PlannedSysctl(HUGEPAGES_SYSCTL, path, planned, current)]
 
 
 def _explain_all(label: str, values: Mapping[str, str],
@@ -164,16 +223,21 @@ def _plan_values_file(label: str, kind: str, path: str, fmt: str, mode: int,
     return PlannedOutput(kind, label, fmt, FilePlan.of(path, content, mode), values, about)
 
 
-def _plan_profile(entry: TuningProfile, facts: Mapping[str, Value]) -> PlannedOutput:
-    label = f"profile {entry.use}" + (f" -> {entry.path}" if entry.path else "")
+def _plan_profile(entry: TuningProfile,
+                  facts: Mapping[str, Value]) -> tuple[PlannedOutput, dict[str, Value]]:
+    """The profile's output, and every name its values saw (facts, options) with the values."""
+    label = entry.label
+    scope: dict[str, Value] = {**facts, **profiles.option_values(entry.use, entry.options)}
     try:
-        results = profiles.evaluate(profiles.compile_profile(entry.use, entry.overrides), facts)
+        results = profiles.evaluate(
+            profiles.compile_profile(entry.use, entry.overrides, entry.options), scope)
     except (ExprError, ValueError) as exc:
         raise TuningError(f"tuning {label}: {exc}") from None
     values = [PlannedValue(item.name, item.text, explanation, note=_note(item))
               for item, explanation in results]
+    scope.update((item.name, explanation.result) for item, explanation in results)
     return _plan_values_file(label, "profile", entry.path, entry.format, entry.mode, values,
-                             {"profile": entry.use})
+                             {"profile": entry.use}), scope
 
 
 def _note(item: profiles.CompiledSetting) -> str:

@@ -5,14 +5,33 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import BeforeValidator, Field, StrictBool, field_validator, model_validator
 
 from agent import envfile, profiles
+from agent.budget import DEFAULT_RESERVE, split
 from agent.expr import FACTS, ExprError, Value, compile_expression, render_value, template_names
 from agent.fields import AbsoluteDir, AbsoluteFile, Mode, OptionalFile, Section, ServiceName
-from agent.sections import TuningRules, file_digest, observe, template_problem
+from agent.sections import (
+    HUGEPAGES_SYSCTL,
+    TuningFileRules,
+    TuningProfileRules,
+    TuningRules,
+    file_digest,
+    observe,
+    template_problem,
+)
+
+
+def _number(value: object) -> object:
+    if isinstance(value, bool | str):
+        raise ValueError("must be a number above 0 and at most 1, such as 0.5")
+    return value
+
+
+Share = Annotated[float, BeforeValidator(_number), Field(gt=0, le=1, allow_inf_nan=False)]
+"""A fraction of the memory budget."""
 
 
 def _expressions(values: dict[str, str]) -> dict[str, str]:
@@ -27,13 +46,14 @@ def _expressions(values: dict[str, str]) -> dict[str, str]:
     return values
 
 
-class TuningFile(Section):
+class TuningFile(TuningFileRules, Section):
     """One ``[[tuning.files]]`` entry: computed values written as an env or JSON file."""
 
     path: AbsoluteFile
     format: Literal["env", "json"] = "env"
     mode: Mode = 0o644
     values: dict[str, str] = {}
+    share: Share | None = None  # of the memory budget (memory_mib in its values)
 
     @field_validator("values")
     @classmethod
@@ -41,7 +61,7 @@ class TuningFile(Section):
         return _expressions(values)
 
 
-class TuningProfile(Section):
+class TuningProfile(TuningProfileRules, Section):
     """One ``[[tuning.profiles]]`` entry: a program's well-known values (agent.profiles)."""
 
     use: str
@@ -49,6 +69,8 @@ class TuningProfile(Section):
     format: Literal["env", "json"] = "env"
     mode: Mode = 0o644
     overrides: dict[str, str] = {}  # value name -> expression replacing the profile's formula
+    options: dict[str, StrictBool] = {}  # the profile's switches, e.g. redis persistence
+    share: Share | None = None  # of the memory budget (memory_mib inside the profile)
 
     @field_validator("use")
     @classmethod
@@ -58,8 +80,25 @@ class TuningProfile(Section):
 
     @model_validator(mode="after")
     def _overrides(self) -> TuningProfile:
-        profiles.compile_profile(self.use, self.overrides)
+        profiles.compile_profile(self.use, self.overrides, self.options)
         return self
+
+
+class TuningBudget(Section):
+    """``[tuning.budget]``: what the programs sharing the machine leave to everything else."""
+
+    reserve_mib: str = DEFAULT_RESERVE  # over the facts (memory_mib: the machine)
+
+    @field_validator("reserve_mib")
+    @classmethod
+    def _reserve(cls, text: str) -> str:
+        _constant("reserve_mib", text, _at_least_zero, number=True)
+        return text
+
+
+def _at_least_zero(value: Value) -> None:
+    if isinstance(value, str) or value < 0:
+        raise ValueError(f"must be at least 0 (MiB), got {render_value(value)}")
 
 
 class TuningDropin(Section):
@@ -125,8 +164,22 @@ class TuningConfig(TuningRules, Section):
     dropins: list[TuningDropin] = []
     templates: list[TuningTemplate] = []
     sysctl: dict[str, str] = {}  # "net.core.somaxconn" -> expression
+    budget: TuningBudget = TuningBudget()
     unit_dir: AbsoluteDir = "/run/systemd/system"  # where drop-ins go
     history_file: OptionalFile = "/var/lib/agent/instance.json"  # the previous boot's type
+
+    @model_validator(mode="after")
+    def _budget(self) -> TuningConfig:
+        split(self.claims())
+        reserving = [f"profiles[{i}]" for i, e in enumerate(self.profiles)
+                     if e.options.get("reserve_huge_pages")]
+        if len(reserving) > 1:
+            raise ValueError(f"{reserving[1]}: {reserving[0]} already sets {HUGEPAGES_SYSCTL} "
+                             "(reserve_huge_pages): one profile may")
+        if reserving and HUGEPAGES_SYSCTL in self.sysctl:
+            raise ValueError(f"{reserving[0]}: reserve_huge_pages sets {HUGEPAGES_SYSCTL}, "
+                             "which [tuning.sysctl] sets too")
+        return self
 
     @field_validator("sysctl")
     @classmethod

@@ -114,6 +114,23 @@ def test_missing_secret_fails_publishes_nothing_and_abandons(booter: Booter) -> 
     assert booter.agent("wait", "--state-dir", str(booter.state_dir)).returncode == 1
 
 
+def test_type_too_small_for_the_programs_fails_the_boot(booter: Booter) -> None:
+    """128 MiB left beside the reserve, shared by app.env and a JVM: the JVM cannot fit."""
+    booter.configure(extra='[tuning.budget]\nreserve_mib = "memory_mib - 128"\n'
+                     f'[[tuning.profiles]]\nuse = "jvm"\npath = "{booter.root}/tuning/jvm.env"\n')
+    proc = booter.run()
+    assert proc.returncode == 1
+    line = (f"tuning: m5.xlarge is too small for profile jvm -> {booter.root}/tuning/jvm.env: "
+            "its values add up to 219 MiB at the program's limits (heap 16 + non-heap 171 + "
+            "headroom 32), above its 64 MiB (0.5 of 128 MiB, ")
+    assert line in proc.stderr and "Traceback" not in proc.stderr
+    doc = booter.doc()
+    assert doc["state"] == "failed" and booter.results() == ["ABANDON"]
+    tuning = doc["phases"][2]
+    assert tuning["state"] == "failed" and tuning["error"].startswith(line)
+    assert not (booter.root / "tuning").exists()  # nothing of the phase is written
+
+
 def test_failed_boot_keeps_the_earlier_generation(booter: Booter) -> None:
     assert booter.run().returncode == 0
     before = {p: p.read_bytes() for p in booter.secrets_dir.rglob("*") if p.is_file()}

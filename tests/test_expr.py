@@ -216,7 +216,7 @@ def test_render_value(value: int | float | str, text: str) -> None:
     # unknown names
     ("memroy_mib", "unknown name 'memroy_mib' (did you mean 'memory_mib'?)"),
     ("vcpu * 2", "unknown name 'vcpu' (did you mean 'vcpus'?)"),
-    ("zzz", "unknown name 'zzz' (facts: memory_mib, vcpus,"),
+    ("zzz", "unknown name 'zzz' (facts: memory_mib, machine_memory_mib, vcpus,"),
     ("__builtins__", "unknown name '__builtins__'"),
     # constant parts are evaluated at load
     ("9 ** 9 ** 9", "exponent 387420489 is too large (at most 64)"),
@@ -284,9 +284,9 @@ def test_expr_error_is_a_value_error() -> None:
 
 
 def test_facts_and_functions_are_declared_once() -> None:
-    assert set(FACTS) == {"memory_mib", "vcpus", "instance_type", "family", "generation",
-                          "size", "arch", "instance_memory_mib", "instance_vcpus",
-                          "region", "account", "availability_zone", "group"}
+    assert set(FACTS) == {"memory_mib", "machine_memory_mib", "vcpus", "instance_type",
+                          "family", "generation", "size", "arch", "instance_memory_mib",
+                          "instance_vcpus", "region", "account", "availability_zone", "group"}
     assert set(FUNCTIONS) == {"min", "max", "clamp", "int", "round", "floor", "ceil", "tag"}
 
 

@@ -142,7 +142,8 @@ def four_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_facts_without_cgroup_limits(tmp_path: Path) -> None:
     root = _tree(tmp_path, MEMINFO)  # no /proc/self/cgroup at all
     facts = read_facts("m5.xlarge", root=root)
-    assert facts == Facts(memory_mib=15576, vcpus=4, instance_type="m5.xlarge", family="m5",
+    assert facts == Facts(memory_mib=15576, machine_memory_mib=15576, vcpus=4,
+                          instance_type="m5.xlarge", family="m5",
                           generation=5, size="xlarge", arch="x86_64",
                           instance_memory_mib=16384, instance_vcpus=4)
 
@@ -159,6 +160,7 @@ def test_cgroup_v2_limits_walk_up_the_tree(tmp_path: Path) -> None:
     })
     facts = read_facts("m5.xlarge", root=root)
     assert (facts.memory_mib, facts.vcpus) == (2048, 2)  # ceil(1.5)
+    assert facts.machine_memory_mib == 2048  # the machine as this process sees it
     assert (facts.instance_memory_mib, facts.instance_vcpus) == (16384, 4)
 
 
@@ -287,7 +289,8 @@ def test_unknown_type_with_describe(tmp_path: Path) -> None:
 
 def test_nominal_facts() -> None:
     facts = nominal_facts("r6g.16xlarge")
-    assert facts == Facts(memory_mib=524288, vcpus=64, instance_type="r6g.16xlarge",
+    assert facts == Facts(memory_mib=524288, machine_memory_mib=524288, vcpus=64,
+                          instance_type="r6g.16xlarge",
                           family="r6g", generation=6, size="16xlarge", arch="arm64",
                           instance_memory_mib=524288, instance_vcpus=64)
     with pytest.raises(TuningError, match="unknown instance type"):

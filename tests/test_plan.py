@@ -85,16 +85,19 @@ def test_plan_explains_every_output_kind(tmp_path: Path, cfg_path: Path, sysroot
         "drop-in app.service": "new",
         f"template {tmp_path / 'app.conf.in'} -> {out / 'app.conf'}": "new",
         "sysctl net.core.somaxconn": "changed"}
+    # the file and the node profile read memory_mib: half of 16384 - 1639 (the reserve) each
     heap = outputs[str(out / "app.env")]["values"][0]
     assert heap == {
         "name": "HEAP_MB", "expression": "int(clamp(memory_mib * 0.75, 256, 31744))",
-        "result": 12288, "rendered": "12288",
-        "substituted": "int(clamp(16384 * 0.75, 256, 31744))",
-        "clamps": ["clamp(12288.0, 256, 31744) = 12288.0 (within bounds)"], "current": None}
+        "result": 5529, "rendered": "5529",
+        "substituted": "int(clamp(7372 * 0.75, 256, 31744))",
+        "clamps": ["clamp(5529.0, 256, 31744) = 5529.0 (within bounds)"], "current": None}
     node = outputs[f"profile node -> {out / 'node.json'}"]
     assert node["profile"] == "node"
+    options = "--max-old-space-size=5529 --max-semi-space-size=16"
     assert [(v["name"], v["rendered"]) for v in node["values"]] == [
-        ("NODE_MAX_OLD_SPACE_MB", "12288"), ("NODE_OPTIONS", "--max-old-space-size=12288")]
+        ("NODE_MAX_OLD_SPACE_MB", "5529"), ("NODE_MAX_SEMI_SPACE_MB", "16"),
+        ("NODE_OPTIONS", options)]
     assert node["values"][0]["note"].endswith("(accepted: >= 16)")
     dropin = outputs["drop-in app.service"]
     assert dropin["path"] == str(out / "units/app.service.d/60-agent-tuning.conf")
@@ -102,10 +105,22 @@ def test_plan_explains_every_output_kind(tmp_path: Path, cfg_path: Path, sysroot
         ("MemoryMax", "14745M", "16384 * 0.9"), ("Environment.WORKERS", "9", "4 * 2 + 1")]
     template = outputs[f"template {tmp_path / 'app.conf.in'} -> {out / 'app.conf'}"]
     assert [(v["name"], v["rendered"], v["origin"]) for v in template["values"]] == [
-        ("HEAP_MB", "12288", str(out / "app.env")),
-        ("NODE_OPTIONS", "--max-old-space-size=12288", f"profile node -> {out / 'node.json'}")]
+        ("HEAP_MB", "5529", str(out / "app.env")),
+        ("NODE_OPTIONS", options, f"profile node -> {out / 'node.json'}")]
     sysctl = outputs["sysctl net.core.somaxconn"]
     assert (sysctl["values"][0]["rendered"], sysctl["values"][0]["current"]) == ("8192", "4096")
+    budget = doc["budget"]
+    assert (budget["memory_mib"], budget["reserve_mib"], budget["available_mib"]) == (
+        16384, 1639, 14745)
+    assert budget["reserve"]["substituted"] == "clamp(16384 * 0.1, 256, 4096)"
+    assert [(m["label"], m["share"], m["equal_part"], m["memory_mib"], m["total_mib"])
+            for m in budget["members"]] == [
+        (f"profile node -> {out / 'node.json'}", 0.5, True, 7372, 5577),  # 5529 + 3 x 16
+        (f"file {out / 'app.env'}", 0.5, True, 7372, None)]
+    assert budget["members"][0]["terms"] == [
+        {"name": "old space", "mib": 5529, "detail": ""},
+        {"name": "young generation", "mib": 48, "detail": "3 x 16 semi-space"}]
+    assert (budget["total_mib"], budget["outside"]) == (5577, [])
     json.dumps(doc)
 
     text = render(doc)
@@ -115,8 +130,17 @@ def test_plan_explains_every_output_kind(tmp_path: Path, cfg_path: Path, sysroot
                  f"  template {tmp_path}/app.conf.in -> {out}/app.conf (0644): new",
                  f"  sysctl net.core.somaxconn ({sysroot}/net/core/somaxconn): changed",
                  "    net.core.somaxconn = 8192   (now 4096)",
-                 "    ${HEAP_MB} = 12288   (from " + str(out / "app.env") + ")",
-                 "    MemoryMax = 14745M", "      memory_mib * 0.9", "      = 16384 * 0.9"):
+                 "    ${HEAP_MB} = 5529   (from " + str(out / "app.env") + ")",
+                 "    MemoryMax = 14745M", "      memory_mib * 0.9", "      = 16384 * 0.9",
+                 "budget: 16384 MiB, less a 1639 MiB reserve: 14745 MiB for the programs",
+                 "  reserve_mib = 1639", "      clamp(memory_mib * 0.1, 256, 4096)",
+                 f"  profile node -> {out / 'node.json'}: share 0.5 (an equal part) = 7372 MiB; "
+                 "at its limits 5577 MiB",
+                 "    old space 5529 + young generation 48",
+                 "    young generation: 3 x 16 semi-space",
+                 f"  file {out / 'app.env'}: share 0.5 (an equal part) = 7372 MiB; its values "
+                 "are its own",
+                 "  the profiles at their limits: 5577 of 14745 MiB"):
         assert line in text.splitlines(), line
 
     apply(plan(cfg.tuning, facts, sysctl_root=str(sysroot)))
@@ -126,10 +150,10 @@ def test_plan_explains_every_output_kind(tmp_path: Path, cfg_path: Path, sysroot
     outputs = _by_label(doc)
     assert {o["change"] for o in doc["tuning"]} == {"changed"}
     heap = outputs[str(out / "app.env")]["values"][0]
-    assert (heap["rendered"], heap["current"]) == ("24576", "12288")
+    assert (heap["rendered"], heap["current"]) == ("11058", "5529")  # (32768 - 3277) / 2 * 0.75
     assert [(v["rendered"], v["current"]) for v in outputs["drop-in app.service"]["values"]] == [
-        ("29491M", "14745M"), ("17", "9")]
-    assert "    HEAP_MB = 24576   (now 12288)" in render(doc).splitlines()
+        ("29491M", "14745M"), ("17", "9")]  # drop-ins read the whole machine
+    assert "    HEAP_MB = 11058   (now 5529)" in render(doc).splitlines()
 
     (out / "units/other.service.d").mkdir()
     (out / "units/other.service.d/60-agent-tuning.conf").write_text("[Service]\n")
@@ -154,7 +178,8 @@ def test_plan_writes_nothing(tmp_path: Path, cfg_path: Path) -> None:
     proc = _agent("plan", "--config", str(cfg_path), "--instance-type", "r6g.16xlarge",
                   cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "JVM" not in proc.stdout and "NODE_OPTIONS = --max-old-space-size=393216" in proc.stdout
+    assert "JVM" not in proc.stdout
+    assert "NODE_OPTIONS = --max-old-space-size=195072 --max-semi-space-size=16" in proc.stdout
     as_json = _agent("plan", "--config", str(cfg_path), "--instance-type", "t3.nano", "--json",
                      cwd=tmp_path)
     assert as_json.returncode == 0, as_json.stderr
@@ -176,6 +201,16 @@ def test_plan_writes_nothing(tmp_path: Path, cfg_path: Path) -> None:
     ("plan", '[[tuning.files]]\npath = "/run/x.env"\n[tuning.files.values]\n'
      'PER_CPU = "memory_mib // (vcpus - 4)"\n', 1,
      "tuning /run/x.env: PER_CPU: division by zero in memory_mib // (vcpus - 4)"),
+    ("plan", '[[tuning.profiles]]\nuse = "jvm"\nshare = 0.8\n[[tuning.profiles]]\n'
+     'use = "redis"\nshare = 0.4\n', 78, "tuning: profiles[1].share: the shares add up to 1.2 "
+     "(profiles[0] 0.8, profiles[1] 0.4), more than the whole budget (1)"),
+    ("run", '[[tuning.profiles]]\nuse = "redis"\noptions = { persistence = 1 }\n', 78,
+     "tuning.profiles[0].options.persistence: Input should be a valid boolean"),
+    ("plan", '[tuning.budget]\nreserve_mib = "memory_mib - 256"\n[[tuning.profiles]]\n'
+     'use = "jvm"\n[[tuning.profiles]]\nuse = "postgres"\n', 1,
+     "tuning: m5.xlarge is too small for profile jvm: its values add up to 219 MiB at the "
+     "program's limits (heap 16 + non-heap 171 + headroom 32), above its 128 MiB (0.5 of 256 "
+     "MiB, 16384 MiB less the 16128 MiB reserve)"),
 ])
 def test_bad_input_through_the_command(tmp_path: Path, command: str, extra: str, code: int,
                                        message: str) -> None:
