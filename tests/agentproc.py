@@ -19,6 +19,13 @@ PLAIN = "plain-secret-7f3a9c"
 BINARY = bytes(range(256)) + b"\x00tail-secret-bytes"
 SECRET_MARKERS = ["pw-Zq8!", PLAIN, "tail-secret-bytes"]
 IS_ROOT = os.geteuid() == 0
+KEPT = "AGENT_CONFIG_CACHE"  # the agents a test starts keep the test's own cache
+
+
+def clean_environment() -> dict[str, str]:
+    """This process's environment for an agent it starts: no AGENT_*/AWS_* but the cache."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("AGENT_", "AWS_")) or k == KEPT}
 # Files owned by others need root to give away; as another user the same files are its own.
 NOBODY = {"owner": "nobody", "group": "nogroup"} if IS_ROOT else {
     "owner": str(os.geteuid()), "group": str(os.getegid())}
@@ -64,8 +71,7 @@ class Booter:
         self.config_path.write_text(text + TUNING.format(root=self.root) + extra)
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("AWS_", "AGENT_")) or k == "AGENT_CONFIG_CACHE"}
+        env = clean_environment()
         env.update(self.world.env())
         return env
 

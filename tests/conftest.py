@@ -18,7 +18,6 @@ if not os.access(Path(__file__).parent.parent, os.W_OK):  # e.g. the unit tests 
     settings.load_profile("read-only-tree")
 
 
-KEPT = "AGENT_CONFIG_CACHE"  # the agents a test starts keep the test's own cache
 
 
 @pytest.fixture(autouse=True)
@@ -28,13 +27,8 @@ def _clean_agent_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in list(os.environ):
         if name.startswith(("AGENT_", "AWS_")):
             monkeypatch.delenv(name)
-    monkeypatch.setenv(KEPT, str(tmp_path / "config-cache.json"))
+    monkeypatch.setenv("AGENT_CONFIG_CACHE", str(tmp_path / "config-cache.json"))
 
-
-def clean_environment() -> dict[str, str]:
-    """This process's environment for an agent it starts: no AGENT_*/AWS_* but the cache."""
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("AGENT_", "AWS_")) or k == KEPT}
 
 
 def mount_tmpfs(path: Path, size: str = "4m", fstype: str = "tmpfs") -> None:

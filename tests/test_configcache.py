@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import IS_ROOT, clean_environment
+from agentproc import IS_ROOT, clean_environment
 from pydantic import BaseModel
 
 from agent import config, configcache

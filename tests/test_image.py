@@ -10,8 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from agentproc import Booter
-from conftest import clean_environment
+from agentproc import Booter, clean_environment
 
 from agent import image
 

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentproc import IS_ROOT, Booter
-from conftest import clean_environment
+from agentproc import IS_ROOT, Booter, clean_environment
 
 from agent.sim import World
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import clean_environment
+from agentproc import clean_environment
 
 from agent import config, dropins
 from agent.facts import nominal_facts
