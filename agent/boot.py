@@ -93,8 +93,6 @@ class Boot:
         self.notify.status(f"ready ({self.rec.doc['condition']}), InService")
         return True
 
-    # -- the boundary ------------------------------------------------------------------
-
     def attempt(self, name: Phase, body: Callable[..., tuple[PhaseState, str]],
                 *args: Any) -> PhaseFailed | None:
         """Run one phase: done/skipped with its detail, or failed with one line (returned)."""
@@ -146,8 +144,6 @@ class Boot:
                     self.cfg.aws, self.meta.identity.region, imds=self.imds)
             return self.aws
 
-    # -- the phases: each is a call into its subject ----------------------------------
-
     def read_metadata(self) -> tuple[PhaseState, str]:
         """Identity, tags, Auto Scaling target state; the image's checks."""
         self.meta = Metadata.read(self.imds)
@@ -175,8 +171,9 @@ class Boot:
 
     def tune(self) -> tuple[PhaseState, str]:
         """Every tuned value computed for this machine, then written."""
-        assert self.meta is not None
-        return tuning.phase(self.cfg.tuning, self.meta.identity, self.rec, self.machine)
+        assert self.meta is not None and self.context is not None
+        return tuning.phase(self.cfg.tuning, self.meta.identity, self.rec, self.machine,
+                            self.context)
 
     def find_hook(self) -> Target | None:
         """The launch hook to signal (kept alive by heartbeats until it is completed)."""

@@ -162,6 +162,18 @@ Command = Annotated[list[str], AfterValidator(_command)]
 Commands = Annotated[list[Command], AfterValidator(_commands)]
 
 
+def _condition(value: str) -> str:
+    if value:
+        from agent.context import condition  # noqa: PLC0415
+
+        condition(value)  # ValueError naming the problem
+    return value
+
+
+Condition = Annotated[str, AfterValidator(_condition)]
+"""A ``when`` expression: the entry is kept only where it is true ('' : always)."""
+
+
 def span(low: float, high: float) -> Any:
     """Field bounds for a finite number in ``[low, high]`` (``Annotated[float, span(1, 60)]``)."""
     return Field(ge=low, le=high, allow_inf_nan=False)

@@ -59,12 +59,16 @@ def _this_machine(cfg: Config) -> tuple[Facts, str, LaunchContext]:
 def build(cfg: Config, facts: Facts, source: str, *, context: LaunchContext | None = None,
           sysctl_root: str = SYSCTL_ROOT) -> dict[str, Any]:
     """The plan as a JSON-able document (``context``: the launch; default: only the type)."""
-    tuning = plan(cfg.tuning, facts, sysctl_root=sysctl_root)
     launch = context or LaunchContext.offline(facts.instance_type)
+    tuning = plan(cfg.tuning, facts, sysctl_root=sysctl_root, context=launch)
+    skipped: list[dict[str, str]] = []  # every entry whose condition is false here
+    secrets = _secrets(cfg, launch, facts, skipped)
+    skipped += tuning.skipped
     return {
         "instance_type": source,
         "facts": facts.as_dict(),
-        "secrets": _secrets(cfg, launch, facts),
+        "secrets": secrets,
+        "skipped": skipped,
         "tuning": [*(_output(out) for out in tuning.outputs),
                    *(_sysctl(item) for item in tuning.sysctls),
                    *({"kind": "dropin", "label": f"drop-in {item.path}", "path": item.path,
@@ -79,11 +83,13 @@ def build(cfg: Config, facts: Facts, source: str, *, context: LaunchContext | No
     }
 
 
-def _secrets(cfg: Config, context: LaunchContext, facts: Facts) -> dict[str, Any]:
+def _secrets(cfg: Config, context: LaunchContext, facts: Facts,
+             skipped: list[dict[str, str]]) -> dict[str, Any]:
     """Each kept secret with its id resolved, each template, each entry skipped and why."""
     from agent.secrets import select  # noqa: PLC0415
 
     chosen = select(cfg.secrets, context, facts.as_dict)
+    skipped.extend(chosen.skipped)
     root = Path(cfg.secrets.dir)
     return {
         "dir": cfg.secrets.dir,
@@ -101,7 +107,6 @@ def _secrets(cfg: Config, context: LaunchContext, facts: Facts) -> dict[str, Any
              "mode": f"{t.mode:04o}", "owner": t.owner, "group": t.group,
              "uses": _template_uses(t.source)}
             for where, t in chosen.templates],
-        "skipped": chosen.skipped,
     }
 
 
@@ -193,10 +198,13 @@ def render(doc: dict[str, Any]) -> str:
     facts = doc["facts"]
     lines = [f"plan for {doc['instance_type']}", "", "facts"]
     lines += [f"  {name:<20} {value}" for name, value in facts.items()]
-    lines += _secret_lines(doc["secrets"])
+    skipped = doc.get("skipped") or []
+    lines += _secret_lines(doc["secrets"], skipped)
     lines += ["", "tuning"]
     if not doc["tuning"]:
         lines.append("  (none configured)")
+    lines += [f"  skipped {s['entry']}: {s['reason']}" for s in skipped
+              if s["entry"].startswith("tuning.")]
     for out in doc["tuning"]:
         lines.append(f"  {_title(out)}: {out['change']}")
         for v in out["values"]:
@@ -210,7 +218,7 @@ def render(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _secret_lines(sec: dict[str, Any]) -> list[str]:
+def _secret_lines(sec: dict[str, Any], skipped: list[dict[str, str]]) -> list[str]:
     """The secrets part of the readable form: resolved ids, templates, what is skipped."""
     lines = ["", f"secrets -> {sec['dir']}"
              + ("" if sec["require_tmpfs"] else "  (require_tmpfs = false)")]
@@ -230,7 +238,8 @@ def _secret_lines(sec: dict[str, Any]) -> list[str]:
                      f"{t['owner']}:{t['group']}")
         if t["uses"]:
             lines.append(f"    uses {', '.join('$' + '{' + n + '}' for n in t['uses'])}")
-    lines += [f"  skipped {s['entry']}: {s['reason']}" for s in sec["skipped"]]
+    lines += [f"  skipped {s['entry']}: {s['reason']}" for s in skipped
+              if s["entry"].startswith("secrets.")]
     if len(lines) == 1:
         lines.append("  (none configured)")
     return lines

@@ -176,7 +176,15 @@ def select(cfg: SecretsConfig, context: LaunchContext,
              for i, e in enumerate(cfg.files) if kept(f"secrets.files[{i}]", e.when)]
     templates = [(f"secrets.templates[{i}]", t) for i, t in enumerate(cfg.templates)
                  if kept(f"secrets.templates[{i}]", t.when)]
-    return Selection(files, templates, skipped)
+    chosen = Selection(files, templates, skipped)
+    named = [k for k in files if k.entry.name]
+    problem = cfg.clashes([(w, e, False) for w, e in
+                           [(k.where, k.entry) for k in files if k.entry.publish] + templates])
+    if not problem and len({k.entry.name for k in named}) < len(named):
+        problem = "two entries kept here have the same name"
+    if problem:  # entries with conditions may share a path, not both where both hold
+        raise SecretsError(f"secrets: {problem} (both of their conditions hold here)")
+    return chosen
 
 
 # -- fetching ---------------------------------------------------------------------------
@@ -393,7 +401,7 @@ class Secrets:
                                         "InService (lifecycle.warm_pool_secrets = false)")
         self.context = context
         self.selection = selection = select(cfg, context, machine)
-        self.rec.update(skipped=[{**s, "phase": "secrets"} for s in selection.skipped])
+        self.rec.skipped("secrets", selection.skipped)
         if cfg.mount:
             self._warn(mount(self.root, cfg.mount_size))
         check_storage(self.root, cfg.require_tmpfs)

@@ -23,6 +23,7 @@ from agent.fields import (
     AbsoluteFile,
     Account,
     Commands,
+    Condition,
     Mode,
     Section,
     Text,
@@ -68,12 +69,6 @@ def _placeholders(value: str) -> str:
     return value
 
 
-def _condition(value: str) -> str:
-    if value:
-        context.condition(value)
-    return value
-
-
 class Published(PublishedRules, Section):
     """What a published file has, whether it holds one secret or a rendered template."""
 
@@ -85,7 +80,7 @@ class Published(PublishedRules, Section):
     credential: Text = ""  # its credential name; default: the file's base name
     reload_units: list[UnitName] = []  # try-reload-or-restart after the content changed
     on_change: Commands = []  # commands (argv, no shell) after the content changed
-    when: str = ""  # a condition: the entry is kept only where it is true
+    when: Condition = ""  # the entry is kept only where this is true
     _uid: int = PrivateAttr(default=0)
     _gid: int = PrivateAttr(default=0)
 
@@ -93,11 +88,6 @@ class Published(PublishedRules, Section):
     @classmethod
     def _relative_inside(cls, value: str) -> str:
         return value and _secret_path(value)
-
-    @field_validator("when")
-    @classmethod
-    def _when(cls, value: str) -> str:
-        return _condition(value)
 
     def _published(self, needs_path: bool = True) -> None:
         if needs_path and not self.path:
@@ -190,27 +180,16 @@ class SecretsConfig(SecretsRules, Section):
 
     @model_validator(mode="after")
     def _distinct(self) -> SecretsConfig:
-        seen: dict[str, str] = {}
-        credentials: dict[tuple[str, str], str] = {}
-        for where, entry in self.outputs():
-            for other, first in seen.items():
-                if other == entry.path:
-                    raise ValueError(f"{where} and {first} both write {entry.path!r}")
-                if other.startswith(entry.path + "/") or entry.path.startswith(other + "/"):
-                    raise ValueError(f"{entry.path!r} and {other!r} collide (file vs directory)")
-            seen[entry.path] = where
-            for unit in entry.units:
-                key = (unit, entry.credential_name)
-                if key in credentials:
-                    raise ValueError(f"{where} and {credentials[key]} both give {unit} a "
-                                     f"credential named {entry.credential_name!r}")
-                credentials[key] = where
-        names: dict[str, int] = {}
+        problem = self.clashes([(w, e, bool(e.when)) for w, e in self.outputs()])
+        if problem:
+            raise ValueError(problem)
+        names: dict[str, tuple[int, bool]] = {}
         for index, entry in enumerate(self.files):
-            if entry.name and entry.name in names:
-                raise ValueError(f"files[{index}] and files[{names[entry.name]}] are both "
+            first = names.get(entry.name)
+            if entry.name and first is not None and not (entry.when and first[1]):
+                raise ValueError(f"files[{index}] and files[{first[0]}] are both "
                                  f"named {entry.name!r}")
-            names[entry.name] = index
+            names.setdefault(entry.name, (index, bool(entry.when)))
         for index, template in enumerate(self.templates):
             problem = template_problem(template.source, set(names) - {""})
             if problem:

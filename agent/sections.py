@@ -47,6 +47,29 @@ def file_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def clash(outputs: list[tuple[str, str, bool]], *, nested: bool = True,
+          given: bool = False) -> str:
+    """Why these outputs ``(where, path, conditional)`` cannot all be written ('' if they can).
+
+    Two entries may name one path only when both have a ``when`` condition (one image, a
+    file per role): at load that is allowed, and the boot checks the entries it keeps.
+    ``nested``: a path inside another is a clash too; ``given``: the "paths" are phrased
+    things the entries give (a credential of a unit), shown as they are.
+    """
+    seen: dict[str, tuple[str, bool]] = {}
+    for where, path, conditional in outputs:
+        for other, (first, first_conditional) in seen.items():
+            if conditional and first_conditional:
+                continue
+            if other == path:
+                return (f"{where} and {first} both give {path}" if given else
+                        f"{where} and {first} both write {path!r}")
+            if nested and (other.startswith(path + "/") or path.startswith(other + "/")):
+                return f"{path!r} and {other!r} collide (file vs directory)"
+        seen.setdefault(path, (where, conditional))
+    return ""
+
+
 def config_path(explicit: str | None) -> tuple[Path, bool]:
     """The file to read, and whether the user named it (then it must exist)."""
     if explicit:
@@ -114,6 +137,18 @@ class SecretsRules:
         found: list[tuple[str, Any]] = [(f"files[{i}]", e) for i, e in
                                         enumerate(self.files) if e.publish]
         return found + [(f"templates[{i}]", e) for i, e in enumerate(self.templates)]
+
+    @staticmethod
+    def clashes(outputs: list[tuple[str, Any, bool]]) -> str:
+        """Why these published entries ``(where, entry, conditional)`` cannot all be: one path
+        written twice, a file where a directory is, one credential name given twice."""
+        problem = clash([(where, entry.path, conditional) for where, entry, conditional in
+                         outputs])
+        if problem:
+            return problem
+        return clash([(where, f"{unit} a credential named {entry.credential_name!r}",
+                       conditional) for where, entry, conditional in outputs
+                      for unit in entry.units], nested=False, given=True)
 
 
 DROPIN_NAME = "60-agent-tuning.conf"  # [[tuning.dropins]]: <unit_dir>/<unit>.d/<this>
@@ -186,6 +221,14 @@ class TuningRules:
     def dropin_path(self, unit: str) -> str:
         """Where the drop-in of ``unit`` goes."""
         return os.path.join(self.unit_dir, f"{unit}.d", DROPIN_NAME)
+
+    def outputs(self) -> list[tuple[str, str, Any]]:
+        """Every file the section writes: ``(where, path, entry)``."""
+        found = [(f"files[{i}]", e.path, e) for i, e in enumerate(self.files)]
+        found += [(f"profiles[{i}]", e.path, e) for i, e in enumerate(self.profiles) if e.path]
+        found += [(f"templates[{i}]", e.path, e) for i, e in enumerate(self.templates)]
+        return found + [(f"dropins[{i}]", self.dropin_path(e.unit), e)
+                        for i, e in enumerate(self.dropins)]
 
     def claims(self) -> list[Any]:
         """The members of the memory budget (``agent.budget.Claim``), in configuration order

@@ -237,6 +237,13 @@ class Recorder:
                 entry["detail"] = detail
                 self.write()
 
+    def skipped(self, phase: str, entries: list[dict[str, str]]) -> None:
+        """The entries a phase left out (their ``when`` is false), beside the other phases'."""
+        with self._lock:
+            others = [e for e in self.doc.get("skipped") or [] if e.get("phase") != phase]
+            self.doc["skipped"] = others + [{**e, "phase": phase} for e in entries]
+            self.write()
+
     def update(self, **fields: Any) -> None:
         """Set top-level fields (``instance``, ``secrets``, ``lifecycle``, ...)."""
         with self._lock:

@@ -27,6 +27,7 @@ from agent.errors import TuningError
 from agent.expr import (
     Explanation,
     ExprError,
+    Expression,
     Value,
     compile_expression,
     render_value,
@@ -34,10 +35,11 @@ from agent.expr import (
 )
 from agent.facts import Facts
 from agent.files import Change, FilePlan
-from agent.sections import DROPIN_NAME, HUGEPAGES_SYSCTL, template_problem
+from agent.sections import DROPIN_NAME, HUGEPAGES_SYSCTL, clash, template_problem
 from agent.state import PhaseState
 
 if TYPE_CHECKING:
+    from agent.context import LaunchContext
     from agent.imds import Identity
     from agent.state import Recorder
     from agent.tuning_config import TuningConfig, TuningDropin, TuningProfile, TuningTemplate
@@ -124,18 +126,30 @@ class TuningPlan:
     sysctls: list[PlannedSysctl] = field(default_factory=list)
     stale: list[FilePlan] = field(default_factory=list)  # our drop-ins no longer configured
     budget: Budget | None = None  # None: no output takes a share of the memory
+    skipped: list[dict[str, str]] = field(default_factory=list)  # entries whose `when` is false
 
 
-def plan(cfg: TuningConfig, facts: Facts, *, sysctl_root: str = SYSCTL_ROOT) -> TuningPlan:
+def plan(cfg: TuningConfig, facts: Facts, *, sysctl_root: str = SYSCTL_ROOT,
+         context: LaunchContext | None = None) -> TuningPlan:
     """Compute and render every output; reads templates and current sysctls, writes nothing.
 
-    Each member of the memory budget sees its portion as ``memory_mib``; a profile whose
-    values do not fit its portion is a TuningError naming the type and the program.
+    Entries whose ``when`` is false here are left out (and listed). Each member of the
+    memory budget sees its portion as ``memory_mib``; a profile whose values do not fit its
+    portion is a TuningError naming the type and the program. ``context``: the launch (its
+    facts and tags, for conditions and values that read them).
     """
     names: dict[str, Value] = {**facts.as_dict()}
-    claims = cfg.claims()
+    if context is not None:
+        names.update(context.scope(_expressions(cfg)))
+    kept, skipped = _kept(cfg, names, context)
+    problem = clash([(f"tuning.{where}", path, False) for where, path, _ in cfg.outputs()
+                     if where in kept], nested=False)
+    if problem:  # entries with conditions may share a path, not both where both hold
+        raise TuningError(f"{problem} (both of their conditions hold here)")
+    claims = [claim for claim in cfg.claims() if claim.key in kept]
     shared = budget.portions(claims, cfg.budget.reserve_mib, names, [
-        e.label for e in cfg.profiles if not e.in_budget]) if claims else None
+        e.label for i, e in enumerate(cfg.profiles) if not e.in_budget
+        and f"profiles[{i}]" in kept]) if claims else None
 
     def scope(key: str) -> dict[str, Value]:
         portion = shared.portion(key) if shared else None
@@ -144,16 +158,19 @@ def plan(cfg: TuningConfig, facts: Facts, *, sysctl_root: str = SYSCTL_ROOT) -> 
     outputs = [_plan_values_file(entry.path, "file", entry.path, entry.format, entry.mode,
                                  _explain_all(entry.path, entry.values, scope(f"files[{i}]")),
                                  {})
-               for i, entry in enumerate(cfg.files)]
+               for i, entry in enumerate(cfg.files) if f"files[{i}]" in kept]
     sysctls = []
     for index, entry in enumerate(cfg.profiles):
+        if f"profiles[{index}]" not in kept:
+            continue
         output, values = _plan_profile(entry, scope(f"profiles[{index}]"))
         outputs.append(output)
         if shared:
             shared = _fit(shared, f"profiles[{index}]", entry, values, facts)
         if entry.options.get("reserve_huge_pages"):
             sysctls += _hugepages(output, sysctl_root)
-    units = [_plan_dropin(entry, names) for entry in cfg.dropins]
+    units = [_plan_dropin(entry, names) for i, entry in enumerate(cfg.dropins)
+             if f"dropins[{i}]" in kept]
     dropin_plans = dropins.plan(cfg.unit_dir, DROPIN_NAME,
                                 {unit.about["unit"]: content for unit, content in units})
     by_path = {item.path: item for item in dropin_plans}
@@ -162,9 +179,58 @@ def plan(cfg: TuningConfig, facts: Facts, *, sysctl_root: str = SYSCTL_ROOT) -> 
     sysctls = [_plan_sysctl(key, text, names, sysctl_root)
                for key, text in cfg.sysctl.items()] + sysctls
     template_scope = _template_scope(names, outputs)
-    outputs += [_plan_template(entry, template_scope) for entry in cfg.templates]
+    outputs += [_plan_template(entry, template_scope) for i, entry in enumerate(cfg.templates)
+                if f"templates[{i}]" in kept]
     stale = [item for item in dropin_plans if item.desired is None]
-    return TuningPlan(facts, outputs, sysctls, stale, shared)
+    return TuningPlan(facts, outputs, sysctls, stale, shared, skipped)
+
+
+def _entries(cfg: TuningConfig) -> list[tuple[str, Any]]:
+    return [*((f"files[{i}]", e) for i, e in enumerate(cfg.files)),
+            *((f"profiles[{i}]", e) for i, e in enumerate(cfg.profiles)),
+            *((f"dropins[{i}]", e) for i, e in enumerate(cfg.dropins)),
+            *((f"templates[{i}]", e) for i, e in enumerate(cfg.templates))]
+
+
+def _expressions(cfg: TuningConfig) -> list[Expression]:
+    """Every expression of the section (what they read decides what the launch must give)."""
+    texts = [e.when for _, e in _entries(cfg) if e.when]
+    texts += [t for e in cfg.files for t in e.values.values()]
+    texts += [t for e in cfg.profiles for t in e.overrides.values()]
+    texts += [t for e in cfg.dropins for v in e.service.values()
+              for t in (v.values() if isinstance(v, dict) else [v])]
+    texts += [*cfg.sysctl.values(), cfg.budget.reserve_mib]
+    found = [compile_expression(text) for text in texts]
+    if any("group" in _template_text(e.source) for e in cfg.templates):
+        found.append(compile_expression("group"))
+    return found
+
+
+def _template_text(source: str) -> list[str]:
+    try:
+        return template_names(Path(source).read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, ExprError):
+        return []
+
+
+def _kept(cfg: TuningConfig, names: Mapping[str, Value],
+          context: LaunchContext | None) -> tuple[set[str], list[dict[str, str]]]:
+    """The entries whose conditions hold here, and those skipped with why."""
+    kept, skipped = set(), []
+    for key, entry in _entries(cfg):
+        if not entry.when:
+            kept.add(key)
+            continue
+        where = f"tuning.{key}"
+        try:
+            holds = bool(compile_expression(entry.when).evaluate(names))
+        except ExprError as exc:
+            raise TuningError(f"{where}: when = {entry.when!r}: {exc}") from None
+        if holds:
+            kept.add(key)
+        else:
+            skipped.append({"entry": where, "reason": f"when = {entry.when!r} is false"})
+    return kept, skipped
 
 
 def _fit(shared: Budget, key: str, entry: TuningProfile, values: Mapping[str, Value],
@@ -476,7 +542,7 @@ def summary(records: list[Record]) -> str:
 
 
 def phase(cfg: TuningConfig, identity: Identity, rec: Recorder,
-          machine: Callable[[], Facts]) -> tuple[PhaseState, str]:
+          machine: Callable[[], Facts], context: LaunchContext) -> tuple[PhaseState, str]:
     """The boot's tuning phase: a resize noted; facts of this machine and type, every value
     computed, then the outputs written (none of them when a value fails)."""
     resize, problem = history.track_instance(cfg.history_file, identity.instance_id,
@@ -489,7 +555,9 @@ def phase(cfg: TuningConfig, identity: Identity, rec: Recorder,
     if not cfg.has_outputs:
         return PhaseState.SKIPPED, f"no tuning configured{resized}"
     facts = machine()
-    applied = apply(plan(cfg, facts), previous=(rec.previous or {}).get("tuning"))
+    tuned = plan(cfg, facts, context=context)
+    rec.skipped("tuning", tuned.skipped)
+    applied = apply(tuned, previous=(rec.previous or {}).get("tuning"))
     rec.update(tuning=applied.records)
     for warning in applied.warnings:
         rec.warn(f"tuning: {warning}")

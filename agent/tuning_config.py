@@ -12,12 +12,21 @@ from pydantic import BeforeValidator, Field, StrictBool, field_validator, model_
 from agent import envfile, profiles
 from agent.budget import DEFAULT_RESERVE, split
 from agent.expr import FACTS, ExprError, Value, compile_expression, render_value, template_names
-from agent.fields import AbsoluteDir, AbsoluteFile, Mode, OptionalFile, Section, ServiceName
+from agent.fields import (
+    AbsoluteDir,
+    AbsoluteFile,
+    Condition,
+    Mode,
+    OptionalFile,
+    Section,
+    ServiceName,
+)
 from agent.sections import (
     HUGEPAGES_SYSCTL,
     TuningFileRules,
     TuningProfileRules,
     TuningRules,
+    clash,
     file_digest,
     observe,
     template_problem,
@@ -50,6 +59,7 @@ class TuningFile(TuningFileRules, Section):
     """One ``[[tuning.files]]`` entry: computed values written as an env or JSON file."""
 
     path: AbsoluteFile
+    when: Condition = ""  # the entry is kept only where this is true
     format: Literal["env", "json"] = "env"
     mode: Mode = 0o644
     values: dict[str, str] = {}
@@ -65,6 +75,7 @@ class TuningProfile(TuningProfileRules, Section):
     """One ``[[tuning.profiles]]`` entry: a program's well-known values (agent.profiles)."""
 
     use: str
+    when: Condition = ""  # the entry is kept only where this is true
     path: OptionalFile = ""  # "" : not written (the values are still there for templates)
     format: Literal["env", "json"] = "env"
     mode: Mode = 0o644
@@ -105,6 +116,7 @@ class TuningDropin(Section):
     """One ``[[tuning.dropins]]`` entry: ``[Service]`` settings of a unit, as a drop-in."""
 
     unit: ServiceName
+    when: Condition = ""  # the entry is kept only where this is true
     service: dict[str, str | dict[str, str]] = {}  # key -> expression; Environment: a table
 
     @field_validator("service")
@@ -149,6 +161,7 @@ class TuningTemplate(Section):
     """One ``[[tuning.templates]]`` entry: ``${NAME}`` substitution into a runtime file."""
 
     source: AbsoluteFile
+    when: Condition = ""  # the entry is kept only where this is true
     path: AbsoluteFile
     mode: Mode = 0o644
 
@@ -195,16 +208,12 @@ class TuningConfig(TuningRules, Section):
 
     @model_validator(mode="after")
     def _distinct_paths(self) -> TuningConfig:
-        seen: dict[str, str] = {}
-        outputs = [(f"files[{i}]", e.path) for i, e in enumerate(self.files)]
-        outputs += [(f"profiles[{i}]", e.path) for i, e in enumerate(self.profiles) if e.path]
-        outputs += [(f"templates[{i}]", e.path) for i, e in enumerate(self.templates)]
-        outputs += [(f"dropins[{i}]", self.dropin_path(e.unit))
-                    for i, e in enumerate(self.dropins)]
-        for where, path in outputs:
-            if path in seen:
-                raise ValueError(f"{where} and {seen[path]} both write {path!r}")
-            seen[path] = where
+        outputs = self.outputs()
+        problem = clash([(where, path, bool(entry.when)) for where, path, entry in outputs],
+                        nested=False)
+        if problem:
+            raise ValueError(problem)
+        seen = {path: where for where, path, _ in outputs}
         for index, entry in enumerate(self.templates):
             if entry.source in seen:
                 raise ValueError(f"templates[{index}] reads {entry.source!r}, which "

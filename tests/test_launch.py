@@ -344,12 +344,12 @@ def test_offline_plan_resolves_everything(tmp_path: Path) -> None:
             "--region", "eu-west-1", "--account", "111122223333", "--group", "orders-web"]
     proc = plan(config, *args, "--json")
     assert proc.returncode == 0, proc.stderr
-    secrets = json.loads(proc.stdout)["secrets"]
-    assert [(f["secret_id"], f["role"]) for f in secrets["files"]] == [
+    doc = json.loads(proc.stdout)
+    assert [(f["secret_id"], f["role"]) for f in doc["secrets"]["files"]] == [
         ("prod/orders/db", "arn:aws:iam::111122223333:role/prod-orders"),
         ("orders-web/eu-west-1/cache", "")]
-    assert secrets["skipped"] == [{"entry": "secrets.files[2]",
-                                   "reason": "when = \"tag('Role') == 'worker'\" is false"}]
+    assert doc["skipped"] == [{"entry": "secrets.files[2]",
+                               "reason": "when = \"tag('Role') == 'worker'\" is false"}]
     text = plan(config, *args).stdout
     assert "<- prod/orders/db" in text and "role arn:aws:iam::111122223333:role/prod-orders" in text
     assert "skipped secrets.files[2]: when" in text
@@ -381,3 +381,57 @@ def test_offline_options_need_an_instance_type(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "they go with --instance-type" in proc.stderr
     assert plan(config, "--instance-type", "m5.large", "--tag", "novalue").returncode == 2
+
+
+ROLES_TUNING = """
+[[tuning.files]]
+path = "{root}/tuning/launch.env"
+[tuning.files.values]
+ROLE = "tag('Role')"
+REGION = "region"
+ZONE = "availability_zone"
+ACCOUNT = "account"
+
+[[tuning.profiles]]
+use = "gunicorn"
+path = "{root}/tuning/web.env"
+when = "tag('Role') == 'web'"
+
+[[tuning.profiles]]
+use = "gunicorn"
+path = "{root}/tuning/worker.env"
+when = "tag('Role') == 'worker'"
+"""
+
+
+def test_tuning_reads_the_launch_and_keeps_what_holds(world: World, tmpfs: Path) -> None:
+    b = booter(world, tmpfs, [{"secret_id": "shared/api-key", "path": "key"}],
+               extra=ROLES_TUNING.format(root=tmpfs))
+    assert b.run().returncode == 0, b.outputs[-1]
+    launch = (tmpfs / "tuning/launch.env").read_text()
+    assert 'ROLE="web"' in launch and 'ZONE="us-east-1a"' in launch
+    assert 'ACCOUNT="123456789012"' in launch
+    assert (tmpfs / "tuning/web.env").exists() and not (tmpfs / "tuning/worker.env").exists()
+    assert b.doc()["skipped"] == [{"entry": "tuning.profiles[1]", "phase": "tuning",
+                                   "reason": "when = \"tag('Role') == 'worker'\" is false"}]
+    text = plan(b.config_path, "--instance-type", "m5.large", "--tag", "Role=worker",
+                "--region", "eu-west-1", "--availability-zone", "eu-west-1c",
+                "--account", "1").stdout
+    assert "skipped tuning.profiles[0]: when = \"tag('Role') == 'web'\" is false" in text
+    assert "ZONE = eu-west-1c" in text and "REGION = eu-west-1" in text
+
+
+def test_conditional_entries_may_share_a_path(world: World, tmpfs: Path) -> None:
+    files = [{"secret_id": "{tag:Environment}/orders/db", "path": "db.json",
+              "when": "tag('Role') == 'web'"},
+             {"secret_id": "prod/orders/db", "path": "db.json",
+              "when": "tag('Role') == 'worker'"}]
+    b = booter(world, tmpfs, files)
+    assert b.run().returncode == 0, b.outputs[-1]
+    assert "staging-pw-1" in (b.secrets_dir / "db.json").read_text()
+    both = [{**files[0], "when": "region == 'us-east-1'"}, files[1] | {"when": "1"}]
+    b.configure(both)
+    proc = b.run()
+    assert proc.returncode == 1
+    assert ("secrets: secrets.files[1] and secrets.files[0] both write 'db.json' (both of "
+            "their conditions hold here)") in proc.stderr
