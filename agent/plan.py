@@ -14,12 +14,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent import config, envfile
+from agent import config, dropins, envfile, handoff
 from agent.config import Config
 from agent.expr import render_value
 from agent.facts import Facts, nominal_facts, read_facts
 from agent.files import Change
 from agent.profiles import ENVIRONMENT
+from agent.service import dropin_blocked
 from agent.tuning import SYSCTL_ROOT, PlannedOutput, PlannedSysctl, PlannedValue, plan
 
 
@@ -60,6 +61,7 @@ def build(cfg: Config, facts: Facts, source: str, *,
                 for f in cfg.secrets.files
             ],
         },
+        "credentials": _credentials(cfg),
         "tuning": [*(_output(out) for out in tuning.outputs),
                    *(_sysctl(item) for item in tuning.sysctls),
                    *({"kind": "dropin", "label": f"drop-in {item.path}", "path": item.path,
@@ -71,6 +73,26 @@ def build(cfg: Config, facts: Facts, source: str, *,
             "on_failure": cfg.lifecycle.on_failure,
         },
     }
+
+
+def _credentials(cfg: Config) -> list[dict[str, Any]]:
+    """The credential drop-ins (``secrets.files[].units``) run would write or remove."""
+    if not cfg.secrets.files:
+        return []  # run publishes nothing then: no drop-in is written or removed either
+    plans = dropins.plan(cfg.secrets.unit_dir, handoff.DROPIN,
+                         handoff.credential_dropins(cfg.secrets))
+    return [{"unit": dropins.unit_of(item.path), "path": item.path, "change": item.change.value,
+             "lines": _load_credentials(item.desired),
+             "current": _load_credentials(item.existing.content),
+             **({"note": "not written: systemd is not running"}
+                if item.writes and dropin_blocked(item.path) else {})}
+            for item in plans]
+
+
+def _load_credentials(content: bytes | None) -> list[str]:
+    """The ``LoadCredential=`` lines of a drop-in."""
+    text = (content or b"").decode(errors="replace")
+    return [line for line in text.splitlines() if line.startswith("LoadCredential=")]
 
 
 def _output(out: PlannedOutput) -> dict[str, Any]:
@@ -141,6 +163,7 @@ def render(doc: dict[str, Any]) -> str:
               + (f" [{f['key']}]" if f["key"] else "")
               + f"  {f['format']} {f['mode']} {f['owner']}:{f['group']}"
               for f in sec["files"]] or ["  (none configured)"]
+    lines += _credential_lines(doc["credentials"])
     lines += ["", "tuning"]
     if not doc["tuning"]:
         lines.append("  (none configured)")
@@ -153,6 +176,21 @@ def render(doc: dict[str, Any]) -> str:
     lines.append(f"  hook {lc['hook']}, on failure {lc['on_failure']}" if lc["enabled"]
                  else "  disabled")
     return "\n".join(lines) + "\n"
+
+
+def _credential_lines(credentials: list[dict[str, Any]]) -> list[str]:
+    """Each unit's credential drop-in; for a changed one, + and - mark the lines."""
+    lines = ["", "credentials (secrets.files[].units)"]
+    for item in credentials:
+        gone = " (no longer configured)" if item["change"] == "remove" else ""
+        note = f" ({item['note']})" if "note" in item else ""
+        lines.append(f"  drop-in {item['unit']} -> {item['path']}: {item['change']}{gone}{note}")
+        mark = item["change"] == "changed"
+        lines += [f"    {'+ ' if mark and line not in item['current'] else ''}{line}"
+                  for line in item["lines"]]
+        if mark:
+            lines += [f"    - {line}" for line in item["current"] if line not in item["lines"]]
+    return lines if credentials else [*lines, "  (none configured)"]
 
 
 def _title(out: dict[str, Any]) -> str:
