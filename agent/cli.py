@@ -219,8 +219,10 @@ def _dispatch(argv: list[str]) -> int:
         try:
             from agent.sim.demo import main as demo_main  # noqa: PLC0415
         except ModuleNotFoundError as exc:
-            raise AgentError(f"agent demo needs the simulated cloud ({exc.name} is not "
-                             "installed): pip install 'instance-boot-agent[sim]'") from None
+            raise AgentError("agent demo needs the simulated cloud's dependencies "
+                             f"({(exc.name or '?').partition('.')[0]} "
+                             "is not installed): in the source checkout, make venv (or pip "
+                             "install '.[sim]')") from None
         return demo_main(keep=bool(args.keep))
     # status/wait arguments the fast path declined but argparse accepted (e.g. abbreviations)
     from agent import status  # noqa: PLC0415

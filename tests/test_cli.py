@@ -169,3 +169,15 @@ def complete(script: Path, *words: str) -> list[str]:
     proc = subprocess.run(["bash", "-c", program, "complete", *words], capture_output=True,
                           text=True, timeout=30, check=True)
     return [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+
+
+def test_demo_without_the_simulators_dependencies(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """agent.sim is there but moto is not (a checkout without the sim extra): one line."""
+    for name in [n for n in sys.modules if n.startswith(("agent.sim.", "moto"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "moto", None)
+    assert cli.main(["demo"]) == 1
+    assert capsys.readouterr().err == (
+        "agent: agent demo needs the simulated cloud's dependencies (moto is not installed): "
+        "in the source checkout, make venv (or pip install '.[sim]')\n")
