@@ -51,6 +51,7 @@ CONFIG_HELP = ("TOML configuration file (default: $AGENT_CONFIG, else /etc/agent
 STATE_DIR_HELP = ("directory of state.json (default: $AGENT_STATE_DIR, else state_dir of the "
                   "configuration file, else /run/agent)")
 
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script and ``python -m agent``."""
     args = sys.argv[1:] if argv is None else argv
