@@ -149,7 +149,7 @@ def parser(*, demo: bool | None = None) -> argparse.ArgumentParser:
                           "unit; 78 for an "
                           "invalid configuration; else write the image manifest.")
     bake.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
-    bake.add_argument("--root", metavar="DIR", default="/",
+    bake.add_argument("--root", metavar="DIR", default="/", type=_directory,
                       help="root directory of the image to check (default: /)")
     bake.add_argument("--manifest", metavar="PATH",
                       help="where to write the image manifest (default: the configuration's "
@@ -197,6 +197,16 @@ def _instance_type(text: str) -> str:
 
     if not text.strip():
         raise argparse.ArgumentTypeError("expected an instance type such as m5.xlarge, got ''")
+    return text
+
+
+def _directory(text: str) -> str:
+    """``--root``: an existing directory (else every check would report it missing)."""
+    import argparse  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    if not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"no such directory: {text!r}")
     return text
 
 

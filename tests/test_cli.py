@@ -73,6 +73,7 @@ def test_wait_says_it_waits_forever() -> None:
     (["wait", "--timeout", "nan"], "--timeout"), (["plan", "--instance-type", ""],
                                                   "--instance-type"),
     (["status", "--state-dir"], "--state-dir"), (["run", "--config"], "--config"),
+    (["bake-check", "--root", "/nonexistent/image"], "--root"),
 ])
 def test_a_bad_value_names_the_option(args: list[str], option: str) -> None:
     proc = agent(*args)
