@@ -11,13 +11,45 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from agent.errors import EXIT_USAGE, AgentError
+from agent.errors import EXIT_USAGE, AgentError, UsageError
 
 if TYPE_CHECKING:
     import argparse
 
-EPILOG = """exit codes: 0 success/ready, 1 boot failed, 2 usage, 3 not finished (status),
-75 another run holds the lock, 78 invalid configuration, 124 timed out (wait)"""
+# What --help says after the commands, and the man page agent(8) in its own sections.
+EXIT_CODES = [
+    ("0", "success (status, wait: ready, healthy or degraded)"),
+    ("1", "failed (the boot; plan: a value cannot be computed; bake-check: a problem found)"),
+    ("2", "usage error"),
+    ("3", "not finished: not started or still running (status)"),
+    ("75", "another agent run holds the lock (run)"),
+    ("78", "invalid configuration"),
+    ("124", "timed out (wait)"),
+]
+ENVIRONMENT = [
+    ("AGENT_CONFIG", "the configuration file, instead of /etc/agent/agent.toml"),
+    ("AGENT_STATE_DIR", "the state directory of status and wait"),
+    ("AGENT_<KEY>, AGENT_<SECTION>__<KEY>", "any configuration key, over the file's "
+     "(e.g. AGENT_IMDS__TIMEOUT_SECONDS=5; lists and tables as JSON)"),
+]
+FILES = [
+    ("/etc/agent/agent.toml", "the configuration; every key is documented in it"),
+    ("/run/agent/state.json", "what the boot did, phase by phase: status and wait read it"),
+    ("/run/agent/secrets/", "the published secrets, on tmpfs"),
+    ("/etc/agent/image.json", "the image manifest, written by bake-check"),
+]
+EXAMPLES = [
+    ("agent status", "what the boot did"),
+    ("agent wait --timeout 300", "block a script until the boot is ready or failed"),
+    ("agent plan --instance-type r6g.2xlarge", "the tuning for another type, offline"),
+    ("agent bake-check", "the last step of a Packer build"),
+]
+NO_DEMO = ("demo is not part of this installation: the packages leave out the simulated cloud "
+           "(agent.sim); run it from a source checkout with `make demo`")
+CONFIG_HELP = ("TOML configuration file (default: $AGENT_CONFIG, else /etc/agent/agent.toml, "
+               "which may be absent: then every key has its default)")
+STATE_DIR_HELP = ("directory of state.json (default: $AGENT_STATE_DIR, else state_dir of the "
+                  "configuration file, else /run/agent)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,50 +70,125 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _parser() -> argparse.ArgumentParser:
+def sim_available() -> bool:
+    """Whether the simulated cloud (``agent.sim``, left out of the packages) is installed."""
+    import importlib.util  # noqa: PLC0415
+
+    try:
+        return importlib.util.find_spec("agent.sim") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def parser(*, demo: bool | None = None) -> argparse.ArgumentParser:
+    """The command line: ``--help``, the man page agent(8) and the shell completion.
+
+    ``demo`` (default: whether agent.sim is installed) lists the ``demo`` command.
+    """
     import argparse  # noqa: PLC0415
 
-    parser = argparse.ArgumentParser(
-        prog="agent", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Instance boot agent: metadata, secrets on tmpfs, tuning, lifecycle hook.",
+    if demo is None:
+        demo = sim_available()
+    top = argparse.ArgumentParser(
+        prog="agent", epilog=epilog(demo), formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Instance boot agent: metadata, secrets on tmpfs, tuning, lifecycle hook.\n"
+                    "systemd runs `agent run` at boot (agent.service); operators use status, "
+                    "wait and plan.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = top.add_subparsers(title="commands", dest="command", required=True,
+                             metavar="COMMAND")
 
-    run = sub.add_parser("run", help="the boot sequence; then stay resident unless --oneshot")
-    run.add_argument("--config", metavar="PATH", help="TOML file (default $AGENT_CONFIG, "
-                     "else /etc/agent/agent.toml)")
-    run.add_argument("--oneshot", action="store_true", help="exit after the boot")
-    run.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    run = sub.add_parser("run", help="the boot sequence; then stay resident unless --oneshot",
+                         description="Read the instance's metadata, publish its secrets, tune, "
+                         "signal readiness; then stay resident (daemon mode) unless oneshot.")
+    run.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
+    run.add_argument("--oneshot", action="store_true",
+                     help="exit after the boot (default: the configuration's mode, by default "
+                          "daemon: stay resident to refresh secrets and watch for termination)")
+    run.add_argument("-v", "--verbose", action="store_true",
+                     help="log at debug level, tracebacks included (default: info)")
 
-    status = sub.add_parser("status", help="what the last/current boot did, phase by phase")
-    status.add_argument("--json", action="store_true", help="print state.json")
-    status.add_argument("--state-dir", metavar="DIR")
+    status = sub.add_parser("status", help="what the last/current boot did, phase by phase",
+                            description="Show what the last or current boot did, phase by "
+                            "phase. Exit 0 ready, 1 failed, 3 not finished.")
+    status.add_argument("--json", action="store_true",
+                        help="print state.json itself (default: a table)")
+    status.add_argument("--state-dir", metavar="DIR", help=STATE_DIR_HELP)
 
-    wait = sub.add_parser("wait", help="block until the boot is ready or failed")
-    wait.add_argument("--timeout", metavar="SECONDS", type=_seconds)
-    wait.add_argument("--state-dir", metavar="DIR")
+    wait = sub.add_parser("wait", help="block until the boot is ready or failed",
+                          description="Block until the boot is ready (exit 0) or failed "
+                          "(exit 1); 124 when --timeout runs out first.")
+    wait.add_argument("--timeout", metavar="SECONDS", type=_seconds,
+                      help="give up after SECONDS, exit 124 (default: none, wait forever)")
+    wait.add_argument("--state-dir", metavar="DIR", help=STATE_DIR_HELP)
 
-    plan = sub.add_parser("plan", help="dry run: what run would publish and set")
-    plan.add_argument("--config", metavar="PATH")
-    plan.add_argument("--instance-type", metavar="TYPE", help="plan for TYPE, offline")
+    plan = sub.add_parser("plan", help="dry run: what run would publish and set",
+                          description="Dry run: what `agent run` would publish and write, each "
+                          "tuned value explained. Writes nothing, fetches no secret, calls no "
+                          "mutating API. With --instance-type it is offline, for the launch the "
+                          "other options describe.")
+    plan.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
+    plan.add_argument("--instance-type", metavar="TYPE", type=_instance_type,
+                      help="plan for TYPE offline, with its nominal memory and vCPUs from the "
+                           "bundled table (default: this machine: its type from IMDS, its "
+                           "measured memory and CPUs, its tags)")
+    unset = ("(default: not given; a placeholder or condition reading it is then an error "
+             "naming this option)")
     plan.add_argument("--tag", metavar="KEY=VALUE", action="append", type=_tag,
-                      help="offline: an instance tag (repeat for each)")
-    plan.add_argument("--region", metavar="REGION", help="offline: the instance's region")
-    plan.add_argument("--account", metavar="ACCOUNT", help="offline: the instance's account")
+                      help=f"offline: an instance tag; repeat for each {unset}")
+    plan.add_argument("--region", metavar="REGION",
+                      help=f"offline: the instance's region {unset}")
+    plan.add_argument("--account", metavar="ACCOUNT",
+                      help=f"offline: the instance's account id {unset}")
     plan.add_argument("--group", metavar="NAME",
-                      help="offline: its Auto Scaling group ('' for none)")
+                      help=f"offline: its Auto Scaling group, '' for none {unset}")
     plan.add_argument("--availability-zone", metavar="ZONE", dest="zone",
-                      help="offline: its availability zone")
-    plan.add_argument("--json", action="store_true")
+                      help=f"offline: its availability zone {unset}")
+    plan.add_argument("--json", action="store_true",
+                      help="print the plan as JSON (default: text)")
 
-    sub.add_parser("demo", help="the whole boot against a local simulated cloud")
+    if demo:
+        demo_cmd = sub.add_parser("demo", help="the whole boot against a local simulated cloud",
+                                  description="Boot an instance against a simulated cloud on "
+                                  "loopback (IMDS and AWS), then show its status.")
+        demo_cmd.add_argument("--keep", action="store_true",
+                              help="keep the scratch directory (configuration, state, secrets, "
+                                   "tuning) and say where (default: removed at the end)")
 
     bake = sub.add_parser("bake-check", help="fail an image bake that would carry "
-                          "credentials; write the image manifest")
-    bake.add_argument("--config", metavar="PATH")
-    bake.add_argument("--root", metavar="DIR", default="/", help="the image's root (default /)")
-    bake.add_argument("--manifest", metavar="PATH", help="default: image.manifest under --root")
-    return parser
+                          "credentials; write the image manifest",
+                          description="The last step of an image bake: fail (exit 1) when the "
+                          "image would carry credentials, leftover secrets or state, or a disabled "
+                          "unit; 78 for an "
+                          "invalid configuration; else write the image manifest.")
+    bake.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
+    bake.add_argument("--root", metavar="DIR", default="/", type=_directory,
+                      help="root directory of the image to check (default: /)")
+    bake.add_argument("--manifest", metavar="PATH",
+                      help="where to write the image manifest (default: the configuration's "
+                           "image.manifest, /etc/agent/image.json, under --root)")
+    return top
+
+
+def epilog(demo: bool) -> str:
+    """What ``agent --help`` says after the commands: EXIT_CODES, ENVIRONMENT, FILES..."""
+    import textwrap  # noqa: PLC0415
+
+    parts = []
+    for title, items in (("exit codes", EXIT_CODES), ("environment", ENVIRONMENT),
+                         ("files", FILES), ("examples", EXAMPLES)):
+        width = min(24, max(len(name) for name, _ in items)) + 2
+        lines = [f"{title}:"]
+        for name, what in items:
+            indent = " " * (width + 2)
+            if len(name) >= width:
+                lines.append(f"  {name}")
+            lead = f"  {name:<{width}}" if len(name) < width else indent
+            lines.append(textwrap.fill(what, 88, initial_indent=lead, subsequent_indent=indent))
+        parts.append("\n".join(lines))
+    if not demo:
+        parts.append(textwrap.fill(f"agent {NO_DEMO}", 88))
+    return "\n\n".join(parts)
 
 
 def _tag(text: str) -> tuple[str, str]:
@@ -94,15 +201,42 @@ def _tag(text: str) -> tuple[str, str]:
 
 
 def _seconds(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise ValueError(text)
+    """``--timeout``: a number of seconds, at least 0 (inf: no limit)."""
+    import argparse  # noqa: PLC0415
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:  # negative or NaN
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
     return value
 
 
+def _instance_type(text: str) -> str:
+    """``--instance-type``: not empty (empty would silently mean "this machine")."""
+    import argparse  # noqa: PLC0415
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected an instance type such as m5.xlarge, got ''")
+    return text
+
+
+def _directory(text: str) -> str:
+    """``--root``: an existing directory (else every check would report it missing)."""
+    import argparse  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    if not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"no such directory: {text!r}")
+    return text
+
+
 def _dispatch(argv: list[str]) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    if argv[:1] == ["demo"] and not sim_available():
+        raise UsageError(NO_DEMO)
+    top = parser()
+    args = top.parse_args(argv)
     if args.command == "run":
         from agent.daemon import run  # noqa: PLC0415
 
@@ -113,7 +247,7 @@ def _dispatch(argv: list[str]) -> int:
         offline = {"region": args.region, "account": args.account, "group": args.group,
                    "zone": args.zone}
         if not args.instance_type and (args.tag or any(v is not None for v in offline.values())):
-            parser.error("plan: --tag, --region, --account, --group and --availability-zone "
+            top.error("plan: --tag, --region, --account, --group and --availability-zone "
                          "describe an offline launch: they go with --instance-type")
         return plan_main(args.config, instance_type=args.instance_type, as_json=args.json,
                          tags=dict(args.tag) if args.tag is not None else None, **offline)
@@ -125,9 +259,11 @@ def _dispatch(argv: list[str]) -> int:
         try:
             from agent.sim.demo import main as demo_main  # noqa: PLC0415
         except ModuleNotFoundError as exc:
-            raise AgentError(f"agent demo needs the simulated cloud ({exc.name} is not "
-                             "installed): pip install 'instance-boot-agent[sim]'") from None
-        return demo_main()
+            raise AgentError("agent demo needs the simulated cloud's dependencies "
+                             f"({(exc.name or '?').partition('.')[0]} "
+                             "is not installed): in the source checkout, make venv (or pip "
+                             "install '.[sim]')") from None
+        return demo_main(keep=bool(args.keep))
     # status/wait arguments the fast path declined but argparse accepted (e.g. abbreviations)
     from agent import status  # noqa: PLC0415
 

@@ -236,6 +236,7 @@ def load(explicit: str | None = None) -> Config:
 def _one_line(path: Path, exc: ValidationError) -> str:
     """Name the source (file or environment variable), the key and the problem."""
     errors = exc.errors(include_url=False, include_input=False)
+    errors.sort(key=lambda e: e["type"] != "extra_forbidden")  # a typo explains the rest
     first = errors[0]
     key = _dotted(first["loc"])
     message = first["msg"].removeprefix("Value error, ")
@@ -250,7 +251,8 @@ def _one_line(path: Path, exc: ValidationError) -> str:
 
 
 def _hint(loc: tuple[int | str, ...]) -> str:
-    """`` (did you mean 'secrets'?)`` for a key close to a known one at its place."""
+    """`` (did you mean 'secrets'?)`` for a key close to a known one at its place, else the
+    keys known there."""
     model: Any = Config
     for part in loc[:-1]:
         if isinstance(part, int):
@@ -264,8 +266,9 @@ def _hint(loc: tuple[int | str, ...]) -> str:
             return ""
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         return ""
-    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    known = list(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known here: {', '.join(known)})"
 
 
 def _model_of(annotation: Any) -> type[BaseModel] | None:

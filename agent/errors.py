@@ -35,6 +35,12 @@ class ConfigError(AgentError):
     exit_code = EXIT_CONFIG
 
 
+class UsageError(AgentError):
+    """A command line argparse cannot judge (e.g. a command this installation lacks)."""
+
+    exit_code = EXIT_USAGE
+
+
 class LockedError(AgentError):
     """Another `agent run` is already running with the same state directory."""
 

@@ -11,6 +11,7 @@ does not know. :func:`nominal_facts` gives a type's facts as launched, without a
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from agent.errors import TuningError
-from agent.instance_types import InstanceType, lookup
+from agent.instance_types import InstanceType, lookup, table
 
 MIB = 1024 * 1024
 V1_UNLIMITED = 1 << 62  # cgroup v1 reports "no limit" as a huge page-rounded number
@@ -85,10 +86,11 @@ def _facts(instance_type: str, describe: Describe | None, memory_mib: int | None
         if nominal is None:
             raise TuningError(f"unknown instance type {instance_type!r}: not in the bundled "
                               "table and DescribeInstanceTypes does not know it")
-    if nominal is None:
-        raise TuningError(f"unknown instance type {instance_type!r}: not in the bundled table "
-                          "(run scripts/gen_instance_types.py) and DescribeInstanceTypes is "
-                          "not available")
+    if nominal is None:  # agent plan: no AWS call
+        close = difflib.get_close_matches(instance_type, table(), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise TuningError(f"unknown instance type {instance_type!r}: not in the bundled table"
+                          f"{hint} (DescribeInstanceTypes is asked during a boot only)")
     family, generation, size = split_type(instance_type)
     memory = nominal.memory_mib if memory_mib is None else memory_mib
     return Facts(

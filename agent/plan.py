@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent import config, envfile
+from agent import config, dropins, envfile, handoff
 from agent.budget import Budget, mib_text
 from agent.config import Config
 from agent.context import LaunchContext
@@ -22,6 +22,8 @@ from agent.expr import render_value, template_names
 from agent.facts import Facts, nominal_facts, read_facts
 from agent.files import Change
 from agent.profiles import ENVIRONMENT
+from agent.secrets import Selection, select
+from agent.service import dropin_blocked
 from agent.tuning import SYSCTL_ROOT, PlannedOutput, PlannedSysctl, PlannedValue, plan
 
 
@@ -61,14 +63,13 @@ def build(cfg: Config, facts: Facts, source: str, *, context: LaunchContext | No
     """The plan as a JSON-able document (``context``: the launch; default: only the type)."""
     launch = context or LaunchContext.offline(facts.instance_type)
     tuning = plan(cfg.tuning, facts, sysctl_root=sysctl_root, context=launch)
-    skipped: list[dict[str, str]] = []  # every entry whose condition is false here
-    secrets = _secrets(cfg, launch, facts, skipped)
-    skipped += tuning.skipped
+    chosen = select(cfg.secrets, launch, facts.as_dict)
     return {
         "instance_type": source,
         "facts": facts.as_dict(),
-        "secrets": secrets,
-        "skipped": skipped,
+        "secrets": _secrets(cfg, chosen),
+        "skipped": chosen.skipped + tuning.skipped,  # every entry whose condition is false
+        "credentials": _credentials(cfg, chosen),
         "tuning": [*(_output(out) for out in tuning.outputs),
                    *(_sysctl(item) for item in tuning.sysctls),
                    *({"kind": "dropin", "label": f"drop-in {item.path}", "path": item.path,
@@ -83,13 +84,8 @@ def build(cfg: Config, facts: Facts, source: str, *, context: LaunchContext | No
     }
 
 
-def _secrets(cfg: Config, context: LaunchContext, facts: Facts,
-             skipped: list[dict[str, str]]) -> dict[str, Any]:
-    """Each kept secret with its id resolved, each template, each entry skipped and why."""
-    from agent.secrets import select  # noqa: PLC0415
-
-    chosen = select(cfg.secrets, context, facts.as_dict)
-    skipped.extend(chosen.skipped)
+def _secrets(cfg: Config, chosen: Selection) -> dict[str, Any]:
+    """Each kept secret with its id resolved, each template."""
     root = Path(cfg.secrets.dir)
     return {
         "dir": cfg.secrets.dir,
@@ -135,6 +131,26 @@ def _budget(shared: Budget | None) -> dict[str, Any] | None:
         "total_mib": sum(p.total_mib for p in shared.portions if p.checked),
         "outside": shared.outside,
     }
+
+
+def _credentials(cfg: Config, chosen: Selection) -> list[dict[str, Any]]:
+    """The credential drop-ins (``secrets.files[].units``) run would write or remove."""
+    if not cfg.secrets.files and not cfg.secrets.templates:
+        return []  # run publishes nothing then: no drop-in is written or removed either
+    plans = dropins.plan(cfg.secrets.unit_dir, handoff.DROPIN,
+                         handoff.credential_dropins(cfg.secrets, chosen.outputs()))
+    return [{"unit": dropins.unit_of(item.path), "path": item.path, "change": item.change.value,
+             "lines": _load_credentials(item.desired),
+             "current": _load_credentials(item.existing.content),
+             **({"note": "not written: systemd is not running"}
+                if item.writes and dropin_blocked(item.path) else {})}
+            for item in plans]
+
+
+def _load_credentials(content: bytes | None) -> list[str]:
+    """The ``LoadCredential=`` lines of a drop-in."""
+    text = (content or b"").decode(errors="replace")
+    return [line for line in text.splitlines() if line.startswith("LoadCredential=")]
 
 
 def _output(out: PlannedOutput) -> dict[str, Any]:
@@ -200,6 +216,7 @@ def render(doc: dict[str, Any]) -> str:
     lines += [f"  {name:<20} {value}" for name, value in facts.items()]
     skipped = doc.get("skipped") or []
     lines += _secret_lines(doc["secrets"], skipped)
+    lines += _credential_lines(doc["credentials"])
     lines += ["", "tuning"]
     if not doc["tuning"]:
         lines.append("  (none configured)")
@@ -272,6 +289,21 @@ def _budget_lines(shared: dict[str, Any]) -> list[str]:
         lines.append(f"  the profiles at their limits: {mib_text(shared['total_mib'])} of "
                      f"{shared['available_mib']} MiB")
     return lines
+
+
+def _credential_lines(credentials: list[dict[str, Any]]) -> list[str]:
+    """Each unit's credential drop-in; for a changed one, + and - mark the lines."""
+    lines = ["", "credentials (secrets.files[].units)"]
+    for item in credentials:
+        gone = " (no longer configured)" if item["change"] == "remove" else ""
+        note = f" ({item['note']})" if "note" in item else ""
+        lines.append(f"  drop-in {item['unit']} -> {item['path']}: {item['change']}{gone}{note}")
+        mark = item["change"] == "changed"
+        lines += [f"    {'+ ' if mark and line not in item['current'] else ''}{line}"
+                  for line in item["lines"]]
+        if mark:
+            lines += [f"    - {line}" for line in item["current"] if line not in item["lines"]]
+    return lines if credentials else [*lines, "  (none configured)"]
 
 
 def _title(out: dict[str, Any]) -> str:

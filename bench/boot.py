@@ -22,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from conditions import machine
+
 from agent.sim import World
 
 SECRETS: dict[str, str | bytes] = {
@@ -170,6 +172,7 @@ def main() -> None:
     parser.add_argument("--secrets", type=int, default=3, help="secrets fetched (>= 3)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    start = machine()
     agent, boto = bench_boot(args.runs, args.latency, max(3, args.secrets))
     status, bare = bench_status(args.runs * 3)
     rows = [agent, boto, status, bare]
@@ -180,11 +183,12 @@ def main() -> None:
     }
     if args.json:
         print(json.dumps({"runs": args.runs, "latency_s": args.latency, "rows": rows,
-                          "ratios": ratios}, indent=2))
+                          "ratios": ratios, "machine_at_start": start,
+                          "machine_at_end": machine()}, indent=2))
         return
     print(f"{args.runs} interleaved runs each, {max(3, args.secrets)} secrets, "
-          f"{args.latency * 1000:.0f} ms added per AWS call, {os.cpu_count()} CPUs, "
-          f"Python {sys.version.split()[0]}")
+          f"{args.latency * 1000:.0f} ms added per AWS call")
+    print(f"machine at start: {start}\nmachine at end:   {machine()}")
     print(f"{'':<16} {'median':>9} {'min':>9} {'p90':>9} {'peak RSS':>10}")
     for row in rows:
         print(f"{row['name']:<16} {row['median_s'] * 1000:>7.0f} ms {row['min_s'] * 1000:>6.0f} ms "

@@ -19,6 +19,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from conditions import machine
+
 from agent.aws import Aws
 from agent.imds import ImdsClient
 from agent.secrets import Secrets
@@ -35,6 +37,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.010)
     args = parser.parse_args()
     names = [f"bench/s{i:03d}" for i in range(args.secrets)]
+    print(f"machine at start: {machine()}")
     with World(aws_latency=args.latency) as world, tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "secrets"
         root.mkdir()
@@ -69,6 +72,7 @@ def main() -> None:
                       f"  calls per refresh: {per_run}")
         finally:
             subprocess.run(["umount", "-l", str(root)], check=False)
+    print(f"machine at end:   {machine()}")
 
 
 if __name__ == "__main__":

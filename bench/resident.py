@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from conditions import machine
+
 from agent.sim import World
 
 
@@ -57,6 +59,7 @@ def main() -> None:  # noqa: PLR0915 - one measurement, read top to bottom
     parser.add_argument("--seconds", type=float, default=60.0)
     args = parser.parse_args()
     secrets = {f"bench/s{i}": f"value-{i}" for i in range(3)}
+    start = machine()
     with World() as world, tempfile.TemporaryDirectory(dir="/dev/shm") as tmp:
         root = Path(tmp)
         world.seed(secrets=secrets)
@@ -112,12 +115,14 @@ def main() -> None:  # noqa: PLR0915 - one measurement, read top to bottom
               "context_switches_per_minute": round(per_minute, 1),
               "imds_requests_per_minute": round((imds_after - imds_before) * 60 / elapsed, 1),
               "threads": threads, "rss_start_mib": round(rss_start, 1),
-              "rss_end_mib": round(mem["VmRSS"], 1), "boot_peak_rss_mib": round(mem["VmHWM"], 1)}
+              "rss_end_mib": round(mem["VmRSS"], 1), "boot_peak_rss_mib": round(mem["VmHWM"], 1),
+              "machine_at_start": start, "machine_at_end": machine()}
     print(json.dumps(result))
     wakeups = "n/a (no strace)" if timers is None else f"{timers:.1f}"
     print(f"resident: {wakeups} wake-ups/min (target <= 12), {per_minute:.1f} context "
           f"switches/min, {threads} thread(s), RSS {rss_start:.1f} -> {mem['VmRSS']:.1f} MiB "
           f"(boot peak {mem['VmHWM']:.1f} MiB)")
+    print(f"machine at start: {start}\nmachine at end:   {result['machine_at_end']}")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_origin
 
 import pytest
+from pydantic import BaseModel
 
 from agent import config, sections
 from agent.errors import EXIT_CONFIG, ConfigError
@@ -258,3 +260,47 @@ def test_cli_plan_exits_78_too(tmp_path: Path) -> None:
                           timeout=60)
     assert proc.returncode == EXIT_CONFIG
     assert "lifecycle.bogus: unknown key" in proc.stderr
+
+
+def _locations(model: type[BaseModel], header: str = "", loc: str = ""
+               ) -> list[tuple[str, str, str]]:
+    """(TOML table header, dotted location, field) for every key of the configuration."""
+    found = []
+    for name, field in model.model_fields.items():
+        found.append((header, f"{loc}{name}", name))
+        inner = config._model_of(field.annotation)
+        if inner is not None:
+            listed = get_origin(field.annotation) is list
+            table = f"{loc}{name}".replace("[0]", "")
+            found += _locations(inner, f"[[{table}]]\n" if listed else f"[{table}]\n",
+                                f"{loc}{name}[0]." if listed else f"{loc}{name}.")
+    return found
+
+
+@pytest.mark.parametrize(("header", "where", "name"), _locations(config.Config))
+def test_every_misspelled_key_gets_the_closest_one(tmp_path: Path, header: str, where: str,
+                                                   name: str) -> None:
+    """Sections and keys, at every level and in list entries: 'did you mean'."""
+    typo = name + name[-1]
+    prefix = where.rpartition(".")[0]
+    message = load_error(tmp_path, f"{header}{typo} = 1\n")
+    assert message.startswith(f"config {tmp_path / 'agent.toml'}: "
+                              f"{prefix + '.' if prefix else ''}{typo}: unknown key "
+                              f"(did you mean {name!r}?)"), message
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("[secret]\ndir = '/run/x'\n", "secret: unknown key (did you mean 'secrets'?)"),
+    ("[[secret.files]]\nsecret_id = 'a'\npath = 'x'\n",
+     "secret: unknown key (did you mean 'secrets'?)"),
+    ("[[secrets.files]]\nsecret_idd = 'a'\npath = 'x'\n",
+     "secrets.files[0].secret_idd: unknown key (did you mean 'secret_id'?)"),
+    ("[[tuning.profiles]]\nuze = 'jvm'\n",  # the typo, not "use: missing"
+     "tuning.profiles[0].uze: unknown key (did you mean 'use'?) (and 1 more)"),
+    ("[[tuning.profile]]\nuse = 'jvm'\n", "tuning.profile: unknown key (did you mean "
+     "'profiles'?)"),
+    ("[tuning.limits]\n", "tuning.limits: unknown key (known here: files, profiles, dropins, "
+     "templates, sysctl, budget, unit_dir, history_file)"),
+])
+def test_section_typos_get_a_hint(tmp_path: Path, text: str, expected: str) -> None:
+    assert load_error(tmp_path, text) == f"config {tmp_path / 'agent.toml'}: {expected}"

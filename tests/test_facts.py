@@ -262,8 +262,13 @@ def test_unknown_type_without_describe(tmp_path: Path) -> None:
     with pytest.raises(TuningError) as caught:
         read_facts("x1.weird", root=_tree(tmp_path, MEMINFO))
     assert str(caught.value) == (
-        "unknown instance type 'x1.weird': not in the bundled table (run "
-        "scripts/gen_instance_types.py) and DescribeInstanceTypes is not available")
+        "unknown instance type 'x1.weird': not in the bundled table (DescribeInstanceTypes "
+        "is asked during a boot only)")
+    with pytest.raises(TuningError) as caught:
+        nominal_facts("m5.xlarg")
+    assert str(caught.value) == (
+        "unknown instance type 'm5.xlarg': not in the bundled table; did you mean "
+        "'m5.xlarge'? (DescribeInstanceTypes is asked during a boot only)")
 
 
 @pytest.mark.usefixtures("four_cpus")

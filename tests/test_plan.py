@@ -11,9 +11,12 @@ from typing import Any
 import pytest
 from agentproc import clean_environment
 
-from agent import config, dropins
+from agent import config, dropins, handoff
+from agent import plan as plan_module
+from agent.context import LaunchContext
 from agent.facts import nominal_facts
 from agent.plan import build, render
+from agent.secrets import select
 from agent.tuning import apply, plan
 
 CONFIG = """
@@ -223,3 +226,84 @@ def test_bad_input_through_the_command(tmp_path: Path, command: str, extra: str,
     assert proc.stderr == f"agent: {prefix}{message}\n"
     assert proc.stdout == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.toml"]
+
+
+CREDENTIALS = """
+state_dir = "{tmp}/state"
+[secrets]
+unit_dir = "{tmp}/units"
+[[secrets.files]]
+secret_id = "prod/db"
+path = "db.json"
+units = ["app.service", "worker.service"]
+[[secrets.files]]
+secret_id = "prod/api"
+path = "api/token"
+units = ["app.service"]
+credential = "api-token"
+"""
+
+
+def test_plan_shows_the_credential_dropins_run_writes(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dropins, "daemon_reload", lambda: "")
+    path = tmp_path / "agent.toml"
+    path.write_text(CREDENTIALS.format(tmp=tmp_path))
+    cfg = config.load(str(path))
+    units = tmp_path / "units"
+    for unit, line in (("old.service", "x:/run/agent/secrets/x"),
+                       ("worker.service", "db.json:/run/agent/secrets/old.json")):
+        (units / f"{unit}.d").mkdir(parents=True)
+        (units / f"{unit}.d" / handoff.DROPIN).write_text(f"[Service]\nLoadCredential={line}\n")
+    doc = build(cfg, nominal_facts("m5.large"), "m5.large")
+    found = {item["unit"]: item for item in doc["credentials"]}
+    assert {unit: item["change"] for unit, item in found.items()} == {
+        "app.service": "new", "worker.service": "changed", "old.service": "remove"}
+    app = found["app.service"]
+    assert app["path"] == str(units / "app.service.d" / handoff.DROPIN)
+    assert app["lines"] == ["LoadCredential=db.json:/run/agent/secrets/db.json",
+                            "LoadCredential=api-token:/run/agent/secrets/api/token"]
+    assert found["worker.service"]["current"] == [
+        "LoadCredential=db.json:/run/agent/secrets/old.json"]
+    assert found["old.service"]["lines"] == [] and "note" not in app
+    json.dumps(doc)
+    text = render(doc).splitlines()
+    for line in (
+            "credentials (secrets.files[].units)",
+            f"  drop-in app.service -> {units}/app.service.d/{handoff.DROPIN}: new",
+            "    LoadCredential=api-token:/run/agent/secrets/api/token",
+            f"  drop-in worker.service -> {units}/worker.service.d/{handoff.DROPIN}: changed",
+            "    + LoadCredential=db.json:/run/agent/secrets/db.json",
+            "    - LoadCredential=db.json:/run/agent/secrets/old.json",
+            f"  drop-in old.service -> {units}/old.service.d/{handoff.DROPIN}: remove "
+            "(no longer configured)"):
+        assert line in text, line
+
+    kept = select(cfg.secrets, LaunchContext.offline("m5.large"), dict).outputs()
+    assert handoff.write_credentials(cfg.secrets, kept) == []  # what run writes, plan showed
+    for unit, item in found.items():
+        written = Path(item["path"])
+        if item["change"] == "remove":
+            assert not written.exists(), unit
+        else:
+            assert [line for line in written.read_text().splitlines()
+                    if line.startswith("LoadCredential=")] == item["lines"], unit
+    again = build(cfg, nominal_facts("m5.large"), "m5.large")["credentials"]
+    assert {item["unit"]: item["change"] for item in again} == {
+        "app.service": "unchanged", "worker.service": "unchanged"}
+
+
+def test_plan_credentials_none_or_held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text(f'state_dir = "{tmp_path}/state"\n')
+    doc = build(config.load(str(path)), nominal_facts("m5.large"), "m5.large")
+    assert doc["credentials"] == []
+    lines = render(doc).splitlines()
+    assert lines[lines.index("credentials (secrets.files[].units)") + 1] == "  (none configured)"
+
+    path.write_text(CREDENTIALS.format(tmp=tmp_path))
+    monkeypatch.setattr(plan_module, "dropin_blocked", lambda where: True)  # no systemd
+    doc = build(config.load(str(path)), nominal_facts("m5.large"), "m5.large")
+    assert {item["note"] for item in doc["credentials"]} == {
+        "not written: systemd is not running"}
+    assert "new (not written: systemd is not running)" in render(doc)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import functools
 import http.client
+import inspect
 import json
 import os
 import signal
@@ -17,8 +19,10 @@ from urllib.parse import urlsplit
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from agent.sim import World
+from agent.sim.world import SAMPLE_SECRETS
 
 STATIC_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
 
@@ -216,6 +220,84 @@ def test_serve_subprocess(tmp_path: Path) -> None:
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_launch_again_and_time_out_before_completion(world: World) -> None:
+    """The control API's by-hand faults: a new launch, a hook that expires mid-boot."""
+    instance_id = world.seed(secrets={"prod/db": "pw"})
+    autoscaling = world.boto3_client("autoscaling")
+    complete = functools.partial(autoscaling.complete_lifecycle_action,
+                                 AutoScalingGroupName="web-asg", LifecycleHookName="agent-ready",
+                                 LifecycleActionResult="CONTINUE", InstanceId=instance_id)
+    complete()
+    aws = world.cloud.endpoint_url
+    state = control(aws + "/_sim/launch")  # GET: only the state
+    assert [a["result"] for a in state["actions"]] == ["CONTINUE"]
+    state = control(aws + "/_sim/launch", {})
+    assert [a["result"] for a in state["actions"]] == ["CONTINUE", None]
+    control(aws + "/_sim/aws", {"time_out_before": "CompleteLifecycleAction"})
+    autoscaling.describe_auto_scaling_instances(InstanceIds=[instance_id])  # not that action
+    assert world.cloud.actions(instance_id)[-1].result is None
+    with pytest.raises(ClientError, match="No active Lifecycle Action found"):
+        complete()
+    last = world.cloud.actions(instance_id)[-1]
+    assert (last.result, last.completed_by) == ("ABANDON", "timeout")
+    control(aws + "/_sim/launch", {})
+    complete()  # once only: the next completion is answered as usual
+    assert world.cloud.actions(instance_id)[-1].result == "CONTINUE"
+
+
+def test_launch_needs_a_group(world: World) -> None:
+    world.seed(in_group=False)
+    status, body = request("POST", world.cloud.endpoint_url + "/_sim/launch", body=b"{}")
+    assert status == 400 and b"no instance of an Auto Scaling group" in body
+
+
+def serve_help() -> str:
+    proc = subprocess.run([sys.executable, "-m", "agent.sim", "serve", "--help"],
+                          capture_output=True, text=True, timeout=30, check=True)
+    return proc.stdout
+
+
+def test_serve_help_documents_every_seed_key() -> None:
+    text = serve_help()
+    assert "World.seed arguments" not in text
+    keys = [name for name, p in inspect.signature(World.seed).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    section = text.split("seed file (--seed FILE.json)")[1].split("\n\n")[0]
+    assert [line.split()[0] for line in section.splitlines()[1:]
+            if line.startswith("  ") and not line.startswith("   ")] == keys
+    for path in ("/_sim/state", "/_sim/aws", "/_sim/launch", "/_sim/imds"):
+        assert path in text
+
+
+def test_serve_default_seed_has_the_demo_secrets(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in STATIC_KEYS}
+    bad = tmp_path / "seed.json"
+    bad.write_text('{"grop": "x"}')
+    refused = subprocess.run([sys.executable, "-m", "agent.sim", "serve", "--seed", str(bad)],
+                             capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines()[-1].startswith(
+        f"python -m agent.sim serve: error: argument --seed: {bad}: unknown keys ['grop']")
+    process = subprocess.Popen([sys.executable, "-m", "agent.sim", "serve"],
+                               stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stdout is not None
+        ready = json.loads(process.stdout.readline())
+        assert ready["secrets"] == sorted(SAMPLE_SECRETS)
+        assert (ready["group"], ready["hook"]) == ("web-asg", "agent-ready")
+        session = boto3.session.Session(aws_access_key_id="testing",
+                                        aws_secret_access_key="testing", region_name="us-east-1")
+        secrets = session.client("secretsmanager", endpoint_url=ready["aws"])
+        assert secrets.get_secret_value(SecretId="demo/tls-key")["SecretBinary"] == (
+            SAMPLE_SECRETS["demo/tls-key"])
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
     finally:
         if process.poll() is None:
             process.kill()

@@ -227,8 +227,11 @@ def test_status_path_stays_light(tmp_path: Path) -> None:
 def test_help_lists_exit_codes() -> None:
     proc = run_cli("--help")
     assert proc.returncode == 0
-    assert "78 invalid configuration" in proc.stdout
-    assert "124 timed out" in proc.stdout
+    codes = dict(line.split(None, 1) for line in proc.stdout.split("exit codes:\n")[1]
+                 .split("\n\n")[0].splitlines())
+    assert codes["78"] == "invalid configuration"
+    assert codes["124"] == "timed out (wait)"
+    assert codes["3"].startswith("not finished")
 
 
 def test_status_exit_code_helper() -> None:

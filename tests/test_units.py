@@ -27,7 +27,8 @@ CONFFILE = REPO / "packaging" / "agent.toml"
 MAX_EXPOSURE = 4.0
 
 
-PACKAGES = {"systemd-analyze": "systemd", "packer": "packer, from HashiCorp's repository"}
+PACKAGES = {"systemd-analyze": "systemd", "systemctl": "systemd",
+            "packer": "packer, from HashiCorp's repository"}
 
 
 def need(tool: str) -> str:

@@ -235,6 +235,13 @@ class LifecycleActions:
                 if item in self._pending and now >= min(item.deadline, item.global_deadline):
                     self._finish(item, item.record.default_result, "timeout")
 
+    def time_out(self) -> None:
+        """Apply every pending action's DefaultResult now, as its timeout would."""
+        with self._lock:
+            for item in list(self._pending):
+                if item in self._pending:  # (an ABANDON closes its siblings too)
+                    self._finish(item, item.record.default_result, "timeout")
+
     def records(self, instance_id: str | None = None) -> list[LifecycleActionRecord]:
         """Copies of every action, completed and pending, oldest first."""
         with self._lock:
@@ -429,6 +436,8 @@ class _Middleware:
         if pause:
             time.sleep(pause)
         cloud.lifecycle.expire()
+        if cloud._take_time_out(call.action):
+            cloud.lifecycle.time_out()
         fault, after = cloud._record(call)
         if fault is not None and not after:
             return self._reply(start_response, *error_response(call.protocol, *fault))
@@ -499,6 +508,7 @@ class SimCloud:
         self._lock = threading.Lock()
         self._calls: list[Call] = []
         self._faults: list[_Fault] = []
+        self._time_out_before: set[str] = set()
         self._controls: dict[str, Control] = {"aws": self._aws_control}
         self._server: _Server | None = None
 
@@ -564,6 +574,20 @@ class SimCloud:
         """Forget every fault not yet answered."""
         with self._lock:
             self._faults.clear()
+            self._time_out_before.clear()
+
+    def time_out_before(self, action: str) -> None:
+        """Let the pending lifecycle actions time out (DefaultResult) just before the next
+        ``action`` call arrives: the hook expires while its caller is busy."""
+        with self._lock:
+            self._time_out_before.add(action)
+
+    def _take_time_out(self, action: str) -> bool:
+        with self._lock:
+            if action not in self._time_out_before:
+                return False
+            self._time_out_before.discard(action)
+            return True
 
     def _record(self, call: Call) -> tuple[tuple[str, str, int] | None, bool]:
         """Log a call; the (code, message, status) of a fault to answer, and its ``after``."""
@@ -613,7 +637,8 @@ class SimCloud:
         }
 
     def _aws_control(self, body: dict[str, Any] | None) -> dict[str, Any]:
-        """POST {"latency": s, "fail_next": {...fail_next kwargs} | [...], "expire": true}."""
+        """POST {"latency": s, "fail_next": {...fail_next kwargs} | [...], "expire": true,
+        "time_out_before": "CompleteLifecycleAction"}."""
         body = body or {}
         if "latency" in body:
             self.latency = float(body["latency"])
@@ -622,6 +647,8 @@ class SimCloud:
             self.fail_next(**fault)
         if body.get("expire"):
             self.expire()
+        if "time_out_before" in body:
+            self.time_out_before(str(body["time_out_before"]))
         return self.state()
 
     def _control(

@@ -19,6 +19,13 @@ from agent.sim.cloud import LAUNCHING, SimCloud
 from agent.sim.imds import ImdsSimulator
 
 IMAGE_ID = "ami-0c0ffee0123456789"
+SAMPLE_SECRETS: dict[str, str | bytes] = {  # made-up values: JSON, plain text, binary
+    "demo/db": json.dumps({"username": "app", "password": "correct horse battery staple",
+                           "host": "db.internal", "port": 5432}),
+    "demo/api-token": "tok_live_0123456789abcdef",
+    "demo/tls-key": bytes(range(256)),
+}
+"""What ``agent demo`` seeds, and ``python -m agent.sim serve`` without ``--seed``."""
 
 
 class World:
@@ -43,10 +50,12 @@ class World:
         self._session: Any = None
 
     def start(self) -> World:
-        """Start both servers; ``/_sim/imds`` controls the IMDS from another process."""
+        """Start both servers; ``/_sim/imds`` controls the IMDS from another process,
+        ``/_sim/launch`` launches the seeded instance again."""
         self.imds.start()
         self.cloud.start()
         self.cloud.add_control("imds", self._imds_control)
+        self.cloud.add_control("launch", self._launch_control)
         return self
 
     def stop(self) -> None:
@@ -288,6 +297,20 @@ class World:
                 body["user_data"] = body["user_data"].encode()
             imds.instance.update(**body)
         return {"requests": [list(r) for r in imds.requests]}
+
+
+    def relaunch(self) -> None:
+        """The seeded instance launches again: a new pending action on each launch hook."""
+        if self.group is None or self.instance_id is None:
+            raise ValueError("no instance of an Auto Scaling group is seeded")
+        self.imds.instance.update(target_lifecycle_state="InService")
+        self.cloud.launch(self.group, self.instance_id)
+
+    def _launch_control(self, body: dict[str, Any] | None) -> dict[str, Any]:
+        """``/_sim/launch``: POST launches the instance again; GET only answers the state."""
+        if body is not None:
+            self.relaunch()
+        return self.cloud.state()
 
 
 def _toml(value: Any) -> str:

@@ -27,7 +27,8 @@ export PIP_CACHE_DIR=$ROOT/.cache/pip PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INP
 
 inputs_hash() {
   { echo "$BASE_PYTHON $PYVER $VERSION $ARCH"
-    find agent systemd packaging/deb packaging/agent.toml pyproject.toml -type f \
+    find agent systemd packaging/deb packaging/agent.toml pyproject.toml scripts/gen_cli_docs.py \
+      -type f \
       ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
   } | sha256sum | cut -d' ' -f1
 }
@@ -48,7 +49,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 echo "deb: building $NAME $VERSION ($ARCH) with $BASE_PYTHON"
-rm -rf "$STAGE" "$CACHE/src"
+rm -rf "$STAGE" "$CACHE/src" "$CACHE/doctools" "$CACHE/docs"
 mkdir -p "$STAGE" "$CACHE/src" "$ROOT/dist"
 # Build from a copy: no build/ or egg-info litter in the shared tree.
 cp -a agent pyproject.toml "$CACHE/src/"
@@ -63,6 +64,14 @@ VENV=$STAGE$PREFIX
   2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 # Runtime only: the simulated cloud (moto) and the installers stay out of the image.
 rm -rf "$VENV/lib/python$PYVER/site-packages/agent/sim"
+# agent(8) and the bash completion, from the packaged agent's own parser (so without demo);
+# the generators (pyproject's docs extra) are build tools: installed beside the venv, not in it.
+DOC_TOOLS=$("$BASE_PYTHON" -c 'import tomllib; print(" ".join(tomllib.load(open(
+  "pyproject.toml", "rb"))["project"]["optional-dependencies"]["docs"]))')
+# shellcheck disable=SC2086 # one requirement per word
+"$VENV/bin/python" -m pip install --quiet --no-compile --target "$CACHE/doctools" $DOC_TOOLS \
+  2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+PYTHONPATH="$CACHE/doctools" "$VENV/bin/python" -B scripts/gen_cli_docs.py "$CACHE/docs" >/dev/null
 "$VENV/bin/python" -m pip uninstall --quiet --yes pip setuptools
 rm -f "$VENV"/bin/activate* "$VENV"/bin/pip* "$VENV"/bin/Activate.ps1 \
   "$VENV"/lib/python"$PYVER"/site-packages/instance_boot_agent-*.dist-info/direct_url.json
@@ -73,7 +82,8 @@ grep -rlI --null -F "$STAGE" "$VENV" | xargs -0 -r sed -i "s|$STAGE||g"
   -s "$STAGE" -p / "$VENV/lib"
 
 install -d "$STAGE/usr/bin" "$STAGE/lib/systemd/system" "$STAGE/lib/systemd/system-preset" \
-  "$STAGE/etc/agent" "$STAGE/usr/share/doc/$NAME" "$STAGE/DEBIAN"
+  "$STAGE/etc/agent" "$STAGE/usr/share/doc/$NAME" "$STAGE/usr/share/man/man8" \
+  "$STAGE/usr/share/bash-completion/completions" "$STAGE/DEBIAN"
 cat >"$STAGE/usr/bin/agent" <<SCRIPT
 #!$PREFIX/bin/python3 -I
 # The instance boot agent, run by its own environment ($PREFIX); -I: isolated from
@@ -90,6 +100,8 @@ install -m 0644 systemd/agent.service systemd/agent-ready.target systemd/run-age
 install -m 0644 systemd/90-agent.preset "$STAGE/lib/systemd/system-preset/"
 install -m 0644 packaging/agent.toml "$STAGE/etc/agent/agent.toml"
 printf 'instance-boot-agent\nLicense: Apache-2.0\n' >"$STAGE/usr/share/doc/$NAME/copyright"
+gzip -9n <"$CACHE/docs/agent.8" >"$STAGE/usr/share/man/man8/agent.8.gz"
+install -m 0644 "$CACHE/docs/agent.bash" "$STAGE/usr/share/bash-completion/completions/agent"
 
 install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm "$STAGE/DEBIAN/"
 install -m 0644 packaging/deb/conffiles "$STAGE/DEBIAN/"

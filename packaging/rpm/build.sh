@@ -23,7 +23,8 @@ VERSION=$("$PYTHON" -c \
   'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
 
 HASH=$({ echo "$PYTHON $VERSION ${NODEPS[*]}"
-         find agent systemd packaging/rpm packaging/agent.toml pyproject.toml -type f \
+         find agent systemd packaging/rpm packaging/agent.toml pyproject.toml \
+           scripts/gen_cli_docs.py -type f \
            ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
        } | sha256sum | cut -d' ' -f1)
 BUILT=$(find "$ROOT/dist" -maxdepth 1 -name "$NAME-$VERSION-*.rpm" 2>/dev/null | head -1)
@@ -39,15 +40,19 @@ cp -a agent pyproject.toml "$CACHE/src/"
 if [ -f README.md ]; then cp README.md "$CACHE/src/"; else echo "$NAME" >"$CACHE/src/README.md"; fi
 find "$CACHE/src" -name __pycache__ -prune -exec rm -rf {} +
 
-# The wheelhouse: the agent and its runtime dependencies, built by the target interpreter.
+# The wheelhouse: the agent and its runtime dependencies, built by the target interpreter, and
+# the build-time generators of agent(8) and the bash completion (pyproject's docs extra).
 [ -x "$CACHE/tools/bin/pip" ] || "$PYTHON" -m venv "$CACHE/tools"
+DOC_TOOLS=$("$PYTHON" -c 'import tomllib; print(" ".join(tomllib.load(open(
+  "pyproject.toml", "rb"))["project"]["optional-dependencies"]["docs"]))')
+# shellcheck disable=SC2086 # one requirement per word
 "$CACHE/tools/bin/pip" wheel --quiet --use-pep517 --wheel-dir "$CACHE/wheels" "$CACHE/src" \
-  2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  $DOC_TOOLS 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 
 # Source0: what the spec installs besides the wheels.
 tar -czf "$CACHE/topdir/SOURCES/$NAME-$VERSION.tar.gz" --transform "s|^|$NAME-$VERSION/|" \
   systemd/agent.service systemd/agent-ready.target systemd/run-agent-secrets.mount \
-  systemd/90-agent.preset packaging/agent.toml
+  systemd/90-agent.preset packaging/agent.toml scripts/gen_cli_docs.py
 
 rm -f "$ROOT"/dist/"$NAME"-*.rpm
 rpmbuild -bb --quiet "${NODEPS[@]}" \

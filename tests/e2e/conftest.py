@@ -32,13 +32,20 @@ def e2e_setup() -> Iterator[harness.Setup]:
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with harness.locked(harness.CACHE / "run.lock"):
+            _REPORT.append(f"machine at start: {harness.machine()}")
             harness.sweep_stale()
+            debs = harness.CACHE / "debs"
+            warm = debs.is_dir() and any(debs.glob("*.deb"))
             rootfs, seconds = harness.ensure_rootfs()
-            built = f"built in {seconds:.0f} s" if seconds else "cached"
+            built = (f"built in {seconds:.0f} s (debootstrap, package cache "
+                     f"{'warm' if warm else 'cold'})" if seconds else "cached")
             _REPORT.append(f"rootfs: {built} ({rootfs})")
             started = time.monotonic()
+            found = sorted((harness.REPO / "dist").glob("instance-boot-agent_*.deb"))
+            before = {p: p.stat().st_mtime_ns for p in found}
             deb = harness.build_deb()
-            _REPORT.append(f"package: {deb.name} ({time.monotonic() - started:.0f} s)")
+            how = "up to date, reused" if before.get(deb) == deb.stat().st_mtime_ns else "built"
+            _REPORT.append(f"package: {deb.name} ({how}, {time.monotonic() - started:.0f} s)")
             yield harness.Setup(rootfs, deb, _REPORT)
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -48,7 +55,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Print the e2e report and keep it in .cache/e2e/report.txt."""
     if not _REPORT:
         return
-    lines = [*_REPORT, f"e2e total: {time.monotonic() - _STARTED:.0f} s"]
+    lines = [*_REPORT, f"e2e total: {time.monotonic() - _STARTED:.0f} s",
+             f"machine at end: {harness.machine()}"]
     terminalreporter.section("agent e2e report")
     for line in lines:
         terminalreporter.write_line(line)

@@ -121,7 +121,8 @@ def skip_reason() -> str | None:
             return f"cannot install {', '.join(missing)}: {str(exc).splitlines()[0]}"
     missing = sorted(tool for tool in TOOLS if shutil.which(tool) is None)
     if missing:
-        return f"missing tools: {', '.join(missing)} (apt-get install systemd-container ...)"
+        packages = " ".join(sorted({TOOLS[tool] for tool in missing}))
+        return f"missing tools: {', '.join(missing)} (apt-get install {packages})"
     if "overlay" not in Path("/proc/filesystems").read_text():
         run(["modprobe", "overlay"], check=False)
         if "overlay" not in Path("/proc/filesystems").read_text():
@@ -187,6 +188,15 @@ def ensure_rootfs() -> tuple[Path, float]:
         fresh.rename(ROOTFS)
         stamp.write_text(wanted)
         return ROOTFS, time.monotonic() - started
+
+
+def machine() -> str:
+    """The conditions a figure was measured under: CPUs, memory, kernel, the load now."""
+    with open("/proc/meminfo") as meminfo:
+        total_kib = int(meminfo.readline().split()[1])
+    one, five, fifteen = os.getloadavg()
+    return (f"{os.cpu_count()} CPUs, {total_kib / 2**20:.0f} GiB, Linux {os.uname().release}; "
+            f"load average {one:.2f} {five:.2f} {fifteen:.2f} (1, 5, 15 min)")
 
 
 def build_deb() -> Path:

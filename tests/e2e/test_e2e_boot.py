@@ -11,11 +11,15 @@ ABANDON. Then the package's removal and purge on a running machine, and its cont
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
+import io
 import json
 import os
 import secrets
 import shutil
+import subprocess
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +32,8 @@ from harness import Setup
 from agent.envfile import parse as parse_env_file
 
 pytestmark = pytest.mark.e2e
+MAN_PAGE = "/usr/share/man/man8/agent.8.gz"
+COMPLETION = "/usr/share/bash-completion/completions/agent"
 
 DB_PASSWORD = secrets.token_urlsafe(18)
 API_TOKEN = secrets.token_hex(20)
@@ -369,7 +375,7 @@ def test_deb_contents(e2e_setup: Setup) -> None:
                    "/lib/systemd/system/agent-ready.target",
                    "/lib/systemd/system/run-agent-secrets.mount",
                    "/lib/systemd/system-preset/90-agent.preset", "/etc/agent/agent.toml",
-                   "/opt/instance-boot-agent/pyvenv.cfg"):
+                   "/opt/instance-boot-agent/pyvenv.cfg", MAN_PAGE, COMPLETION):
         assert wanted in names, wanted
     packages = {n.split("/")[6] for n in names
                 if n.startswith("/opt/instance-boot-agent/lib/python3.") and n.count("/") > 6}
@@ -387,6 +393,30 @@ def test_deb_contents(e2e_setup: Setup) -> None:
         assert staged == "", f"build paths in the package: {staged}"
         shebang = Path(tmp, "usr/bin/agent").read_text().splitlines()[0]
         assert shebang == "#!/opt/instance-boot-agent/bin/python3 -I"
+        assert_cli_docs(Path(tmp, MAN_PAGE.lstrip("/")), Path(tmp, COMPLETION.lstrip("/")))
+
+
+def assert_cli_docs(man_page: Path, completion: Path) -> None:
+    """agent(8) and the completion of the packaged agent: every command and option of its
+    parser (which has no demo: agent.sim is not packaged), and how to get the demo."""
+    import argparse
+
+    from agent.cli import parser
+
+    roff = gzip.decompress(man_page.read_bytes()).decode().replace("\\-", "-")
+    script = completion.read_text()
+    (sub,) = [a for a in parser(demo=False)._actions
+              if isinstance(a, argparse._SubParsersAction)]
+    for name, command in sub.choices.items():
+        assert f"agent {name}" in roff, name
+        assert name in script.split("_shtab_agent_subparsers=(")[1].split(")")[0], name
+        for action in command._actions:
+            for option in action.option_strings:
+                assert option in script, (name, option)
+                assert isinstance(action, argparse._HelpAction) or option in roff, option
+    assert "agent demo" not in roff.split(".SH NOTES")[0], "demo listed in the man page"
+    assert "make demo" in roff.split(".SH NOTES")[1]
+    assert "demo" not in script
 
 
 def test_rpm_builds(e2e_setup: Setup) -> None:
@@ -401,8 +431,16 @@ def test_rpm_builds(e2e_setup: Setup) -> None:
     assert "python3.11" in requires and "systemd-libs" in requires, requires
     listing = harness.run(["rpm", "-qpl", rpm]).stdout.split()
     for wanted in ("/usr/bin/agent", "/usr/lib/systemd/system/agent.service",
-                   "/usr/lib/systemd/system-preset/90-agent.preset", "/etc/agent/agent.toml"):
+                   "/usr/lib/systemd/system-preset/90-agent.preset", "/etc/agent/agent.toml",
+                   MAN_PAGE, COMPLETION):
         assert wanted in listing, wanted
+    with rpm.open("rb") as packed:  # rpm2archive -: the payload as a .tar.gz on stdout
+        payload = subprocess.run(["rpm2archive", "-"], stdin=packed, capture_output=True,
+                                 check=True, timeout=120).stdout
+    with tempfile.TemporaryDirectory() as tmp, tarfile.open(fileobj=io.BytesIO(payload)) as tar:
+        for member in (f".{MAN_PAGE}", f".{COMPLETION}"):
+            tar.extract(member, tmp, filter="data")
+        assert_cli_docs(Path(tmp, MAN_PAGE.lstrip("/")), Path(tmp, COMPLETION.lstrip("/")))
     assert harness.run(["rpm", "-qp", "--configfiles", rpm]).stdout.split() == [
         "/etc/agent/agent.toml"]
     scripts = harness.run(["rpm", "-qp", "--scripts", rpm]).stdout
