@@ -3,6 +3,7 @@ this machine's and which the simulated type's, and `--keep`."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -11,10 +12,11 @@ import tomllib
 from pathlib import Path
 
 from agent.facts import read_facts
-from agent.sim.demo import HOST_FACTS, INSTANCE
-from agent.sim.world import SAMPLE_SECRETS
+from agent.sim.demo import FILES, HOST_FACTS, INSTANCES, demo_secrets
 
-SECRET_TEXTS = ["correct horse battery staple", str(SAMPLE_SECRETS["demo/api-token"])]
+INSTANCE = INSTANCES[0]
+SECRET_TEXTS = [text for name, value in demo_secrets().items() if isinstance(value, str)
+                for text in ([json.loads(value)["password"]] if name.endswith("/db") else [value])]
 
 
 def demo(*args: str) -> subprocess.CompletedProcess[str]:
@@ -48,7 +50,10 @@ def test_demo_keep_shows_config_and_facts(tmp_path: Path) -> None:
         assert path == root / INSTANCE.name / "agent.toml"
         assert tomllib.loads(text) == tomllib.loads(path.read_text())  # kept, as printed
         config = tomllib.loads(text)
-        assert {f["secret_id"] for f in config["secrets"]["files"]} == set(SAMPLE_SECRETS)
+        assert config["secrets"]["files"] == FILES
+        for other in INSTANCES[1:]:  # the same configuration, but for the instance's directory
+            assert (root / other.name / "agent.toml").read_text().replace(
+                str(root / other.name), str(root / INSTANCE.name)) == path.read_text()
         assert (root / INSTANCE.name / "state" / "state.json").is_file()
         status = subprocess.run([sys.executable, "-m", "agent", "status", "--state-dir",
                                  str(root / INSTANCE.name / "state")], capture_output=True,
@@ -69,6 +74,32 @@ def test_demo_keep_shows_config_and_facts(tmp_path: Path) -> None:
                 f"{facts['instance_vcpus']} vCPUs") in proc.stdout
         for secret in SECRET_TEXTS:
             assert secret not in proc.stdout + proc.stderr + text
+
+        # one configuration, two environments: each instance fetched its own secrets
+        fetched = {}
+        for instance in INSTANCES:
+            doc = json.loads((root / instance.name / "state" / "state.json").read_bytes())
+            assert doc["state"] == "ready", instance
+            fetched[instance.environment] = (
+                {r["entry"]: r["secret_id"] for r in doc["secrets"]},
+                [s["entry"] for s in doc.get("skipped", [])])
+        assert fetched["staging"] == ({"secrets.files[0]": "staging/db",
+                                       "secrets.files[1]": "staging/db",
+                                       "secrets.files[2]": "staging/db",
+                                       "secrets.files[3]": "staging/api-token",
+                                       "secrets.files[4]": "demo/tls-key"},
+                                      ["secrets.files[5]"])
+        assert fetched["prod"] == ({"secrets.files[0]": "prod/db", "secrets.files[1]": "prod/db",
+                                    "secrets.files[2]": "prod/db",
+                                    "secrets.files[3]": "prod/api-token",
+                                    "secrets.files[4]": "demo/tls-key",
+                                    "secrets.files[5]": "prod/pager-key"}, [])
+        table = proc.stdout.split("the secret each entry fetched (state.json)\n")[1]
+        assert "secrets.files[0]  staging/db" in table and "prod/db" in table
+        assert "skipped (when is false)      prod/pager-key" in table
+        for instance, level in zip(INSTANCES, ("debug", "warning"), strict=True):
+            tuned = (root / instance.name / "tuning" / "app.env").read_text()
+            assert f'LOG_LEVEL="{level}"' in tuned  # a tuned value read the tag too
     finally:
         if os.path.ismount(root):
             subprocess.run(["umount", "-l", str(root)], check=False)

@@ -34,6 +34,7 @@ SEED_KEYS = {  # World.seed's keyword arguments, as a seed file gives them
     "secrets": 'Secrets Manager secrets: {"NAME": "text", "NAME": {"base64": "..."}} '
                "(binary)",
     "ssm_parameters": 'Parameter Store SecureStrings: {"NAME": "text"}',
+    "tags": 'the instance\'s tags besides Name and its group\'s: {"Environment": "staging"}',
 }
 CONTROL = """\
 control API (on the AWS address, JSON in and out):

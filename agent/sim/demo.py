@@ -15,6 +15,7 @@ way, beside the others.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -29,12 +30,13 @@ from pathlib import Path
 from agent.facts import read_facts
 from agent.sim.world import SAMPLE_SECRETS, World
 
-FILES = [
-    {"secret_id": "demo/db", "path": "db.json", "mode": "0400"},
-    {"secret_id": "demo/db", "path": "db.env", "format": "env"},
-    {"secret_id": "demo/db", "path": "db-password", "key": "password"},
-    {"secret_id": "demo/api-token", "path": "api/token", "mode": "0440"},
+FILES = [  # one configuration for every environment: the ids come from the Environment tag
+    {"secret_id": "{tag:Environment}/db", "path": "db.json", "mode": "0400"},
+    {"secret_id": "{tag:Environment}/db", "path": "db.env", "format": "env"},
+    {"secret_id": "{tag:Environment}/db", "path": "db-password", "key": "password"},
+    {"secret_id": "{tag:Environment}/api-token", "path": "api/token", "mode": "0440"},
     {"secret_id": "demo/tls-key", "path": "tls.key"},
+    {"secret_id": "prod/pager-key", "path": "pager.key", "when": "tag('Environment') == 'prod'"},
 ]
 TUNING = """
 [[tuning.files]]
@@ -44,19 +46,39 @@ format = "env"
 HEAP_MB = "int(clamp(memory_mib * 0.75, 256, 31744))"
 WORKERS = "vcpus * 2 + 1"
 POOL_MB = "4096 if family in ('t3', 't4g') else 8192"
+LOG_LEVEL = "'debug' if tag('Environment') == 'staging' else 'warning'"
 """
-HOST_FACTS = ("memory_mib", "vcpus")  # measured on this machine (cgroup limits included)
+HOST_FACTS = ("memory_mib", "machine_memory_mib", "vcpus")  # measured here (cgroup limits too)
 
 
 @dataclass(frozen=True)
 class DemoInstance:
-    """One instance of the demo: its name (its directory) and simulated type."""
+    """One instance of the demo: its name (its directory), simulated type and environment."""
 
     name: str
     instance_type: str
+    environment: str  # its Environment tag
+
+    @property
+    def label(self) -> str:
+        """``web-1 (Environment=staging)``."""
+        return f"{self.name} (Environment={self.environment})"
 
 
-INSTANCE = DemoInstance("web-1", "m5.xlarge")
+INSTANCES = (DemoInstance("web-1", "m5.xlarge", "staging"),
+             DemoInstance("web-2", "m5.xlarge", "prod"))  # one group, one image, one config
+
+
+def demo_secrets() -> dict[str, str | bytes]:
+    """Made-up secrets of both environments, and one shared by both (the TLS key)."""
+    found: dict[str, str | bytes] = {"demo/tls-key": SAMPLE_SECRETS["demo/tls-key"]}
+    for env in sorted({instance.environment for instance in INSTANCES}):
+        found[f"{env}/db"] = json.dumps({"username": f"app_{env}",
+                                         "password": f"{env} horse battery staple",
+                                         "host": f"db.{env}.internal", "port": 5432})
+        found[f"{env}/api-token"] = f"tok_{env}_0123456789abcdef"
+    found["prod/pager-key"] = "pgr_prod_fedcba9876543210"
+    return found
 
 
 @contextmanager
@@ -90,36 +112,71 @@ def scratch_tmpfs(keep: bool = False) -> Iterator[tuple[Path, str]]:
 
 
 def main(keep: bool = False) -> int:
-    """Run the demo; the exit code is the boot's."""
+    """Run the demo; the exit code is the first failed boot's (else 0)."""
+    secrets = demo_secrets()
     with World() as world, scratch_tmpfs(keep) as (root, where):
-        instance = INSTANCE
-        instance_id = world.seed(instance_type=instance.instance_type, secrets=SAMPLE_SECRETS)
-        say(f"simulated cloud on loopback\n"
-            f"  IMDS  {world.imds.endpoint}  IMDSv2, instance {instance_id} "
-            f"({instance.instance_type})\n"
-            f"  AWS   {world.cloud.endpoint_url}  moto: group {world.group}, launch hook "
-            f"{world.hook}, secrets {', '.join(SAMPLE_SECRETS)}\n"
+        first, *others = INSTANCES
+        ids = {first.name: world.seed(instance_type=first.instance_type, secrets=secrets,
+                                      tags={"Environment": first.environment})}
+        ids.update({i.name: world.add_instance(tags={"Environment": i.environment})
+                    for i in others})
+        say("simulated cloud on loopback\n"
+            f"  IMDS  {world.imds.endpoint}  IMDSv2, serving one instance at a time:\n"
+            + "".join(f"          {i.label} {ids[i.name]} {i.instance_type}\n"
+                      for i in INSTANCES)
+            + f"  AWS   {world.cloud.endpoint_url}  moto: group {world.group} (both waiting on "
+            f"its launch hook {world.hook}), secrets {', '.join(secrets)}\n"
             f"  files {root}  ({where})")
-        code = boot(world, instance, instance_id, root / instance.name)
+        configs = {i.name: write_config(world, root / i.name) for i in INSTANCES}
+        show_config(root, configs)
+        codes = [boot(world, i, ids[i.name], root / i.name, show_facts=i is first)
+                 for i in INSTANCES]
+        compare(root)
         if keep:
-            say(f"kept {root / instance.name}: agent.toml, state/, secrets/, tuning/ "
-                f"(agent status --state-dir {root / instance.name / 'state'}); the simulated "
-                "cloud stops with the demo: to boot against one by hand, see \"Try it by "
-                "hand\" in the README")
-    return code
+            say(f"kept {', '.join(str(root / i.name) for i in INSTANCES)}: agent.toml, state/, "
+                f"secrets/, tuning/ (agent status --state-dir {root / first.name / 'state'}); "
+                "the simulated cloud stops with the demo: to boot against one by hand, see "
+                "\"Try it by hand\" in the README")
+    return next((code for code in codes if code), 0)
 
 
-def boot(world: World, instance: DemoInstance, instance_id: str, root: Path) -> int:
-    """Configure, boot and show one instance in ``root``; the boot's exit code."""
+def secret_files() -> list[dict[str, str]]:
+    """FILES, owned by the caller when not root (only root can give files to root)."""
+    if os.geteuid() == 0:
+        return FILES
+    return [{**f, "owner": str(os.geteuid()), "group": str(os.getegid())} for f in FILES]
+
+
+def write_config(world: World, root: Path) -> Path:
+    """The instance's agent.toml in its directory ``root``: the same text for every instance
+    but for that directory (on EC2 each would use /run/agent on its own machine)."""
     root.mkdir()
+    path = root / "agent.toml"
+    path.write_text(world.agent_config(root / "secrets", root / "state", secret_files())
+                    + TUNING.format(root=root))
+    return path
+
+
+def show_config(root: Path, configs: dict[str, Path]) -> None:
+    """Print the first instance's configuration; check, and say, that the others' is the same."""
+    (name, path), *others = configs.items()
+    say(f"configuration {path} (secret ids and paths, no secret values)")
+    text = path.read_text()
+    print("  " + text.strip().replace("\n", "\n  "))
+    for other, other_path in others:
+        same = other_path.read_text().replace(str(root / other), str(root / name)) == text
+        if not same:
+            raise RuntimeError(f"{other_path} differs from {path}")  # the demo's own promise
+        say(f"configuration {other_path}: the same, but for its directory {root / other}")
+
+
+def boot(world: World, instance: DemoInstance, instance_id: str, root: Path, *,
+         show_facts: bool = True) -> int:
+    """Boot and show one instance (IMDS serves it) from its ``root``; the boot's exit code."""
+    world.become(instance_id)
     config_path = root / "agent.toml"
-    files = FILES if os.geteuid() == 0 else [  # only root can give files to root
-        {**f, "owner": str(os.geteuid()), "group": str(os.getegid())} for f in FILES]
-    config_path.write_text(world.agent_config(root / "secrets", root / "state", files)
-                           + TUNING.format(root=root))
-    say(f"configuration {config_path} (secret ids and paths, no secret values)")
-    print("  " + config_path.read_text().strip().replace("\n", "\n  "))
-    say(f"$ agent run --oneshot --config {config_path}")
+    say(f"{instance.label}: instance {instance_id}\n"
+        f"$ agent run --oneshot --config {config_path}")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "AGENT_"))}
     env.update(world.env())
     boot = subprocess.run([sys.executable, "-m", "agent", "run", "--oneshot", "--config",
@@ -127,8 +184,8 @@ def boot(world: World, instance: DemoInstance, instance_id: str, root: Path) -> 
     say(f"$ agent status --state-dir {root / 'state'}")
     subprocess.run([sys.executable, "-m", "agent", "status", "--state-dir",
                     str(root / "state")], check=False)
-    say("published (values are never shown)")
-    for entry in files:
+    say(f"{instance.name}: published (values are never shown)")
+    for entry in FILES:
         path = root / "secrets" / str(entry["path"])
         if path.exists():
             st = path.stat()
@@ -136,14 +193,41 @@ def boot(world: World, instance: DemoInstance, instance_id: str, root: Path) -> 
                   f"-> {os.path.realpath(path).removeprefix(str(root) + '/')}")
     tuned = root / "tuning" / "app.env"
     if tuned.exists():
-        say(f"tuned {tuned}")
+        say(f"{instance.name}: tuned {tuned}")
         print("  " + tuned.read_text().replace("\n", "\n  ").rstrip())
-        print_facts(instance.instance_type)
-    say("the simulator's record of the launch hook")
+        if show_facts:
+            print_facts(instance.instance_type)
+    say(f"{instance.name}: the simulator's record of the launch hook")
     for action in world.cloud.actions(instance_id):
         print(f"  {action.group}/{action.hook} {action.instance_id}: {action.result} "
               f"({action.completed_by})")
     return boot.returncode
+
+
+def compare(root: Path) -> None:
+    """Side by side, from each state.json: the secret each entry fetched, or why it was
+    skipped. One configuration, a different secret per environment."""
+    found: dict[str, dict[str, str]] = {}
+    for instance in INSTANCES:
+        try:
+            doc = json.loads((root / instance.name / "state" / "state.json").read_bytes())
+        except (OSError, ValueError):
+            doc = {}
+        for record in doc.get("secrets") or []:
+            found.setdefault(record["entry"], {})[instance.name] = record.get("secret_id", "")
+        for skipped in doc.get("skipped") or []:
+            found.setdefault(skipped["entry"], {})[instance.name] = "skipped (when is false)"
+    say("one configuration, two environments: the secret each entry fetched (state.json)")
+    width = max(len(i.label) for i in INSTANCES) + 2
+    print(f"  {'entry':<18}" + "".join(f"{i.label:<{width}}" for i in INSTANCES).rstrip())
+    for entry in sorted(found, key=_entry_order):
+        print(f"  {entry:<18}" + "".join(f"{found[entry].get(i.name, '-'):<{width}}"
+                                        for i in INSTANCES).rstrip())
+
+
+def _entry_order(entry: str) -> tuple[str, int]:
+    kind, _, index = entry.partition("[")
+    return kind, int(index.rstrip("]") or 0)
 
 
 def print_facts(instance_type: str) -> None:

@@ -193,16 +193,17 @@ class World:
         assert self.group is not None, "seed an instance in a group first"
         autoscaling, ec2 = self.boto3_client("autoscaling"), self.boto3_client("ec2")
 
-        def members() -> set[str]:
-            (group,) = autoscaling.describe_auto_scaling_groups(
-                AutoScalingGroupNames=[self.group])["AutoScalingGroups"]
-            return {str(i["InstanceId"]) for i in group["Instances"]}
-
-        before = members()
-        size = len(before) + 1
-        autoscaling.update_auto_scaling_group(AutoScalingGroupName=self.group, MaxSize=size,
-                                              DesiredCapacity=size)
-        (instance_id,) = members() - before
+        (group,) = autoscaling.describe_auto_scaling_groups(
+            AutoScalingGroupNames=[self.group])["AutoScalingGroups"]
+        zone = str(group["AvailabilityZones"][0])
+        # launched, then attached: moto's scale-out (a larger DesiredCapacity) launches too many
+        (launched,) = ec2.run_instances(
+            ImageId=IMAGE_ID, InstanceType=self.imds.instance.instance_type,
+            MinCount=1, MaxCount=1, Placement={"AvailabilityZone": zone})["Instances"]
+        instance_id = str(launched["InstanceId"])
+        autoscaling.update_auto_scaling_group(AutoScalingGroupName=self.group,
+                                              MaxSize=len(group["Instances"]) + 1)
+        autoscaling.attach_instances(InstanceIds=[instance_id], AutoScalingGroupName=self.group)
         extra = dict(tags or {})
         if extra:
             ec2.create_tags(Resources=[instance_id],
