@@ -9,10 +9,10 @@ documented code; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
 from agent.errors import EXIT_USAGE, AgentError, UsageError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the status path)
 if TYPE_CHECKING:
     import argparse
 

@@ -12,7 +12,8 @@ import json
 from typing import Any
 
 from agent.fsutil import atomic_write
-from agent.state import boot_id, utc_now
+from agent.state import utc_now
+from agent.statefile import boot_id
 
 Record = dict[str, Any]
 

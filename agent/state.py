@@ -1,7 +1,7 @@
-"""``state.json``: written atomically by ``run`` at every change, only read by the CLI.
+"""``state.json``: its vocabulary, and the Recorder that ``run`` writes it with.
 
-This module stays light (json, os, enum): ``agent status`` and ``agent wait`` import it and
-nothing heavier. Nothing here ever holds a secret value.
+Written atomically at every change, only read by the CLI (through :mod:`agent.statefile`,
+which status and wait import instead of this module). Nothing here ever holds a secret.
 """
 
 from __future__ import annotations
@@ -9,15 +9,14 @@ from __future__ import annotations
 import enum
 import json
 import os
-import stat
 import threading
 import time
 from typing import Any
 
-STATE_FILE = "state.json"
-DEFAULT_STATE_DIR = "/run/agent"
+from agent import statefile
+from agent.statefile import STATE_FILE, boot_id, read
+
 VERSION = 1
-MAX_STATE_BYTES = 1 << 20  # a state document is a few kB; anything far larger is not ours
 
 
 class Phase(enum.StrEnum):
@@ -35,9 +34,9 @@ PHASES = tuple(Phase)
 class State(enum.StrEnum):
     """The boot as a whole."""
 
-    RUNNING = "running"
-    READY = "ready"
-    FAILED = "failed"
+    RUNNING = statefile.RUNNING
+    READY = statefile.READY
+    FAILED = statefile.FAILED
 
 
 class Condition(enum.StrEnum):
@@ -61,108 +60,6 @@ class PhaseState(enum.StrEnum):
 def utc_now() -> str:
     """RFC 3339 UTC timestamp with second precision."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def boot_id() -> str:
-    """The kernel's id of this boot (tells a stale state file from a current one)."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
-            return handle.read().strip()
-    except OSError:
-        return ""
-
-
-def resolve_state_dir(explicit: str | None, config_path: str | None = None) -> str:
-    """``--state-dir``, else ``$AGENT_STATE_DIR``, else the config's ``state_dir``, else default.
-
-    The config file is read with tomllib only, unvalidated: status must not need pydantic.
-    """
-    if explicit:
-        return explicit
-    env = os.environ.get("AGENT_STATE_DIR")
-    if env:
-        return env
-    path = config_path or os.environ.get("AGENT_CONFIG") or "/etc/agent/agent.toml"
-    try:
-        import tomllib  # noqa: PLC0415 - only when no faster source named the directory
-
-        with open(path, "rb") as handle:
-            value = tomllib.load(handle).get("state_dir")
-        if isinstance(value, str) and value:
-            return value
-    except (OSError, ValueError):
-        pass
-    return DEFAULT_STATE_DIR
-
-
-def read(state_dir: str) -> dict[str, Any] | None:
-    """The state document, or None when no boot has started (no file).
-
-    Opened without blocking and without following a symlink; anything but a regular file of
-    a sane size, or a document of the wrong shape, is a ValueError (OSError for I/O).
-    """
-    path = os.path.join(state_dir, STATE_FILE)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        if exc.errno == 40:  # ELOOP: a symlink
-            raise ValueError(f"{path} is a symlink, not a file the agent wrote") from None
-        raise
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ValueError(f"{path} is not a regular file")
-        if st.st_size > MAX_STATE_BYTES:
-            raise ValueError(f"{path} is {st.st_size} bytes, too large for a state file")
-        data = os.read(fd, MAX_STATE_BYTES + 1)
-    finally:
-        os.close(fd)
-    try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError):
-        raise ValueError(f"{path} is not valid JSON") from None
-    return check(doc, path)
-
-
-_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "state": str, "condition": str, "updated_at": str, "instance": dict, "phases": list,
-    "secrets": list, "lifecycle": dict, "errors": list, "warnings": list, "pid": int,
-    "boot_id": str, "termination": dict, "rebalance": dict, "image": dict, "resize": dict,
-    "tuning": list, "refresh": dict, "skipped": list,
-}
-
-
-def check(doc: object, path: str = STATE_FILE) -> dict[str, Any]:
-    """The document if its fields have the types the readers rely on, else ValueError."""
-    if not isinstance(doc, dict):
-        raise ValueError(f"{path} is not a JSON object")
-    for name, kind in _FIELDS.items():
-        value = doc.get(name)
-        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-            raise ValueError(f"{path}: {name} is not a {getattr(kind, '__name__', kind)}")
-    for name in ("phases", "secrets"):
-        if not all(isinstance(item, dict) for item in doc.get(name) or []):
-            raise ValueError(f"{path}: {name} holds something other than objects")
-    for name in ("errors", "warnings"):
-        if not all(isinstance(item, str) for item in doc.get(name) or []):
-            raise ValueError(f"{path}: {name} holds something other than strings")
-    pid = doc.get("pid")
-    if isinstance(pid, int) and not 0 < pid < 1 << 22:  # PID_MAX_LIMIT
-        raise ValueError(f"{path}: pid {pid} is out of range")
-    return doc
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists (signal 0)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Recorder:

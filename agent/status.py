@@ -1,19 +1,22 @@
 """``agent status`` and ``agent wait``: read state.json, never anything heavier.
 
-This path imports json, os, time and the state module only (no AWS SDK, no pydantic, no
-argparse unless the arguments need a usage message), so it costs about a bare interpreter.
+This path imports os, time and :mod:`agent.statefile` only: no AWS SDK, no pydantic, not
+even json (only for ``--json``), re, enum or typing, and argparse only when the arguments
+need a usage message; so it costs about a bare interpreter.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
-from typing import Any
 
 from agent.errors import EXIT_FAILED, EXIT_NOT_FINISHED, EXIT_OK, EXIT_TIMEOUT
-from agent.state import State, read, resolve_state_dir
+from agent.statefile import FAILED, READY, RUNNING, read, resolve_state_dir
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 POLL_SECONDS = 0.1
 
@@ -22,15 +25,14 @@ def exit_code(doc: dict[str, Any] | None) -> int:
     """0 ready (healthy or degraded), 1 failed, 3 not started or still running."""
     if doc is None:
         return EXIT_NOT_FINISHED
-    return {State.READY: EXIT_OK, State.FAILED: EXIT_FAILED}.get(doc.get("state", ""),
-                                                                 EXIT_NOT_FINISHED)
+    return {READY: EXIT_OK, FAILED: EXIT_FAILED}.get(doc.get("state", ""), EXIT_NOT_FINISHED)
 
 
 def stale_note(doc: dict[str, Any]) -> str:
     """Why a 'running' document is not really running, if it is not."""
-    if doc.get("state") != State.RUNNING:
+    if doc.get("state") != RUNNING:
         return ""
-    from agent.state import boot_id, pid_alive  # noqa: PLC0415
+    from agent.statefile import boot_id, pid_alive  # noqa: PLC0415
 
     pid = doc.get("pid")
     if not isinstance(pid, int) or pid_alive(pid):
@@ -162,6 +164,8 @@ def status_main(argv: list[str]) -> int | None:
               file=sys.stderr)
         return EXIT_NOT_FINISHED
     if "--json" in args:
+        import json  # noqa: PLC0415
+
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
         sys.stdout.write(render(doc, state_dir))

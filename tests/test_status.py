@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import state, status
+from agent import statefile, status
 from agent.cli import main
 from agent.state import PhaseState, Recorder, State
 
@@ -67,7 +67,7 @@ def test_failed_phase_records_error_and_skips_the_rest(tmp_path: Path) -> None:
     rec.phase("metadata", PhaseState.RUNNING)
     rec.phase("metadata", PhaseState.FAILED, error="IMDS unavailable")
     rec.finish(State.FAILED)
-    doc = state.read(str(tmp_path))
+    doc = statefile.read(str(tmp_path))
     assert doc is not None
     assert doc["state"] == "failed" and doc["condition"] == "error"
     assert doc["phases"][0]["state"] == "failed"
@@ -79,9 +79,9 @@ def test_failed_phase_records_error_and_skips_the_rest(tmp_path: Path) -> None:
 def test_warning_degrades_and_clears(tmp_path: Path) -> None:
     rec = booted(tmp_path)
     rec.warn("secrets: refresh failed")
-    assert state.read(str(tmp_path))["condition"] == "degraded"  # type: ignore[index]
+    assert statefile.read(str(tmp_path))["condition"] == "degraded"  # type: ignore[index]
     rec.clear_warning("secrets:")
-    assert state.read(str(tmp_path))["condition"] == "healthy"  # type: ignore[index]
+    assert statefile.read(str(tmp_path))["condition"] == "healthy"  # type: ignore[index]
 
 
 def test_writes_are_atomic_under_concurrent_readers(tmp_path: Path) -> None:
@@ -92,7 +92,7 @@ def test_writes_are_atomic_under_concurrent_readers(tmp_path: Path) -> None:
     def reader() -> None:
         while not stop.is_set():
             try:
-                state.read(str(tmp_path))
+                statefile.read(str(tmp_path))
             except ValueError as exc:
                 bad.append(str(exc))
 
@@ -143,7 +143,7 @@ def test_status_json_prints_the_document(tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     booted(tmp_path)
     main(["status", "--json", f"--state-dir={tmp_path}"])
-    assert json.loads(capsys.readouterr().out) == state.read(str(tmp_path))
+    assert json.loads(capsys.readouterr().out) == statefile.read(str(tmp_path))
 
 
 def test_status_flags_a_dead_runner(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -159,13 +159,13 @@ def test_state_dir_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     cfg = tmp_path / "agent.toml"
     cfg.write_text('state_dir = "/from/config"\n[imds]\nbogus = "unvalidated"\n')
     monkeypatch.setenv("AGENT_CONFIG", str(cfg))
-    assert state.resolve_state_dir(None) == "/from/config"
+    assert statefile.resolve_state_dir(None) == "/from/config"
     monkeypatch.setenv("AGENT_STATE_DIR", "/from/env")
-    assert state.resolve_state_dir(None) == "/from/env"
-    assert state.resolve_state_dir("/from/flag") == "/from/flag"
+    assert statefile.resolve_state_dir(None) == "/from/env"
+    assert statefile.resolve_state_dir("/from/flag") == "/from/flag"
     monkeypatch.delenv("AGENT_STATE_DIR")
     cfg.write_text("not toml = = =")
-    assert state.resolve_state_dir(None) == state.DEFAULT_STATE_DIR
+    assert statefile.resolve_state_dir(None) == statefile.DEFAULT_STATE_DIR
 
 
 def test_wait_returns_when_ready(tmp_path: Path) -> None:
@@ -208,20 +208,66 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_status_path_stays_light(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["--state-dir", "config"])
+def test_status_path_imports_only_what_it_needs(tmp_path: Path, how: str) -> None:
+    """Beyond what the interpreter loads to start: the agent's own four modules and the
+    C JSON scanner; no SDK, pydantic, argparse, nor json, re, enum, typing, tomllib."""
     booted(tmp_path)
+    config = tmp_path / "agent.toml"
+    config.write_text(f'# the boot agent\nmode = "daemon"\nstate_dir = "{tmp_path}"  # here\n'
+                      '\n[imds]\ntimeout_seconds = 2\n')
+    args = ["--state-dir", str(tmp_path)] if how == "--state-dir" else []
     code = (
         "import sys\n"
+        "before = set(sys.modules)\n"
         "from agent.cli import main\n"
-        f"rc = main(['status', '--state-dir', {str(tmp_path)!r}])\n"
-        "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
-        "{'botocore', 'boto3', 'pydantic', 'pydantic_settings', 'argparse', 'psutil', "
-        "'urllib3', 'systemd', 'tomllib', 'logging', 'subprocess'})\n"
-        "print('HEAVY', heavy, rc)\n"
+        f"rc = main(['status', *{args!r}])\n"
+        "print('LOADED', sorted(set(sys.modules) - before), rc)\n"
     )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, "AGENT_STATE_DIR": str(tmp_path)}, timeout=30)
-    assert "HEAVY [] 0" in proc.stdout, proc.stdout + proc.stderr
+                          env={**env, "AGENT_CONFIG": str(config)}, timeout=30)
+    assert ("LOADED ['_json', 'agent', 'agent.cli', 'agent.errors', 'agent.statefile', "
+            "'agent.status'] 0") in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(("text", "found"), [
+    ('state_dir = "/srv/state"\n', "/srv/state"),
+    ("state_dir = '/srv/state'  # literal\n", "/srv/state"),
+    ("# state_dir = '/nope'\nmode = 'oneshot'\n[secrets]\nstate_dir = 'x'\n", False),
+    ('state_dir = "/srv/\\u0041"\n', None),  # an escape: tomllib decides
+    ('"state_dir" = "/srv/state"\n', None),  # a quoted key
+    ('notes = """\nstate_dir = "/nope"\n"""\n', None),  # a multi-line string
+    ("state_dir = 5\n", None),
+    ('state_dir = "/srv/state" extra\n', None),
+])
+def test_the_top_level_scan_answers_only_what_it_can_tell(text: str,
+                                                          found: str | bool | None) -> None:
+    assert statefile.top_level_string(text.encode(), "state_dir") == found
+
+
+def test_state_dir_from_a_config_the_scan_cannot_read(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text('notes = """\nstate_dir = "/nope"\n"""\nstate_dir = "/srv/\\u0041"\n')
+    monkeypatch.delenv("AGENT_STATE_DIR", raising=False)
+    assert statefile.resolve_state_dir(None, str(config)) == "/srv/A"  # by tomllib
+
+
+@pytest.mark.parametrize("text", [
+    '{"state": "ready", "n": [1, 2.5, -3e2, true, null, "\\u00e9"]}',
+    '  {"a": {"b": []}}\n\n', '{"x": NaN}', "[]",
+])
+def test_the_scanner_reads_what_json_reads(text: str) -> None:
+    assert repr(statefile.loads(text.encode())) == repr(json.loads(text))
+
+
+@pytest.mark.parametrize("text", ["", "   ", '{"a": 1} x', '{"a": 1}{}', '{"a": 1', "\xff"])
+def test_the_scanner_refuses_what_json_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        json.loads(text.encode("latin-1"))
+    with pytest.raises(ValueError):
+        statefile.loads(text.encode("latin-1"))
 
 
 def test_help_lists_exit_codes() -> None:

@@ -27,7 +27,8 @@ export PIP_CACHE_DIR=$ROOT/.cache/pip PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INP
 
 inputs_hash() {
   { echo "$BASE_PYTHON $PYVER $VERSION $ARCH"
-    find agent systemd packaging/deb packaging/agent.toml pyproject.toml scripts/gen_cli_docs.py \
+    find agent systemd packaging/deb packaging/bin packaging/agent.toml pyproject.toml \
+      scripts/gen_cli_docs.py \
       -type f \
       ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
   } | sha256sum | cut -d' ' -f1
@@ -53,6 +54,7 @@ rm -rf "$STAGE" "$CACHE/src" "$CACHE/doctools" "$CACHE/docs"
 mkdir -p "$STAGE" "$CACHE/src" "$ROOT/dist"
 # Build from a copy: no build/ or egg-info litter in the shared tree.
 cp -a agent pyproject.toml "$CACHE/src/"
+mkdir -p "$CACHE/src/packaging" && cp -a packaging/bin "$CACHE/src/packaging/"
 if [ -f README.md ]; then cp README.md "$CACHE/src/"; else echo "$NAME" >"$CACHE/src/README.md"; fi
 find "$CACHE/src" -name __pycache__ -prune -exec rm -rf {} +
 
@@ -84,16 +86,9 @@ grep -rlI --null -F "$STAGE" "$VENV" | xargs -0 -r sed -i "s|$STAGE||g"
 install -d "$STAGE/usr/bin" "$STAGE/lib/systemd/system" "$STAGE/lib/systemd/system-preset" \
   "$STAGE/etc/agent" "$STAGE/usr/share/doc/$NAME" "$STAGE/usr/share/man/man8" \
   "$STAGE/usr/share/bash-completion/completions" "$STAGE/DEBIAN"
-cat >"$STAGE/usr/bin/agent" <<SCRIPT
-#!$PREFIX/bin/python3 -I
-# The instance boot agent, run by its own environment ($PREFIX); -I: isolated from
-# PYTHON* variables and from the user's site-packages.
-import sys
-
-from agent.cli import main
-
-sys.exit(main())
-SCRIPT
+# The launcher, run by the agent's own environment; -I: isolated from PYTHON* variables and
+# from the user's site-packages.
+sed "1s|^#!python\$|#!$PREFIX/bin/python3 -I|" packaging/bin/agent >"$STAGE/usr/bin/agent"
 chmod 0755 "$STAGE/usr/bin/agent"
 install -m 0644 systemd/agent.service systemd/agent-ready.target systemd/run-agent-secrets.mount \
   "$STAGE/lib/systemd/system/"
