@@ -84,11 +84,14 @@ def run(config_path: str | None, *, oneshot: bool = False, verbose: bool = False
 
 
 def release_memory() -> None:
-    """Give the boot's garbage back to the OS before idling (glibc ``malloc_trim``)."""
+    """Give the boot's garbage back to the OS before idling (glibc ``malloc_trim``); the
+    collector, off during the boot, is on again from here."""
     import ctypes  # noqa: PLC0415
     import gc  # noqa: PLC0415
 
     gc.collect()
+    gc.freeze()  # what the boot keeps (modules, clients) is never scanned again
+    gc.enable()
     with contextlib.suppress(OSError, AttributeError):  # AttributeError: not glibc
         ctypes.CDLL(None).malloc_trim(0)
 

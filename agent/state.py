@@ -65,6 +65,11 @@ def utc_now() -> str:
 class Recorder:
     """Builds the state document during a boot and writes it at every change.
 
+    During the boot (from :meth:`start` to :meth:`finish`) a field update (:meth:`update`,
+    :meth:`skipped`) rides on the next write, a phase's change or the finish, which every
+    update is followed by: a boot writes state.json 10 times (start, each phase starting and
+    ending, the finish), not at every field. Warnings and notes are written at once.
+
     Thread-safe: phases run concurrently. ``previous`` is the document of an earlier run
     in the same state directory (read before the first write), if any.
     """
@@ -78,6 +83,7 @@ class Recorder:
         except (OSError, ValueError):
             self.previous = None
         self._started: dict[str, float] = {}
+        self._booting = False  # between start() and finish(): updates wait for a write
         self._written = False
         self._write_failed = False
         self.doc: dict[str, Any] = {
@@ -103,6 +109,7 @@ class Recorder:
 
     def start(self) -> None:
         """Write the initial document (state ``running``)."""
+        self._booting = True
         self.write()
 
     def phase(self, name: str, state: PhaseState, detail: str | None = None,
@@ -139,12 +146,16 @@ class Recorder:
         with self._lock:
             others = [e for e in self.doc.get("skipped") or [] if e.get("phase") != phase]
             self.doc["skipped"] = others + [{**e, "phase": phase} for e in entries]
-            self.write()
+            self._changed()
 
     def update(self, **fields: Any) -> None:
         """Set top-level fields (``instance``, ``secrets``, ``lifecycle``, ...)."""
         with self._lock:
             self.doc.update(fields)
+            self._changed()
+
+    def _changed(self) -> None:
+        if not self._booting:
             self.write()
 
     def warn(self, message: str) -> None:
@@ -169,6 +180,7 @@ class Recorder:
     def finish(self, state: State) -> None:
         """Mark the boot ``ready`` or ``failed``; pending phases are skipped on failure."""
         with self._lock:
+            self._booting = False
             self.doc["state"] = state.value
             if state is State.FAILED:
                 self.doc["condition"] = Condition.ERROR.value

@@ -11,6 +11,7 @@ import os
 import sys
 import time
 
+from agent.cli import quick_args
 from agent.errors import EXIT_FAILED, EXIT_NOT_FINISHED, EXIT_OK, EXIT_TIMEOUT
 from agent.statefile import FAILED, READY, RUNNING, read, resolve_state_dir
 
@@ -132,28 +133,9 @@ def _termination(doc: dict[str, Any]) -> list[str]:
     return out
 
 
-def _fast_args(argv: list[str], flags: set[str], options: set[str]) -> dict[str, str] | None:
-    """Parse the few options by hand; None sends the arguments to argparse (help, errors)."""
-    found: dict[str, str] = {}
-    it = iter(argv)
-    for arg in it:
-        name, eq, value = arg.partition("=")
-        if name in flags and not eq:
-            found[name] = ""
-        elif name in options:
-            if not eq:
-                value = next(it, "")
-                if not value or value.startswith("-"):
-                    return None
-            found[name] = value
-        else:
-            return None
-    return found
-
-
 def status_main(argv: list[str]) -> int | None:
     """``agent status``; None when argparse must handle the arguments."""
-    args = _fast_args(argv, {"--json"}, {"--state-dir"})
+    args = quick_args(argv, {"--json"}, {"--state-dir"})
     if args is None:
         return None
     state_dir = resolve_state_dir(args.get("--state-dir"))
@@ -174,7 +156,7 @@ def status_main(argv: list[str]) -> int | None:
 
 def wait_main(argv: list[str]) -> int | None:
     """``agent wait``: 0 ready, 1 failed, 124 timed out; None for argparse."""
-    args = _fast_args(argv, set(), {"--timeout", "--state-dir"})
+    args = quick_args(argv, set(), {"--timeout", "--state-dir"})
     if args is None:
         return None
     try:

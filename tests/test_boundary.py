@@ -248,3 +248,28 @@ def test_state_write_failures_never_stop_a_boot(world: World, shm: Path,
     monkeypatch.setattr(fsutil, "atomic_write", flaky)
     ok, _, notify, result = harness.boot()
     assert ok and result == "CONTINUE" and "READY=1" in notify.sent
+
+
+def test_a_boot_writes_its_state_ten_times_and_loses_no_field(
+        world: World, shm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start, each phase starting and ending, the finish: field updates ride on those."""
+    (shm / "count").mkdir()
+    harness = Harness(world, shm / "count", monkeypatch)
+    from agent import fsutil
+
+    real = fsutil.atomic_write
+    written: list[dict[str, Any]] = []
+
+    def counting(path: Any, data: bytes, *args: Any, **kwargs: Any) -> None:
+        if str(path).endswith("state.json"):
+            written.append(json.loads(data))
+        real(path, data, *args, **kwargs)
+
+    monkeypatch.setattr(fsutil, "atomic_write", counting)
+    ok, doc, _, result = harness.boot()
+    assert ok and result == "CONTINUE"
+    assert len(written) == 10, [d["phases"] for d in written]
+    assert written[-1] == doc and doc["state"] == "ready"
+    assert doc["instance"]["instance_id"] == world.instance_id
+    assert doc["secrets"] and doc["lifecycle"]["result"] == "CONTINUE"
+    assert [p["state"] for p in written[0]["phases"]] == ["pending"] * 4  # start, at once

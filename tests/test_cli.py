@@ -86,6 +86,34 @@ def test_a_bad_value_names_the_option(args: list[str], option: str) -> None:
     assert "invalid" not in error and "_" not in error.split(": ", 2)[2], error
 
 
+@pytest.mark.parametrize(("args", "expected"), [
+    (["run"], "RUN None False False"),
+    (["run", "--oneshot", "--config", "/etc/x.toml"], "RUN /etc/x.toml True False"),
+    (["run", "--config=/etc/x.toml", "-v"], "RUN /etc/x.toml False True"),
+    (["run", "--verbose", "--oneshot"], "RUN None True True"),
+])
+def test_run_parses_its_options_without_argparse(args: list[str], expected: str) -> None:
+    """The boot's command line is read by hand (argparse costs the boot ~10 ms), and the
+    collector is off for the boot."""
+    code = ("import gc, sys, types\nfrom agent import cli\n"
+            "def run(config, *, oneshot, verbose):\n"
+            "    print('RUN', config, oneshot, verbose, 'argparse' in sys.modules, gc.isenabled())\n"
+            "    return 0\n"
+            "sys.modules['agent.daemon'] = types.SimpleNamespace(run=run)  # the boot itself\n"
+            f"sys.exit(cli.main({args!r}))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"{expected} False False"
+
+
+def test_run_gives_what_it_does_not_know_to_argparse() -> None:
+    proc = agent("run", "--oneshot", "--config")  # no value: argparse's usage error
+    assert proc.returncode == 2 and "argument --config: expected one argument" in proc.stderr
+    proc = agent("run", "--bogus")
+    assert proc.returncode == 2 and "unrecognized arguments: --bogus" in proc.stderr
+
+
 def test_wait_timeout_inf_is_accepted() -> None:
     assert cli.parser().parse_args(["wait", "--timeout", "inf"]).timeout == float("inf")
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from agent.daemon import IDLE, Schedule
@@ -135,3 +138,12 @@ def test_full_jitter_stays_within_its_bounds() -> None:
     delay = backoff_delays(base=0.1, cap=5.0)
     for attempt in range(40):
         assert 0 <= delay(attempt) <= min(5.0, 0.1 * 2 ** attempt)
+
+
+def test_going_resident_turns_the_collector_back_on() -> None:
+    """Off for the boot (``agent run``), on again once resident, the boot's objects frozen."""
+    code = ("import gc\ngc.disable()\nfrom agent.daemon import release_memory\n"
+            "release_memory()\nprint(gc.isenabled(), gc.get_freeze_count() > 0)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30, check=False)
+    assert proc.stdout.split() == ["True", "True"], proc.stderr

@@ -151,6 +151,7 @@ def test_status_flags_a_dead_runner(tmp_path: Path, capsys: pytest.CaptureFixtur
     proc = subprocess.Popen(["true"])
     proc.wait()
     rec.update(pid=proc.pid)
+    rec.write()  # (mid-boot, an update waits for the next write)
     assert main(["status", "--state-dir", str(tmp_path)]) == 3
     assert f"the agent (pid {proc.pid}) is gone" in capsys.readouterr().out
 
