@@ -97,7 +97,8 @@ def test_run_parses_its_options_without_argparse(args: list[str], expected: str)
     collector is off for the boot."""
     code = ("import gc, sys, types\nfrom agent import cli\n"
             "def run(config, *, oneshot, verbose):\n"
-            "    print('RUN', config, oneshot, verbose, 'argparse' in sys.modules, gc.isenabled())\n"
+            "    print('RUN', config, oneshot, verbose, 'argparse' in sys.modules,\n"
+            "          gc.isenabled())\n"
             "    return 0\n"
             "sys.modules['agent.daemon'] = types.SimpleNamespace(run=run)  # the boot itself\n"
             f"sys.exit(cli.main({args!r}))\n")
