@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from agent.cli import main
+from agent.cli import program
 
-raise SystemExit(main())
+program()
