@@ -47,7 +47,7 @@ unit: $(STAMP)
 	$(PY) -m pytest -q -m 'not e2e and not programs'
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check agent tests bench scripts
+	$(VENV)/bin/ruff check agent tests bench scripts setup.py
 	$(VENV)/bin/mypy
 
 e2e: $(STAMP) | e2e-deps

@@ -34,6 +34,7 @@ from botocore.exceptions import (
 )
 from botocore.loaders import Loader
 
+from agent import models
 from agent.errors import AwsError, ImdsError
 from agent.retry import GaveUp, retry
 
@@ -169,7 +170,7 @@ class Aws:
     """Lazily created clients (by service, region and role), and :meth:`call` with the retry
     policy. The instance's own credentials sign everything not fetched with a role."""
 
-    SERVICES = ("secretsmanager", "autoscaling", "ssm", "ec2", "cloudformation", "sts")
+    SERVICES = tuple(models.OPERATIONS)
 
     def __init__(self, region: str, *, endpoint_url: str = "", max_wait: float = 300.0,
                  imds: ImdsClient | None = None) -> None:
@@ -194,9 +195,10 @@ class Aws:
     def _new_session(self) -> botocore.session.Session:
         session = botocore.session.Session()
         data_path = session.get_config_variable("data_path")
+        paths = [os.path.expanduser(p) for p in data_path.split(os.pathsep)] if data_path else []
+        pruned = models.search_path()  # before botocore's own (which stay for the rest)
         session.register_component("data_loader", _Loader(
-            extra_search_paths=[os.path.expanduser(p) for p in data_path.split(os.pathsep)]
-            if data_path else None))
+            extra_search_paths=[*paths, *([pruned] if pruned else [])]))
         session.set_config_variable("region", self.region)
         session.set_config_variable("ec2_metadata_v1_disabled", True)
         try:

@@ -101,7 +101,7 @@ def bench_venv() -> Path:
     """The python of a non-editable install of this checkout and boto3, byte code compiled;
     rebuilt when the agent's sources or pyproject change."""
     digest = hashlib.sha256()
-    for path in sorted([*REPO.glob("agent/**/*"), REPO / "pyproject.toml",
+    for path in sorted([*REPO.glob("agent/**/*"), REPO / "pyproject.toml", REPO / "setup.py",
                         REPO / "packaging" / "bin" / "agent"]):
         if path.is_file() and "__pycache__" not in path.parts:
             digest.update(path.relative_to(REPO).as_posix().encode() + path.read_bytes())

@@ -27,7 +27,7 @@ export PIP_CACHE_DIR=$ROOT/.cache/pip PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INP
 
 inputs_hash() {
   { echo "$BASE_PYTHON $PYVER $VERSION $ARCH"
-    find agent systemd packaging/deb packaging/bin packaging/agent.toml pyproject.toml \
+    find agent systemd packaging/deb packaging/bin packaging/agent.toml pyproject.toml setup.py \
       scripts/gen_cli_docs.py \
       -type f \
       ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
@@ -53,7 +53,7 @@ echo "deb: building $NAME $VERSION ($ARCH) with $BASE_PYTHON"
 rm -rf "$STAGE" "$CACHE/src" "$CACHE/doctools" "$CACHE/docs"
 mkdir -p "$STAGE" "$CACHE/src" "$ROOT/dist"
 # Build from a copy: no build/ or egg-info litter in the shared tree.
-cp -a agent pyproject.toml "$CACHE/src/"
+cp -a agent pyproject.toml setup.py "$CACHE/src/"
 mkdir -p "$CACHE/src/packaging" && cp -a packaging/bin "$CACHE/src/packaging/"
 if [ -f README.md ]; then cp README.md "$CACHE/src/"; else echo "$NAME" >"$CACHE/src/README.md"; fi
 find "$CACHE/src" -name __pycache__ -prune -exec rm -rf {} +

@@ -23,7 +23,7 @@ VERSION=$("$PYTHON" -c \
   'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
 
 HASH=$({ echo "$PYTHON $VERSION ${NODEPS[*]}"
-         find agent systemd packaging/rpm packaging/bin packaging/agent.toml pyproject.toml \
+         find agent systemd packaging/rpm packaging/bin packaging/agent.toml pyproject.toml setup.py \
            scripts/gen_cli_docs.py -type f \
            ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
        } | sha256sum | cut -d' ' -f1)
@@ -36,7 +36,7 @@ fi
 echo "rpm: building $NAME $VERSION with $PYTHON"
 rm -rf "$CACHE/src" "$CACHE/wheels" "$CACHE/topdir"
 mkdir -p "$CACHE/src" "$CACHE/topdir/SOURCES" "$ROOT/dist"
-cp -a agent pyproject.toml "$CACHE/src/"
+cp -a agent pyproject.toml setup.py "$CACHE/src/"
 mkdir -p "$CACHE/src/packaging" && cp -a packaging/bin "$CACHE/src/packaging/"
 if [ -f README.md ]; then cp README.md "$CACHE/src/"; else echo "$NAME" >"$CACHE/src/README.md"; fi
 find "$CACHE/src" -name __pycache__ -prune -exec rm -rf {} +
