@@ -27,7 +27,8 @@ export PIP_CACHE_DIR=$ROOT/.cache/pip PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INP
 
 inputs_hash() {
   { echo "$BASE_PYTHON $PYVER $VERSION $ARCH"
-    find agent systemd packaging/deb packaging/bin packaging/agent.toml pyproject.toml setup.py \
+    find agent systemd packaging/deb packaging/bin packaging/slim-venv.sh packaging/agent.toml \
+      pyproject.toml setup.py \
       scripts/gen_cli_docs.py \
       -type f \
       ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
@@ -66,6 +67,7 @@ VENV=$STAGE$PREFIX
   2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 # Runtime only: the simulated cloud (moto) and the installers stay out of the image.
 rm -rf "$VENV/lib/python$PYVER/site-packages/agent/sim"
+packaging/slim-venv.sh "$VENV/bin/python" "$VENV/lib/python$PYVER/site-packages"
 # agent(8) and the bash completion, from the packaged agent's own parser (so without demo);
 # the generators (pyproject's docs extra) are build tools: installed beside the venv, not in it.
 DOC_TOOLS=$("$BASE_PYTHON" -c 'import tomllib; print(" ".join(tomllib.load(open(

@@ -23,7 +23,7 @@ VERSION=$("$PYTHON" -c \
   'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
 
 HASH=$({ echo "$PYTHON $VERSION ${NODEPS[*]}"
-         find agent systemd packaging/rpm packaging/bin packaging/agent.toml pyproject.toml setup.py \
+         find agent systemd packaging/rpm packaging/bin packaging/slim-venv.sh packaging/agent.toml pyproject.toml setup.py \
            scripts/gen_cli_docs.py -type f \
            ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
        } | sha256sum | cut -d' ' -f1)
@@ -53,7 +53,8 @@ DOC_TOOLS=$("$PYTHON" -c 'import tomllib; print(" ".join(tomllib.load(open(
 # Source0: what the spec installs besides the wheels.
 tar -czf "$CACHE/topdir/SOURCES/$NAME-$VERSION.tar.gz" --transform "s|^|$NAME-$VERSION/|" \
   systemd/agent.service systemd/agent-ready.target systemd/run-agent-secrets.mount \
-  systemd/90-agent.preset packaging/agent.toml packaging/bin/agent scripts/gen_cli_docs.py
+  systemd/90-agent.preset packaging/agent.toml packaging/bin/agent packaging/slim-venv.sh \
+  scripts/gen_cli_docs.py
 
 rm -f "$ROOT"/dist/"$NAME"-*.rpm
 rpmbuild -bb --quiet "${NODEPS[@]}" \

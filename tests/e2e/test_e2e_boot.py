@@ -30,8 +30,10 @@ import pytest
 from harness import Setup
 
 from agent.envfile import parse as parse_env_file
+from agent.models import OPERATIONS
 
 pytestmark = pytest.mark.e2e
+PREFIX = "/opt/instance-boot-agent"  # the package's own environment
 MAN_PAGE = "/usr/share/man/man8/agent.8.gz"
 COMPLETION = "/usr/share/bash-completion/completions/agent"
 
@@ -213,6 +215,11 @@ def test_happy_boot(e2e_setup: Setup, tmp_path: Path) -> None:
         assert [p["state"] for p in doc["phases"]] == ["done"] * 4, doc["phases"]
         assert doc["instance"]["instance_id"] == machine.sim.instance_id
 
+        # the packaged agent creates every client it uses, from its pruned models
+        clients = c.exec(f"{PREFIX}/bin/python3", "-I", "-c", CLIENTS, check=True).stdout
+        assert json.loads(clients) == {
+            "pruned": True, "operations": {k: sorted(v) for k, v in OPERATIONS.items()}}
+
         # secrets: a private tmpfs, each file with its mode and owner, exact content
         fs_type = c.exec("stat", "-f", "-c", "%T", "/run/agent/secrets", check=True).stdout
         assert fs_type.strip() == "tmpfs"
@@ -364,6 +371,17 @@ def test_remove_and_purge(e2e_setup: Setup, tmp_path: Path) -> None:
             assert c.exec("test", "-e", gone).returncode != 0, f"{gone} left after purge"
 
 
+CLIENTS = """
+import json
+from agent import models
+from agent.aws import Aws
+aws = Aws("us-east-1", endpoint_url="http://127.0.0.1:9")
+print(json.dumps({"pruned": models.search_path() is not None, "operations": {
+    service: sorted(aws.client(service).meta.service_model.operation_names)
+    for service in models.OPERATIONS}}))
+"""
+
+
 def test_deb_contents(e2e_setup: Setup) -> None:
     """The .deb: its metadata, files, conffile, and nothing of the build or the test tools."""
     deb = str(e2e_setup.deb)
@@ -384,6 +402,17 @@ def test_deb_contents(e2e_setup: Setup) -> None:
     for unwanted in ("moto", "boto3", "pip", "setuptools", "pytest", "psutil"):
         assert unwanted not in packages, unwanted
     assert not [n for n in names if "/agent/sim/" in n], "the simulator is in the package"
+    # lean: botocore's data of the services the agent calls only, nothing that is never run
+    size = e2e_setup.deb.stat().st_size
+    e2e_setup.note(f"deb: {size / 2**20:.1f} MiB")
+    assert size <= 10 * 2**20, f"the .deb is {size / 2**20:.1f} MiB"
+    site = f"{PREFIX}/lib/python3.11/site-packages"
+    assert below(names, f"{site}/botocore/data/") == {
+        *OPERATIONS, "_retry.json", "endpoints.json", "partitions.json",
+        "sdk-default-configuration.json"}
+    assert below(names, f"{site}/agent/data/models/") == {*OPERATIONS, "botocore-version"}
+    for gone in ("/systemd/test/", "/pydantic/mypy.py", "/pydantic/v1/", "examples-1.json"):
+        assert not [n for n in names if gone in n], gone
     control = harness.run(["dpkg-deb", "-I", deb, "conffiles"]).stdout
     assert control.split() == ["/etc/agent/agent.toml"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -394,6 +423,12 @@ def test_deb_contents(e2e_setup: Setup) -> None:
         shebang = Path(tmp, "usr/bin/agent").read_text().splitlines()[0]
         assert shebang == "#!/opt/instance-boot-agent/bin/python3 -I"
         assert_cli_docs(Path(tmp, MAN_PAGE.lstrip("/")), Path(tmp, COMPLETION.lstrip("/")))
+
+
+def below(names: set[str], directory: str) -> set[str]:
+    """The names of the files and directories right in ``directory``."""
+    return {n[len(directory):].split("/")[0] for n in names
+            if n.startswith(directory) and n != directory}
 
 
 def assert_cli_docs(man_page: Path, completion: Path) -> None:
