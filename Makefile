@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit unit-user e2e lint bench deps e2e-deps venv clean
+.PHONY: demo test unit unit-user e2e fleet lint bench deps e2e-deps venv clean
 
 deps:
 	@./scripts/ensure-deps build
@@ -35,13 +35,17 @@ unit-user: $(USER_STAMP)
 	@if [ "$$(id -u)" = 0 ]; then as=(setpriv --reuid=65534 --regid=65534 --clear-groups); \
 	else as=(); fi; \
 	"$${as[@]}" env HOME=/tmp PYTHONDONTWRITEBYTECODE=1 $(USER_VENV)/bin/python -m pytest -q \
-	  -m 'not e2e' -p no:cacheprovider --basetemp=/tmp/agent-unit-user-$$(id -u)
+	  -m 'not e2e and not fleet' -p no:cacheprovider --basetemp=/tmp/agent-unit-user-$$(id -u)
 
 demo: $(STAMP)
 	$(VENV)/bin/agent demo
 
 unit: $(STAMP)
-	$(PY) -m pytest -q -m 'not e2e'
+	$(PY) -m pytest -q -m 'not e2e and not fleet'
+
+# 50 agents booting at once against one simulated account with AWS-like quotas (a few minutes).
+fleet: $(STAMP)
+	$(PY) -m pytest -q -s -m fleet
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check agent tests bench scripts
@@ -50,10 +54,11 @@ lint: $(STAMP)
 e2e: $(STAMP) | e2e-deps
 	$(PY) -m pytest -q -m e2e
 
-test: lint unit unit-user e2e
+test: lint unit unit-user fleet e2e
 
 bench: $(STAMP)
 	$(PY) bench/boot.py
+	$(PY) bench/fleet.py
 
 clean:
 	rm -rf $(VENV) $(USER_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -6,6 +6,14 @@ errors with jittered backoff within ``aws.max_wait_seconds`` per call, and perma
 (AccessDenied, ResourceNotFound, validation) fail at once. Credentials come from the default
 chain, whose instance-role step is answered by the agent's own IMDS client (IMDSv2, its
 token handling and retries) instead of a second client inside botocore.
+
+Politeness at fleet scale: a throttled answer means the quota is spent, most likely by the
+fleet this instance belongs to, so it is retried more patiently than a blip (a 5xx, a lost
+connection), Auto Scaling (small quotas shared by the whole account) most patiently; and
+every client has botocore's adaptive client-side rate limiter (``mode = "adaptive"``, which
+still acts with one attempt per call: it watches every answer), so that after a throttle
+the client's own calls are paced. Every attempt is counted by API and outcome
+(:meth:`Aws.request_counts`, for the telemetry).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import json
 import logging
 import os
 import threading
+from collections import Counter
 from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -32,7 +41,7 @@ from botocore.exceptions import (
 from botocore.loaders import Loader
 
 from agent.errors import AwsError, ImdsError
-from agent.retry import GaveUp, retry
+from agent.retry import GaveUp, Pace, retry
 
 if TYPE_CHECKING:
     from agent.config import AwsConfig
@@ -50,6 +59,17 @@ THROTTLING = frozenset({
     "InternalServiceError", "InternalServiceErrorException",
 })
 _NETWORK = (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError, ConnectTimeoutError)
+
+# Backoff (base, cap in seconds; full jitter) after a transient error, and after a throttle.
+TRANSIENT_BACKOFF = (0.1, 5.0)
+THROTTLED_BACKOFF = {"autoscaling": (2.0, 60.0)}
+THROTTLED_DEFAULT = (0.5, 20.0)
+
+
+def pace(service: str) -> Pace:
+    """The backoff of ``service``'s calls after each kind of error."""
+    throttled = THROTTLED_BACKOFF.get(service, THROTTLED_DEFAULT)
+    return lambda exc: throttled if is_throttling(exc) else TRANSIENT_BACKOFF
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -139,7 +159,8 @@ class _RoleFetcher:
 class Aws:
     """Lazily created clients for one region, and :meth:`call` with the retry policy."""
 
-    SERVICES = ("secretsmanager", "autoscaling", "ssm", "ec2", "cloudformation", "sts")
+    SERVICES = ("secretsmanager", "autoscaling", "ssm", "ec2", "cloudformation", "sts",
+                "cloudwatch")
 
     def __init__(self, region: str, *, endpoint_url: str = "", max_wait: float = 300.0,
                  imds: ImdsClient | None = None) -> None:
@@ -163,7 +184,7 @@ class Aws:
             log.debug("botocore has no internal component registry; full endpoint data")
         self._config = BotoConfig(
             region_name=region,
-            retries={"total_max_attempts": 1, "mode": "standard"},
+            retries={"total_max_attempts": 1, "mode": "adaptive"},
             connect_timeout=5,
             read_timeout=15,
             max_pool_connections=16,
@@ -171,6 +192,8 @@ class Aws:
         )
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._requests: Counter[tuple[str, str]] = Counter()  # (api, outcome): attempts
+        self._requests_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, cfg: AwsConfig, instance_region: str, *,
@@ -201,19 +224,28 @@ class Aws:
                     raise AwsError(f"{service}: cannot create client: {describe(exc)}") from None
             return self._clients[service]
 
-    def call(self, service: str, operation: str, *, budget: float | None = None,
+    def call(self, service: str, operation: str, *,
+             budget: float | Callable[[], float] | None = None,
              on_retry: Callable[[BaseException], None] | None = None,
              **params: Any) -> dict[str, Any]:
         """Call ``operation`` (snake_case), retrying transient errors within the budget.
 
         Raises the botocore error for permanent failures (callers decide what a code means)
         and :class:`AwsError` when the retry budget runs out or credentials are missing.
+        ``budget``: seconds, or a function giving the seconds left (a deadline that moves);
         ``on_retry`` sees each transient error before its retry.
         """
-        method = getattr(self.client(service), operation)
+        client = self.client(service)
+        method = getattr(client, operation)
+        api = f"{service}:{client.meta.method_to_api_mapping.get(operation, operation)}"
 
         def attempt() -> dict[str, Any]:
-            result: dict[str, Any] = method(**params)
+            try:
+                result: dict[str, Any] = method(**params)
+            except Exception as exc:
+                self._count(api, "throttled" if is_throttling(exc) else "error")
+                raise
+            self._count(api, "ok")
             return result
 
         def retrying(exc: BaseException, n: int, pause: float) -> None:
@@ -227,8 +259,7 @@ class Aws:
                 attempt,
                 transient=is_transient,
                 budget=self.max_wait if budget is None else budget,
-                base=0.1,
-                cap=5.0,
+                pace=pace(service),
                 on_retry=retrying,
             )
         except GaveUp as exc:
@@ -238,6 +269,15 @@ class Aws:
             ) from None
         except NoCredentialsError as exc:
             raise AwsError(f"{service} {operation}: {describe(exc)}") from None
+
+    def _count(self, api: str, outcome: str) -> None:
+        with self._requests_lock:
+            self._requests[(api, outcome)] += 1
+
+    def request_counts(self) -> dict[tuple[str, str], int]:
+        """Attempts so far by (api, outcome); outcome ``ok``, ``throttled`` or ``error``."""
+        with self._requests_lock:
+            return dict(self._requests)
 
     def describe_instance_type(self, instance_type: str) -> InstanceType | None:
         """A type's nominal size from ``DescribeInstanceTypes`` (None when AWS knows none)."""

@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from agent import image, tuning
+from agent import history, image, tuning
 from agent.errors import AgentError, PhaseFailed, describe_failure
 from agent.imds import ImdsClient, Metadata
 from agent.service import Keepalive, Notifier
@@ -51,6 +51,7 @@ class Boot:
         self.aws: Aws | None = None
         self.published: Secrets | None = None  # the secrets, for the resident daemon
         self.hook: LaunchHook | None = None
+        self.earlier_boot: dict[str, Any] | None = None  # this instance's boot before this one
         self._sdk: Future[Any] = Future()
         self._aws_lock = threading.Lock()
 
@@ -154,9 +155,12 @@ class Boot:
     # -- the phases: each is a call into its subject ----------------------------------
 
     def read_metadata(self) -> tuple[PhaseState, str]:
-        """Identity, tags, Auto Scaling target state; the image's checks."""
+        """Identity, tags, Auto Scaling target state, this instance's earlier boot (read
+        before the tuning phase records this one); the image's checks."""
         self.meta = Metadata.read(self.imds)
         self.rec.update(instance=self.meta.record())
+        self.earlier_boot = history.earlier_boot(history.read(self.cfg.tuning.history_file),
+                                                 self.meta.identity.instance_id)
         image.check(self.cfg.image, self.imds, self.rec)
         return PhaseState.DONE, self.meta.summary()
 
@@ -174,15 +178,16 @@ class Boot:
         """Every tuned value computed for this machine, then written."""
         assert self.meta is not None
         return tuning.phase(self.cfg.tuning, self.meta.identity, self.rec,
-                            lambda name: self.clients().describe_instance_type(name))
+                            lambda name: self.clients().describe_instance_type(name),
+                            self.meta.target_state)
 
     def find_hook(self) -> Target | None:
         """The launch hook to signal (kept alive by heartbeats until it is completed)."""
         from agent.lifecycle import LaunchHook  # noqa: PLC0415
 
         assert self.meta is not None
-        self.hook = LaunchHook(self.cfg.lifecycle, self.clients(), self.meta.identity.instance_id,
-                               self.meta.tags)
+        self.hook = LaunchHook(self.cfg.lifecycle, self.clients(), self.meta,
+                               previous=self.rec.previous, earlier_boot=self.earlier_boot)
         return self.hook.find()
 
     def finish_hook(self, found: Future[Target | None] | None,

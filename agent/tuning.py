@@ -418,11 +418,12 @@ def summary(records: list[Record]) -> str:
 
 
 def phase(cfg: TuningConfig, identity: Identity, rec: Recorder,
-          describe: Describe | None) -> tuple[PhaseState, str]:
-    """The boot's tuning phase: a resize noted; facts of this machine and type, every value
-    computed, then the outputs written (none of them when a value fails)."""
+          describe: Describe | None, target_state: str | None = None) -> tuple[PhaseState, str]:
+    """The boot's tuning phase: a resize noted (this boot recorded in the history, with its
+    Auto Scaling ``target_state``); facts of this machine and type, every value computed,
+    then the outputs written (none of them when a value fails)."""
     resize, problem = history.track_instance(cfg.history_file, identity.instance_id,
-                                             identity.instance_type)
+                                             identity.instance_type, target_state=target_state)
     if problem:
         rec.warn(f"tuning: {problem}")
     if resize:

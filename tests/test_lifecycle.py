@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from agentproc import DB, PLAIN, Booter, eventually
 
-from agent.lifecycle import HookResult, Target, outcome
+from agent.lifecycle import HookResult, Target, known_state, outcome
 from agent.sim import World
 from agent.sim.cloud import TERMINATING
 from agent.state import PhaseState
@@ -95,6 +95,22 @@ def test_outcome_details() -> None:
         "boot failed; lifecycle.on_failure = none: left to time out")
 
 
+@pytest.mark.parametrize(("target_state", "earlier_boot", "expected"), [
+    ("InService", None, "Pending:Wait"),  # the first boot: the launch action waits
+    ("Warmed:Stopped", None, "Warmed:Pending:Wait"),  # launching into the warm pool
+    ("InService", {"target_lifecycle_state": "Warmed:Stopped"}, "Pending:Wait"),  # out of it
+    ("InService", {"target_lifecycle_state": "InService"}, None),  # a reboot: ask
+    ("InService", {"instance_type": "m5.large"}, None),  # an older history: ask
+    ("Warmed:Running", {"target_lifecycle_state": "Warmed:Running"}, None),
+    ("Terminated", None, None),
+    (None, None, None),  # IMDS does not say: ask
+])
+def test_known_state_from_imds_and_history(target_state: str | None,
+                                           earlier_boot: dict[str, str] | None,
+                                           expected: str | None) -> None:
+    assert known_state(target_state, earlier_boot) == expected
+
+
 # -- the launch hook ----------------------------------------------------------------------
 
 
@@ -125,11 +141,38 @@ def test_default_heartbeat_is_a_third_of_the_timeout(tmpfs: Path) -> None:
 
 
 def test_throttled_completion_is_retried(cloud: Booter) -> None:
-    cloud.world.cloud.fail_next("CompleteLifecycleAction", count=4)
+    cloud.world.cloud.fail_next("CompleteLifecycleAction", count=2)
     assert cloud.run().returncode == 0
     assert action(cloud).result == "CONTINUE"
-    assert len(cloud.world.cloud.calls("CompleteLifecycleAction")) == 5
+    assert len(cloud.world.cloud.calls("CompleteLifecycleAction")) == 3
     assert cloud.doc()["condition"] == "healthy"
+
+
+def test_heartbeats_outlast_a_completion_throttled_past_the_timeout(tmpfs: Path) -> None:
+    """Throttled for longer than the hook's HeartbeatTimeout, the completion keeps being
+    retried while heartbeats keep the action alive; admitted at last, it completes once."""
+    with World() as world:
+        world.seed(secrets=SECRETS, heartbeat_timeout=6)  # a heartbeat every 2 s
+        b = Booter(world, tmpfs)
+        b.configure(FILES)
+        world.cloud.fail_next("CompleteLifecycleAction", count=1_000_000)  # until cleared
+        proc = b.start_daemon("--oneshot")
+        first = eventually(lambda: world.cloud.calls("CompleteLifecycleAction"), timeout=30)[0]
+        # more than a HeartbeatTimeout of throttled completions: alive only by heartbeats
+        beats = eventually(lambda: [c for c in world.cloud.calls(
+            "RecordLifecycleActionHeartbeat") if c.at > first.at + 6], timeout=60)
+        assert len(world.cloud.throttled("CompleteLifecycleAction")) >= 2
+        assert action(b).result is None  # still pending, 6 s after the first attempt
+        world.cloud.clear_faults()
+        assert b.collect(proc, timeout=120) == 0
+        record = action(b)
+        assert (record.result, record.completed_by) == ("CONTINUE", "api")
+        admitted = [c for c in world.cloud.calls("CompleteLifecycleAction") if not c.throttled]
+        assert len(admitted) == 1
+        assert beats and record.heartbeats >= 3
+        doc = b.doc()
+        assert doc["condition"] == "healthy" and doc["lifecycle"]["result"] == "CONTINUE"
+        b.assert_no_secret_leaked()
 
 
 def test_lost_completion_answer_counts_as_ours(cloud: Booter) -> None:

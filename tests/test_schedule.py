@@ -135,3 +135,43 @@ def test_full_jitter_stays_within_its_bounds() -> None:
     delay = backoff_delays(base=0.1, cap=5.0)
     for attempt in range(40):
         assert 0 <= delay(attempt) <= min(5.0, 0.1 * 2 ** attempt)
+
+
+def test_pace_chooses_the_backoff_per_error() -> None:
+    """A throttle waits within its own (longer) schedule; a blip within the default one."""
+    clock = Clock()
+    answers = iter([Transient("throttled"), Transient("blip"), Transient("throttled"), "ok"])
+
+    def call() -> str:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert retry(call, transient=lambda e: True, budget=1000, base=0.1, cap=0.1,
+                 pace=lambda e: (50.0, 50.0) if str(e) == "throttled" else (0.1, 0.1),
+                 clock=clock.time, sleep=clock.sleep) == "ok"
+    assert clock.slept[1] <= 0.1 * 2  # the blip: the default schedule, at attempt 1
+    assert clock.slept[0] <= 50 and clock.slept[2] <= 50  # the throttles: theirs
+
+
+def test_a_moving_budget_is_read_at_each_failure() -> None:
+    """A deadline that moves (a lifecycle action kept alive by heartbeats) keeps the retries
+    going past the budget the call started with, and never past where it ends."""
+    clock = Clock()
+    deadline = 3.0
+    attempts: list[float] = []
+
+    def call() -> None:
+        nonlocal deadline
+        attempts.append(clock.now)
+        if len(attempts) < 20:
+            deadline = clock.now + 3.0  # extended meanwhile (a heartbeat admitted)
+        raise Transient("throttled")
+
+    with pytest.raises(GaveUp):
+        retry(call, transient=lambda e: True, budget=lambda: deadline - clock.now, base=1,
+              cap=2, clock=clock.time, sleep=clock.sleep)
+    assert len(attempts) >= 20  # went on while the deadline moved, well past the first 3 s
+    assert clock.now > 3.0
+    assert clock.now <= deadline  # and never slept past the last one
