@@ -12,12 +12,13 @@ import contextlib
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from agent import history, image, tuning
+from agent import history, image, telemetry, tuning
 from agent.errors import AgentError, PhaseFailed, describe_failure
 from agent.imds import ImdsClient, Metadata
 from agent.service import Keepalive, Notifier
@@ -42,10 +43,13 @@ def one_line(phase: Phase, exc: BaseException) -> str:
 class Boot:
     """One boot: the phases, the clients they share, and the state they record."""
 
-    def __init__(self, cfg: Config, rec: Recorder, notify: Notifier) -> None:
+    def __init__(self, cfg: Config, rec: Recorder, notify: Notifier,
+                 started: float | None = None) -> None:
         self.cfg = cfg
         self.rec = rec
         self.notify = notify
+        self.started = time.monotonic() if started is None else started  # agent run began
+        self.telemetry = telemetry.Telemetry(cfg.telemetry, rec)
         self.imds = ImdsClient.from_config(cfg.imds)
         self.meta: Metadata | None = None
         self.aws: Aws | None = None
@@ -134,6 +138,7 @@ class Boot:
             with contextlib.suppress(Exception):
                 self.rec.finish(State.FAILED)
                 self.notify.status(f"boot failed: {failure}")
+            self.report(ready=False)
             return False
         self.rec.finish(State.READY)
         try:
@@ -141,7 +146,23 @@ class Boot:
         except Exception as exc:  # the hook has its CONTINUE: the boot stays ready
             self.rec.warn(f"systemd: READY=1 not sent: {one_line(Phase.LIFECYCLE, exc)}")
         log.info("boot ready (%s)", self.rec.doc["condition"])
+        self.report(ready=True)
         return True
+
+    def report(self, *, ready: bool) -> None:
+        """The telemetry, after the verdict (and READY): a problem is only a warning."""
+        if not self.telemetry.enabled:
+            return
+        try:
+            figures = telemetry.figures(self.rec.doc, ready=ready, started=self.started)
+            aws = self.aws
+            if aws is None and self.meta is not None and self.cfg.telemetry.cloudwatch_namespace:
+                aws = self.clients()  # a boot that failed before its first AWS call
+            self.telemetry.booted(figures, aws)
+        except Exception as exc:
+            log.debug("telemetry", exc_info=True)
+            with contextlib.suppress(Exception):
+                self.rec.warn(f"telemetry: {describe_failure('the telemetry', exc)}")
 
     def clients(self) -> Aws:
         """The AWS clients' home, made once, when botocore (imported meanwhile) is there."""

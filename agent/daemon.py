@@ -17,7 +17,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from agent import config
 from agent.boot import Boot
@@ -26,6 +26,9 @@ from agent.fsutil import claim_dir
 from agent.imds import ImdsClient
 from agent.service import Notifier, setup_logging
 from agent.state import Recorder, utc_now
+
+if TYPE_CHECKING:
+    from agent.termination import ScheduledEvents
 
 log = logging.getLogger("agent.daemon")
 T = TypeVar("T")
@@ -62,6 +65,7 @@ def acquire_lock(state_dir: str) -> int:
 
 def run(config_path: str | None, *, oneshot: bool = False, verbose: bool = False) -> int:
     """The ``run`` command; returns its exit code."""
+    started = time.monotonic()
     setup_logging(verbose)
     cfg = config.load(config_path)
     oneshot = oneshot or cfg.mode == "oneshot"
@@ -75,7 +79,7 @@ def run(config_path: str | None, *, oneshot: bool = False, verbose: bool = False
     except OSError as exc:
         raise BootError(f"state_dir {cfg.state_dir}: cannot write state.json: "
                         f"{exc.strerror or exc}") from None
-    boot = Boot(cfg, rec, notify)
+    boot = Boot(cfg, rec, notify, started)
     if not boot.run():
         return EXIT_FAILED
     if oneshot:
@@ -173,6 +177,7 @@ class Resident:
         self.imds_down = False
         self.refreshes = 0
         self._poller: ImdsClient | None = None
+        self._events: ScheduledEvents | None = None
 
     def schedule(self) -> Schedule:
         """This daemon's timers: what is on, and how often."""
@@ -224,14 +229,16 @@ class Resident:
             return fallback
 
     def watching(self) -> bool:
-        """Whether there is anything to watch: an Auto Scaling member, or a spot instance."""
+        """Whether there is anything to watch: an Auto Scaling member, a spot instance, or
+        scheduled events (any instance)."""
         if not self.cfg.termination.enabled or self.boot.meta is None:
             return False
         try:
             self.spot = self.poller.market() == "spot"
         except AgentError as exc:
             log.warning("termination watch: cannot read the instance market: %s", exc)
-        return self.spot or self.boot.meta.target_state is not None
+        return (self.spot or self.boot.meta.target_state is not None
+                or self.cfg.termination.scheduled_events)
 
     def poll(self) -> bool:
         """One look at IMDS for notices; False once there is nothing left to watch."""
@@ -239,6 +246,8 @@ class Resident:
 
         try:
             notice, target_state = termination.poll(self.poller, spot=self.spot)
+            events = (termination.scheduled(self.poller)
+                      if self.cfg.termination.scheduled_events else None)
         except AgentError as exc:
             if not self.imds_down:
                 self.imds_down = True
@@ -252,6 +261,8 @@ class Resident:
         if self.boot.meta is not None and self.boot.meta.warm and target_state == "InService":
             log.info("warm pool: the instance goes InService; completing the boot")
             self.boot.promote()
+        if events is not None and (notice is None or notice.kind == "rebalance"):
+            self.scheduled_events().seen(events)
         if notice is None:
             return True
         if notice.kind == "rebalance":
@@ -268,6 +279,20 @@ class Resident:
         self.rec.update(termination=record)
         self.notify.status(f"drained ({notice.kind}): waiting for the end")
         return False
+
+    def scheduled_events(self) -> ScheduledEvents:
+        """What was done about scheduled events (made at the first poll that reads them)."""
+        from agent import termination  # noqa: PLC0415
+
+        if self._events is None:
+            meta = self.boot.meta
+            assert meta is not None
+            group = str(self.rec.doc.get("instance", {}).get("auto_scaling_group") or "")
+            self._events = termination.ScheduledEvents(
+                self.rec, meta.identity.instance_id, group,
+                in_group=bool(group) or meta.target_state is not None,
+                clients=self.boot.clients, previous=self.rec.previous)
+        return self._events
 
     @property
     def poller(self) -> ImdsClient:
@@ -317,3 +342,4 @@ class Resident:
 
     def _record(self, result: str) -> None:
         self.rec.update(refresh={"count": self.refreshes, "at": utc_now(), "result": result})
+        self.boot.telemetry.write(self.boot.aws)  # the request counts, the condition

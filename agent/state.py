@@ -130,7 +130,7 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "state": str, "condition": str, "updated_at": str, "instance": dict, "phases": list,
     "secrets": list, "lifecycle": dict, "errors": list, "warnings": list, "pid": int,
     "boot_id": str, "termination": dict, "rebalance": dict, "image": dict, "resize": dict,
-    "tuning": list, "refresh": dict,
+    "tuning": list, "refresh": dict, "events": list, "health": dict,
 }
 
 

@@ -18,6 +18,7 @@ from agentproc import DB, PLAIN, Booter, eventually
 from agent.lifecycle import HookResult, Target, known_state, outcome
 from agent.sim import World
 from agent.sim.cloud import TERMINATING
+from agent.sim.imds import scheduled_event
 from agent.state import PhaseState
 
 SECRETS: dict[str, str | bytes] = {"prod/db": json.dumps(DB), "prod/plain": PLAIN}
@@ -441,3 +442,107 @@ def test_sigterm_interrupts_a_long_sleep(cloud: Booter) -> None:
     with cloud.daemon() as daemon:
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=60) == 0  # not the 300 s until the next poll
+
+
+# -- scheduled events ----------------------------------------------------------------------
+
+EVENTS = "/latest/meta-data/events/maintenance/scheduled"
+
+
+def test_a_retirement_marks_the_instance_unhealthy_once_then_the_drain_runs(
+        cloud: Booter, tmp_path: Path) -> None:
+    add_termination_hook(cloud)
+    step = drain_script(tmp_path, "drain", 0)
+    edit(cloud, "termination", f'poll_seconds = 1\ncommands = [["{step}"]]')
+    world = cloud.world
+    world.replace_unhealthy = False  # first see that it is sent once; the group acts later
+    with cloud.daemon():
+        retirement = scheduled_event("instance-retirement", event_id="instance-event-0a1b2c")
+        world.imds.instance.update(scheduled_events=[
+            scheduled_event("system-reboot", state="completed"), retirement])
+        (report,) = eventually(lambda: world.cloud.health.reports, timeout=20)
+        assert (report.instance_id, report.status) == (world.instance_id, "Unhealthy")
+        assert report.respect_grace_period is False  # now, not after the grace period
+        polls = world.imds.count("GET", EVENTS)
+        eventually(lambda: world.imds.count("GET", EVENTS) >= polls + 2, timeout=20)
+        assert len(world.cloud.calls("SetInstanceHealth")) == 1  # once, though still listed
+        doc = cloud.doc()
+        (event,) = doc["events"]  # the active one; the completed reboot is over
+        assert event["event_id"] == "instance-event-0a1b2c"
+        assert event["action"].startswith("marked Unhealthy in web-asg at ")
+        assert doc["health"]["status"] == "Unhealthy" and doc["condition"] == "healthy"
+        status = cloud.status().stdout
+        assert "scheduled  instance-retirement instance-event-0a1b2c (active), not before " \
+               f"{retirement['NotBefore']}" in status
+        assert "action: marked Unhealthy in web-asg" in status
+
+        world.cloud.terminate("web-asg", world.instance_id or "")  # the group replaces it
+        world.imds.instance.update(target_lifecycle_state="Terminated")
+        record = eventually(lambda: cloud.doc().get("termination"), timeout=20)
+        assert record["reason"] == "autoscaling"
+        assert record["steps"] == [{"step": step, "result": "ok"}]
+        assert action(cloud, TERMINATING).result == "CONTINUE"
+        assert record["secrets_wiped"] is True
+
+
+def test_the_group_replaces_an_instance_marked_unhealthy(cloud: Booter) -> None:
+    """The simulated group reacts as a group does: the termination (and its drain) follows."""
+    edit(cloud, "termination", "poll_seconds = 1")
+    with cloud.daemon():
+        cloud.world.imds.instance.update(scheduled_events=[scheduled_event("instance-stop")])
+        record = eventually(lambda: cloud.doc().get("termination"), timeout=30)
+        assert record["notice"] == "target lifecycle state Terminated"
+        assert len(cloud.world.cloud.calls("SetInstanceHealth")) == 1
+
+
+def test_a_retirement_outside_a_group_is_a_warning_until_canceled(tmpfs: Path) -> None:
+    with World() as world:
+        world.seed(in_group=False, secrets=SECRETS)
+        b = Booter(world, tmpfs)
+        b.configure(FILES)
+        edit(b, "termination", "poll_seconds = 1")
+        with b.daemon():
+            event = scheduled_event("instance-retirement", event_id="instance-event-77")
+            world.imds.instance.update(scheduled_events=[event])
+            doc = eventually(lambda: (d := b.doc())["condition"] == "degraded" and d,
+                             timeout=20)
+            (warning,) = doc["warnings"]
+            assert warning.startswith("scheduled event: instance-retirement instance-event-77 "
+                                      f"not before {event['NotBefore']}: not in an Auto Scaling "
+                                      "group")
+            assert "not in an Auto Scaling group" in b.status().stdout
+            world.imds.instance.update(scheduled_events=[
+                {**event, "State": "canceled", "Description": "[Canceled] " +
+                 event["Description"]}])
+            doc = eventually(lambda: (d := b.doc())["condition"] == "healthy" and d,
+                             timeout=20)
+            assert doc["events"] == [] and doc["warnings"] == []
+            assert world.cloud.calls("SetInstanceHealth") == []
+
+
+def test_scheduled_events_off_reads_none(cloud: Booter) -> None:
+    edit(cloud, "termination", "poll_seconds = 1\nscheduled_events = false")
+    with cloud.daemon():
+        cloud.world.imds.instance.update(
+            scheduled_events=[scheduled_event("instance-retirement")])
+        path = "/latest/meta-data/autoscaling/target-lifecycle-state"
+        polls = cloud.world.imds.count("GET", path)
+        eventually(lambda: cloud.world.imds.count("GET", path) >= polls + 2, timeout=20)
+        assert cloud.world.imds.count("GET", EVENTS) == 0
+        assert cloud.world.cloud.calls("SetInstanceHealth") == []
+
+
+def test_a_denied_set_instance_health_is_a_warning_not_retried(cloud: Booter) -> None:
+    edit(cloud, "termination", "poll_seconds = 1")
+    cloud.world.cloud.fail_next("SetInstanceHealth", code="AccessDenied", status=403,
+                                message="not authorized")
+    with cloud.daemon():
+        cloud.world.imds.instance.update(
+            scheduled_events=[scheduled_event("instance-retirement")])
+        doc = eventually(lambda: (d := cloud.doc())["condition"] == "degraded" and d,
+                         timeout=20)
+        assert "the instance role needs autoscaling:SetInstanceHealth" in doc["warnings"][0]
+        polls = cloud.world.imds.count("GET", EVENTS)
+        eventually(lambda: cloud.world.imds.count("GET", EVENTS) >= polls + 2, timeout=20)
+        assert len(cloud.world.cloud.calls("SetInstanceHealth")) == 1
+        assert "termination" not in cloud.doc()
