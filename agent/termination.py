@@ -244,8 +244,8 @@ class ScheduledEvents:
             return "none (the instance keeps running)"
         when = f"{event.code} {event.event_id} not before {event.not_before or '?'}"
         if not self.in_group:
-            self.rec.warn(f"{EVENTS_WARNING}: {when}: not in an Auto Scaling group: stop and "
-                          "start this instance (or replace it) before then")
+            self._warn(f"{EVENTS_WARNING}: {when}: not in an Auto Scaling group: stop and "
+                       "start this instance (or replace it) before then")
             return "warning: not in an Auto Scaling group"
         if self.health is not None:
             return (f"marked Unhealthy in {self.health.get('group') or 'its group'} at "
@@ -257,7 +257,7 @@ class ScheduledEvents:
         try:
             mark_unhealthy(self.clients(), self.instance_id)
         except AgentError as exc:  # out of retries: the next poll tries again
-            self.rec.warn(f"{EVENTS_WARNING}: {when}: SetInstanceHealth: {exc} (retried)")
+            self._warn(f"{EVENTS_WARNING}: {when}: SetInstanceHealth: {exc} (retried)")
             return f"SetInstanceHealth failed (retried at the next poll): {exc}"
         except Exception as exc:
             code = error_code(exc)
@@ -265,7 +265,7 @@ class ScheduledEvents:
                            "autoscaling:SetInstanceHealth" if code in (
                                "AccessDenied", "AccessDeniedException")
                            else f"SetInstanceHealth failed: {describe(exc)}")
-            self.rec.warn(f"{EVENTS_WARNING}: {when}: {self.failed}")
+            self._warn(f"{EVENTS_WARNING}: {when}: {self.failed}")
             return self.failed
         self.rec.clear_warning(f"{EVENTS_WARNING}: {when}: SetInstanceHealth")
         self.health = {"status": "Unhealthy", "group": self.group, "at": utc_now(),
@@ -274,3 +274,9 @@ class ScheduledEvents:
                     "instance", when, self.group or "its group")
         return (f"marked Unhealthy in {self.group or 'its group'} at {self.health['at']}: "
                 "the group replaces the instance")
+
+    def _warn(self, message: str) -> None:
+        """A warning, written once (the poll sees the same event every few seconds)."""
+        if message not in self.rec.doc["warnings"]:
+            log.warning("%s", message)
+            self.rec.warn(message)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -132,6 +133,7 @@ def bench_boot(runs: int, latency: float, count: int = 3
                 world.cloud.launch(world.group, instance)  # a fresh pending launch action
                 for path in (root / "out").iterdir():
                     path.unlink()
+                shutil.rmtree(root / "state", ignore_errors=True)  # a fresh instance's boot
                 wall, rss = timed(argv, env)
                 if i:
                     series[name][0].append(wall)

@@ -44,6 +44,7 @@ def check(report: fleet.Report) -> None:
     assert "autoscaling:DescribeAutoScalingInstances" not in report.apis  # the tag says
     assert report.apis["autoscaling:DescribeLifecycleHooks"].admitted == report.size
     assert report.apis["autoscaling:CompleteLifecycleAction"].admitted == report.size
+    assert report.repeated_completions == 0
 
 
 def test_a_fleet_at_the_normal_quota(shm: Path) -> None:

@@ -65,12 +65,16 @@ def test_periodic_refresh_rotates_while_readers_see_whole_files(booter: Booter) 
             stop.set()
             thread.join()
         assert bad == []
-        doc = booter.doc()
-        plain = next(s for s in doc["secrets"] if s["path"].endswith("plain.txt"))
         current = booter.world.boto3_client("secretsmanager").describe_secret(
             SecretId="prod/plain")
         stage = {v: s for v, s in current["VersionIdsToStages"].items() if "AWSCURRENT" in s}
-        assert plain["version_id"] in stage
+
+        def recorded() -> Any:  # state.json follows the switch of the files, a moment later
+            doc = booter.doc()
+            plain = next(s for s in doc["secrets"] if s["path"].endswith("plain.txt"))
+            return plain["version_id"] in stage and doc
+
+        doc = eventually(recorded)
         assert doc["condition"] == "healthy"
         # untouched files are carried over, not refetched: db.json kept its bytes
         assert json.loads((booter.secrets_dir / "db.json").read_bytes()) == DB

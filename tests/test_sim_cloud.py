@@ -313,6 +313,13 @@ def test_quotas_throttle_each_api_as_aws_does(cloud: SimCloud) -> None:
     autoscaling, ec2 = client(cloud, "autoscaling"), client(cloud, "ec2")
     for _ in range(3):
         autoscaling.describe_auto_scaling_groups()
+    raw: list[tuple[int, bytes]] = []  # the wire: status and body of each answer
+
+    def keep(response_dict: dict[str, Any], **_: Any) -> None:
+        raw.append((response_dict["status_code"], response_dict["body"]))
+
+    for each in (autoscaling, secrets, ec2):
+        each.meta.events.register("before-parse", keep)
     answers = []
     for call in (autoscaling.describe_auto_scaling_groups,
                  lambda: secrets.get_secret_value(SecretId="prod/db"),
@@ -329,6 +336,12 @@ def test_quotas_throttle_each_api_as_aws_does(cloud: SimCloud) -> None:
     assert answers == [("Throttling", 400, "Rate exceeded"), None, None,
                        ("ThrottlingException", 400, "Rate exceeded"), None,
                        ("RequestLimitExceeded", 503, "Request limit exceeded.")]
+    for each in (autoscaling, secrets, ec2):
+        each.meta.events.unregister("before-parse", keep)
+    assert raw[0][1].startswith(b'<ErrorResponse xmlns="http://autoscaling.amazonaws.com/doc/'
+                                b'2011-01-01/"><Error><Type>Sender</Type><Code>Throttling</Code>')
+    assert json.loads(raw[3][1])["__type"] == "ThrottlingException"
+    assert (raw[5][0], b"<Code>RequestLimitExceeded</Code>" in raw[5][1]) == (503, True)
     assert autoscaling.describe_auto_scaling_instances()  # another API: its own bucket
     assert [c.throttled for c in cloud.calls("DescribeAutoScalingGroups")][-4:] == [
         False, False, False, True]

@@ -46,7 +46,8 @@ from werkzeug.serving import make_server
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
 AUTOSCALING_NS = "http://autoscaling.amazonaws.com/doc/2011-01-01/"
-NAMESPACES = {"cloudformation": "http://cloudformation.amazonaws.com/doc/2010-05-15/"}
+NAMESPACES = {"cloudformation": "http://cloudformation.amazonaws.com/doc/2010-05-15/",
+              "sts": "https://sts.amazonaws.com/doc/2011-06-15/"}
 MAX_GLOBAL_TIMEOUT = 48 * 3600
 
 _SCOPE = re.compile(r"Credential=[^/,]+/\d{8}/([^/,]+)/([^/,]+)/")
@@ -116,9 +117,10 @@ def parse_call(environ: dict[str, Any]) -> Call | None:
 
 
 def error_response(
-    protocol: str, code: str, message: str, status: int
+    protocol: str, code: str, message: str, status: int, namespace: str = ""
 ) -> tuple[int, list[tuple[str, str]], bytes]:
-    """An AWS error body that botocore parses into ``ClientError(code)``."""
+    """An AWS error body that botocore parses into ``ClientError(code)`` (``namespace``: the
+    query service's XML namespace, as AWS writes it on its ErrorResponse)."""
     request_id = str(uuid.uuid4())
     if protocol == "json":
         body = json.dumps({"__type": code, "message": message}).encode()
@@ -132,8 +134,9 @@ def error_response(
         headers = [("Content-Type", "text/xml")]
     else:
         kind = "Sender" if status < 500 else "Receiver"
+        xmlns = f' xmlns="{namespace}"' if namespace else ""
         body = (
-            f"<ErrorResponse><Error><Type>{kind}</Type><Code>{escape(code)}</Code>"
+            f"<ErrorResponse{xmlns}><Error><Type>{kind}</Type><Code>{escape(code)}</Code>"
             f"<Message>{escape(message)}</Message></Error>"
             f"<RequestId>{request_id}</RequestId></ErrorResponse>"
         ).encode()
@@ -557,21 +560,23 @@ class _Middleware:
         cloud.lifecycle.expire()
         fault, after = cloud._record(call)
         if fault is not None and not after:
-            return self._reply(start_response, *error_response(call.protocol, *fault))
+            return self._reply(start_response, *error_response(call.protocol, *fault, _ns(call)))
         interceptor = cloud.interceptors.get((call.service, call.action))
         if interceptor is None:
             if fault is not None:  # processed by moto, then the answer is "lost"
                 list(self.app(environ, lambda *args: None))
-                return self._reply(start_response, *error_response(call.protocol, *fault))
+                return self._reply(start_response,
+                                   *error_response(call.protocol, *fault, _ns(call)))
             return self.app(environ, start_response)
         try:
             interceptor(call)
         except SimAwsError as exc:
             return self._reply(
-                start_response, *error_response(call.protocol, exc.code, exc.message, exc.status)
+                start_response, *error_response(call.protocol, exc.code, exc.message, exc.status,
+                                                _ns(call))
             )
         if fault is not None:
-            return self._reply(start_response, *error_response(call.protocol, *fault))
+            return self._reply(start_response, *error_response(call.protocol, *fault, _ns(call)))
         return self._reply(start_response, *empty_response(call))
 
     @staticmethod
@@ -583,6 +588,11 @@ class _Middleware:
             [*headers, ("Content-Length", str(len(body)))],
         )
         return [body]
+
+
+def _ns(call: Call) -> str:
+    """The XML namespace of a query service's answers."""
+    return NAMESPACES.get(call.service, AUTOSCALING_NS) if call.protocol == "query" else ""
 
 
 class _Handler(MotoRequestHandler):

@@ -99,10 +99,14 @@ class Report:
 
     @property
     def completed_once(self) -> list[Agent]:
-        """Agents whose launch action has one result, CONTINUE by the API, from one admitted
-        CompleteLifecycleAction."""
-        return [a for a in self.agents
-                if a.results == [("CONTINUE", "api")] and a.completions == 1]
+        """Agents whose launch action has exactly one result: CONTINUE, by the API."""
+        return [a for a in self.agents if a.results == [("CONTINUE", "api")]]
+
+    @property
+    def repeated_completions(self) -> int:
+        """Admitted CompleteLifecycleAction calls beyond one per instance: an answer lost to
+        the client's read timeout, retried, and found nothing pending (still one result)."""
+        return sum(max(0, a.completions - 1) for a in self.agents)
 
     @property
     def abandoned(self) -> list[Agent]:
@@ -116,6 +120,7 @@ class Report:
             "instances": self.size, "autoscaling_quota": list(self.quota),
             "latency_ms": round(self.latency * 1000), "ready": len(self.ready),
             "completed_once": len(self.completed_once), "abandoned": len(self.abandoned),
+            "repeated_completions": self.repeated_completions,
             "ready_p50_s": round(self.percentile(0.5), 2),
             "ready_p95_s": round(self.percentile(0.95), 2),
             "ready_max_s": round(self.percentile(1.0), 2),
@@ -140,13 +145,20 @@ class Report:
             f"abandoned {s['abandoned']}; ready after p50 {s['ready_p50_s']:.1f} s, "
             f"p95 {s['ready_p95_s']:.1f} s, max {s['ready_max_s']:.1f} s",
             f"Auto Scaling: {s['autoscaling_refused']} refused for {s['autoscaling_admitted']} "
-            f"admitted ({s['refused_per_admitted']:.2f}x)",
+            f"admitted ({s['refused_per_admitted']:.2f}x); completions admitted again after a "
+            f"lost answer: {s['repeated_completions']}",
             f"  {'api':<44} {'attempts':>8} {'refused':>8} {'per inst.':>9} {'att./adm.':>9}",
         ]
         for api, c in s["apis"].items():
             lines.append(f"  {api:<44} {c['attempts']:>8} {c['throttled']:>8} "
                          f"{c['per_instance']:>9.2f} {c['attempts_per_admitted']:>9.2f}")
         return "\n".join(lines)
+
+
+# The agents run niced: the simulated cloud answers first, as AWS does not share their CPUs
+# (on a small machine the agents' start-up would otherwise delay its answers past their
+# read timeouts, and the retries would count as calls the agent made).
+AGENT_NICENESS = 10
 
 
 def config(world: World, root: Path, instance_id: str, extra: str = "") -> Path:
@@ -181,10 +193,11 @@ def boot(size: int, root: Path, *, quota: tuple[float, float] = NORMAL, latency:
         procs = {}
         for instance_id, path in configs.items():
             log = (path.parent / "agent.log").open("w")
-            procs[instance_id] = subprocess.Popen(
+            proc = procs[instance_id] = subprocess.Popen(
                 [sys.executable, "-m", "agent", "run", "--oneshot", "--config", str(path)],
                 env={**base, **world.env(instance_id)}, stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=log)
+            os.setpriority(os.PRIO_PROCESS, proc.pid, AGENT_NICENESS)
             log.close()
 
         def wait(instance_id: str) -> Agent:
