@@ -122,7 +122,7 @@ def test_action_completed_by_someone_else_degrades(booter: Booter) -> None:
     text = booter.config_path.read_text()
     booter.config_path.write_text(text.replace("[lifecycle]\n",
                                                "[lifecycle]\nheartbeat_seconds = 1\n"))
-    booter.world.cloud.action_latency["GetSecretValue"] = 2.5  # a slow boot
+    booter.world.cloud.action_latency["GetSecretValue"] = 4.0  # a slow boot
     proc = booter.start_daemon("--oneshot")
     eventually(lambda: booter.world.cloud.actions(booter.world.instance_id)[0].heartbeats)
     complete_from_outside(booter)

@@ -153,17 +153,18 @@ def test_heartbeats_outlast_a_completion_throttled_past_the_timeout(tmpfs: Path)
     """Throttled for longer than the hook's HeartbeatTimeout, the completion keeps being
     retried while heartbeats keep the action alive; admitted at last, it completes once."""
     with World() as world:
-        world.seed(secrets=SECRETS, heartbeat_timeout=6)  # a heartbeat every 2 s
+        world.seed(secrets=SECRETS, heartbeat_timeout=10)  # timed out 10 s after launch...
         b = Booter(world, tmpfs)
         b.configure(FILES)
+        edit(b, "lifecycle", "heartbeat_seconds = 1")  # ...or after the last heartbeat
         world.cloud.fail_next("CompleteLifecycleAction", count=1_000_000)  # until cleared
         proc = b.start_daemon("--oneshot")
         first = eventually(lambda: world.cloud.calls("CompleteLifecycleAction"), timeout=30)[0]
         # more than a HeartbeatTimeout of throttled completions: alive only by heartbeats
         beats = eventually(lambda: [c for c in world.cloud.calls(
-            "RecordLifecycleActionHeartbeat") if c.at > first.at + 6], timeout=60)
+            "RecordLifecycleActionHeartbeat") if c.at > first.at + 10], timeout=60)
         assert len(world.cloud.throttled("CompleteLifecycleAction")) >= 2
-        assert action(b).result is None  # still pending, 6 s after the first attempt
+        assert action(b).result is None  # still pending, 10 s after the first attempt
         world.cloud.clear_faults()
         assert b.collect(proc, timeout=120) == 0
         record = action(b)
