@@ -46,10 +46,13 @@ def retry(
 ) -> T:
     """Call until it succeeds, a permanent error is raised, or the budget runs out.
 
-    ``budget`` is seconds from now, or a function giving the seconds left at each failure
-    (a deadline that can move, as a lifecycle action kept alive by heartbeats). ``pace``
-    chooses base and cap per error, else ``base`` and ``cap``. Permanent errors propagate
-    unchanged; when the budget runs out :class:`GaveUp` wraps the last transient error.
+    ``budget`` is seconds from now (a pause that would not end within it gives up), or a
+    function giving the seconds left at each failure: a deadline that can move, as a
+    lifecycle action kept alive by heartbeats; then a pause is cut short at the deadline,
+    which is read again after the next attempt, and the call gives up once nothing is left.
+    ``pace`` chooses base and cap per error, else ``base`` and ``cap``. Permanent errors
+    propagate unchanged; when the budget runs out :class:`GaveUp` wraps the last transient
+    error.
     """
     start = clock()
     if callable(budget):
@@ -69,8 +72,11 @@ def retry(
             low, high = pace(exc) if pace is not None else (base, cap)
             pause = jittered_delay(attempt, low, high)
             attempt += 1
-            if pause >= left():
-                raise GaveUp(exc, attempt, clock() - start) from exc
+            remaining = left()
+            if pause >= remaining:
+                if not callable(budget) or remaining <= 0:
+                    raise GaveUp(exc, attempt, clock() - start) from exc
+                pause = remaining  # try again at the deadline, which may have moved by then
             if on_retry is not None:
                 on_retry(exc, attempt, pause)
             sleep(pause)

@@ -175,3 +175,16 @@ def test_a_moving_budget_is_read_at_each_failure() -> None:
     assert len(attempts) >= 20  # went on while the deadline moved, well past the first 3 s
     assert clock.now > 3.0
     assert clock.now <= deadline  # and never slept past the last one
+    assert attempts[-1] == pytest.approx(deadline)  # the last try at the deadline itself
+
+
+def test_a_fixed_budget_gives_up_before_a_pause_that_would_not_fit() -> None:
+    clock = Clock()
+
+    def call() -> None:
+        raise Transient("throttled")
+
+    with pytest.raises(GaveUp):
+        retry(call, transient=lambda e: True, budget=3.0, base=1, cap=2, clock=clock.time,
+              sleep=clock.sleep)
+    assert clock.now < 3.0  # never sleeps into the end of its budget
