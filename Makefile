@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit unit-user e2e programs lint bench deps e2e-deps programs-deps venv clean
+.PHONY: demo test unit unit-user e2e programs fleet lint bench deps e2e-deps programs-deps venv clean
 
 deps:
 	@./scripts/ensure-deps build
@@ -38,13 +38,17 @@ unit-user: $(USER_STAMP)
 	@if [ "$$(id -u)" = 0 ]; then as=(setpriv --reuid=65534 --regid=65534 --clear-groups); \
 	else as=(); fi; \
 	"$${as[@]}" env HOME=/tmp PYTHONDONTWRITEBYTECODE=1 $(USER_VENV)/bin/python -m pytest -q \
-	  -m 'not e2e and not programs' -p no:cacheprovider --basetemp=/tmp/agent-unit-user-$$(id -u)
+	  -m 'not e2e and not programs and not fleet' -p no:cacheprovider --basetemp=/tmp/agent-unit-user-$$(id -u)
 
 demo: $(STAMP)
 	$(VENV)/bin/agent demo
 
 unit: $(STAMP)
-	$(PY) -m pytest -q -m 'not e2e and not programs'
+	$(PY) -m pytest -q -m 'not e2e and not programs and not fleet'
+
+# 50 agents booting at once against one simulated account with AWS-like quotas (a few minutes).
+fleet: $(STAMP)
+	$(PY) -m pytest -q -s -m fleet
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check agent tests bench scripts setup.py
@@ -58,10 +62,11 @@ e2e: $(STAMP) | e2e-deps
 programs: $(STAMP) | programs-deps
 	PROGRAMS_REQUIRED=1 $(PY) -m pytest -q -m programs
 
-test: lint unit unit-user programs e2e
+test: lint unit unit-user programs fleet e2e
 
 bench: $(STAMP)
 	$(PY) bench/boot.py
+	$(PY) bench/fleet.py
 
 clean:
 	rm -rf $(VENV) $(USER_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -6,6 +6,14 @@ errors with jittered backoff within ``aws.max_wait_seconds`` per call, and perma
 (AccessDenied, ResourceNotFound, validation) fail at once. Credentials come from the default
 chain, whose instance-role step is answered by the agent's own IMDS client (IMDSv2, its
 token handling and retries) instead of a second client inside botocore.
+
+Politeness at fleet scale: a throttled answer means the quota is spent, most likely by the
+fleet this instance belongs to, so it is retried more patiently than a blip (a 5xx, a lost
+connection), Auto Scaling (small quotas shared by the whole account) most patiently; and
+every client has botocore's adaptive client-side rate limiter (``mode = "adaptive"``, which
+still acts with one attempt per call: it watches every answer), so that after a throttle
+the client's own calls are paced. Every attempt is counted by API and outcome
+(:meth:`Aws.request_counts`, for the telemetry).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -36,7 +45,7 @@ from botocore.loaders import Loader
 
 from agent import models
 from agent.errors import AwsError, ImdsError
-from agent.retry import GaveUp, retry
+from agent.retry import GaveUp, Pace, retry
 
 if TYPE_CHECKING:
     from agent.config import AwsConfig
@@ -56,6 +65,17 @@ THROTTLING = frozenset({
 _NETWORK = (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError, ConnectTimeoutError)
 CONNECT_TIMEOUT = 5.0  # seconds to connect, at most (and never beyond the call's budget)
 READ_TIMEOUT = 15.0  # seconds one attempt waits for its answer before it is tried again
+
+# Backoff (base, cap in seconds; full jitter) after a transient error, and after a throttle.
+TRANSIENT_BACKOFF = (0.1, 5.0)
+THROTTLED_BACKOFF = {"autoscaling": (2.0, 60.0)}
+THROTTLED_DEFAULT = (0.5, 20.0)
+
+
+def pace(service: str) -> Pace:
+    """The backoff of ``service``'s calls after each kind of error."""
+    throttled = THROTTLED_BACKOFF.get(service, THROTTLED_DEFAULT)
+    return lambda exc: throttled if is_throttling(exc) else TRANSIENT_BACKOFF
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -177,8 +197,8 @@ class Aws:
         self.region = region
         self.endpoint_url = endpoint_url or None
         self.max_wait = max_wait
-        self._config = BotoConfig(
-            retries={"total_max_attempts": 1, "mode": "standard"},
+        self._config = BotoConfig(  # adaptive: botocore's client-side rate limiter, which
+            retries={"total_max_attempts": 1, "mode": "adaptive"},  # acts even at 1 attempt
             connect_timeout=min(CONNECT_TIMEOUT, max_wait),
             read_timeout=min(READ_TIMEOUT, max_wait),
             max_pool_connections=16,
@@ -191,6 +211,8 @@ class Aws:
         self._clients: dict[tuple[str, str, Role | None], Any] = {}
         self._lock = threading.Lock()
         self._deadline = threading.local()  # of the call this thread is making
+        self._requests: Counter[tuple[str, str]] = Counter()  # (api, outcome): attempts
+        self._requests_lock = threading.Lock()
 
     def _new_session(self) -> botocore.session.Session:
         session = botocore.session.Session()
@@ -255,6 +277,9 @@ class Aws:
         """The client for ``service`` in ``region`` (default: ours) signing as ``role`` (default:
         the instance), created once (botocore sessions are not thread-safe)."""
         key = (service, region or self.region, role)
+        client = self._clients.get(key)  # made already: no waiting behind another's making
+        if client is not None:
+            return client
         with self._lock:
             if key not in self._clients:
                 session = self._session if role is None else self._role_session(role)
@@ -274,12 +299,13 @@ class Aws:
 
         botocore takes a per-request ``read_timeout`` from the request context.
         """
-        deadline = getattr(self._deadline, "at", None)
+        left = getattr(self._deadline, "left", None)
         context = getattr(request, "context", None)
-        if deadline is not None and isinstance(context, dict):
-            context["read_timeout"] = max(0.05, min(READ_TIMEOUT, deadline - time.monotonic()))
+        if left is not None and isinstance(context, dict):
+            context["read_timeout"] = max(0.05, min(READ_TIMEOUT, left()))
 
-    def call(self, service: str, operation: str, *, budget: float | None = None,
+    def call(self, service: str, operation: str, *,
+             budget: float | Callable[[], float] | None = None,
              on_retry: Callable[[BaseException], None] | None = None,
              region: str | None = None, role: Role | None = None,
              **params: Any) -> dict[str, Any]:
@@ -287,12 +313,20 @@ class Aws:
 
         Raises the botocore error for permanent failures (callers decide what a code means)
         and :class:`AwsError` when the retry budget runs out or credentials are missing.
+        ``budget``: seconds, or a function giving the seconds left (a deadline that moves);
         ``on_retry`` sees each transient error before its retry.
         """
-        method = getattr(self.client(service, region, role), operation)
+        client = self.client(service, region, role)
+        method = getattr(client, operation)
+        api = f"{service}:{client.meta.method_to_api_mapping.get(operation, operation)}"
 
         def attempt() -> dict[str, Any]:
-            result: dict[str, Any] = method(**params)
+            try:
+                result: dict[str, Any] = method(**params)
+            except Exception as exc:
+                self._count(api, "throttled" if is_throttling(exc) else "error")
+                raise
+            self._count(api, "ok")
             return result
 
         def retrying(exc: BaseException, n: int, pause: float) -> None:
@@ -302,14 +336,17 @@ class Aws:
                 on_retry(exc)
 
         budget = self.max_wait if budget is None else budget
-        self._deadline.at = time.monotonic() + budget
+        if callable(budget):  # a deadline that moves: read again at each attempt
+            self._deadline.left = budget
+        else:
+            end = time.monotonic() + budget
+            self._deadline.left = lambda: end - time.monotonic()
         try:
             return retry(
                 attempt,
                 transient=is_transient,
                 budget=budget,
-                base=0.1,
-                cap=5.0,
+                pace=pace(service),
                 on_retry=retrying,
             )
         except GaveUp as exc:
@@ -320,7 +357,16 @@ class Aws:
         except NoCredentialsError as exc:
             raise AwsError(f"{service} {operation}: {describe(exc)}") from None
         finally:
-            self._deadline.at = None
+            self._deadline.left = None
+
+    def _count(self, api: str, outcome: str) -> None:
+        with self._requests_lock:
+            self._requests[(api, outcome)] += 1
+
+    def request_counts(self) -> dict[tuple[str, str], int]:
+        """Attempts so far by (api, outcome); outcome ``ok``, ``throttled`` or ``error``."""
+        with self._requests_lock:
+            return dict(self._requests)
 
     def describe_instance_type(self, instance_type: str) -> InstanceType | None:
         """A type's nominal size from ``DescribeInstanceTypes`` (None when AWS knows none)."""

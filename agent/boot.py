@@ -10,12 +10,13 @@ import contextlib
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from agent import image, tuning
+from agent import history, image, telemetry, tuning
 from agent.context import LaunchContext
 from agent.errors import AgentError, PhaseFailed, describe_failure
 from agent.facts import Facts, read_facts
@@ -35,10 +36,13 @@ log = logging.getLogger("agent.boot")
 class Boot:
     """One boot: the phases, the clients they share, and the state they record."""
 
-    def __init__(self, cfg: Config, rec: Recorder, notify: Notifier) -> None:
+    def __init__(self, cfg: Config, rec: Recorder, notify: Notifier,
+                 started: float | None = None) -> None:
         self.cfg = cfg
         self.rec = rec
         self.notify = notify
+        self.started = time.monotonic() if started is None else started  # agent run began
+        self.telemetry = telemetry.Telemetry(cfg.telemetry, rec)
         self.imds = ImdsClient.from_config(cfg.imds)
         self.imds.on_notice = lambda text: rec.note(Phase.METADATA, text)
         self.meta: Metadata | None = None
@@ -46,6 +50,7 @@ class Boot:
         self.aws: Aws | None = None
         self.published: Secrets | None = None  # the secrets, for the resident daemon
         self.hook: LaunchHook | None = None
+        self.earlier_boot: dict[str, Any] | None = None  # this instance's boot before this one
         self._sdk: Future[Any] = Future()
         self._aws_lock = threading.Lock()
 
@@ -60,9 +65,9 @@ class Boot:
             self._sdk = pool.submit(import_module, "agent.aws")  # botocore loads meanwhile
             failure = self.attempt(Phase.METADATA, self.read_metadata)
             if failure is None:
-                if self.cfg.lifecycle.enabled:
-                    found = pool.submit(self.find_hook)  # heartbeats from here on
                 publishing = pool.submit(self.attempt, Phase.SECRETS, self.publish_secrets)
+                if self.cfg.lifecycle.enabled:  # (after: the secrets' client is made first)
+                    found = pool.submit(self.find_hook)  # heartbeats from here on
                 failure = self.attempt(Phase.TUNING, self.tune)
                 published = publishing.result()  # every phase that started ends first
                 failure = failure or published
@@ -126,6 +131,7 @@ class Boot:
             with contextlib.suppress(Exception):
                 self.rec.finish(State.FAILED)
                 self.notify.status(f"boot failed: {failure}")
+            self.report(ready=False)
             return False
         self.rec.finish(State.READY)
         try:
@@ -133,7 +139,18 @@ class Boot:
         except Exception as exc:  # the hook has its CONTINUE: the boot stays ready
             self.rec.warn(f"systemd: READY=1 not sent: {describe_failure('notify', exc)}")
         log.info("boot ready (%s)", self.rec.doc["condition"])
+        self.report(ready=True)
         return True
+
+    def report(self, *, ready: bool) -> None:
+        """The telemetry, after the verdict (and READY): whatever happens, only a warning."""
+        try:
+            self.telemetry.report(ready=ready, started=self.started, aws=self.aws,
+                                  make_aws=self.clients if self.meta is not None else None)
+        except Exception as exc:
+            log.debug("telemetry", exc_info=True)
+            with contextlib.suppress(Exception):
+                self.rec.warn(f"telemetry: {describe_failure('the telemetry', exc)}")
 
     def clients(self) -> Aws:
         """The AWS clients' home, made once botocore (imported meanwhile) is there."""
@@ -145,10 +162,13 @@ class Boot:
             return self.aws
 
     def read_metadata(self) -> tuple[PhaseState, str]:
-        """Identity, tags, Auto Scaling target state; the image's checks."""
+        """Identity, tags, Auto Scaling target state, this instance's earlier boot (read
+        before the tuning phase records this one); the image's checks."""
         self.meta = Metadata.read(self.imds)
         self.context = LaunchContext.at_boot(self.meta, self.clients)
         self.rec.update(instance=self.meta.record())
+        self.earlier_boot = history.earlier_boot(history.read(self.cfg.tuning.history_file),
+                                                 self.meta.identity.instance_id)
         image.check(self.cfg.image, self.imds, self.rec)
         return PhaseState.DONE, self.meta.summary()
 
@@ -173,15 +193,16 @@ class Boot:
         """Every tuned value computed for this machine, then written."""
         assert self.meta is not None and self.context is not None
         return tuning.phase(self.cfg.tuning, self.meta.identity, self.rec, self.machine,
-                            self.context)
+                            self.context, self.meta.target_state)
 
     def find_hook(self) -> Target | None:
         """The launch hook to signal (kept alive by heartbeats until it is completed)."""
         from agent.lifecycle import LaunchHook  # noqa: PLC0415
 
         assert self.meta is not None
-        self.hook = LaunchHook(self.cfg.lifecycle, self.clients(), self.meta.identity.instance_id,
-                               self.meta.tags)
+        self.hook = LaunchHook(self.cfg.lifecycle, self.clients(), self.meta,
+                               previous=self.rec.previous, earlier_boot=self.earlier_boot,
+                               knows_boots=bool(self.cfg.tuning.history_file))
         return self.hook.find()
 
     def finish_hook(self, found: Future[Target | None] | None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -89,6 +90,7 @@ class TerminationConfig(Section):
     stop_units: list[UnitName] = []  # systemctl stop, in order
     wipe_secrets: bool = True  # remove the published secrets once drained
     rebalance_command: Command = []  # on a rebalance recommendation (nothing else)
+    scheduled_events: bool = True  # a retirement or stop event: SetInstanceHealth Unhealthy
 
 
 class ImageConfig(Section):
@@ -97,6 +99,34 @@ class ImageConfig(Section):
     manifest: AbsoluteFile = "/etc/agent/image.json"  # written by `agent bake-check`
     max_age_days: Annotated[float, span(0, 3650)] = 0.0  # 0: never flag the image's age
     check_user_data: bool = True  # flag user-data that looks like it holds a credential
+
+
+CLOUDWATCH_NAMESPACE = re.compile(r"[0-9A-Za-z.\-_/#:]{1,255}")
+
+
+class TelemetryConfig(Section):
+    """``[telemetry]``: the boot's metrics, for Prometheus and CloudWatch (off by default)."""
+
+    textfile: OptionalFile = ""  # node_exporter textfile collector, e.g. .../agent.prom
+    cloudwatch_namespace: Text = ""  # PutMetricData once per boot, e.g. "InstanceBoot"
+
+    @field_validator("textfile")
+    @classmethod
+    def _prom(cls, value: str) -> str:
+        if value and not value.endswith(".prom"):
+            raise ValueError(f"{value!r} must end in .prom (the only files node_exporter's "
+                             "textfile collector reads)")
+        return value
+
+    @field_validator("cloudwatch_namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        if value and not CLOUDWATCH_NAMESPACE.fullmatch(value):
+            raise ValueError(f"{value!r} is not a CloudWatch namespace (1 to 255 of "
+                             "A-Z a-z 0-9 . - _ / # :)")
+        if value.startswith("AWS/"):
+            raise ValueError(f"{value!r}: namespaces starting AWS/ are AWS's own")
+        return value
 
 
 class SignalConfig(Section):
@@ -134,6 +164,7 @@ class Config(BaseSettings):
     termination: TerminationConfig = TerminationConfig()
     signal: SignalConfig = SignalConfig()
     image: ImageConfig = ImageConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
 
     @classmethod
     def settings_customise_sources(

@@ -17,7 +17,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from agent import configcache
 from agent.boot import Boot
@@ -26,6 +26,9 @@ from agent.fsutil import claim_dir
 from agent.imds import ImdsClient
 from agent.service import Notifier, setup_logging
 from agent.state import Recorder, utc_now
+
+if TYPE_CHECKING:
+    from agent.termination import ScheduledEvents
 
 log = logging.getLogger("agent.daemon")
 T = TypeVar("T")
@@ -62,20 +65,22 @@ def acquire_lock(state_dir: str) -> int:
 
 def run(config_path: str | None, *, oneshot: bool = False, verbose: bool = False) -> int:
     """The ``run`` command; returns its exit code."""
+    started = time.monotonic()
     setup_logging(verbose)
     cfg = configcache.load(config_path)
     oneshot = oneshot or cfg.mode == "oneshot"
     notify = Notifier()
     acquire_lock(cfg.state_dir)
-    if not oneshot:  # a SIGHUP during the boot must not kill it: the boot is fetching anyway
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if not oneshot:  # a SIGHUP during the boot must not kill it, nor be lost: it waits (the
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})  # boot's threads inherit
+        # the mask) for the resident loop, which then refreshes at once
     try:
         rec = Recorder(cfg.state_dir)
         rec.start()
     except OSError as exc:
         raise BootError(f"state_dir {cfg.state_dir}: cannot write state.json: "
                         f"{exc.strerror or exc}") from None
-    boot = Boot(cfg, rec, notify)
+    boot = Boot(cfg, rec, notify, started)
     if not boot.run():
         return EXIT_FAILED
     if oneshot:
@@ -176,6 +181,7 @@ class Resident:
         self.imds_down = False
         self.refreshes = 0
         self._poller: ImdsClient | None = None
+        self._events: ScheduledEvents | None = None
 
     def schedule(self) -> Schedule:
         """This daemon's timers: what is on, and how often."""
@@ -187,7 +193,7 @@ class Resident:
     def serve(self) -> int:
         """Sleep until a signal or a timer; return the exit code."""
         # Only the main thread is left; blocked signals wait for sigtimedwait below (SIGHUP
-        # was ignored during the boot: blocked now, its default action no longer applies).
+        # was blocked during the boot already: one sent meanwhile is answered first).
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS | {signal.SIGHUP})
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
         release_memory()
@@ -227,14 +233,16 @@ class Resident:
             return fallback
 
     def watching(self) -> bool:
-        """Whether there is anything to watch: an Auto Scaling member, or a spot instance."""
+        """Whether there is anything to watch: an Auto Scaling member, a spot instance, or
+        scheduled events (any instance)."""
         if not self.cfg.termination.enabled or self.boot.meta is None:
             return False
         try:
             self.spot = self.poller.market() == "spot"
         except AgentError as exc:
             log.warning("termination watch: cannot read the instance market: %s", exc)
-        return self.spot or self.boot.meta.target_state is not None
+        return (self.spot or self.boot.meta.target_state is not None
+                or self.cfg.termination.scheduled_events)
 
     def poll(self) -> bool:
         """One look at IMDS for notices; False once there is nothing left to watch."""
@@ -242,6 +250,8 @@ class Resident:
 
         try:
             notice, target_state = termination.poll(self.poller, spot=self.spot)
+            events = (termination.scheduled(self.poller)
+                      if self.cfg.termination.scheduled_events else None)
         except AgentError as exc:
             if not self.imds_down:
                 self.imds_down = True
@@ -255,6 +265,8 @@ class Resident:
         if self.boot.meta is not None and self.boot.meta.warm and target_state == "InService":
             log.info("warm pool: the instance goes InService; completing the boot")
             self.boot.promote()
+        if events is not None and (notice is None or notice.kind == "rebalance"):
+            self.scheduled_events().seen(events)
         if notice is None:
             return True
         if notice.kind == "rebalance":
@@ -271,6 +283,20 @@ class Resident:
         self.rec.update(termination=record)
         self.notify.status(f"drained ({notice.kind}): waiting for the end")
         return False
+
+    def scheduled_events(self) -> ScheduledEvents:
+        """What was done about scheduled events (made at the first poll that reads them)."""
+        from agent import termination  # noqa: PLC0415
+
+        if self._events is None:
+            meta = self.boot.meta
+            assert meta is not None
+            group = str(self.rec.doc.get("instance", {}).get("auto_scaling_group") or "")
+            self._events = termination.ScheduledEvents(
+                self.rec, meta.identity.instance_id, group,
+                in_group=bool(group) or meta.target_state is not None,
+                clients=self.boot.clients, previous=self.rec.previous)
+        return self._events
 
     @property
     def poller(self) -> ImdsClient:
@@ -320,3 +346,4 @@ class Resident:
 
     def _record(self, result: str) -> None:
         self.rec.update(refresh={"count": self.refreshes, "at": utc_now(), "result": result})
+        self.boot.telemetry.write(self.boot.aws)  # the request counts, the condition

@@ -1,9 +1,10 @@
-"""The instance's history across boots: the type it ran at, to notice a resize.
+"""The instance's history across boots: the type it ran at, to notice a resize; and whether
+it booted before, which tells the launch hook's lookup what may be pending.
 
 ``tuning.history_file`` (on disk: /run is cleared at every boot) records the instance id, its
-type and the boot id of each boot. A later boot of the same instance at another type is a
-resize (stop, change the type, start); a history written by another instance (one baked into
-the image) is not a previous boot of this one.
+type, its Auto Scaling target lifecycle state and the boot id of each boot. A later boot of
+the same instance at another type is a resize (stop, change the type, start); a history
+written by another instance (one baked into the image) is not a previous boot of this one.
 """
 
 from __future__ import annotations
@@ -18,8 +19,12 @@ from agent.statefile import boot_id
 Record = dict[str, Any]
 
 
+KEPT = ("instance_type", "target_lifecycle_state", "boot_id", "recorded_at")
+
+
 def track_instance(path: str, instance_id: str, instance_type: str, *,
-                   boot: str | None = None, now: str | None = None) -> tuple[Record | None, str]:
+                   target_state: str | None = None, boot: str | None = None,
+                   now: str | None = None) -> tuple[Record | None, str]:
     """Compare this boot's instance type with the previous boot's; record this boot's.
 
     Returns the resize (``{"from", "to", "previous_boot_at"}``) or None, and a problem ('' when
@@ -29,15 +34,10 @@ def track_instance(path: str, instance_id: str, instance_type: str, *,
         return None, ""
     boot = boot_id() if boot is None else boot
     old = read(path)
-    previous = None
-    if old.get("instance_id") == instance_id:
-        if old.get("boot_id") == boot:  # an earlier run during this boot
-            previous = old.get("previous") if isinstance(old.get("previous"), dict) else None
-        else:
-            previous = {k: old.get(k) for k in ("instance_type", "boot_id", "recorded_at")}
+    previous = earlier_boot(old, instance_id, boot)
     same_boot = old.get("instance_id") == instance_id and old.get("boot_id") == boot
     doc = {"version": 1, "instance_id": instance_id, "instance_type": instance_type,
-           "boot_id": boot,
+           "target_lifecycle_state": target_state, "boot_id": boot,
            "recorded_at": old.get("recorded_at") if same_boot else (now or utc_now()),
            "previous": previous}
     resize = None
@@ -54,8 +54,24 @@ def track_instance(path: str, instance_id: str, instance_type: str, *,
     return resize, ""
 
 
+def earlier_boot(old: Record, instance_id: str, boot: str | None = None) -> Record | None:
+    """The record of this instance's boot before this one in history ``old`` (None: none).
+
+    ``old`` as :func:`read` returns it, before this boot's record replaced it.
+    """
+    boot = boot_id() if boot is None else boot
+    if old.get("instance_id") != instance_id:
+        return None
+    if old.get("boot_id") == boot:  # an earlier run during this boot
+        previous = old.get("previous")
+        return previous if isinstance(previous, dict) else None
+    return {k: old.get(k) for k in KEPT}
+
+
 def read(path: str) -> Record:
-    """The recorded history ({} when absent or unreadable)."""
+    """The recorded history ({} when absent, unreadable, or turned off with "")."""
+    if not path:
+        return {}
     try:
         with open(path, "rb") as handle:
             data = json.load(handle)

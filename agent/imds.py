@@ -201,6 +201,20 @@ class ImdsClient:
         """A rebalance recommendation ({"noticeTime": ...}), or None."""
         return self._optional_json("/latest/meta-data/events/recommendations/rebalance")
 
+    def scheduled_events(self) -> list[dict[str, Any]]:
+        """Scheduled maintenance events (a JSON list; [] when there are none)."""
+        path = "/latest/meta-data/events/maintenance/scheduled"
+        raw = self.get(path, allow_404=True)
+        if raw is None or not raw.strip():
+            return []
+        try:
+            value = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise ImdsError(f"IMDS {path}: not JSON") from None
+        if not isinstance(value, list):
+            raise ImdsError(f"IMDS {path}: not a JSON list")
+        return [item for item in value if isinstance(item, dict)]
+
     def _optional_json(self, path: str) -> dict[str, Any] | None:
         raw = self.get(path, allow_404=True)
         if raw is None:

@@ -2,12 +2,17 @@
 and the other readiness signals (CloudFormation ``SignalResource``, a marker file).
 
 The group comes from the instance tag ``aws:autoscaling:groupName`` when instance tags are
-in the metadata, else from ``DescribeAutoScalingInstances`` (which also tells the instance's
-lifecycle state: an instance already ``InService``, after a reboot or a second run, is not
-completed again). The hook is the configured one or the group's only hook of the transition.
-While the boot (or a drain) runs, heartbeats keep the action alive until the completion is
-admitted; completion is retried on throttling for as long as the hook's timeout allows.
-:func:`outcome` is the decision table: which result a boot sends, given what it found.
+in the metadata (no such tag there: the instance is in no group), else from
+``DescribeAutoScalingInstances``. With the tag, a boot needs two Auto Scaling calls,
+``DescribeLifecycleHooks`` and ``CompleteLifecycleAction``: the lifecycle state comes from
+IMDS's target lifecycle state and the instance's history (:func:`known_state`: the first
+boot of an instance, or its first boot out of the warm pool, has its launch action pending;
+after a reboot, Auto Scaling is asked), and a second run of the same boot finds what the
+first one sent in the previous state.json. The hook is the configured one or the group's
+only hook of the transition. While the boot (or a drain) runs, heartbeats keep the action
+alive until the completion is admitted; completion is retried on throttling for as long as
+the action lives, heartbeats extending it. :func:`outcome` is the decision table: which
+result a boot sends, given what it found.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from agent.state import PhaseState, utc_now
 
 if TYPE_CHECKING:
     from agent.config import LifecycleConfig, SignalConfig
+    from agent.imds import Metadata
     from agent.state import Recorder
 
 log = logging.getLogger(__name__)
@@ -81,14 +87,22 @@ class Target:
 
 
 def discover(aws: Aws, instance_id: str, tags: dict[str, str] | None, *, hook_name: str = "",
-             transition: str = LAUNCHING, setting: str = "lifecycle.hook_name"
-             ) -> Target | None:
-    """The group and hook to signal, or None when the instance is in no group."""
-    state, group = instance_state(aws, instance_id)
-    if tags is not None and tags.get(GROUP_TAG):
-        group = group or tags[GROUP_TAG]
+             transition: str = LAUNCHING, setting: str = "lifecycle.hook_name",
+             state: str | None = None) -> Target | None:
+    """The group and hook to signal, or None when the instance is in no group.
+
+    ``state``: the instance's lifecycle state when the caller knows it; with the group tag
+    in ``tags`` it saves the ``DescribeAutoScalingInstances`` call.
+    """
+    group = (tags or {}).get(GROUP_TAG, "")
+    if tags is not None and not group:  # Auto Scaling tags every instance of a group
+        return None
+    if not (group and state is not None):
+        state, described = instance_state(aws, instance_id)
+        group = described or group
     if not group:
         return None
+    assert state is not None
     hooks = _call(aws, "describe_lifecycle_hooks", AutoScalingGroupName=group)
     of_kind = [h for h in hooks.get("LifecycleHooks", [])
                if h["LifecycleTransition"] == transition]
@@ -110,6 +124,28 @@ def discover(aws: Aws, instance_id: str, tags: dict[str, str] | None, *, hook_na
     timeout = int(chosen[0].get("HeartbeatTimeout", 3600))
     return Target(group, chosen[0]["LifecycleHookName"], state, timeout,
                   transition=transition, alive_until=time.monotonic() + timeout)
+
+
+def known_state(target_state: str | None, earlier_boot: dict[str, Any] | None) -> str | None:
+    """The launch lifecycle state IMDS implies, or None when Auto Scaling must be asked.
+
+    IMDS tells the target state only (``InService`` while the instance waits in
+    ``Pending:Wait`` too). At the first boot of an instance (``earlier_boot``: the history's
+    record of an earlier boot of this instance, None when there was none) the launch action
+    is pending, as it is at the first boot out of the warm pool; after a reboot it is long
+    done, or not: ask.
+    """
+    if target_state is None:
+        return None
+    if earlier_boot is not None:
+        before = str(earlier_boot.get("target_lifecycle_state") or "")
+        if not (before.startswith("Warmed:") and target_state == "InService"):
+            return None
+    if target_state == "InService":
+        return "Pending:Wait"
+    if target_state.startswith("Warmed:"):
+        return "Warmed:Pending:Wait"
+    return None
 
 
 def instance_state(aws: Aws, instance_id: str) -> tuple[str, str]:
@@ -136,13 +172,19 @@ def heartbeat(aws: Aws, target: Target, instance_id: str) -> bool:
 def complete(aws: Aws, target: Target, instance_id: str, result: HookResult) -> Completion:
     """Send ``result``; :attr:`Completion.NOT_PENDING` when no action was pending.
 
-    Retried on throttling and transient errors while the action lives. "No active Lifecycle
-    Action found" after one of our own attempts may have been processed (a timeout, a 5xx)
-    means that attempt completed it: ``"sent"``.
+    Retried on throttling and transient errors while the action lives (at least 5 s): its
+    deadline moves with every heartbeat admitted meanwhile. "No active Lifecycle Action
+    found" after one of our own attempts may have been processed (a timeout, a 5xx) means
+    that attempt completed it: ``"sent"``.
     """
     maybe_processed: list[BaseException] = []
+    floor = time.monotonic() + 5.0
+
+    def left() -> float:
+        return max(floor - time.monotonic(), target.remaining())
+
     try:
-        _call(aws, "complete_lifecycle_action", budget=max(5.0, target.remaining()),
+        _call(aws, "complete_lifecycle_action", budget=left,
               on_retry=lambda exc: None if is_throttling(exc) else maybe_processed.append(exc),
               AutoScalingGroupName=target.group, LifecycleHookName=target.hook,
               InstanceId=instance_id, LifecycleActionResult=result.value)
@@ -238,23 +280,44 @@ def outcome(target: Target | None, *, failed: bool, on_failure: str,
 
 
 class LaunchHook:
-    """This boot's launch hook: found (and heartbeated) while the boot runs, completed once."""
+    """This boot's launch hook: found (and heartbeated) while the boot runs, completed once.
 
-    def __init__(self, cfg: LifecycleConfig, aws: Aws, instance_id: str,
-                 tags: dict[str, str] | None) -> None:
+    ``previous``: the state document of an earlier run of this boot (None: the first run);
+    ``earlier_boot``: the history's record of this instance's boot before this one;
+    ``knows_boots``: whether there is a history to tell a first boot from a reboot (without
+    one, Auto Scaling is asked what is pending).
+    """
+
+    def __init__(self, cfg: LifecycleConfig, aws: Aws, meta: Metadata, *,
+                 previous: dict[str, Any] | None = None,
+                 earlier_boot: dict[str, Any] | None = None, knows_boots: bool = True) -> None:
         self.cfg = cfg
         self.aws = aws
-        self.instance_id = instance_id
-        self.tags = tags
+        self.meta = meta
+        self.instance_id = meta.identity.instance_id
+        self.previous = previous
+        self.earlier_boot = earlier_boot
+        self.knows_boots = knows_boots
         self.heartbeats: Heartbeater | None = None
 
     def find(self) -> Target | None:
         """The group and hook; heartbeats start when the action is pending."""
-        target = discover(self.aws, self.instance_id, self.tags, hook_name=self.cfg.hook_name)
+        target = discover(self.aws, self.instance_id, self.meta.tags,
+                          hook_name=self.cfg.hook_name, state=self.known_state())
         if target is not None and target.pending:
             self.heartbeats = Heartbeater(self.aws, target, self.instance_id,
                                           self.cfg.heartbeat_seconds).start()
         return target
+
+    def known_state(self) -> str | None:
+        """The launch state as IMDS and the earlier runs tell it (None: ask Auto Scaling)."""
+        target_state = self.meta.target_state
+        group = (self.meta.tags or {}).get(GROUP_TAG, "")
+        if group and target_state and _earlier_run(self.previous, group, target_state):
+            return target_state  # an earlier run of this boot completed it: nothing pending
+        if not self.knows_boots:
+            return None  # a reboot would look like a first boot
+        return known_state(target_state, self.earlier_boot)
 
     def finish(self, found: Future[Target | None], rec: Recorder, *, failed: bool,
                warm: bool) -> tuple[PhaseState, str]:
@@ -292,13 +355,26 @@ class LaunchHook:
             return decision.state, decision.detail
         record = {"group": target.group, "hook": target.hook, "result": decision.result,
                   "heartbeats": beats}
-        if sent is Completion.NOT_PENDING:
+        if sent is Completion.NOT_PENDING:  # at a first boot, or found pending: not as it should
             rec.update(lifecycle={**record, "result": None})
             rec.warn(f"lifecycle: the {target.hook} action was no longer pending "
                      "(timed out, or completed by someone else)")
             return PhaseState.DONE, "no active lifecycle action any more: not ours to complete"
         rec.update(lifecycle=record)
         return decision.state, decision.detail + (" (warm pool)" if warm and sent else "")
+
+
+def _earlier_run(previous: dict[str, Any] | None, group: str, target_state: str) -> bool:
+    """Whether an earlier run of this boot sent a result to ``group``'s launch hook for the
+    same launch (a launch into the warm pool is another action than the one into service)."""
+    record = (previous or {}).get("lifecycle")
+    instance = (previous or {}).get("instance")
+    if not isinstance(record, dict) or record.get("group") != group:
+        return False
+    if not isinstance(record.get("result"), str) or not isinstance(instance, dict):
+        return False
+    before = str(instance.get("target_lifecycle_state") or "")
+    return before.startswith("Warmed:") == target_state.startswith("Warmed:")
 
 
 def _earlier(target: Target | None, previous: dict[str, Any] | None) -> str | None:

@@ -21,10 +21,12 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
     "secretsmanager": ("GetSecretValue", "DescribeSecret"),
     "ssm": ("GetParameters",),
     "autoscaling": ("DescribeAutoScalingInstances", "DescribeLifecycleHooks",
-                    "CompleteLifecycleAction", "RecordLifecycleActionHeartbeat"),
+                    "CompleteLifecycleAction", "RecordLifecycleActionHeartbeat",
+                    "SetInstanceHealth"),
     "ec2": ("DescribeInstanceTypes", "DescribeTags"),
     "cloudformation": ("SignalResource",),
     "sts": ("AssumeRole",),
+    "cloudwatch": ("PutMetricData",),
 }
 VERSION_FILE = "botocore-version"
 _DROP = frozenset({"documentation", "documentationUrl"})

@@ -157,7 +157,7 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "state": str, "condition": str, "updated_at": str, "instance": dict, "phases": list,
     "secrets": list, "lifecycle": dict, "errors": list, "warnings": list, "pid": int,
     "boot_id": str, "termination": dict, "rebalance": dict, "image": dict, "resize": dict,
-    "tuning": list, "refresh": dict, "skipped": list,
+    "tuning": list, "refresh": dict, "skipped": list, "events": list, "health": dict,
 }
 
 

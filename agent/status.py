@@ -114,8 +114,14 @@ def _secrets(doc: dict[str, Any]) -> list[str]:
 
 
 def _termination(doc: dict[str, Any]) -> list[str]:
-    """The drain after a termination or interruption notice, and rebalance notices."""
+    """Scheduled events and what was done, the drain after a termination or interruption
+    notice, and rebalance notices."""
     out: list[str] = []
+    for event in doc.get("events") or []:
+        if isinstance(event, dict):
+            out += ["", f"scheduled  {event.get('code', '?')} {event.get('event_id', '')} "
+                        f"({event.get('state', '?')}), not before {event.get('not_before', '?')}",
+                    f"  {event.get('description', '')}", f"  action: {event.get('action', '?')}"]
     term = doc.get("termination") or {}
     if term:
         hook = term.get("hook") or {}

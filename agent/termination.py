@@ -8,6 +8,12 @@ configured units, all within ``deadline_seconds`` (for spot, before the interrup
 while heartbeats keep a pending ``EC2_INSTANCE_TERMINATING`` hook alive; then the hook gets
 CONTINUE and the published secrets are wiped. A rebalance recommendation only logs and runs
 ``rebalance_command``.
+
+Scheduled events (``termination.scheduled_events``): the poll also reads
+``events/maintenance/scheduled``. An active ``instance-retirement`` or ``instance-stop``
+event of an instance in a group marks it Unhealthy (``SetInstanceHealth``, once), so that
+the group launches its replacement before EC2 stops it; the group's termination then brings
+the usual drain. Outside a group such an event is a warning: someone must act.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import calendar
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +35,7 @@ if TYPE_CHECKING:
     from agent.aws import Aws
     from agent.config import Config
     from agent.imds import ImdsClient
+    from agent.state import Recorder
 
 log = logging.getLogger(__name__)
 SPOT_MARGIN = 5.0  # finish the drain this long before a spot interruption
@@ -83,10 +91,12 @@ def drain(cfg: Config, notice: Notice, aws: Aws | None, instance_id: str,
                               "secrets_wiped": False}
     target = beats = None
     if aws is not None:
+        # the group's termination sets the target state Terminated: its hooks are waiting
+        known = "Terminating:Wait" if notice.kind == "autoscaling" else None
         try:
             target = lifecycle.discover(aws, instance_id, tags, hook_name=term.hook_name,
                                         transition=lifecycle.TERMINATING,
-                                        setting="termination.hook_name")
+                                        setting="termination.hook_name", state=known)
         except AgentError as exc:
             record["hook"] = {"error": str(exc)}
         if target is not None and target.pending:
@@ -135,3 +145,138 @@ def wipe(root: Path) -> bool:
     if wiped:
         log.info("termination: secrets under %s wiped", root)
     return wiped
+
+
+# -- scheduled events ----------------------------------------------------------------------
+
+STOPPING = frozenset({"instance-retirement", "instance-stop"})  # EC2 will stop the instance
+EVENTS_WARNING = "scheduled event"
+HEALTH_BUDGET = 60.0  # seconds for SetInstanceHealth (within aws.max_wait_seconds)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One scheduled event, as IMDS lists it."""
+
+    code: str  # instance-retirement, instance-stop, system-reboot, ...
+    event_id: str
+    state: str  # active | completed | canceled
+    description: str
+    not_before: str  # as IMDS writes it: "21 Jan 2019 09:00:43 GMT"
+    not_after: str
+
+    @classmethod
+    def of(cls, item: dict[str, Any]) -> Event:
+        """From IMDS's JSON (absent fields are '')."""
+        def text(key: str) -> str:
+            value = item.get(key)
+            return value if isinstance(value, str) else ""
+        return cls(text("Code"), text("EventId"), text("State").lower(), text("Description"),
+                   text("NotBefore"), text("NotAfter"))
+
+    @property
+    def active(self) -> bool:
+        """Not completed or canceled (those also say so in their Description)."""
+        return self.state == "active" and not self.description.startswith(
+            ("[Completed]", "[Canceled]"))
+
+    @property
+    def stops(self) -> bool:
+        """An active event after which EC2 stops (or retires) the instance."""
+        return self.active and self.code in STOPPING
+
+    def record(self) -> dict[str, str]:
+        """state.json's entry (``action`` is added by the caller)."""
+        return {"code": self.code, "event_id": self.event_id, "state": self.state,
+                "not_before": self.not_before, "not_after": self.not_after,
+                "description": self.description}
+
+
+def scheduled(imds: ImdsClient) -> list[Event]:
+    """The instance's scheduled events, as IMDS lists them."""
+    return [Event.of(item) for item in imds.scheduled_events()]
+
+
+def mark_unhealthy(aws: Aws, instance_id: str) -> None:
+    """``SetInstanceHealth`` Unhealthy, now (not after the group's health check grace
+    period): the group terminates the instance and launches a replacement."""
+    aws.call("autoscaling", "set_instance_health", budget=min(HEALTH_BUDGET, aws.max_wait),
+             InstanceId=instance_id, HealthStatus="Unhealthy", ShouldRespectGracePeriod=False)
+
+
+class ScheduledEvents:
+    """What the daemon did about each scheduled event; Unhealthy sent once per instance.
+
+    ``previous``: the state document of an earlier run of this boot, so that a restarted
+    daemon does not mark the instance again.
+    """
+
+    def __init__(self, rec: Recorder, instance_id: str, group: str, in_group: bool,
+                 clients: Callable[[], Aws], previous: dict[str, Any] | None = None) -> None:
+        self.rec = rec
+        self.instance_id = instance_id
+        self.group = group
+        self.in_group = in_group
+        self.clients = clients
+        earlier = (previous or {}).get("health")
+        self.health: dict[str, Any] | None = earlier if isinstance(earlier, dict) and \
+            earlier.get("status") == "Unhealthy" else None
+        self.failed: str = ""  # a permanent SetInstanceHealth failure: not tried again
+        self.last: list[dict[str, str]] | None = None
+
+    def seen(self, events: list[Event]) -> None:
+        """One poll's events: act on a stopping one, record the active ones."""
+        active = [e for e in events if e.active]
+        records = []
+        for event in active:
+            records.append({**event.record(), "action": self._act(event)})
+        stopping = {e.event_id for e in active if e.stops}
+        over = [w for w in self.rec.doc["warnings"] if w.startswith(EVENTS_WARNING)
+                and not any(i and i in w for i in stopping)]
+        for warning in over:  # the event completed or was canceled
+            self.rec.clear_warning(warning)
+        if records != self.last:
+            self.last = records
+            self.rec.update(events=records, **({"health": self.health} if self.health else {}))
+
+    def _act(self, event: Event) -> str:
+        if not event.stops:
+            return "none (the instance keeps running)"
+        when = f"{event.code} {event.event_id} not before {event.not_before or '?'}"
+        if not self.in_group:
+            self._warn(f"{EVENTS_WARNING}: {when}: not in an Auto Scaling group: stop and "
+                       "start this instance (or replace it) before then")
+            return "warning: not in an Auto Scaling group"
+        if self.health is not None:
+            return (f"marked Unhealthy in {self.health.get('group') or 'its group'} at "
+                    f"{self.health.get('at')}: the group replaces the instance")
+        if self.failed:
+            return self.failed
+        from agent.aws import describe, error_code  # noqa: PLC0415 - botocore, loaded
+
+        try:
+            mark_unhealthy(self.clients(), self.instance_id)
+        except AgentError as exc:  # out of retries: the next poll tries again
+            self._warn(f"{EVENTS_WARNING}: {when}: SetInstanceHealth: {exc} (retried)")
+            return f"SetInstanceHealth failed (retried at the next poll): {exc}"
+        except Exception as exc:
+            code = error_code(exc)
+            self.failed = ("SetInstanceHealth: access denied: the instance role needs "
+                           "autoscaling:SetInstanceHealth" if code in (
+                               "AccessDenied", "AccessDeniedException")
+                           else f"SetInstanceHealth failed: {describe(exc)}")
+            self._warn(f"{EVENTS_WARNING}: {when}: {self.failed}")
+            return self.failed
+        self.rec.clear_warning(f"{EVENTS_WARNING}: {when}: SetInstanceHealth")
+        self.health = {"status": "Unhealthy", "group": self.group, "at": utc_now(),
+                       "event_id": event.event_id, "code": event.code}
+        log.warning("scheduled event %s: marked Unhealthy in %s: the group replaces the "
+                    "instance", when, self.group or "its group")
+        return (f"marked Unhealthy in {self.group or 'its group'} at {self.health['at']}: "
+                "the group replaces the instance")
+
+    def _warn(self, message: str) -> None:
+        """A warning, written once (the poll sees the same event every few seconds)."""
+        if message not in self.rec.doc["warnings"]:
+            log.warning("%s", message)
+            self.rec.warn(message)

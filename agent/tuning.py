@@ -542,11 +542,13 @@ def summary(records: list[Record]) -> str:
 
 
 def phase(cfg: TuningConfig, identity: Identity, rec: Recorder,
-          machine: Callable[[], Facts], context: LaunchContext) -> tuple[PhaseState, str]:
-    """The boot's tuning phase: a resize noted; facts of this machine and type, every value
-    computed, then the outputs written (none of them when a value fails)."""
+          machine: Callable[[], Facts], context: LaunchContext,
+          target_state: str | None = None) -> tuple[PhaseState, str]:
+    """The boot's tuning phase: a resize noted (this boot recorded in the history, with its
+    Auto Scaling ``target_state``); facts of this machine and type, every value computed,
+    then the outputs written (none of them when a value fails)."""
     resize, problem = history.track_instance(cfg.history_file, identity.instance_id,
-                                             identity.instance_type)
+                                             identity.instance_type, target_state=target_state)
     if problem:
         rec.warn(f"tuning: {problem}")
     if resize:

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import botocore
+import botocore.session
 
 from agent.aws import Aws
 
@@ -22,7 +23,10 @@ def main() -> None:
     """Write the pruned copy, sorted and stable."""
     source = Path(botocore.__file__).parent / "data" / "endpoints.json"
     data = json.loads(source.read_text())
-    keep = set(Aws.SERVICES)
+    loader = botocore.session.Session().get_component("data_loader")
+    keep = set(Aws.SERVICES) | {  # endpoints.json names services by their endpoint prefix
+        loader.load_service_model(name, "service-2")["metadata"]["endpointPrefix"]
+        for name in Aws.SERVICES}
     for partition in data["partitions"]:
         partition["services"] = {k: v for k, v in partition["services"].items() if k in keep}
     data["_generated_from"] = f"botocore {botocore.__version__}"

@@ -67,26 +67,77 @@ def test_second_run_neither_fails_nor_completes_twice(booter: Booter) -> None:
     assert doc["condition"] == "healthy"
 
 
-def test_action_completed_before_the_boot_is_nothing_pending(booter: Booter) -> None:
+def complete_from_outside(booter: Booter) -> None:
     booter.world.boto3_client("autoscaling").complete_lifecycle_action(
         AutoScalingGroupName="web-asg", LifecycleHookName="agent-ready",
         InstanceId=booter.world.instance_id, LifecycleActionResult="CONTINUE")
-    # the instance is InService before the agent ran (as after a reboot): nothing to send
+
+
+def test_with_the_group_tag_a_boot_makes_two_auto_scaling_calls(booter: Booter) -> None:
+    """The group from the tag, the pending action from IMDS: no DescribeAutoScalingInstances."""
     assert booter.run().returncode == 0
-    assert len(booter.world.cloud.calls("CompleteLifecycleAction")) == 1
+    calls = [c.action for c in booter.world.cloud.calls() if c.service == "autoscaling"
+             and c.action not in ("CreateAutoScalingGroup", "PutLifecycleHook",
+                                  "DescribeAutoScalingGroups")]
+    assert calls == ["DescribeLifecycleHooks", "CompleteLifecycleAction"]
+    assert booter.results() == ["CONTINUE"]
+
+
+def test_action_completed_before_a_reboot_is_nothing_pending(booter: Booter) -> None:
+    """After a reboot (the history knows an earlier boot of this instance) IMDS cannot tell
+    whether the launch action is still pending: Auto Scaling is asked; nothing to send."""
+    complete_from_outside(booter)
+    booter.state_dir.mkdir()
+    (booter.state_dir / "history.json").write_text(json.dumps({
+        "version": 1, "instance_id": booter.world.instance_id, "instance_type": "m5.xlarge",
+        "target_lifecycle_state": "InService", "boot_id": "an-earlier-boot",
+        "recorded_at": "2026-11-26T12:00:00Z", "previous": None}))
+    assert booter.run().returncode == 0
+    assert len(booter.world.cloud.calls("CompleteLifecycleAction")) == 1  # the one above
+    assert len(booter.world.cloud.calls("DescribeAutoScalingInstances")) == 1
     doc = booter.doc()
-    assert "nothing pending" in doc["phases"][3]["detail"]
+    assert doc["phases"][3]["detail"] == "instance is InService: nothing pending"
     assert doc["condition"] == "healthy" and doc["warnings"] == []
 
 
+def test_first_boot_with_the_action_completed_before_it_degrades(booter: Booter) -> None:
+    """At an instance's first boot (the history knows no earlier one) the launch action is
+    taken to be pending (IMDS says InService either way): completed by someone else before
+    the agent ran (or timed out), the completion finds nothing pending: ready, degraded."""
+    complete_from_outside(booter)
+    assert booter.run().returncode == 0
+    assert len(booter.world.cloud.calls("CompleteLifecycleAction")) == 2  # ours found none
+    assert booter.world.cloud.calls("DescribeAutoScalingInstances") == []
+    assert booter.results() == ["CONTINUE"]  # still the one completion
+    doc = booter.doc()
+    assert doc["condition"] == "degraded" and doc["warnings"] == [
+        "lifecycle: the agent-ready action was no longer pending (timed out, or completed by "
+        "someone else)"]
+    assert doc["lifecycle"]["result"] is None
+
+
+def test_without_a_history_auto_scaling_is_asked(booter: Booter) -> None:
+    """No history (tuning.history_file = ""): a reboot would look like a first boot, so the
+    lookup asks DescribeAutoScalingInstances what is pending, and completes once."""
+    text = booter.config_path.read_text()
+    booter.config_path.write_text(re.sub(r"(?m)^history_file = .*$", 'history_file = ""',
+                                         text))
+    assert booter.run().returncode == 0
+    assert len(booter.world.cloud.calls("DescribeAutoScalingInstances")) == 1
+    assert booter.results() == ["CONTINUE"]
+    assert booter.doc()["condition"] == "healthy"
+
+
 def test_action_completed_by_someone_else_degrades(booter: Booter) -> None:
-    """A completion we did not send, while we waited: ready, but degraded with a warning."""
-    booter.world.cloud.action_latency["GetSecretValue"] = 2.0  # a slow boot
+    """A completion we did not send, while we waited (a heartbeat of ours proved it pending):
+    ready, but degraded with a warning."""
+    text = booter.config_path.read_text()
+    booter.config_path.write_text(text.replace("[lifecycle]\n",
+                                               "[lifecycle]\nheartbeat_seconds = 1\n"))
+    booter.world.cloud.action_latency["GetSecretValue"] = 4.0  # a slow boot
     proc = booter.start_daemon("--oneshot")
-    eventually(lambda: booter.world.cloud.calls("DescribeLifecycleHooks"))
-    booter.world.boto3_client("autoscaling").complete_lifecycle_action(
-        AutoScalingGroupName="web-asg", LifecycleHookName="agent-ready",
-        InstanceId=booter.world.instance_id, LifecycleActionResult="CONTINUE")
+    eventually(lambda: booter.world.cloud.actions(booter.world.instance_id)[0].heartbeats)
+    complete_from_outside(booter)
     assert booter.collect(proc) == 0
     doc = booter.doc()
     assert doc["state"] == "ready" and doc["condition"] == "degraded"

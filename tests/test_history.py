@@ -14,8 +14,8 @@ def test_track_instance(tmp_path: Path) -> None:
     history = str(tmp_path / "lib/agent/instance.json")  # the directory is created
     assert track_instance(history, "i-1", "m5.large", boot="b1", now="T1") == (None, "")
     assert json.loads(Path(history).read_text()) == {
-        "version": 1, "instance_id": "i-1", "instance_type": "m5.large", "boot_id": "b1",
-        "recorded_at": "T1", "previous": None}
+        "version": 1, "instance_id": "i-1", "instance_type": "m5.large",
+        "target_lifecycle_state": None, "boot_id": "b1", "recorded_at": "T1", "previous": None}
     # the same boot again (agent restarted): nothing new
     assert track_instance(history, "i-1", "m5.large", boot="b1", now="T2") == (None, "")
     # stop, change type, start

@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 from agentproc import DB, PLAIN, Booter, eventually
 
-from agent.lifecycle import HookResult, Target, outcome
+from agent.lifecycle import HookResult, Target, known_state, outcome
 from agent.sim import World
 from agent.sim.cloud import TERMINATING
+from agent.sim.imds import scheduled_event
 from agent.state import PhaseState
 
 SECRETS: dict[str, str | bytes] = {"prod/db": json.dumps(DB), "prod/plain": PLAIN}
@@ -95,6 +96,22 @@ def test_outcome_details() -> None:
         "boot failed; lifecycle.on_failure = none: left to time out")
 
 
+@pytest.mark.parametrize(("target_state", "earlier_boot", "expected"), [
+    ("InService", None, "Pending:Wait"),  # the first boot: the launch action waits
+    ("Warmed:Stopped", None, "Warmed:Pending:Wait"),  # launching into the warm pool
+    ("InService", {"target_lifecycle_state": "Warmed:Stopped"}, "Pending:Wait"),  # out of it
+    ("InService", {"target_lifecycle_state": "InService"}, None),  # a reboot: ask
+    ("InService", {"instance_type": "m5.large"}, None),  # an older history: ask
+    ("Warmed:Running", {"target_lifecycle_state": "Warmed:Running"}, None),
+    ("Terminated", None, None),
+    (None, None, None),  # IMDS does not say: ask
+])
+def test_known_state_from_imds_and_history(target_state: str | None,
+                                           earlier_boot: dict[str, str] | None,
+                                           expected: str | None) -> None:
+    assert known_state(target_state, earlier_boot) == expected
+
+
 # -- the launch hook ----------------------------------------------------------------------
 
 
@@ -125,11 +142,39 @@ def test_default_heartbeat_is_a_third_of_the_timeout(tmpfs: Path) -> None:
 
 
 def test_throttled_completion_is_retried(cloud: Booter) -> None:
-    cloud.world.cloud.fail_next("CompleteLifecycleAction", count=4)
+    cloud.world.cloud.fail_next("CompleteLifecycleAction", count=2)
     assert cloud.run().returncode == 0
     assert action(cloud).result == "CONTINUE"
-    assert len(cloud.world.cloud.calls("CompleteLifecycleAction")) == 5
+    assert len(cloud.world.cloud.calls("CompleteLifecycleAction")) == 3
     assert cloud.doc()["condition"] == "healthy"
+
+
+def test_heartbeats_outlast_a_completion_throttled_past_the_timeout(tmpfs: Path) -> None:
+    """Throttled for longer than the hook's HeartbeatTimeout, the completion keeps being
+    retried while heartbeats keep the action alive; admitted at last, it completes once."""
+    with World() as world:
+        world.seed(secrets=SECRETS, heartbeat_timeout=10)  # timed out 10 s after launch...
+        b = Booter(world, tmpfs)
+        b.configure(FILES)
+        edit(b, "lifecycle", "heartbeat_seconds = 1")  # ...or after the last heartbeat
+        world.cloud.fail_next("CompleteLifecycleAction", count=1_000_000)  # until cleared
+        proc = b.start_daemon("--oneshot")
+        first = eventually(lambda: world.cloud.calls("CompleteLifecycleAction"), timeout=30)[0]
+        # more than a HeartbeatTimeout of throttled completions: alive only by heartbeats
+        beats = eventually(lambda: [c for c in world.cloud.calls(
+            "RecordLifecycleActionHeartbeat") if c.at > first.at + 10], timeout=60)
+        assert len(world.cloud.throttled("CompleteLifecycleAction")) >= 2
+        assert action(b).result is None  # still pending, 10 s after the first attempt
+        world.cloud.clear_faults()
+        assert b.collect(proc, timeout=120) == 0
+        record = action(b)
+        assert (record.result, record.completed_by) == ("CONTINUE", "api")
+        admitted = [c for c in world.cloud.calls("CompleteLifecycleAction") if not c.throttled]
+        assert len(admitted) == 1
+        assert beats and record.heartbeats >= 3
+        doc = b.doc()
+        assert doc["condition"] == "healthy" and doc["lifecycle"]["result"] == "CONTINUE"
+        b.assert_no_secret_leaked()
 
 
 def test_lost_completion_answer_counts_as_ours(cloud: Booter) -> None:
@@ -398,3 +443,107 @@ def test_sigterm_interrupts_a_long_sleep(cloud: Booter) -> None:
     with cloud.daemon() as daemon:
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=60) == 0  # not the 300 s until the next poll
+
+
+# -- scheduled events ----------------------------------------------------------------------
+
+EVENTS = "/latest/meta-data/events/maintenance/scheduled"
+
+
+def test_a_retirement_marks_the_instance_unhealthy_once_then_the_drain_runs(
+        cloud: Booter, tmp_path: Path) -> None:
+    add_termination_hook(cloud)
+    step = drain_script(tmp_path, "drain", 0)
+    edit(cloud, "termination", f'poll_seconds = 1\ncommands = [["{step}"]]')
+    world = cloud.world
+    world.replace_unhealthy = False  # first see that it is sent once; the group acts later
+    with cloud.daemon():
+        retirement = scheduled_event("instance-retirement", event_id="instance-event-0a1b2c")
+        world.imds.instance.update(scheduled_events=[
+            scheduled_event("system-reboot", state="completed"), retirement])
+        (report,) = eventually(lambda: world.cloud.health.reports, timeout=20)
+        assert (report.instance_id, report.status) == (world.instance_id, "Unhealthy")
+        assert report.respect_grace_period is False  # now, not after the grace period
+        polls = world.imds.count("GET", EVENTS)
+        eventually(lambda: world.imds.count("GET", EVENTS) >= polls + 2, timeout=20)
+        assert len(world.cloud.calls("SetInstanceHealth")) == 1  # once, though still listed
+        doc = cloud.doc()
+        (event,) = doc["events"]  # the active one; the completed reboot is over
+        assert event["event_id"] == "instance-event-0a1b2c"
+        assert event["action"].startswith("marked Unhealthy in web-asg at ")
+        assert doc["health"]["status"] == "Unhealthy" and doc["condition"] == "healthy"
+        status = cloud.status().stdout
+        assert "scheduled  instance-retirement instance-event-0a1b2c (active), not before " \
+               f"{retirement['NotBefore']}" in status
+        assert "action: marked Unhealthy in web-asg" in status
+
+        world.cloud.terminate("web-asg", world.instance_id or "")  # the group replaces it
+        world.imds.instance.update(target_lifecycle_state="Terminated")
+        record = eventually(lambda: cloud.doc().get("termination"), timeout=20)
+        assert record["reason"] == "autoscaling"
+        assert record["steps"] == [{"step": step, "result": "ok"}]
+        assert action(cloud, TERMINATING).result == "CONTINUE"
+        assert record["secrets_wiped"] is True
+
+
+def test_the_group_replaces_an_instance_marked_unhealthy(cloud: Booter) -> None:
+    """The simulated group reacts as a group does: the termination (and its drain) follows."""
+    edit(cloud, "termination", "poll_seconds = 1")
+    with cloud.daemon():
+        cloud.world.imds.instance.update(scheduled_events=[scheduled_event("instance-stop")])
+        record = eventually(lambda: cloud.doc().get("termination"), timeout=30)
+        assert record["notice"] == "target lifecycle state Terminated"
+        assert len(cloud.world.cloud.calls("SetInstanceHealth")) == 1
+
+
+def test_a_retirement_outside_a_group_is_a_warning_until_canceled(tmpfs: Path) -> None:
+    with World() as world:
+        world.seed(in_group=False, secrets=SECRETS)
+        b = Booter(world, tmpfs)
+        b.configure(FILES)
+        edit(b, "termination", "poll_seconds = 1")
+        with b.daemon():
+            event = scheduled_event("instance-retirement", event_id="instance-event-77")
+            world.imds.instance.update(scheduled_events=[event])
+            doc = eventually(lambda: (d := b.doc())["condition"] == "degraded" and d,
+                             timeout=20)
+            (warning,) = doc["warnings"]
+            assert warning.startswith("scheduled event: instance-retirement instance-event-77 "
+                                      f"not before {event['NotBefore']}: not in an Auto Scaling "
+                                      "group")
+            assert "not in an Auto Scaling group" in b.status().stdout
+            world.imds.instance.update(scheduled_events=[
+                {**event, "State": "canceled", "Description": "[Canceled] " +
+                 event["Description"]}])
+            doc = eventually(lambda: (d := b.doc())["condition"] == "healthy" and d,
+                             timeout=20)
+            assert doc["events"] == [] and doc["warnings"] == []
+            assert world.cloud.calls("SetInstanceHealth") == []
+
+
+def test_scheduled_events_off_reads_none(cloud: Booter) -> None:
+    edit(cloud, "termination", "poll_seconds = 1\nscheduled_events = false")
+    with cloud.daemon():
+        cloud.world.imds.instance.update(
+            scheduled_events=[scheduled_event("instance-retirement")])
+        path = "/latest/meta-data/autoscaling/target-lifecycle-state"
+        polls = cloud.world.imds.count("GET", path)
+        eventually(lambda: cloud.world.imds.count("GET", path) >= polls + 2, timeout=20)
+        assert cloud.world.imds.count("GET", EVENTS) == 0
+        assert cloud.world.cloud.calls("SetInstanceHealth") == []
+
+
+def test_a_denied_set_instance_health_is_a_warning_not_retried(cloud: Booter) -> None:
+    edit(cloud, "termination", "poll_seconds = 1")
+    cloud.world.cloud.fail_next("SetInstanceHealth", code="AccessDenied", status=403,
+                                message="not authorized")
+    with cloud.daemon():
+        cloud.world.imds.instance.update(
+            scheduled_events=[scheduled_event("instance-retirement")])
+        doc = eventually(lambda: (d := cloud.doc())["condition"] == "degraded" and d,
+                         timeout=20)
+        assert "the instance role needs autoscaling:SetInstanceHealth" in doc["warnings"][0]
+        polls = cloud.world.imds.count("GET", EVENTS)
+        eventually(lambda: cloud.world.imds.count("GET", EVENTS) >= polls + 2, timeout=20)
+        assert len(cloud.world.cloud.calls("SetInstanceHealth")) == 1
+        assert "termination" not in cloud.doc()

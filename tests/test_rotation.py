@@ -314,3 +314,15 @@ def test_no_systemd_no_runtime_drop_in(booter: Booter) -> None:
     assert doc["condition"] == "degraded"
     assert doc["warnings"] == ["secrets: drop-in /run/systemd/system/app.service.d/"
                                "50-agent-credentials.conf not written: systemd is not running"]
+
+
+def test_a_sighup_during_the_boot_is_answered_once_resident(booter: Booter) -> None:
+    """Neither kills the boot nor is lost (as one sent between READY and the resident loop
+    was): it waits, and the daemon refreshes as soon as it is resident."""
+    booter.world.cloud.action_latency["GetSecretValue"] = 1.0  # a boot that takes a while
+    with booter.daemon(ready=False) as daemon:
+        eventually(lambda: booter.world.cloud.calls("GetSecretValue"))  # booting
+        daemon.send_signal(signal.SIGHUP)
+        booter.wait_ready()
+        assert booter.refreshed(1)["refresh"]["result"] == "unchanged"
+        assert daemon.poll() is None

@@ -140,6 +140,59 @@ def test_full_jitter_stays_within_its_bounds() -> None:
         assert 0 <= delay(attempt) <= min(5.0, 0.1 * 2 ** attempt)
 
 
+def test_pace_chooses_the_backoff_per_error() -> None:
+    """A throttle waits within its own (longer) schedule; a blip within the default one."""
+    clock = Clock()
+    answers = iter([Transient("throttled"), Transient("blip"), Transient("throttled"), "ok"])
+
+    def call() -> str:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert retry(call, transient=lambda e: True, budget=1000, base=0.1, cap=0.1,
+                 pace=lambda e: (50.0, 50.0) if str(e) == "throttled" else (0.1, 0.1),
+                 clock=clock.time, sleep=clock.sleep) == "ok"
+    assert clock.slept[1] <= 0.1 * 2  # the blip: the default schedule, at attempt 1
+    assert clock.slept[0] <= 50 and clock.slept[2] <= 50  # the throttles: theirs
+
+
+def test_a_moving_budget_is_read_at_each_failure() -> None:
+    """A deadline that moves (a lifecycle action kept alive by heartbeats) keeps the retries
+    going past the budget the call started with, and never past where it ends."""
+    clock = Clock()
+    deadline = 3.0
+    attempts: list[float] = []
+
+    def call() -> None:
+        nonlocal deadline
+        attempts.append(clock.now)
+        if len(attempts) < 20:
+            deadline = clock.now + 3.0  # extended meanwhile (a heartbeat admitted)
+        raise Transient("throttled")
+
+    with pytest.raises(GaveUp):
+        retry(call, transient=lambda e: True, budget=lambda: deadline - clock.now, base=1,
+              cap=2, clock=clock.time, sleep=clock.sleep)
+    assert len(attempts) >= 20  # went on while the deadline moved, well past the first 3 s
+    assert clock.now > 3.0
+    assert clock.now <= deadline  # and never slept past the last one
+    assert attempts[-1] == pytest.approx(deadline)  # the last try at the deadline itself
+
+
+def test_a_fixed_budget_gives_up_before_a_pause_that_would_not_fit() -> None:
+    clock = Clock()
+
+    def call() -> None:
+        raise Transient("throttled")
+
+    with pytest.raises(GaveUp):
+        retry(call, transient=lambda e: True, budget=3.0, base=1, cap=2, clock=clock.time,
+              sleep=clock.sleep)
+    assert clock.now < 3.0  # never sleeps into the end of its budget
+
+
 def test_going_resident_turns_the_collector_back_on() -> None:
     """Off for the boot (``agent run``), on again once resident, the boot's objects frozen."""
     code = ("import gc\ngc.disable()\nfrom agent.daemon import release_memory\n"

@@ -298,3 +298,88 @@ def test_control_api(cloud: SimCloud) -> None:
     assert state["calls"]["CreateAutoScalingGroup"] == 1
     with pytest.raises(ClientError, match="ThrottlingException"):
         client(cloud, "autoscaling").describe_auto_scaling_groups()
+
+
+def test_quotas_throttle_each_api_as_aws_does(cloud: SimCloud) -> None:
+    """A token bucket per API: the burst passes, the rest is refused in the protocol's own
+    words (Auto Scaling query Throttling 400, Secrets Manager JSON ThrottlingException 400,
+    EC2 RequestLimitExceeded 503); another API of the service has its own bucket."""
+    make_group(cloud, hooks=())
+    secrets = client(cloud, "secretsmanager")
+    secrets.create_secret(Name="prod/db", SecretString="x")
+    cloud.limit("autoscaling", burst=3, rate=0.001)
+    cloud.limit("secretsmanager", burst=2, rate=0.001)
+    cloud.limit("ec2", burst=1, rate=0.001)
+    autoscaling, ec2 = client(cloud, "autoscaling"), client(cloud, "ec2")
+    for _ in range(3):
+        autoscaling.describe_auto_scaling_groups()
+    raw: list[tuple[int, bytes]] = []  # the wire: status and body of each answer
+
+    def keep(response_dict: dict[str, Any], **_: Any) -> None:
+        raw.append((response_dict["status_code"], response_dict["body"]))
+
+    for each in (autoscaling, secrets, ec2):
+        each.meta.events.register("before-parse", keep)
+    answers = []
+    for call in (autoscaling.describe_auto_scaling_groups,
+                 lambda: secrets.get_secret_value(SecretId="prod/db"),
+                 lambda: secrets.get_secret_value(SecretId="prod/db"),
+                 lambda: secrets.get_secret_value(SecretId="prod/db"),
+                 ec2.describe_instances, ec2.describe_instances):
+        try:
+            call()
+            answers.append(None)
+        except ClientError as exc:
+            answers.append((exc.response["Error"]["Code"],
+                            exc.response["ResponseMetadata"]["HTTPStatusCode"],
+                            exc.response["Error"]["Message"]))
+    assert answers == [("Throttling", 400, "Rate exceeded"), None, None,
+                       ("ThrottlingException", 400, "Rate exceeded"), None,
+                       ("RequestLimitExceeded", 503, "Request limit exceeded.")]
+    for each in (autoscaling, secrets, ec2):
+        each.meta.events.unregister("before-parse", keep)
+    assert raw[0][1].startswith(b'<ErrorResponse xmlns="http://autoscaling.amazonaws.com/doc/'
+                                b'2011-01-01/"><Error><Type>Sender</Type><Code>Throttling</Code>')
+    assert json.loads(raw[3][1])["__type"] == "ThrottlingException"
+    assert (raw[5][0], b"<Code>RequestLimitExceeded</Code>" in raw[5][1]) == (503, True)
+    assert autoscaling.describe_auto_scaling_instances()  # another API: its own bucket
+    assert [c.throttled for c in cloud.calls("DescribeAutoScalingGroups")][-4:] == [
+        False, False, False, True]
+    assert len(cloud.throttled()) == 3
+
+
+def test_a_quota_refills_at_its_rate(cloud: SimCloud) -> None:
+    cloud.limit("autoscaling", burst=1, rate=20)
+    autoscaling = client(cloud, "autoscaling")
+    autoscaling.describe_auto_scaling_groups()
+    refused = 0
+    while True:  # at 20 tokens a second, one comes back within a few refusals
+        try:
+            autoscaling.describe_auto_scaling_groups()
+            break
+        except ClientError:
+            refused += 1
+    calls = cloud.calls("DescribeAutoScalingGroups")
+    assert calls[-1].at - calls[0].at >= 1 / 20 * 0.9  # admitted again once a token refilled
+    assert refused == len(cloud.throttled())
+
+
+def test_set_instance_health_marks_the_instance_and_tells_the_listeners(
+        cloud: SimCloud) -> None:
+    instance_id = make_group(cloud, hooks=())
+    replaced: list[tuple[str, str]] = []
+    cloud.health.on_unhealthy.append(lambda group, iid: replaced.append((group, iid)))
+    autoscaling = client(cloud, "autoscaling")
+    autoscaling.set_instance_health(InstanceId=instance_id, HealthStatus="Unhealthy",
+                                    ShouldRespectGracePeriod=False)
+    (instance,) = autoscaling.describe_auto_scaling_instances(InstanceIds=[instance_id])[
+        "AutoScalingInstances"]
+    assert instance["HealthStatus"].upper() == "UNHEALTHY"
+    assert replaced == [(GROUP, instance_id)]
+    (report,) = cloud.health.reports
+    assert (report.status, report.respect_grace_period) == ("Unhealthy", False)
+    with pytest.raises(ClientError, match="No managed instance found"):
+        autoscaling.set_instance_health(InstanceId="i-0000000000000000f",
+                                        HealthStatus="Unhealthy")
+    with pytest.raises(ClientError, match="ValidationError"):
+        autoscaling.set_instance_health(InstanceId=instance_id, HealthStatus="Sick")

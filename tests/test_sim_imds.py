@@ -6,12 +6,13 @@ import http.client
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import pytest
 from botocore.utils import InstanceMetadataFetcher
 
-from agent.sim.imds import ImdsSimulator, SimInstance
+from agent.sim.imds import ImdsSimulator, SimInstance, scheduled_event
 
 TOKEN = "/latest/api/token"
 TTL = "X-aws-ec2-metadata-token-ttl-seconds"
@@ -220,6 +221,27 @@ def test_events_and_user_data_when_set(sim: ImdsSimulator) -> None:
     assert rebalance == {"noticeTime": "2026-11-26T12:00:00Z"}
     assert get(sim, "/latest/user-data") == (200, b"#!/bin/sh\necho hi\n")
     assert get(sim, "/latest/meta-data/autoscaling/target-lifecycle-state")[1] == b"Terminated"
+
+
+def test_scheduled_events_as_imds_serves_them(sim: ImdsSimulator) -> None:
+    """A JSON list (empty without events); finished events say so in State and Description."""
+    path = "/latest/meta-data/events/maintenance/scheduled"
+    assert get(sim, path) == (200, b"[]")
+    assert "scheduled" in get(sim, "/latest/meta-data/events/maintenance/")[1].decode()
+    when = datetime(2026, 12, 14, 9, 0, 43, tzinfo=UTC)
+    events = [scheduled_event("instance-retirement", not_before=when, event_id="instance-event-1"),
+              scheduled_event("system-reboot", state="completed"),
+              scheduled_event("instance-stop", state="canceled")]
+    sim.instance.update(scheduled_events=events)
+    served = json.loads(get(sim, path)[1])
+    assert served[0] == {"NotBefore": "14 Dec 2026 09:00:43 GMT", "Code": "instance-retirement",
+                         "Description": "The instance is running on degraded hardware",
+                         "EventId": "instance-event-1", "State": "active"}
+    assert [e["State"] for e in served] == ["active", "completed", "canceled"]
+    assert served[1]["Description"].startswith("[Completed] ")
+    assert served[2]["Description"].startswith("[Canceled] ")
+    assert "NotAfter" in served[1]  # a reboot has a window
+    assert {e["EventId"] for e in served[1:]}.isdisjoint({"instance-event-1"})
 
 
 def test_update_rejects_unknown_fields(sim: ImdsSimulator) -> None:

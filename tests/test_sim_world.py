@@ -123,6 +123,34 @@ def test_imds_matches_the_moto_instance(world: World) -> None:
     assert world.env()["AWS_DEFAULT_REGION"] == "eu-west-1"
 
 
+def test_a_group_of_several_instances_each_with_its_imds(world: World) -> None:
+    first = world.seed(size=3)
+    assert world.instance_ids[0] == first and len(set(world.instance_ids)) == 3
+    (reservation,) = world.boto3_client("ec2").describe_instances()["Reservations"]
+    addresses = {i["InstanceId"]: i["PrivateIpAddress"] for i in reservation["Instances"]}
+    for instance_id in world.instance_ids:
+        endpoint = world.imds_for(instance_id).endpoint
+        assert world.env(instance_id)["AWS_EC2_METADATA_SERVICE_ENDPOINT"] == endpoint
+        document = json.loads(imds_get(endpoint, "/latest/dynamic/instance-identity/document")[1])
+        assert document["instanceId"] == instance_id
+        assert document["privateIp"] == addresses[instance_id]
+        assert f'endpoint = "{endpoint}"' in world.agent_config("/s", "/t",
+                                                                instance_id=instance_id)
+    assert [a.result for a in world.cloud.actions()] == [None, None, None]  # all launching
+
+
+def test_an_instance_marked_unhealthy_is_replaced(world: World) -> None:
+    instance_id = world.seed()
+    world.boto3_client("autoscaling").put_lifecycle_hook(
+        LifecycleHookName="drain", AutoScalingGroupName="web-asg",
+        LifecycleTransition="autoscaling:EC2_INSTANCE_TERMINATING", HeartbeatTimeout=60)
+    world.boto3_client("autoscaling").set_instance_health(
+        InstanceId=instance_id, HealthStatus="Unhealthy", ShouldRespectGracePeriod=False)
+    assert world.imds.instance.snapshot().target_lifecycle_state == "Terminated"
+    assert [a.hook for a in world.cloud.actions(instance_id) if a.result is None] == [
+        "agent-ready", "drain"]
+
+
 def test_seed_without_hook_without_group_without_tags(world: World) -> None:
     world.seed(hook=None)
     (instance,) = world.boto3_client("autoscaling").describe_auto_scaling_instances()[

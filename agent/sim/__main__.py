@@ -35,6 +35,8 @@ SEED_KEYS = {  # World.seed's keyword arguments, as a seed file gives them
                "(binary)",
     "ssm_parameters": 'Parameter Store SecureStrings: {"NAME": "text"}',
     "tags": 'the instance\'s tags besides Name and its group\'s: {"Environment": "staging"}',
+    "size": "instances in the group, all launching; the first on --imds, the others each "
+            "on a loopback port of its own (the ready line's \"fleet\": id -> IMDS)",
 }
 CONTROL = """\
 control API (on the AWS address, JSON in and out):
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     world = World(imds_host, imds_port, aws_host, aws_port, aws_latency=args.latency)
     with world:
         instance_id = world.seed(**seed)
-        ready = {
+        ready: dict[str, object] = {
             "instance_id": instance_id,
             "imds": world.imds.endpoint,
             "aws": world.cloud.endpoint_url,
@@ -135,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             "hook": world.hook,
             "secrets": sorted(seed.get("secrets") or {}),
         }
+        if len(world.instance_ids) > 1:
+            ready["fleet"] = {i: world.imds_for(i).endpoint for i in world.instance_ids}
         sys.stdout.write(json.dumps(ready) + "\n")
         sys.stdout.flush()
         stop.wait()

@@ -1,11 +1,13 @@
 """moto in server mode, fronted by a WSGI middleware that adds what moto lacks.
 
-The middleware records every AWS call, adds latency, injects errors in the wire format of
-each protocol (query, ec2, JSON), answers a small control API under ``/_sim/``, and hands
-chosen actions to interceptors. :class:`LifecycleActions` is such an interceptor: Auto
-Scaling lifecycle hooks whose actions stay pending until ``CompleteLifecycleAction``,
-accept heartbeats, and time out to the hook's DefaultResult. Other semantics (say,
-CloudFormation ``SignalResource``) plug in the same way through :attr:`SimCloud.interceptors`.
+The middleware records every AWS call, adds latency, enforces request quotas (a token
+bucket per API, throttled calls answered as AWS answers them: :class:`Quotas`), injects
+errors in the wire format of each protocol (query, ec2, JSON), answers a small control API
+under ``/_sim/``, and hands chosen actions to interceptors. :class:`LifecycleActions` is such
+an interceptor: Auto Scaling lifecycle hooks whose actions stay pending until
+``CompleteLifecycleAction``, accept heartbeats, and time out to the hook's DefaultResult.
+Other semantics (CloudFormation ``SignalResource``, ``SetInstanceHealth`` with the group's
+reaction) plug in the same way through :attr:`SimCloud.interceptors`.
 
 moto keeps its state per process: one :class:`SimCloud` at a time, reset by ``start()``.
 """
@@ -44,7 +46,8 @@ from werkzeug.serving import make_server
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
 AUTOSCALING_NS = "http://autoscaling.amazonaws.com/doc/2011-01-01/"
-NAMESPACES = {"cloudformation": "http://cloudformation.amazonaws.com/doc/2010-05-15/"}
+NAMESPACES = {"cloudformation": "http://cloudformation.amazonaws.com/doc/2010-05-15/",
+              "sts": "https://sts.amazonaws.com/doc/2011-06-15/"}
 MAX_GLOBAL_TIMEOUT = 48 * 3600
 
 _SCOPE = re.compile(r"Credential=[^/,]+/\d{8}/([^/,]+)/([^/,]+)/")
@@ -63,6 +66,8 @@ class Call:
     params: dict[str, Any]
     region: str
     protocol: str  # "query" | "ec2" | "json"
+    at: float = 0.0  # time.monotonic() when it arrived (after the added latency)
+    throttled: bool = False  # refused by a quota or an injected throttling error
 
 
 class SimAwsError(Exception):
@@ -79,6 +84,15 @@ Interceptor = Callable[[Call], None]
 
 
 # --- the AWS wire protocols -----------------------------------------------------------
+
+
+# How AWS refuses a call over its quota, by wire protocol: (code, HTTP status, message).
+THROTTLED = {
+    "query": ("Throttling", 400, "Rate exceeded"),  # Auto Scaling, CloudFormation, STS
+    "json": ("ThrottlingException", 400, "Rate exceeded"),  # Secrets Manager, SSM
+    "ec2": ("RequestLimitExceeded", 503, "Request limit exceeded."),
+}
+THROTTLING_CODES = frozenset(code for code, _, _ in THROTTLED.values())
 
 
 def parse_call(environ: dict[str, Any]) -> Call | None:
@@ -103,9 +117,10 @@ def parse_call(environ: dict[str, Any]) -> Call | None:
 
 
 def error_response(
-    protocol: str, code: str, message: str, status: int
+    protocol: str, code: str, message: str, status: int, namespace: str = ""
 ) -> tuple[int, list[tuple[str, str]], bytes]:
-    """An AWS error body that botocore parses into ``ClientError(code)``."""
+    """An AWS error body that botocore parses into ``ClientError(code)`` (``namespace``: the
+    query service's XML namespace, as AWS writes it on its ErrorResponse)."""
     request_id = str(uuid.uuid4())
     if protocol == "json":
         body = json.dumps({"__type": code, "message": message}).encode()
@@ -119,8 +134,9 @@ def error_response(
         headers = [("Content-Type", "text/xml")]
     else:
         kind = "Sender" if status < 500 else "Receiver"
+        xmlns = f' xmlns="{namespace}"' if namespace else ""
         body = (
-            f"<ErrorResponse><Error><Type>{kind}</Type><Code>{escape(code)}</Code>"
+            f"<ErrorResponse{xmlns}><Error><Type>{kind}</Type><Code>{escape(code)}</Code>"
             f"<Message>{escape(message)}</Message></Error>"
             f"<RequestId>{request_id}</RequestId></ErrorResponse>"
         ).encode()
@@ -404,6 +420,119 @@ class ResourceSignals:
                                         status))
 
 
+# --- instance health (SetInstanceHealth) -----------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class HealthReport:
+    """One ``SetInstanceHealth`` call received."""
+
+    group: str
+    instance_id: str
+    status: str  # Healthy | Unhealthy
+    respect_grace_period: bool
+
+
+class InstanceHealth:
+    """``SetInstanceHealth``: moto's instance health kept in step, and the group's reaction.
+
+    An instance marked Unhealthy is replaced by its group: ``on_unhealthy(group, instance)``
+    is called (the :class:`~agent.sim.world.World` starts its termination there).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reports: list[HealthReport] = []
+        self.on_unhealthy: list[Callable[[str, str], None]] = []
+
+    @property
+    def interceptors(self) -> dict[tuple[str, str], Interceptor]:
+        """The API calls this class answers instead of moto."""
+        return {("autoscaling", "SetInstanceHealth"): self._health_call}
+
+    def _health_call(self, call: Call) -> None:
+        instance_id = call.params.get("InstanceId", "")
+        status = call.params.get("HealthStatus", "")
+        if status not in ("Healthy", "Unhealthy"):
+            raise SimAwsError("ValidationError", "Valid values for HealthStatus: Healthy, "
+                              "Unhealthy")
+        found = _group_of(call.region, instance_id)
+        if found is None:
+            raise SimAwsError("ValidationError", "Instance Id not found - No managed instance "
+                              f"found for instance ID: {instance_id}")
+        group, instance_state = found
+        instance_state.health_status = status
+        respect = call.params.get("ShouldRespectGracePeriod", "true").lower() != "false"
+        with self._lock:
+            self.reports.append(HealthReport(group, instance_id, status, respect))
+            listeners = list(self.on_unhealthy) if status == "Unhealthy" else []
+        for listener in listeners:
+            listener(group, instance_id)
+
+
+def _group_of(region: str, instance_id: str) -> tuple[str, Any] | None:
+    """(group name, moto instance state) of an instance in some group of ``region``."""
+    for name, asg in _backend(region).autoscaling_groups.items():
+        for instance_state in asg.instance_states:
+            if instance_state.instance.id == instance_id:
+                return name, instance_state
+    return None
+
+
+# --- request quotas ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class TokenBucket:
+    """AWS's quota algorithm: ``burst`` tokens, refilled at ``rate`` per second; a call
+    takes one, or is throttled when there is none."""
+
+    burst: float
+    rate: float
+    tokens: float = -1.0  # full at the first call
+    stamp: float = 0.0
+
+    def take(self, now: float) -> bool:
+        """One token, if there is one."""
+        if self.tokens < 0:
+            self.tokens, self.stamp = self.burst, now
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class Quotas:
+    """Request quotas per API: each action of a limited service has a bucket of its own."""
+
+    def __init__(self) -> None:
+        self._limits: dict[str, tuple[float, float]] = {}
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
+
+    def limit(self, service: str, burst: float, rate: float) -> None:
+        """Every API of ``service`` (as signed: ``monitoring`` for CloudWatch) gets a
+        bucket of ``burst`` tokens refilled at ``rate`` per second."""
+        self._limits[service] = (burst, rate)
+        self._buckets = {k: v for k, v in self._buckets.items() if k[0] != service}
+
+    def clear(self) -> None:
+        """No quotas any more."""
+        self._limits.clear()
+        self._buckets.clear()
+
+    def admit(self, service: str, action: str, now: float) -> bool:
+        """Whether this call is within its API's quota (not thread-safe: hold a lock)."""
+        limit = self._limits.get(service)
+        if limit is None:
+            return True
+        bucket = self._buckets.get((service, action))
+        if bucket is None:
+            bucket = self._buckets[(service, action)] = TokenBucket(*limit)
+        return bucket.take(now)
+
+
 # --- the middleware and the server ------------------------------------------------------
 
 
@@ -440,21 +569,23 @@ class _Middleware:
             cloud.lifecycle.time_out()
         fault, after = cloud._record(call)
         if fault is not None and not after:
-            return self._reply(start_response, *error_response(call.protocol, *fault))
+            return self._reply(start_response, *error_response(call.protocol, *fault, _ns(call)))
         interceptor = cloud.interceptors.get((call.service, call.action))
         if interceptor is None:
             if fault is not None:  # processed by moto, then the answer is "lost"
                 list(self.app(environ, lambda *args: None))
-                return self._reply(start_response, *error_response(call.protocol, *fault))
+                return self._reply(start_response,
+                                   *error_response(call.protocol, *fault, _ns(call)))
             return self.app(environ, start_response)
         try:
             interceptor(call)
         except SimAwsError as exc:
             return self._reply(
-                start_response, *error_response(call.protocol, exc.code, exc.message, exc.status)
+                start_response, *error_response(call.protocol, exc.code, exc.message, exc.status,
+                                                _ns(call))
             )
         if fault is not None:
-            return self._reply(start_response, *error_response(call.protocol, *fault))
+            return self._reply(start_response, *error_response(call.protocol, *fault, _ns(call)))
         return self._reply(start_response, *empty_response(call))
 
     @staticmethod
@@ -466,6 +597,11 @@ class _Middleware:
             [*headers, ("Content-Length", str(len(body)))],
         )
         return [body]
+
+
+def _ns(call: Call) -> str:
+    """The XML namespace of a query service's answers."""
+    return NAMESPACES.get(call.service, AUTOSCALING_NS) if call.protocol == "query" else ""
 
 
 class _Handler(MotoRequestHandler):
@@ -501,8 +637,11 @@ class SimCloud:
         self.action_latency: dict[str, float] = {}  # extra seconds for one action
         self.lifecycle = LifecycleActions()
         self.signals = ResourceSignals()
+        self.health = InstanceHealth()
+        self.quotas = Quotas()
         self.interceptors: dict[tuple[str, str], Interceptor] = {
-            **self.lifecycle.interceptors, **self.signals.interceptors}
+            **self.lifecycle.interceptors, **self.signals.interceptors,
+            **self.health.interceptors}
         self._host = host
         self._port = port
         self._lock = threading.Lock()
@@ -589,15 +728,36 @@ class SimCloud:
             self._time_out_before.discard(action)
             return True
 
-    def _record(self, call: Call) -> tuple[tuple[str, str, int] | None, bool]:
-        """Log a call; the (code, message, status) of a fault to answer, and its ``after``."""
+    def limit(self, service: str, burst: float, rate: float) -> None:
+        """A request quota for every API of ``service``: ``burst`` calls at once, ``rate``
+        per second after that; calls beyond it are throttled as AWS throttles them."""
         with self._lock:
-            self._calls.append(call)
-            for fault in self._faults:
-                if fault.action == call.action and fault.remaining > 0:
-                    fault.remaining -= 1
-                    return (fault.code, fault.message, fault.status), fault.after
-        return None, False
+            self.quotas.limit(service, burst, rate)
+
+    def throttled(self, action: str | None = None) -> list[Call]:
+        """The calls answered with a throttling error (by a quota or an injected fault)."""
+        return [c for c in self.calls(action) if c.throttled]
+
+    def _record(self, call: Call) -> tuple[tuple[str, str, int] | None, bool]:
+        """Log a call; the (code, message, status) of a fault to answer, and its ``after``.
+
+        A call over its quota is answered as AWS throttles one, before any fault."""
+        now = time.monotonic()
+        with self._lock:
+            answer: tuple[tuple[str, str, int] | None, bool] = (None, False)
+            if not self.quotas.admit(call.service, call.action, now):
+                code, status, message = THROTTLED.get(call.protocol, THROTTLED["query"])
+                answer = (code, message, status), False
+            else:
+                for fault in self._faults:
+                    if fault.action == call.action and fault.remaining > 0:
+                        fault.remaining -= 1
+                        answer = (fault.code, fault.message, fault.status), fault.after
+                        break
+            error = answer[0]
+            throttled = error is not None and error[0] in THROTTLING_CODES
+            self._calls.append(dataclasses.replace(call, at=now, throttled=throttled))
+        return answer
 
     # lifecycle hooks -------------------------------------------------------------------
 
@@ -638,10 +798,14 @@ class SimCloud:
 
     def _aws_control(self, body: dict[str, Any] | None) -> dict[str, Any]:
         """POST {"latency": s, "fail_next": {...fail_next kwargs} | [...], "expire": true,
-        "time_out_before": "CompleteLifecycleAction"}."""
+        "time_out_before": "CompleteLifecycleAction",
+        "limit": {"service": ..., "burst": n, "rate": n} | [...]}."""
         body = body or {}
         if "latency" in body:
             self.latency = float(body["latency"])
+        limits = body.get("limit", [])
+        for limit in [limits] if isinstance(limits, dict) else limits:
+            self.limit(str(limit["service"]), float(limit["burst"]), float(limit["rate"]))
         faults = body.get("fail_next", [])
         for fault in [faults] if isinstance(faults, dict) else faults:
             self.fail_next(**fault)

@@ -4,6 +4,8 @@ Semantics follow the EC2 documentation and amazon-ec2-metadata-mock: a session t
 ``PUT /latest/api/token`` (TTL 1..21600 s) is required on every GET (no IMDSv1 fallback),
 ``X-Forwarded-For`` is refused, and optional categories (tags, IAM role, spot, rebalance,
 target lifecycle state, user data) answer 404 when the instance does not have them.
+Scheduled events (``events/maintenance/scheduled``) are a JSON list, empty when there are
+none; :func:`scheduled_event` makes one as EC2 shows it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,44 @@ def _iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+EVENT_CODES = ("instance-reboot", "system-reboot", "system-maintenance", "instance-retirement",
+               "instance-stop")
+EVENT_STATES = {"active": "", "completed": "[Completed] ", "canceled": "[Canceled] "}
+
+
+def event_time(moment: datetime) -> str:
+    """A scheduled event's time as IMDS writes it: ``21 Jan 2019 09:00:43 GMT``."""
+    return moment.astimezone(UTC).strftime("%d %b %Y %H:%M:%S GMT")
+
+
+def scheduled_event(code: str, *, state: str = "active", description: str = "",
+                    not_before: datetime | None = None, not_after: datetime | None = None,
+                    event_id: str | None = None) -> dict[str, str]:
+    """One entry of ``events/maintenance/scheduled`` as IMDS serves it.
+
+    ``state`` is ``active``, ``completed`` or ``canceled``; a finished event's Description
+    starts ``[Completed]`` or ``[Canceled]``, as EC2 writes it.
+    """
+    if code not in EVENT_CODES:
+        raise ValueError(f"unknown scheduled event code {code!r}")
+    if state not in EVENT_STATES:
+        raise ValueError(f"unknown scheduled event state {state!r}")
+    start = not_before or datetime.now(UTC) + timedelta(days=14)
+    event = {
+        "NotBefore": event_time(start),
+        "Code": code,
+        "Description": EVENT_STATES[state] + (description or {
+            "instance-retirement": "The instance is running on degraded hardware",
+            "instance-stop": "The instance is scheduled to be stopped",
+        }.get(code, f"scheduled {code.replace('-', ' ')}")),
+        "EventId": event_id or f"instance-event-{secrets.token_hex(9)[:17]}",
+        "State": state,
+    }
+    if not_after is not None or code in ("system-reboot", "system-maintenance"):
+        event["NotAfter"] = event_time(not_after or start + timedelta(hours=2))
+    return event
+
+
 @dataclasses.dataclass
 class SimInstance:
     """The facts the simulator serves; change them at runtime with :meth:`update`."""
@@ -50,6 +90,7 @@ class SimInstance:
     target_lifecycle_state: str | None = None
     spot_action: dict[str, Any] | None = None
     rebalance: dict[str, Any] | None = None
+    scheduled_events: list[dict[str, str]] = dataclasses.field(default_factory=list)
     user_data: bytes | None = None
     role_name: str | None = "agent-instance-role"
     market: str = "on-demand"  # instance-life-cycle: "on-demand" | "spot"
@@ -74,13 +115,14 @@ class SimInstance:
             copy = dataclasses.replace(self, _lock=threading.Lock())
             if self.tags is not None:
                 copy.tags = dict(self.tags)
+            copy.scheduled_events = [dict(e) for e in self.scheduled_events]
         return copy
 
 
 class _Json:
     """A metadata leaf served as JSON."""
 
-    def __init__(self, value: dict[str, Any]) -> None:
+    def __init__(self, value: dict[str, Any] | list[Any]) -> None:
         self.value = value
 
 
@@ -112,9 +154,11 @@ class ImdsSimulator:
     """A threaded IMDSv2 server on ``host:port`` (port 0 picks a free one)."""
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, instance: SimInstance | None = None
+        self, host: str = "127.0.0.1", port: int = 0, instance: SimInstance | None = None,
+        poll_interval: float = 0.05,
     ) -> None:
         self.instance = instance if instance is not None else SimInstance()
+        self.poll_interval = poll_interval  # how soon stop() takes effect
         self.latency = 0.0
         self.token_lifetime: float | None = None
         self.disabled = False
@@ -144,7 +188,8 @@ class ImdsSimulator:
         self._server = _Server((self._host, self._port), _Handler)
         self._server.sim = self
         self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), name="imds-sim", daemon=True
+            target=self._server.serve_forever, args=(self.poll_interval,), name="imds-sim",
+            daemon=True
         )
         self._thread.start()
         return self
@@ -285,8 +330,11 @@ class ImdsSimulator:
             meta["autoscaling"] = {"target-lifecycle-state": inst.target_lifecycle_state}
         if inst.spot_action is not None:
             meta["spot"] = {"instance-action": _Json(inst.spot_action)}
+        events: dict[str, _Node] = {
+            "maintenance": {"scheduled": _Json(inst.scheduled_events)}}
         if inst.rebalance is not None:
-            meta["events"] = {"recommendations": {"rebalance": _Json(inst.rebalance)}}
+            events["recommendations"] = {"rebalance": _Json(inst.rebalance)}
+        meta["events"] = events
         document = {
             "accountId": inst.account_id,
             "architecture": inst.architecture,

@@ -1,8 +1,11 @@
-"""The whole simulated cloud: IMDS + AWS, seeded with one instance of an Auto Scaling group.
+"""The whole simulated cloud: IMDS + AWS, seeded with one instance of an Auto Scaling group
+(or several: :meth:`World.seed` ``size``, each with its own IMDS, :meth:`World.imds_for`).
 
-Used by ``agent demo``, the tests and the benchmark. A client process gets the world through
-:meth:`World.env` (endpoints only: its credentials come from the IMDS role through the SDK's
-default chain, as on a real instance) and :meth:`World.agent_config`.
+Used by ``agent demo``, the tests and the benchmarks. A client process gets the world
+through :meth:`World.env` (endpoints only: its credentials come from the IMDS role through
+the SDK's default chain, as on a real instance) and :meth:`World.agent_config`. As a group
+does, the world replaces an instance marked Unhealthy: its termination begins (the
+termination hooks pending, IMDS's target lifecycle state ``Terminated``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 import boto3
 
 from agent.sim.cloud import LAUNCHING, SimCloud
-from agent.sim.imds import ImdsSimulator
+from agent.sim.imds import ImdsSimulator, SimInstance
 
 IMAGE_ID = "ami-0c0ffee0123456789"
 SAMPLE_SECRETS: dict[str, str | bytes] = {  # made-up values: JSON, plain text, binary
@@ -40,6 +43,7 @@ class World:
         aws_latency: float = 0.0,
     ) -> None:
         self.imds = ImdsSimulator(imds_host, imds_port)
+        self.imds_host = imds_host
         self.cloud = SimCloud(aws_host, aws_port, aws_latency)
         self.region = "us-east-1"
         self.group: str | None = None
@@ -47,7 +51,11 @@ class World:
         self.instance_id: str | None = None
         self.instances: dict[str, dict[str, str]] = {}  # id -> IMDS tags
         self.tags_enabled = True
+        self.instance_ids: list[str] = []
+        self.fleet: dict[str, ImdsSimulator] = {}  # instance id -> its IMDS (see imds_for)
+        self.replace_unhealthy = True  # SetInstanceHealth Unhealthy starts the termination
         self._session: Any = None
+        self.cloud.health.on_unhealthy.append(self._replace)
 
     def start(self) -> World:
         """Start both servers; ``/_sim/imds`` controls the IMDS from another process,
@@ -59,8 +67,14 @@ class World:
         return self
 
     def stop(self) -> None:
-        """Stop both servers."""
+        """Stop the servers (the fleet's IMDS simulators all at once)."""
         self.cloud.stop()
+        others = [sim for sim in self.fleet.values() if sim is not self.imds]
+        if others:
+            from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+            with ThreadPoolExecutor(32) as pool:
+                list(pool.map(lambda sim: sim.stop(), others))
         self.imds.stop()
 
     def __enter__(self) -> World:
@@ -114,10 +128,14 @@ class World:
         secrets: Mapping[str, str | bytes] | None = None,
         ssm_parameters: Mapping[str, str] | None = None,
         tags: Mapping[str, str] | None = None,
+        size: int = 1,
     ) -> str:
         """Create the group, its launch hook, secrets and parameters; launch; the instance id.
 
         ``warm_pool`` (e.g. ``Warmed:Stopped``) launches the instance into the warm pool.
+        ``tags``: the instances' tags besides Name and the group's. ``size``: that many
+        instances in the group, all launching (:attr:`instance_ids`; the first is
+        :attr:`instance_id`, served by :attr:`imds`, the others by :meth:`imds_for`).
         """
         self.region = region
         zone = f"{region}a"
@@ -133,9 +151,9 @@ class World:
             autoscaling.create_auto_scaling_group(
                 AutoScalingGroupName=group,
                 LaunchTemplate={"LaunchTemplateName": f"{group}-lt", "Version": "$Latest"},
-                MinSize=1,
-                MaxSize=1,
-                DesiredCapacity=1,
+                MinSize=size,
+                MaxSize=size,
+                DesiredCapacity=size,
                 AvailabilityZones=[zone],
             )
             if hook is not None:
@@ -149,7 +167,7 @@ class World:
             (described,) = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group])[
                 "AutoScalingGroups"
             ]
-            instance_id = str(described["Instances"][0]["InstanceId"])
+            instance_ids = [str(i["InstanceId"]) for i in described["Instances"]]
             tags["aws:autoscaling:groupName"] = group
         else:
             (launched,) = ec2.run_instances(
@@ -159,30 +177,50 @@ class World:
                 MaxCount=1,
                 Placement={"AvailabilityZone": zone},
             )["Instances"]
-            instance_id = str(launched["InstanceId"])
+            instance_ids = [str(launched["InstanceId"])]
         if extra_tags:  # in EC2 too, for DescribeTags
-            ec2.create_tags(Resources=[instance_id],
+            ec2.create_tags(Resources=instance_ids,
                             Tags=[{"Key": k, "Value": v} for k, v in extra_tags.items()])
-        (reservation,) = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
-        self.imds.instance.update(
-            instance_id=instance_id,
-            instance_type=instance_type,
-            region=region,
-            availability_zone=zone,
-            image_id=IMAGE_ID,
-            private_ip=reservation["Instances"][0]["PrivateIpAddress"],
-            tags=tags if tags_enabled else None,
-            target_lifecycle_state=(warm_pool or "InService") if in_group else None,
-        )
+        addresses = {
+            str(i["InstanceId"]): str(i["PrivateIpAddress"])
+            for r in ec2.describe_instances(InstanceIds=instance_ids)["Reservations"]
+            for i in r["Instances"]
+        }
+        facts: dict[str, Any] = {
+            "instance_type": instance_type, "region": region, "availability_zone": zone,
+            "image_id": IMAGE_ID, "tags": tags if tags_enabled else None,
+            "target_lifecycle_state": (warm_pool or "InService") if in_group else None}
+        self.imds.instance.update(instance_id=instance_ids[0],
+                                  private_ip=addresses[instance_ids[0]], **facts)
+        self.fleet = {instance_ids[0]: self.imds}
+        for other in instance_ids[1:]:
+            instance = SimInstance(instance_id=other, private_ip=addresses[other], **facts)
+            self.fleet[other] = ImdsSimulator(self.imds_host, 0, instance,
+                                              poll_interval=0.5).start()
         self._create_secrets(secrets or {}, ssm_parameters or {})
         self.group = group if in_group else None
         self.hook = hook if in_group else None
-        self.instance_id = instance_id
+        self.instance_id = instance_ids[0]
+        self.instance_ids = instance_ids
         self.tags_enabled = tags_enabled
-        self.instances = {instance_id: tags}
+        self.instances = {instance_id: dict(tags) for instance_id in instance_ids}
         if in_group:
-            self.cloud.launch(group, instance_id, warm_pool)
-        return instance_id
+            for instance_id in instance_ids:
+                self.cloud.launch(group, instance_id, warm_pool)
+        return self.instance_id
+
+    def imds_for(self, instance_id: str) -> ImdsSimulator:
+        """The IMDS simulator that serves ``instance_id`` (:attr:`imds` for the first)."""
+        return self.fleet[instance_id]
+
+    def _replace(self, group: str, instance_id: str) -> None:
+        """An instance marked Unhealthy: the group terminates it (and launches another)."""
+        if not self.replace_unhealthy:
+            return
+        self.cloud.terminate(group, instance_id)
+        sim = self.fleet.get(instance_id)
+        if sim is not None:
+            sim.instance.update(target_lifecycle_state="Terminated")
 
     def add_instance(self, tags: Mapping[str, str] | None = None) -> str:
         """Scale the group out by one instance (with these tags besides the group's): its id.
@@ -210,6 +248,7 @@ class World:
                             Tags=[{"Key": k, "Value": v} for k, v in extra.items()])
         self.instances[instance_id] = {"Name": self.group, **extra,
                                        "aws:autoscaling:groupName": self.group}
+        self.instance_ids.append(instance_id)
         self.cloud.launch(self.group, instance_id)
         return instance_id
 
@@ -223,6 +262,8 @@ class World:
             tags=self.instances[instance_id] if self.tags_enabled else None)
         self.imds.expire_tokens()
         self.instance_id = instance_id
+        self.fleet = {i: sim for i, sim in self.fleet.items() if sim is not self.imds}
+        self.fleet[instance_id] = self.imds
 
     def _create_secrets(
         self, secrets: Mapping[str, str | bytes], ssm_parameters: Mapping[str, str]
@@ -239,8 +280,9 @@ class World:
             for name, text in ssm_parameters.items():
                 ssm.put_parameter(Name=name, Value=text, Type="SecureString")
 
-    def env(self) -> dict[str, str]:
-        """Environment for a client process: endpoints and region, no static keys.
+    def env(self, instance_id: str | None = None) -> dict[str, str]:
+        """Environment for a client process (on ``instance_id``, default the first):
+        endpoints and region, no static keys.
 
         Start from an environment without ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/
         ``AWS_SESSION_TOKEN``/``AWS_PROFILE``; the shared config files are pointed at
@@ -248,7 +290,7 @@ class World:
         """
         return {
             "AWS_ENDPOINT_URL": self.cloud.endpoint_url,
-            "AWS_EC2_METADATA_SERVICE_ENDPOINT": self.imds.endpoint,
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT": self._imds_of(instance_id).endpoint,
             "AWS_DEFAULT_REGION": self.region,
             "AWS_CONFIG_FILE": os.devnull,
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
@@ -259,13 +301,15 @@ class World:
         secrets_dir: str | os.PathLike[str],
         state_dir: str | os.PathLike[str],
         secret_files: Iterable[Mapping[str, Any]] = (),
+        instance_id: str | None = None,
     ) -> str:
-        """An agent TOML config for this world; ``secret_files`` are ``[[secrets.files]]``."""
+        """An agent TOML config for this world (on ``instance_id``, default the first);
+        ``secret_files`` are ``[[secrets.files]]``."""
         lines = [
             f"state_dir = {_toml(os.fspath(state_dir))}",
             "",
             "[imds]",
-            f"endpoint = {_toml(self.imds.endpoint)}",
+            f"endpoint = {_toml(self._imds_of(instance_id).endpoint)}",
             "",
             "[aws]",
             f"endpoint_url = {_toml(self.cloud.endpoint_url)}",
@@ -281,6 +325,9 @@ class World:
             lines += [f"{key} = {_toml(value)}" for key, value in entry.items()]
         lines += ["", "[lifecycle]", f"hook_name = {_toml(self.hook or '')}", ""]
         return "\n".join(lines)
+
+    def _imds_of(self, instance_id: str | None) -> ImdsSimulator:
+        return self.imds if instance_id is None else self.fleet[instance_id]
 
     def _imds_control(self, body: dict[str, Any] | None) -> dict[str, Any]:
         """``/_sim/imds``: POST instance facts and fault knobs; GET the request log."""
