@@ -13,10 +13,9 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from agent import history, image, telemetry, tuning
+from agent import history, image, sdk, telemetry, tuning
 from agent.context import LaunchContext
 from agent.errors import AgentError, PhaseFailed, describe_failure
 from agent.facts import Facts, read_facts
@@ -62,7 +61,7 @@ class Boot:
             keepalive = Keepalive(self.notify, self.cfg.imds.max_wait_seconds
                                   + 3 * self.cfg.aws.max_wait_seconds).start()
         with ThreadPoolExecutor(3, "boot") as pool:
-            self._sdk = pool.submit(import_module, "agent.aws")  # botocore loads meanwhile
+            self._sdk = pool.submit(sdk.load)  # botocore loads meanwhile
             failure = self.attempt(Phase.METADATA, self.read_metadata)
             if failure is None:
                 publishing = pool.submit(self.attempt, Phase.SECRETS, self.publish_secrets)

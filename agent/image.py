@@ -11,11 +11,9 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import os
-import platform
 import re
 import sys
 import time
@@ -49,6 +47,8 @@ UNIT = "agent.service"
 def scan_user_data(data: bytes) -> list[str]:
     """Pattern names (with the line) that look like credentials; never the matched text."""
     if data[:2] == b"\x1f\x8b":  # cloud-init accepts gzip'd user-data
+        import gzip  # noqa: PLC0415 - rare, and not worth a boot's import
+
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError):
@@ -170,6 +170,8 @@ def write_manifest(path: Path) -> dict[str, Any]:
             os_release[key] = value.strip('"')
     except OSError:
         pass
+    import platform  # noqa: PLC0415 - the bake's, not the boot's
+
     now = time.time()
     data = {
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 
 from agent.facts import read_facts
-from agent.sim.demo import FILES, HOST_FACTS, INSTANCES, demo_secrets
+from agent.sim.demo import HOST_FACTS, INSTANCES, demo_secrets, secret_files
 
 INSTANCE = INSTANCES[0]
 SECRET_TEXTS = [text for name, value in demo_secrets().items() if isinstance(value, str)
@@ -50,7 +50,7 @@ def test_demo_keep_shows_config_and_facts(tmp_path: Path) -> None:
         assert path == root / INSTANCE.name / "agent.toml"
         assert tomllib.loads(text) == tomllib.loads(path.read_text())  # kept, as printed
         config = tomllib.loads(text)
-        assert config["secrets"]["files"] == FILES
+        assert config["secrets"]["files"] == secret_files()
         for other in INSTANCES[1:]:  # the same configuration, but for the instance's directory
             assert (root / other.name / "agent.toml").read_text().replace(
                 str(root / other.name), str(root / INSTANCE.name)) == path.read_text()

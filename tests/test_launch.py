@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentproc import IS_ROOT, Booter, clean_environment
+from agentproc import IS_ROOT, MINE, Booter, clean_environment
 
 from agent.sim import World
 
@@ -219,8 +219,9 @@ TEMPLATE = ("jdbc.url=jdbc:postgresql://db.{region}.internal/orders\n"
 def template_extra(source: Path, owner: str = "", hook: str = "") -> str:
     lines = ["", "[[secrets.templates]]", f'source = "{source}"',
              'path = "orders/application.properties"', 'mode = "0440"']
-    if owner:
-        lines.append(f'owner = "{owner}"')
+    # as another user, its own files (only root gives files away)
+    for key, value in ({**MINE, "owner": owner} if owner else MINE).items():
+        lines.append(f'{key} = "{value}"')
     if hook:
         lines.append(f'on_change = [["{hook}"]]')
     return "\n".join(lines) + "\n"
