@@ -30,6 +30,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import botocore.session
+from botocore import handlers
 from botocore.config import Config as BotoConfig
 from botocore.credentials import CredentialProvider, CredentialResolver
 from botocore.exceptions import (
@@ -124,6 +125,28 @@ def _light_endpoint_resolver() -> Any:
     return EndpointResolver(data, uses_builtin_data=True)
 
 
+class _Session(botocore.session.Session):
+    """botocore's session, without the builtin handlers of services and documentation no
+    client of ours uses (named at build time for this botocore: ``models.skipped_handlers``;
+    with another botocore, every handler)."""
+
+    SKIPPED = models.skipped_handlers()
+
+    def _register_builtin_handlers(self, events: Any) -> None:
+        if not self.SKIPPED:
+            super()._register_builtin_handlers(events)  # type: ignore[misc]
+            return
+        for spec in handlers.BUILTIN_HANDLERS:  # as botocore's own, minus the skipped
+            if spec[0] in self.SKIPPED:
+                continue
+            if len(spec) == 2:
+                self.register(spec[0], spec[1])
+            elif spec[2] is handlers.REGISTER_FIRST:
+                events.register_first(spec[0], spec[1])
+            elif spec[2] is handlers.REGISTER_LAST:
+                events.register_last(spec[0], spec[1])
+
+
 class _Loader(Loader):
     """botocore's data loader, minus its scan of ~400 service directories (~20 ms of stat
     calls per model type) to confirm that the few services we name exist."""
@@ -215,7 +238,7 @@ class Aws:
         self._requests_lock = threading.Lock()
 
     def _new_session(self) -> botocore.session.Session:
-        session = botocore.session.Session()
+        session = _Session()
         data_path = session.get_config_variable("data_path")
         paths = [os.path.expanduser(p) for p in data_path.split(os.pathsep)] if data_path else []
         pruned = models.search_path()  # before botocore's own (which stay for the rest)

@@ -12,13 +12,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
-from agent import history, image, sdk, telemetry, tuning
+from agent import history, image, sdk, telemetry
 from agent.context import LaunchContext
 from agent.errors import AgentError, PhaseFailed, describe_failure
-from agent.facts import Facts, read_facts
 from agent.imds import ImdsClient, Metadata
 from agent.service import Keepalive, Notifier
 from agent.state import Phase, PhaseState, Recorder, State
@@ -26,6 +25,7 @@ from agent.state import Phase, PhaseState, Recorder, State
 if TYPE_CHECKING:
     from agent.aws import Aws
     from agent.config import Config
+    from agent.facts import Facts
     from agent.lifecycle import LaunchHook, Target
     from agent.secrets import Secrets
 
@@ -67,6 +67,7 @@ class Boot:
                 publishing = pool.submit(self.attempt, Phase.SECRETS, self.publish_secrets)
                 if self.cfg.lifecycle.enabled:  # (after: the secrets' client is made first)
                     found = pool.submit(self.find_hook)  # heartbeats from here on
+                wait([self._sdk])  # the CPU is botocore's until it is loaded: tuning after
                 failure = self.attempt(Phase.TUNING, self.tune)
                 published = publishing.result()  # every phase that started ends first
                 failure = failure or published
@@ -184,12 +185,16 @@ class Boot:
 
     def machine(self) -> Facts:
         """This machine's facts (for tuning, and for conditions that read them)."""
+        from agent.facts import read_facts  # noqa: PLC0415
+
         assert self.meta is not None
         return read_facts(self.meta.identity.instance_type, describe=lambda name: (
             self.clients().describe_instance_type(name)))
 
     def tune(self) -> tuple[PhaseState, str]:
         """Every tuned value computed for this machine, then written."""
+        from agent import tuning  # noqa: PLC0415
+
         assert self.meta is not None and self.context is not None
         return tuning.phase(self.cfg.tuning, self.meta.identity, self.rec, self.machine,
                             self.context, self.meta.target_state)

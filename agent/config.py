@@ -10,7 +10,6 @@ modules of their own (:mod:`agent.secrets_config`, :mod:`agent.tuning_config`).
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -298,6 +297,8 @@ def _hint(loc: tuple[int | str, ...]) -> str:
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         return ""
     known = list(model.model_fields)
+    import difflib  # noqa: PLC0415 - only for a mistake
+
     close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else f" (known here: {', '.join(known)})"
 

@@ -16,7 +16,6 @@ Tags and the group are fetched only when something needs them, once.
 
 from __future__ import annotations
 
-import difflib
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -86,6 +85,8 @@ def _placeholder(token: str, inner: str) -> Placeholder:
         return Placeholder(token, "tag", key, default if bar else None)
     if inner in PLACEHOLDER_FACTS:
         return Placeholder(token, inner)
+    import difflib  # noqa: PLC0415 - only for a mistake
+
     close = difflib.get_close_matches(inner, [*PLACEHOLDER_FACTS, "tag:KEY"], n=1)
     hint = f"did you mean {{{close[0]}}}? " if close else ""
     raise ValueError(f"unknown placeholder {token} ({hint}placeholders: "

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import copy
-import difflib
 import math
 import string
 import warnings
@@ -317,6 +316,8 @@ class _Checker:
         if name in self.known:
             self.names.add(name)
             return set(self.known[name])
+        import difflib  # noqa: PLC0415 - only for a mistake
+
         close = difflib.get_close_matches(name, self.known, n=1)
         hint = (f" (did you mean {close[0]!r}?)" if close
                 else f" (facts: {', '.join(self.known)})")

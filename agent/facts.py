@@ -11,7 +11,6 @@ does not know. :func:`nominal_facts` gives a type's facts as launched, without a
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
 import re
@@ -87,6 +86,8 @@ def _facts(instance_type: str, describe: Describe | None, memory_mib: int | None
             raise TuningError(f"unknown instance type {instance_type!r}: not in the bundled "
                               "table and DescribeInstanceTypes does not know it")
     if nominal is None:  # agent plan: no AWS call
+        import difflib  # noqa: PLC0415 - only for a mistake
+
         close = difflib.get_close_matches(instance_type, table(), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise TuningError(f"unknown instance type {instance_type!r}: not in the bundled table"

@@ -6,6 +6,11 @@ models of :data:`OPERATIONS` only, pruned when the package is built from the bot
 the build (``python -m agent.models DEST``, run by setup.py): the operations, the shapes
 they reach, no documentation. They are used only with that same botocore version (the
 ``botocore-version`` file beside them); with any other, botocore's own models are.
+
+Beside them, ``handlers.json``: the events of botocore's builtin handlers that belong to
+other services (``before-parameter-build.s3.PutObject``) or to the documentation
+(``docs.*``): a session registers its 127 builtin handlers one by one (9 ms), and a boot's
+sessions need 21 of them. With the same botocore, :func:`skipped_handlers` names them.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ OPERATIONS: dict[str, tuple[str, ...]] = {
     "cloudwatch": ("PutMetricData",),
 }
 VERSION_FILE = "botocore-version"
+HANDLERS_FILE = "handlers.json"
 _DROP = frozenset({"documentation", "documentationUrl"})
 
 
@@ -42,6 +48,35 @@ def search_path() -> str | None:
     except (OSError, ValueError):
         return None  # not built (a source checkout, an editable install)
     return str(root) if built_for == botocore.__version__ else None
+
+
+def skipped_handlers() -> frozenset[str]:
+    """The builtin handlers' events a session of ours need not register (empty: all)."""
+    path = search_path()
+    if path is None:
+        return frozenset()
+    try:
+        events = json.loads(Path(path, HANDLERS_FILE).read_bytes())
+    except (OSError, ValueError):
+        return frozenset()
+    return frozenset(e for e in events if isinstance(e, str)) if isinstance(
+        events, list) else frozenset()
+
+
+def others_handlers(events: list[str], services: set[str],
+                    aliases: dict[str, str]) -> list[str]:
+    """Of ``events``, those of documentation or of a service (by name or event alias) not
+    in :data:`OPERATIONS`; an event naming anything else (``*``, a word we do not know) is
+    kept, registered as botocore would."""
+    ours = set(OPERATIONS) | {aliases[name] for name in OPERATIONS if name in aliases}
+    ours |= {name for name, alias in aliases.items() if alias in ours}
+    named = services | set(aliases) | set(aliases.values())
+    skipped = []
+    for event in events:
+        parts = event.split(".")
+        if parts[0] == "docs" or (len(parts) > 1 and parts[1] in named and parts[1] not in ours):
+            skipped.append(event)
+    return skipped
 
 
 def prune(model: dict[str, Any], operations: tuple[str, ...]) -> dict[str, Any]:
@@ -95,7 +130,8 @@ def _clean(key: str, value: Any) -> Any:
 
 def write(dest: Path) -> list[Path]:
     """Prune the installed botocore's latest models of :data:`OPERATIONS` into ``dest``
-    (``<service>/<api version>/service-2.json``, and the version file); the files."""
+    (``<service>/<api version>/service-2.json``, the handlers file and the version file);
+    the files."""
     import botocore  # noqa: PLC0415
     from botocore.loaders import Loader  # noqa: PLC0415
 
@@ -109,8 +145,14 @@ def write(dest: Path) -> list[Path]:
         path.write_text(json.dumps(prune(model, operations), separators=(",", ":"),
                                    sort_keys=True) + "\n")
         written.append(path)
+    from botocore.handlers import BUILTIN_HANDLERS  # noqa: PLC0415
+    from botocore.utils import EVENT_ALIASES  # noqa: PLC0415
+
+    skipped = others_handlers([spec[0] for spec in BUILTIN_HANDLERS],
+                              set(loader.list_available_services("service-2")), EVENT_ALIASES)
+    (dest / HANDLERS_FILE).write_text(json.dumps(sorted(set(skipped)), indent=0) + "\n")
     (dest / VERSION_FILE).write_text(botocore.__version__ + "\n")
-    return [*written, dest / VERSION_FILE]
+    return [*written, dest / HANDLERS_FILE, dest / VERSION_FILE]
 
 
 if __name__ == "__main__":  # the package build: python -m agent.models DEST

@@ -1,13 +1,18 @@
-"""botocore, loaded for a boot: its documentation generator only when something reads it.
+"""botocore, loaded for a boot: what it imports but a boot never uses, only when used.
 
-``botocore.client`` and ``botocore.waiter`` import ``botocore.docs.docstring`` for the lazy
-docstrings they give each client method, and with it the whole documentation generator
-(about twenty modules, html among them: a tenth of botocore's import). A boot reads no
-docstring. :func:`load` first registers a stand-in for that package whose three docstring
-classes give empty docstrings; anything else asked of it (boto3 asks for
-``LazyLoadedDocstring``, ``help()`` for the real text) loads botocore's own modules at that
-moment and answers from them. The stand-in is only ever put in place before botocore's
-client is loaded, never replacing modules already there.
+- ``botocore.client`` and ``botocore.waiter`` import ``botocore.docs.docstring`` for the lazy
+  docstrings they give each client method, and with it the whole documentation generator
+  (about twenty modules, html among them: a tenth of botocore's import). A boot reads no
+  docstring. A stand-in for that package has the three docstring classes give empty
+  docstrings; anything else asked of it (boto3 asks for ``LazyLoadedDocstring``, ``help()``
+  for the real text) loads botocore's own modules at that moment and answers from them.
+- urllib3's ``http2`` package runs ``importlib.metadata`` (and zipfile, shutil, tempfile) to
+  check the version of ``h2`` for ``inject_into_urllib3``, which nothing in a boot calls;
+  its submodule ``probe`` is what urllib3's connections use. The package is registered with
+  its ``__init__`` run on the first use of a name it defines.
+
+Each is put in place only before its module is loaded, never replacing modules already
+there, and only where the installed package has the layout this expects.
 """
 
 from __future__ import annotations
@@ -16,11 +21,15 @@ import importlib
 import importlib.util
 import os
 import sys
+import threading
 import types
 from typing import Any
 
 DOCS, DOCSTRING = "botocore.docs", "botocore.docs.docstring"
 STANDING_IN = ("ClientMethodDocstring", "PaginatorDocstring", "WaiterDocstring")
+HTTP2 = "urllib3.http2"
+HTTP2_NAMES = ("inject_into_urllib3", "extract_from_urllib3", "orig_HTTPSConnection", "version")
+_init_lock = threading.Lock()
 
 
 class _Undocumented(str):
@@ -33,8 +42,9 @@ class _Undocumented(str):
 
 
 def load() -> types.ModuleType:
-    """``agent.aws`` (and so botocore), with the docs on demand."""
+    """``agent.aws`` (and so botocore), with the docs and urllib3's http2 on demand."""
     docs_on_demand()
+    init_on_demand(HTTP2, HTTP2_NAMES)
     return importlib.import_module("agent.aws")
 
 
@@ -68,3 +78,34 @@ def _real(name: str) -> Any:
         return getattr(real, name)
     except AttributeError:
         return getattr(sys.modules[DOCS], name)
+
+
+def init_on_demand(name: str, names: tuple[str, ...]) -> bool:
+    """Register package ``name`` with its ``__init__`` run on the first use of one of
+    ``names`` (True), unless its top-level package is loaded already or has another layout."""
+    top, _, rest = name.partition(".")
+    if top in sys.modules or name in sys.modules:
+        return False
+    found = importlib.util.find_spec(top)  # a top-level package: found without loading it
+    if found is None or not found.submodule_search_locations:
+        return False
+    path = os.path.join(next(iter(found.submodule_search_locations)), *rest.split("."))
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(path, "__init__.py"), submodule_search_locations=[path])
+    if spec is None or spec.loader is None or not os.path.isfile(spec.origin or ""):
+        return False
+    package = importlib.util.module_from_spec(spec)
+    loader = spec.loader
+
+    def first_use(attr: str) -> Any:
+        if attr not in names:  # a submodule (the import system asks first), or nothing
+            raise AttributeError(attr)
+        with _init_lock:
+            if package.__dict__.get("__getattr__") is first_use:
+                del package.__getattr__
+                loader.exec_module(package)
+        return getattr(package, attr)
+
+    package.__getattr__ = first_use  # type: ignore[method-assign]
+    sys.modules[name] = package
+    return True

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import botocore
+import botocore.session
 import pytest
 from botocore.loaders import Loader
 
@@ -84,6 +85,9 @@ def test_every_operation_the_code_names_is_in_the_list() -> None:
 def test_clients_from_pruned_models_call_moto(pruned: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(models, "search_path", lambda: str(pruned))
+    skipped = models.skipped_handlers()
+    monkeypatch.setattr(aws._Session, "SKIPPED", skipped)  # as when the package is built
+    assert len(skipped) > 50
     with World() as world:
         instance = world.seed(secrets={"prod/db": "pw"}, ssm_parameters={"/prod/x": "y"},
                               tags={"Role": "web"})
@@ -92,6 +96,13 @@ def test_clients_from_pruned_models_call_moto(pruned: Path,
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
         client = aws.Aws(world.region, endpoint_url=world.cloud.endpoint_url)
+        # the handlers: every one of our services' kept, other services' not registered
+        ours = client._session._events._emitter._handlers
+        full = botocore.session.Session()._events._emitter._handlers
+        s3, asg = ("before-parameter-build.s3.PutObject",
+                   "before-parameter-build.auto-scaling.CreateLaunchConfiguration")
+        assert len(ours.prefix_search(s3)) < len(full.prefix_search(s3))
+        assert list(ours.prefix_search(asg)) == list(full.prefix_search(asg))
         for service, operations in models.OPERATIONS.items():
             meta = client.client(service).meta
             assert sorted(meta.service_model.operation_names) == sorted(operations), service
@@ -117,3 +128,33 @@ def test_clients_from_pruned_models_call_moto(pruned: Path,
     assert replies["describe_instance_types"]["InstanceTypes"][0]["MemoryInfo"][
         "SizeInMiB"] == 8192
     assert replies["assume_role"]["Credentials"]["AccessKeyId"]
+
+
+def test_the_handlers_skipped_are_other_services_and_documentation_only() -> None:
+    aliases = {"autoscaling": "auto-scaling", "secretsmanager": "secrets-manager",
+               "route53": "route-53"}
+    events = ["choose-service-name", "before-call", "before-parameter-build.s3.PutObject",
+              "docs.request-params.s3.PutObject", "before-call.route-53",
+              "before-parameter-build.auto-scaling.CreateLaunchConfiguration",
+              "before-parameter-build.autoscaling.CreateLaunchConfiguration",
+              "before-call.secrets-manager", "before-parameter-build.ec2.*",
+              "before-parameter-build.s3-control", "creating-client-class.*"]
+    assert models.others_handlers(events, {"s3", "ec2", "autoscaling", "route53"}, aliases) == [
+        "before-parameter-build.s3.PutObject", "docs.request-params.s3.PutObject",
+        "before-call.route-53"]  # a word it does not know as a service (s3-control) is kept
+
+
+def test_handlers_are_skipped_only_with_the_botocore_they_were_named_for(
+        pruned: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(models, "search_path", lambda: str(pruned))
+    named = models.skipped_handlers()
+    assert "before-parameter-build.s3.PutObject" in named
+    assert not {e for e in named if ".secretsmanager." in e or ".auto-scaling." in e}
+    monkeypatch.setattr(models, "search_path", lambda: None)  # another botocore
+    assert models.skipped_handlers() == frozenset()
+    (pruned / models.HANDLERS_FILE).rename(pruned / "saved")
+    try:
+        monkeypatch.setattr(models, "search_path", lambda: str(pruned))
+        assert models.skipped_handlers() == frozenset()  # no file: every handler
+    finally:
+        (pruned / "saved").rename(pruned / models.HANDLERS_FILE)

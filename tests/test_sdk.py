@@ -1,11 +1,12 @@
-"""botocore with its documentation generator on demand: clients work as before, nothing reads
-a docstring on the boot path, and whatever does read one (boto3, ``help()``) gets the real
-modules. Each case runs in a fresh interpreter, since the stand-in only ever goes in before
+"""botocore with its documentation generator (and urllib3's http2 package) on demand: clients
+work as before, a boot loads neither, and whatever does use them (boto3, ``help()``) gets the
+real modules. Each case runs in a fresh interpreter, since the stand-in only ever goes in before
 botocore's client is loaded."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -78,14 +79,45 @@ def test_without_a_stand_in_when_botocore_s_client_is_loaded() -> None:
     assert sys.modules.get(sdk.DOCSTRING) is before
 
 
-def test_a_boot_never_imports_the_docs_generator(booter: Booter,
+def test_a_boot_never_imports_what_it_defers(booter: Booter,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    assert booter.run().returncode == 0, booter.outputs[-1]  # validates, and fills the cache
+    booter.world.relaunch()
+    shutil.rmtree(booter.state_dir)
     monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
-    proc = booter.run()
+    proc = booter.run()  # a first boot, as from a baked image: the configuration cached
     assert proc.returncode == 0, proc.stderr
+    assert "pydantic" not in proc.stderr
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
                 if line.startswith("import time:")}
     assert {"botocore.client", "botocore.session"} <= imported  # the boot did load botocore
     docs = {m for m in imported if m.startswith("botocore.docs")}
     assert docs == {"botocore.docs.utils"}, docs  # botocore.handlers' helpers, not the generator
+    assert "importlib.metadata" not in imported  # urllib3.http2's __init__ did not run
     assert Path(booter.state_dir / "state.json").exists()
+
+
+def test_urllib3_http2_runs_its_init_only_when_one_of_its_names_is_used(world: World) -> None:
+    proc = python("""
+        import sys
+        from agent import sdk
+        assert sdk.init_on_demand(sdk.HTTP2, sdk.HTTP2_NAMES)
+        assert not sdk.init_on_demand(sdk.HTTP2, sdk.HTTP2_NAMES)  # once
+        import botocore.session
+        client = botocore.session.get_session().create_client("secretsmanager")
+        print(client.get_secret_value(SecretId="prod/plain")["SecretString"])  # urllib3 works
+        print("importlib.metadata" in sys.modules)
+        from urllib3.http2 import inject_into_urllib3, probe  # the package's own, when asked
+        print("importlib.metadata" in sys.modules, callable(inject_into_urllib3),
+              probe.__name__)
+    """, world.env())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["plain-secret-7f3a9c", "False",
+                                        "True True urllib3.http2.probe"]
+
+
+def test_nothing_is_deferred_once_its_package_is_loaded() -> None:
+    import urllib3  # noqa: F401 - loaded here, as in any test process
+
+    assert sdk.init_on_demand(sdk.HTTP2, sdk.HTTP2_NAMES) is False
+    assert sdk.init_on_demand("no_such_package_here.sub", ("x",)) is False
