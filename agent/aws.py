@@ -216,8 +216,9 @@ class Aws:
     SERVICES = tuple(models.OPERATIONS)
 
     def __init__(self, region: str, *, endpoint_url: str = "", max_wait: float = 300.0,
-                 imds: ImdsClient | None = None) -> None:
+                 imds: ImdsClient | None = None, sent: threading.Event | None = None) -> None:
         self.region = region
+        self.sent = sent or threading.Event()  # set when a first request goes out
         self.endpoint_url = endpoint_url or None
         self.max_wait = max_wait
         self._config = BotoConfig(  # adaptive: botocore's client-side rate limiter, which
@@ -256,10 +257,10 @@ class Aws:
 
     @classmethod
     def from_config(cls, cfg: AwsConfig, instance_region: str, *,
-                    imds: ImdsClient | None = None) -> Aws:
+                    imds: ImdsClient | None = None, sent: threading.Event | None = None) -> Aws:
         """The clients ``[aws]`` describes, in ``aws.region`` or else the instance's region."""
         return cls(cfg.region or instance_region, endpoint_url=cfg.endpoint_url,
-                   max_wait=cfg.max_wait_seconds, imds=imds)
+                   max_wait=cfg.max_wait_seconds, imds=imds, sent=sent)
 
     def _use_imds_for_role_credentials(self, imds: ImdsClient) -> None:
         """Swap botocore's instance-role provider for one backed by ``imds``, in place."""
@@ -322,6 +323,7 @@ class Aws:
 
         botocore takes a per-request ``read_timeout`` from the request context.
         """
+        self.sent.set()
         left = getattr(self._deadline, "left", None)
         context = getattr(request, "context", None)
         if left is not None and isinstance(context, dict):

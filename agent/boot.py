@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from agent import history, image, sdk, telemetry
@@ -52,6 +52,7 @@ class Boot:
         self.earlier_boot: dict[str, Any] | None = None  # this instance's boot before this one
         self._sdk: Future[Any] = Future()
         self._aws_lock = threading.Lock()
+        self._asked = threading.Event()  # a first request is out to AWS, or secrets are done
 
     def run(self) -> bool:
         """The whole sequence; True when the boot is ready."""
@@ -65,9 +66,10 @@ class Boot:
             failure = self.attempt(Phase.METADATA, self.read_metadata)
             if failure is None:
                 publishing = pool.submit(self.attempt, Phase.SECRETS, self.publish_secrets)
-                if self.cfg.lifecycle.enabled:  # (after: the secrets' client is made first)
+                publishing.add_done_callback(lambda _: self._asked.set())
+                self._asked.wait()  # one core: the secrets asked for first, the rest meanwhile
+                if self.cfg.lifecycle.enabled:
                     found = pool.submit(self.find_hook)  # heartbeats from here on
-                wait([self._sdk])  # the CPU is botocore's until it is loaded: tuning after
                 failure = self.attempt(Phase.TUNING, self.tune)
                 published = publishing.result()  # every phase that started ends first
                 failure = failure or published
@@ -158,7 +160,7 @@ class Boot:
             if self.aws is None:
                 assert self.meta is not None
                 self.aws = self._sdk.result().Aws.from_config(
-                    self.cfg.aws, self.meta.identity.region, imds=self.imds)
+                    self.cfg.aws, self.meta.identity.region, imds=self.imds, sent=self._asked)
             return self.aws
 
     def read_metadata(self) -> tuple[PhaseState, str]:

@@ -262,6 +262,31 @@ def test_access_denied_fails_fast(booter: Booter) -> None:
     assert booter.results() == ["ABANDON"]
 
 
+def test_tuning_runs_while_the_secrets_are_answered(booter: Booter) -> None:
+    booter.world.cloud.action_latency["GetSecretValue"] = 1.5
+    proc = booter.run()
+    assert proc.returncode == 0, proc.stderr
+    lines = [m.group(1) for line in proc.stderr.splitlines()
+             if (m := re.match(r"agent: INFO (\w+): done", line))]
+    assert lines == ["metadata", "tuning", "secrets", "lifecycle"]  # not after the secrets
+    durations = {p["name"]: p["duration_ms"] for p in booter.doc()["phases"]}
+    assert durations["tuning"] < 1000 <= durations["secrets"]
+
+
+def test_a_boot_with_nothing_to_ask_aws_does_not_wait_for_it(tmpfs: Path) -> None:
+    with World() as world:
+        world.seed(in_group=False)
+        b = Booter(world, tmpfs)
+        b.configure([])  # no secrets; not in a group: no AWS request at all
+        seeded = len(world.cloud.calls())
+        proc = b.run()
+        assert proc.returncode == 0, proc.stderr
+        states = {p["name"]: p["state"] for p in b.doc()["phases"]}
+        assert states == {"metadata": "done", "secrets": "skipped", "tuning": "done",
+                          "lifecycle": "skipped"}
+        assert world.cloud.calls()[seeded:] == []
+
+
 def test_instance_in_no_group_skips_lifecycle(tmpfs: Path) -> None:
     with World() as world:
         world.seed(in_group=False, secrets={"prod/plain": PLAIN})
