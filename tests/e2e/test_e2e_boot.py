@@ -410,7 +410,8 @@ def test_deb_contents(e2e_setup: Setup) -> None:
     assert below(names, f"{site}/botocore/data/") == {
         *OPERATIONS, "_retry.json", "endpoints.json", "partitions.json",
         "sdk-default-configuration.json"}
-    assert below(names, f"{site}/agent/data/models/") == {*OPERATIONS, "botocore-version", "handlers.json"}
+    assert below(names, f"{site}/agent/data/models/") == {
+        *OPERATIONS, "botocore-version", "handlers.json"}
     for gone in ("/systemd/test/", "/pydantic/mypy.py", "/pydantic/v1/", "examples-1.json"):
         assert not [n for n in names if gone in n], gone
     control = harness.run(["dpkg-deb", "-I", deb, "conffiles"]).stdout
