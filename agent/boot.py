@@ -1,16 +1,14 @@
-"""The boot: metadata; then secrets, tuning and the launch hook's lookup side by side; then
-lifecycle. Each phase's rules live with its subject; this module says what runs when, what
-overlaps, and how any failure (an :class:`AgentError`, an ``OSError``, a bug) ends the
-boot: that phase failed with one line, ``on_failure`` sent, never ``READY``.
+"""The boot: metadata; the secrets asked for, then tuning and the launch hook's lookup while
+AWS answers; then lifecycle. Each phase's rules live with its subject; this module says what
+runs when, what overlaps, and how any failure (an :class:`AgentError`, an ``OSError``, a
+bug) ends the boot: that phase failed with one line, ``on_failure`` sent, never ``READY``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -35,12 +33,11 @@ log = logging.getLogger("agent.boot")
 class Boot:
     """One boot: the phases, the clients they share, and the state they record."""
 
-    def __init__(self, cfg: Config, rec: Recorder, notify: Notifier,
-                 started: float | None = None) -> None:
+    def __init__(self, cfg: Config, rec: Recorder, notify: Notifier, started: float) -> None:
         self.cfg = cfg
         self.rec = rec
         self.notify = notify
-        self.started = time.monotonic() if started is None else started  # agent run began
+        self.started = started  # time.monotonic() when agent run began
         self.telemetry = telemetry.Telemetry(cfg.telemetry, rec)
         self.imds = ImdsClient.from_config(cfg.imds)
         self.imds.on_notice = lambda text: rec.note(Phase.METADATA, text)
@@ -53,14 +50,14 @@ class Boot:
         self._sdk: Future[Any] = Future()
         self._aws_lock = threading.Lock()
         self._asked = threading.Event()  # a first request is out to AWS, or secrets are done
+        self.ended = threading.Event()  # every phase has ended
 
     def run(self) -> bool:
         """The whole sequence; True when the boot is ready."""
         found: Future[Target | None] | None = None
-        keepalive = None
         with contextlib.suppress(Exception):  # more start time from systemd: a nicety
-            keepalive = Keepalive(self.notify, self.cfg.imds.max_wait_seconds
-                                  + 3 * self.cfg.aws.max_wait_seconds).start()
+            Keepalive(self.notify, self.ended, self.cfg.imds.max_wait_seconds
+                      + 3 * self.cfg.aws.max_wait_seconds).start()
         with ThreadPoolExecutor(3, "boot") as pool:
             self._sdk = pool.submit(sdk.load)  # botocore loads meanwhile
             failure = self.attempt(Phase.METADATA, self.read_metadata)
@@ -68,30 +65,23 @@ class Boot:
                 publishing = pool.submit(self.attempt, Phase.SECRETS, self.publish_secrets)
                 publishing.add_done_callback(lambda _: self._asked.set())
                 self._asked.wait()  # one core: the secrets asked for first, the rest meanwhile
-                if self.cfg.lifecycle.enabled:
-                    found = pool.submit(self.find_hook)  # heartbeats from here on
-                failure = self.attempt(Phase.TUNING, self.tune)
-                published = publishing.result()  # every phase that started ends first
-                failure = failure or published
+                found = pool.submit(self.find_hook) if self.cfg.lifecycle.enabled else None
+                tuned = self.attempt(Phase.TUNING, self.tune)
+                failure = publishing.result() or tuned  # every phase that started ends first
             hooked = self.attempt(Phase.LIFECYCLE, self.finish_hook, found, failure is not None)
             failure = failure or hooked
-        if keepalive is not None:
-            keepalive.done.set()
+        self.ended.set()
         return self.announce(failure)
 
     def promote(self) -> bool:
         """A ``Warmed:Running`` instance put InService: the secrets and the hook, again."""
         assert self.meta is not None
-        self.meta = dataclasses.replace(self.meta, target_state="InService")
+        self.meta = self.meta.in_service()
         self.rec.update(instance=self.meta.record())
-        failure = None
-        if self.published is None or not self.published.published:
-            failure = self.attempt(Phase.SECRETS, self.publish_secrets)
-        found: Future[Target | None] = Future()
-        try:
-            found.set_result(self.find_hook())
-        except Exception as exc:  # reported by the lifecycle phase, which waits on it
-            found.set_exception(exc)
+        unpublished = self.published is None or not self.published.published
+        failure = self.attempt(Phase.SECRETS, self.publish_secrets) if unpublished else None
+        with ThreadPoolExecutor(1, "promote") as pool:  # its failure: the lifecycle phase's
+            found = pool.submit(self.find_hook)
         hooked = self.attempt(Phase.LIFECYCLE, self.finish_hook, found, failure is not None)
         if failure or hooked:
             log.error("boot failed going InService: %s", failure or hooked)
@@ -123,7 +113,6 @@ class Boot:
         """The verdict: the other readiness signals, state.json, systemd (READY only if ok)."""
         try:
             from agent import lifecycle  # noqa: PLC0415 - botocore, loaded by now
-
             instance = self.meta.identity.instance_id if self.meta else None
             lifecycle.signal(self.cfg.signal, self.aws, instance, failure is None, self.rec)
         except Exception as exc:  # signals never fail a boot
@@ -133,26 +122,21 @@ class Boot:
             with contextlib.suppress(Exception):
                 self.rec.finish(State.FAILED)
                 self.notify.status(f"boot failed: {failure}")
-            self.report(ready=False)
-            return False
-        self.rec.finish(State.READY)
-        try:
-            self.notify.ready(f"ready ({self.rec.doc['condition']})")
-        except Exception as exc:  # the hook has its CONTINUE: the boot stays ready
-            self.rec.warn(f"systemd: READY=1 not sent: {describe_failure('notify', exc)}")
-        log.info("boot ready (%s)", self.rec.doc["condition"])
-        self.report(ready=True)
-        return True
-
-    def report(self, *, ready: bool) -> None:
-        """The telemetry, after the verdict (and READY): whatever happens, only a warning."""
-        try:
-            self.telemetry.report(ready=ready, started=self.started, aws=self.aws,
+        else:
+            self.rec.finish(State.READY)
+            try:
+                self.notify.ready(f"ready ({self.rec.doc['condition']})")
+            except Exception as exc:  # the hook has its CONTINUE: the boot stays ready
+                self.rec.warn(f"systemd: READY=1 not sent: {describe_failure('notify', exc)}")
+            log.info("boot ready (%s)", self.rec.doc["condition"])
+        try:  # the telemetry, after the verdict (and READY): whatever happens, a warning
+            self.telemetry.report(ready=failure is None, started=self.started, aws=self.aws,
                                   make_aws=self.clients if self.meta is not None else None)
         except Exception as exc:
             log.debug("telemetry", exc_info=True)
             with contextlib.suppress(Exception):
                 self.rec.warn(f"telemetry: {describe_failure('the telemetry', exc)}")
+        return failure is None
 
     def clients(self) -> Aws:
         """The AWS clients' home, made once botocore (imported meanwhile) is there."""
@@ -164,23 +148,19 @@ class Boot:
             return self.aws
 
     def read_metadata(self) -> tuple[PhaseState, str]:
-        """Identity, tags, Auto Scaling target state, this instance's earlier boot (read
-        before the tuning phase records this one); the image's checks."""
+        """Identity, tags, target state, this instance's earlier boot; the image's checks."""
         self.meta = Metadata.read(self.imds)
         self.context = LaunchContext.at_boot(self.meta, self.clients)
         self.rec.update(instance=self.meta.record())
-        self.earlier_boot = history.earlier_boot(history.read(self.cfg.tuning.history_file),
-                                                 self.meta.identity.instance_id)
+        self.earlier_boot = history.before(self.cfg.tuning.history_file, self.meta.identity)
         image.check(self.cfg.image, self.imds, self.rec)
         return PhaseState.DONE, self.meta.summary()
 
     def publish_secrets(self) -> tuple[PhaseState, str]:
         """Every secret fetched, rendered and published in one switch."""
         from agent.secrets import Secrets  # noqa: PLC0415 - botocore, loaded meanwhile
-
         assert self.meta is not None and self.context is not None
-        if self.published is None:
-            self.published = Secrets(self.cfg.secrets, self.rec)
+        self.published = self.published or Secrets(self.cfg.secrets, self.rec)
         return self.published.publish(
             self.clients(), self.context, lambda: self.machine().as_dict(), warm=self.meta.warm,
             warm_pool_secrets=self.cfg.lifecycle.warm_pool_secrets)
@@ -188,7 +168,6 @@ class Boot:
     def machine(self) -> Facts:
         """This machine's facts (for tuning, and for conditions that read them)."""
         from agent.facts import read_facts  # noqa: PLC0415
-
         assert self.meta is not None
         return read_facts(self.meta.identity.instance_type, describe=lambda name: (
             self.clients().describe_instance_type(name)))
@@ -196,7 +175,6 @@ class Boot:
     def tune(self) -> tuple[PhaseState, str]:
         """Every tuned value computed for this machine, then written."""
         from agent import tuning  # noqa: PLC0415
-
         assert self.meta is not None and self.context is not None
         return tuning.phase(self.cfg.tuning, self.meta.identity, self.rec, self.machine,
                             self.context, self.meta.target_state)
@@ -204,7 +182,6 @@ class Boot:
     def find_hook(self) -> Target | None:
         """The launch hook to signal (kept alive by heartbeats until it is completed)."""
         from agent.lifecycle import LaunchHook  # noqa: PLC0415
-
         assert self.meta is not None
         self.hook = LaunchHook(self.cfg.lifecycle, self.clients(), self.meta,
                                previous=self.rec.previous, earlier_boot=self.earlier_boot,
@@ -214,11 +191,6 @@ class Boot:
     def finish_hook(self, found: Future[Target | None] | None,
                     failed: bool) -> tuple[PhaseState, str]:
         """CONTINUE the launch hook, or ``lifecycle.on_failure`` when the boot failed."""
-        if not self.cfg.lifecycle.enabled:
-            return PhaseState.SKIPPED, "lifecycle.enabled = false"
-        if found is None or self.meta is None:
-            return PhaseState.SKIPPED, "not run: the boot failed before the instance was known"
-        if self.hook is None:  # the lookup failed before it began: its error says why
-            found.result()
-        assert self.hook is not None, "find_hook sets it"
-        return self.hook.finish(found, self.rec, failed=failed, warm=self.meta.warm)
+        from agent import lifecycle  # noqa: PLC0415
+        return lifecycle.phase(self.cfg.lifecycle, self.hook, found, self.meta, self.rec,
+                               failed=failed)

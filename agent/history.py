@@ -10,11 +10,14 @@ written by another instance (one baked into the image) is not a previous boot of
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.fsutil import atomic_write
 from agent.state import utc_now
 from agent.statefile import boot_id
+
+if TYPE_CHECKING:
+    from agent.imds import Identity
 
 Record = dict[str, Any]
 
@@ -66,6 +69,12 @@ def earlier_boot(old: Record, instance_id: str, boot: str | None = None) -> Reco
         previous = old.get("previous")
         return previous if isinstance(previous, dict) else None
     return {k: old.get(k) for k in KEPT}
+
+
+def before(path: str, identity: Identity) -> Record | None:
+    """This instance's boot before this one, from the history at ``path`` (read before
+    this boot's record replaces it: the tuning phase writes it)."""
+    return earlier_boot(read(path), identity.instance_id)
 
 
 def read(path: str) -> Record:

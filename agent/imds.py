@@ -9,6 +9,7 @@ container) and 400 fail at once.
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import logging
@@ -80,6 +81,10 @@ class Metadata:
     def read(cls, imds: ImdsClient) -> Metadata:
         """Everything from IMDS, with its retries."""
         return cls(imds.identity(), imds.tags(), imds.target_lifecycle_state())
+
+    def in_service(self) -> Metadata:
+        """The same instance, put InService (a warm pool's instance, promoted)."""
+        return dataclasses.replace(self, target_state="InService")
 
     @property
     def warm(self) -> bool:

@@ -386,6 +386,20 @@ def _earlier(target: Target | None, previous: dict[str, Any] | None) -> str | No
     return result if isinstance(result, str) else None
 
 
+def phase(cfg: LifecycleConfig, hook: LaunchHook | None, found: Future[Target | None] | None,
+          meta: Metadata | None, rec: Recorder, *, failed: bool) -> tuple[PhaseState, str]:
+    """The lifecycle phase of a boot: skipped when off or when the boot never knew the
+    instance; else the hook found (``found``, which raises the lookup's failure) finished."""
+    if not cfg.enabled:
+        return PhaseState.SKIPPED, "lifecycle.enabled = false"
+    if found is None or meta is None:
+        return PhaseState.SKIPPED, "not run: the boot failed before the instance was known"
+    if hook is None:  # the lookup failed before it began: its error says why
+        found.result()
+    assert hook is not None, "the lookup makes the hook before anything else"
+    return hook.finish(found, rec, failed=failed, warm=meta.warm)
+
+
 def signal(cfg: SignalConfig, aws: Aws | None, instance_id: str | None, ready: bool,
            rec: Recorder) -> None:
     """The other readiness signals: a marker file, CloudFormation ``SignalResource``.

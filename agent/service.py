@@ -101,21 +101,20 @@ class Keepalive:
 
     The budgets bound every wait (IMDS, each AWS call), so a slow boot is legitimate until
     they are spent; a hung agent still meets ``TimeoutStartSec`` after that. The thread
-    ends when :attr:`done` is set.
+    ends when ``done`` is set.
     """
 
     STEP = 60.0  # seconds of EXTEND_TIMEOUT_USEC asked at a time
 
-    def __init__(self, notify: Notifier, budget: float) -> None:
+    def __init__(self, notify: Notifier, done: threading.Event, budget: float) -> None:
         self.notify = notify
         self.budget = budget + self.STEP
-        self.done = threading.Event()
+        self.done = done
 
-    def start(self) -> Keepalive:
+    def start(self) -> None:
         """Begin, under systemd (a no-op otherwise)."""
         if self.notify.enabled:
             threading.Thread(target=self._run, name="keepalive", daemon=True).start()
-        return self
 
     def _run(self) -> None:
         waited = 0.0

@@ -21,6 +21,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -85,7 +86,7 @@ class Harness:
         rec = Recorder(str(state))
         rec.start()
         notify = Recording()
-        boot = Boot(cfg, rec, notify)
+        boot = Boot(cfg, rec, notify, time.monotonic())
         if profile is not None:
             threading.setprofile(profile)
             sys.setprofile(profile)
