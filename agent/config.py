@@ -26,7 +26,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from agent.errors import ConfigError
+from agent.errors import ConfigError, closest
 from agent.fields import (
     AbsoluteDir,
     AbsoluteFile,
@@ -297,9 +297,7 @@ def _hint(loc: tuple[int | str, ...]) -> str:
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         return ""
     known = list(model.model_fields)
-    import difflib  # noqa: PLC0415 - only for a mistake
-
-    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    close = closest(str(loc[-1]), known)
     return f" (did you mean {close[0]!r}?)" if close else f" (known here: {', '.join(known)})"
 
 

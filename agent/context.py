@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agent.errors import AgentError, BootError
+from agent.errors import AgentError, BootError, closest
 from agent.expr import ExprError, Expression, Value, compile_expression, tag_scope
 
 if TYPE_CHECKING:
@@ -85,9 +85,7 @@ def _placeholder(token: str, inner: str) -> Placeholder:
         return Placeholder(token, "tag", key, default if bar else None)
     if inner in PLACEHOLDER_FACTS:
         return Placeholder(token, inner)
-    import difflib  # noqa: PLC0415 - only for a mistake
-
-    close = difflib.get_close_matches(inner, [*PLACEHOLDER_FACTS, "tag:KEY"], n=1)
+    close = closest(inner, [*PLACEHOLDER_FACTS, "tag:KEY"])
     hint = f"did you mean {{{close[0]}}}? " if close else ""
     raise ValueError(f"unknown placeholder {token} ({hint}placeholders: "
                      f"{', '.join('{' + n + '}' for n in PLACEHOLDER_FACTS)}, {{tag:KEY}}, "

@@ -7,6 +7,10 @@ traceback. This module imports nothing, so the ``status``/``wait`` path can use 
 
 from __future__ import annotations
 
+TYPE_CHECKING = False  # typing's own costs `agent status` (which imports this) 9 ms
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
 EXIT_OK = 0
 EXIT_FAILED = 1  # boot failed / status: failed
 EXIT_USAGE = 2  # argparse
@@ -66,6 +70,13 @@ def describe_failure(where: str, exc: BaseException) -> str:
     detail = " ".join(str(exc).split())[:200]
     return (f"internal error in {where}: {type(exc).__name__}" + (f": {detail}" if detail else "")
             + " (run with -v for the traceback)")
+
+
+def closest(word: str, known: Iterable[str], cutoff: float = 0.6) -> list[str]:
+    """The one known name most like ``word`` (a typo's hint), if any is close enough."""
+    import difflib  # noqa: PLC0415 - only for a mistake
+
+    return difflib.get_close_matches(word, list(known), n=1, cutoff=cutoff)
 
 
 class ImdsError(BootError):

@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from agent.errors import closest
+
 Value = int | float | str
 Kind = Literal["number", "string", "any"]
 
@@ -316,9 +318,7 @@ class _Checker:
         if name in self.known:
             self.names.add(name)
             return set(self.known[name])
-        import difflib  # noqa: PLC0415 - only for a mistake
-
-        close = difflib.get_close_matches(name, self.known, n=1)
+        close = closest(name, self.known)
         hint = (f" (did you mean {close[0]!r}?)" if close
                 else f" (facts: {', '.join(self.known)})")
         raise ExprError(f"unknown name {name!r}{hint}")

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from agent.errors import TuningError
+from agent.errors import TuningError, closest
 from agent.instance_types import InstanceType, lookup, table
 
 MIB = 1024 * 1024
@@ -86,9 +86,7 @@ def _facts(instance_type: str, describe: Describe | None, memory_mib: int | None
             raise TuningError(f"unknown instance type {instance_type!r}: not in the bundled "
                               "table and DescribeInstanceTypes does not know it")
     if nominal is None:  # agent plan: no AWS call
-        import difflib  # noqa: PLC0415 - only for a mistake
-
-        close = difflib.get_close_matches(instance_type, table(), n=1)
+        close = closest(instance_type, table())
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise TuningError(f"unknown instance type {instance_type!r}: not in the bundled table"
                           f"{hint} (DescribeInstanceTypes is asked during a boot only)")

@@ -28,16 +28,28 @@ class InstanceType:
 
 
 @functools.cache
-def table() -> dict[str, InstanceType]:
-    """Every bundled instance type by name (loaded on first use)."""
+def _rows() -> dict[str, list[Any]]:
+    """The bundled table as read: ``name: [memory_mib, vcpus, arch]`` (loaded on first use)."""
     raw = json.loads(resources.files("agent").joinpath(DATA_FILE).read_text("utf-8"))
-    return {name: InstanceType(int(mem), int(cpus), str(arch))
-            for name, (mem, cpus, arch) in raw.items()}
+    return raw if isinstance(raw, dict) else {}
+
+
+def _made(row: list[Any]) -> InstanceType:
+    mem, cpus, arch = row
+    return InstanceType(int(mem), int(cpus), str(arch))
+
+
+@functools.cache
+def table() -> dict[str, InstanceType]:
+    """Every bundled instance type by name."""
+    return {name: _made(row) for name, row in _rows().items()}
 
 
 def lookup(instance_type: str) -> InstanceType | None:
-    """The bundled data for ``instance_type``, or None when the table does not know it."""
-    return table().get(instance_type)
+    """The bundled data for ``instance_type``, or None when the table does not know it (a
+    boot makes the one it needs, not the table's thousand)."""
+    row = _rows().get(instance_type)
+    return None if row is None else _made(row)
 
 
 def image_arch(supported: Iterable[str]) -> str:

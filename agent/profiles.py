@@ -15,7 +15,6 @@ The formulas and their sources are documented in the README ("Tuning").
 
 from __future__ import annotations
 
-import difflib
 import functools
 import math
 import re
@@ -23,6 +22,7 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from agent.errors import closest
 from agent.expr import (
     ClampStep,
     Explanation,
@@ -87,7 +87,7 @@ def check_service_key(key: str) -> None:
     """Raise ValueError unless a drop-in may set ``key`` (naming the closest known key)."""
     if key == ENVIRONMENT or key in SERVICE_KEYS:
         return
-    close = difflib.get_close_matches(key, [*SERVICE_KEYS, ENVIRONMENT], n=1)
+    close = closest(key, [*SERVICE_KEYS, ENVIRONMENT])
     hint = f" (did you mean {close[0]!r}?)" if close else (
         f" (known: {', '.join([*SERVICE_KEYS, ENVIRONMENT])})")
     raise ValueError(f"unknown [Service] key {key!r}{hint}")
@@ -322,7 +322,7 @@ def check_profile(use: str) -> Profile:
     """The profile named ``use``, or ValueError naming the known ones."""
     if use in PROFILES:
         return PROFILES[use]
-    close = difflib.get_close_matches(use, PROFILES, n=1)
+    close = closest(use, PROFILES)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise ValueError(f"unknown profile {use!r} ({hint}profiles: {', '.join(PROFILES)})")
 
@@ -333,7 +333,7 @@ def option_values(use: str, options: Mapping[str, bool]) -> dict[str, int]:
     known = [o.name for o in profile.options]
     for name in options:
         if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
+            close = closest(name, known)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise ValueError(f"profile {use} has no option {name!r} "
                              + (f"({hint}options: {', '.join(known)})" if known
@@ -359,7 +359,7 @@ def _compile_profile(use: str, overrides_items: tuple[tuple[str, str], ...],
     names = [s.name for s in profile.settings]
     for name in overrides:
         if name not in names:
-            close = difflib.get_close_matches(name, names, n=1)
+            close = closest(name, names)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise ValueError(f"profile {use} has no value {name!r} ({hint}values: "
                              f"{', '.join(names)})")

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from agent import context
+from agent.errors import closest
 from agent.expr import ExprError, template_names
 from agent.fields import (
     AbsoluteDir,
@@ -219,9 +220,7 @@ def template_problem(source: str, names: set[str]) -> str:
     known = names | set(TEMPLATE_FACTS)
     for name in used:
         if name not in known:
-            import difflib  # noqa: PLC0415
-
-            close = difflib.get_close_matches(name, known, n=1)
+            close = closest(name, known)
             hint = f" (did you mean ${{{close[0]}}}?)" if close else ""
             return (f"unknown variable ${{{name}}}{hint}: a template uses the names of "
                     f"secrets entries and {', '.join(TEMPLATE_FACTS)}")

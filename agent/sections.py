@@ -14,6 +14,8 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from agent.errors import closest
+
 DEFAULT_PATH = "/etc/agent/agent.toml"
 ENV_PREFIX = "AGENT_"
 
@@ -244,9 +246,7 @@ class TuningRules:
 def template_problem(name: str, known: dict[str, set[str]]) -> str:
     """Why a tuning template may not use ``${name}`` ('' when it may)."""
     if name not in known:
-        import difflib  # noqa: PLC0415
-
-        close = difflib.get_close_matches(name, known, n=1)
+        close = closest(name, known)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return f"unknown variable ${{{name}}}{hint}"
     if len(known[name]) > 1:
