@@ -214,6 +214,26 @@ def template_names(text: str) -> list[str]:
     return template.get_identifiers()
 
 
+def read_template(path: str) -> str:
+    """A template's source, whole, as UTF-8 text; ValueError naming why it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ValueError(f"cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError("cannot read: not UTF-8 text") from None
+
+
+def template_file_names(path: str) -> list[str]:
+    """The variables a template source uses; [] while it cannot be read or parsed (whoever
+    renders it says why)."""
+    try:
+        return template_names(read_template(path))
+    except ValueError:
+        return []
+
+
 def _syntax_message(source: str, exc: SyntaxError) -> str:
     lines = source.splitlines() or [""]
     lineno = min(max(exc.lineno or 1, 1), len(lines))

@@ -18,7 +18,7 @@ from agent import config, dropins, envfile, handoff
 from agent.budget import Budget, mib_text
 from agent.config import Config
 from agent.context import LaunchContext
-from agent.expr import render_value, template_names
+from agent.expr import render_value, template_file_names
 from agent.facts import Facts, nominal_facts, read_facts
 from agent.files import Change
 from agent.profiles import ENVIRONMENT
@@ -101,17 +101,9 @@ def _secrets(cfg: Config, chosen: Selection) -> dict[str, Any]:
         "templates": [
             {"entry": where, "source": t.source, "path": str(root / t.path),
              "mode": f"{t.mode:04o}", "owner": t.owner, "group": t.group,
-             "uses": _template_uses(t.source)}
+             "uses": template_file_names(t.source)}  # names, no value
             for where, t in chosen.templates],
     }
-
-
-def _template_uses(source: str) -> list[str]:
-    """The variables a template source uses (names only: plan shows no value)."""
-    try:
-        return template_names(Path(source).read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return []
 
 
 def _budget(shared: Budget | None) -> dict[str, Any] | None:

@@ -333,12 +333,16 @@ def option_values(use: str, options: Mapping[str, bool]) -> dict[str, int]:
     known = [o.name for o in profile.options]
     for name in options:
         if name not in known:
-            close = closest(name, known)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ValueError(f"profile {use} has no option {name!r} "
-                             + (f"({hint}options: {', '.join(known)})" if known
-                                else "(it takes none)"))
+            raise _no_such(use, "option", name, known)
     return {o.name: int(options.get(o.name, o.default)) for o in profile.options}
+
+
+def _no_such(use: str, kind: str, name: str, known: list[str]) -> ValueError:
+    """A profile's option or value that is not there: the closest, and those that are."""
+    close = closest(name, known)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    listed = f"{kind}s: {', '.join(known)}" if known else "it takes none"
+    return ValueError(f"profile {use} has no {kind} {name!r} ({hint}{listed})")
 
 
 def compile_profile(use: str, overrides: Mapping[str, str],
@@ -359,10 +363,7 @@ def _compile_profile(use: str, overrides_items: tuple[tuple[str, str], ...],
     names = [s.name for s in profile.settings]
     for name in overrides:
         if name not in names:
-            close = closest(name, names)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ValueError(f"profile {use} has no value {name!r} ({hint}values: "
-                             f"{', '.join(names)})")
+            raise _no_such(use, "value", name, names)
     kinds: dict[str, Kind] = dict.fromkeys(switches, "number")
     compiled = []
     for setting in profile.settings:

@@ -24,7 +24,7 @@ from agent import generations, handoff, render
 from agent.aws import Aws, Role, describe, error_code
 from agent.context import LaunchContext
 from agent.errors import AgentError, SecretsError
-from agent.expr import MACHINE_FACTS, Value
+from agent.expr import MACHINE_FACTS, Value, read_template
 from agent.fsutil import fs_name, fs_type, is_memory_fs, is_mount_point, mount_tmpfs
 from agent.state import PhaseState, utc_now
 
@@ -489,10 +489,9 @@ class Secrets:
                   variables: Mapping[str, bytes | str]) -> bytes:
         label = f"{where} {template.source}"
         try:
-            text = Path(template.source).read_text("utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise SecretsError(f"{label}: cannot read: {reason}") from None
+            text = read_template(template.source)
+        except ValueError as exc:
+            raise SecretsError(f"{label}: {exc}") from None
         facts: dict[str, bytes | str] = dict(self.context.facts if self.context else {})
         if "group" in render.template_variables(text, label) and self.context is not None:
             facts["group"] = self.context.group()

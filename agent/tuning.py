@@ -30,7 +30,9 @@ from agent.expr import (
     Expression,
     Value,
     compile_expression,
+    read_template,
     render_value,
+    template_file_names,
     template_names,
 )
 from agent.facts import Facts
@@ -201,16 +203,9 @@ def _expressions(cfg: TuningConfig) -> list[Expression]:
               for t in (v.values() if isinstance(v, dict) else [v])]
     texts += [*cfg.sysctl.values(), cfg.budget.reserve_mib]
     found = [compile_expression(text) for text in texts]
-    if any("group" in _template_text(e.source) for e in cfg.templates):
+    if any("group" in template_file_names(e.source) for e in cfg.templates):
         found.append(compile_expression("group"))
     return found
-
-
-def _template_text(source: str) -> list[str]:
-    try:
-        return template_names(Path(source).read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, ExprError):
-        return []
 
 
 def _kept(cfg: TuningConfig, names: Mapping[str, Value],
@@ -405,13 +400,9 @@ def _plan_template(entry: TuningTemplate,
                    scope: dict[str, list[PlannedValue]]) -> PlannedOutput:
     label = f"template {entry.source} -> {entry.path}"
     try:
-        text = Path(entry.source).read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
-        raise TuningError(f"tuning {label}: cannot read {entry.source}: {reason}") from None
-    try:
+        text = read_template(entry.source)
         names = template_names(text)
-    except ExprError as exc:
+    except ValueError as exc:  # unreadable, or an invalid placeholder
         raise TuningError(f"tuning {label}: {exc}") from None
     distinct = {name: {v.rendered for v in values} for name, values in scope.items()}
     used = []

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,6 +53,16 @@ path = "{root}/tuning/app.env"
 HEAP_MB = "int(clamp(memory_mib * 0.75, 256, 31744))"
 WORKERS = "vcpus * 2 + 1"
 """
+
+
+@contextmanager
+def shm_dir(prefix: str) -> Iterator[Path]:
+    """A private directory on /dev/shm (a real tmpfs, for root and others alike), removed."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/dev/shm"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class Booter:

@@ -47,14 +47,10 @@ def umount(path: Path) -> None:
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A real tmpfs: freshly mounted as root, else a private directory in /dev/shm."""
     if not IS_ROOT:
-        import shutil
-        import tempfile
+        from agentproc import shm_dir
 
-        private = Path(tempfile.mkdtemp(prefix="agent-test-", dir="/dev/shm"))
-        try:
+        with shm_dir("agent-test-") as private:
             yield private
-        finally:
-            shutil.rmtree(private, ignore_errors=True)
         return
     mount = tmp_path / "tmpfs"
     mount_tmpfs(mount)

@@ -17,9 +17,7 @@ import errno
 import inspect
 import json
 import logging
-import shutil
 import sys
-import tempfile
 import threading
 import time
 import types
@@ -28,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentproc import DB, FILES, PLAIN, mine
+from agentproc import DB, FILES, PLAIN, mine, shm_dir
 
 from agent import config, service
 from agent.boot import Boot
@@ -104,11 +102,8 @@ class Harness:
 @pytest.fixture(scope="module")
 def shm() -> Iterator[Path]:
     """A private directory on /dev/shm (a real tmpfs, for root and others alike)."""
-    path = Path(tempfile.mkdtemp(prefix="agent-boundary-", dir="/dev/shm"))
-    try:
+    with shm_dir("agent-boundary-") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

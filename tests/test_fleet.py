@@ -11,12 +11,11 @@ calls (retries that respect the quota as a fleet, not a retry storm).
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from agentproc import shm_dir
 
 from agent.sim import fleet
 
@@ -27,11 +26,8 @@ SIZE = 50
 @pytest.fixture
 def shm() -> Iterator[Path]:
     """The agents' state and secrets, on a tmpfs (/dev/shm) for any user."""
-    path = Path(tempfile.mkdtemp(prefix="agent-fleet-", dir="/dev/shm"))
-    try:
+    with shm_dir("agent-fleet-") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def check(report: fleet.Report) -> None:
