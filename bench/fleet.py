@@ -8,7 +8,9 @@ ready time from the start (p50/p95/max), refused Auto Scaling answers against ad
 calls, attempts per admitted call and calls per instance by API.
 
 Targets: at both quotas every boot ready, every launch action completed exactly once, none
-abandoned; at the harsh quota at most 3 refused Auto Scaling answers per admitted call.
+abandoned, no admitted call beyond those a boot needs (one GetSecretValue per secret, one
+DescribeLifecycleHooks, one completion); at the harsh quota at most 3 refused Auto Scaling
+answers per admitted call.
 
 Run: make bench   (or .venv/bin/python bench/fleet.py --size 200 [--json])
 """
@@ -49,6 +51,9 @@ def main() -> int:
         if len(report.ready) < report.size or len(report.completed_once) < report.size:
             missed.append(f"{name}: {report.size - len(report.ready)} not ready, "
                           f"{report.size - len(report.completed_once)} not completed once")
+        if report.beyond_needed():
+            missed.append(f"{name}: admitted calls beyond those a boot needs: "
+                          f"{report.beyond_needed()}")
         if report.abandoned:
             missed.append(f"{name}: {len(report.abandoned)} abandoned")
         if name == "harsh" and autoscaling.throttled > 3 * autoscaling.admitted:
