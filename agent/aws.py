@@ -18,15 +18,16 @@ the client's own calls are paced. Every attempt is counted by API and outcome
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import botocore.session
@@ -44,7 +45,7 @@ from botocore.exceptions import (
 )
 from botocore.loaders import Loader
 
-from agent import models
+from agent import DATA, models
 from agent.errors import AwsError, ImdsError
 from agent.retry import GaveUp, Pace, retry
 
@@ -121,7 +122,7 @@ def _light_endpoint_resolver() -> Any:
     """
     from botocore.regions import EndpointResolver  # noqa: PLC0415
 
-    data = json.loads(resources.files("agent").joinpath("data/endpoints.json").read_bytes())
+    data = json.loads(Path(DATA, "endpoints.json").read_bytes())
     return EndpointResolver(data, uses_builtin_data=True)
 
 
@@ -235,6 +236,7 @@ class Aws:
         self._clients: dict[tuple[str, str, Role | None], Any] = {}
         self._lock = threading.Lock()
         self._deadline = threading.local()  # of the call this thread is making
+        self._told = threading.local()  # .sent: the event this thread's next request sets
         self._requests: Counter[tuple[str, str]] = Counter()  # (api, outcome): attempts
         self._requests_lock = threading.Lock()
 
@@ -318,12 +320,24 @@ class Aws:
                 self._clients[key] = client
             return self._clients[key]
 
+    @contextlib.contextmanager
+    def telling(self, sent: threading.Event) -> Iterator[None]:
+        """Within the block, ``sent`` is set when this thread sends a request."""
+        self._told.sent = sent
+        try:
+            yield
+        finally:
+            self._told.sent = None
+
     def _within_budget(self, request: Any, **kwargs: Any) -> None:
         """Each attempt waits for its answer no longer than what is left of the call's budget.
 
         botocore takes a per-request ``read_timeout`` from the request context.
         """
         self.sent.set()
+        told = getattr(self._told, "sent", None)
+        if told is not None:
+            told.set()
         left = getattr(self._deadline, "left", None)
         context = getattr(request, "context", None)
         if left is not None and isinstance(context, dict):

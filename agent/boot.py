@@ -1,4 +1,4 @@
-"""The boot: metadata; the secrets asked for, then tuning and the launch hook's lookup while
+"""The boot: metadata; the secrets asked for, then the launch hook's lookup, then tuning while
 AWS answers; then lifecycle. Each phase's rules live with its subject; this module says what
 runs when, what overlaps, and how any failure (an :class:`AgentError`, an ``OSError``, a
 bug) ends the boot: that phase failed with one line, ``on_failure`` sent, never ``READY``.
@@ -62,10 +62,14 @@ class Boot:
             self._sdk = pool.submit(sdk.load)  # botocore loads meanwhile
             failure = self.attempt(Phase.METADATA, self.read_metadata)
             if failure is None:
+                # One core: what asks AWS goes first, and the rest computes while AWS answers.
                 publishing = pool.submit(self.attempt, Phase.SECRETS, self.publish_secrets)
                 publishing.add_done_callback(lambda _: self._asked.set())
-                self._asked.wait()  # one core: the secrets asked for first, the rest meanwhile
-                found = pool.submit(self.find_hook) if self.cfg.lifecycle.enabled else None
+                self._asked.wait()  # the secrets' first request is out
+                if self.cfg.lifecycle.enabled:
+                    looking = threading.Event()
+                    found = pool.submit(self.find_hook, looking)
+                    looking.wait()  # the hook's lookup is out (or over)
                 tuned = self.attempt(Phase.TUNING, self.tune)
                 failure = publishing.result() or tuned  # every phase that started ends first
             hooked = self.attempt(Phase.LIFECYCLE, self.finish_hook, found, failure is not None)
@@ -179,14 +183,21 @@ class Boot:
         return tuning.phase(self.cfg.tuning, self.meta.identity, self.rec, self.machine,
                             self.context, self.meta.target_state)
 
-    def find_hook(self) -> Target | None:
-        """The launch hook to signal (kept alive by heartbeats until it is completed)."""
-        from agent.lifecycle import LaunchHook  # noqa: PLC0415
-        assert self.meta is not None
-        self.hook = LaunchHook(self.cfg.lifecycle, self.clients(), self.meta,
-                               previous=self.rec.previous, earlier_boot=self.earlier_boot,
-                               knows_boots=bool(self.cfg.tuning.history_file))
-        return self.hook.find()
+    def find_hook(self, looking: threading.Event | None = None) -> Target | None:
+        """The launch hook to signal (kept alive by heartbeats until it is completed);
+        ``looking`` is set once its first request is out, or it has ended."""
+        looking = looking or threading.Event()
+        try:
+            from agent.lifecycle import LaunchHook  # noqa: PLC0415
+            assert self.meta is not None
+            aws = self.clients()
+            self.hook = LaunchHook(self.cfg.lifecycle, aws, self.meta,
+                                   previous=self.rec.previous, earlier_boot=self.earlier_boot,
+                                   knows_boots=bool(self.cfg.tuning.history_file))
+            with aws.telling(looking):
+                return self.hook.find()
+        finally:
+            looking.set()
 
     def finish_hook(self, found: Future[Target | None] | None,
                     failed: bool) -> tuple[PhaseState, str]:

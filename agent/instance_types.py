@@ -11,10 +11,12 @@ import functools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
-DATA_FILE = "data/instance_types.json"
+from agent import DATA
+
+DATA_FILE = "instance_types.json"
 _ARCH = {"x86_64_mac": "x86_64", "arm64_mac": "arm64"}
 
 
@@ -30,7 +32,7 @@ class InstanceType:
 @functools.cache
 def _rows() -> dict[str, list[Any]]:
     """The bundled table as read: ``name: [memory_mib, vcpus, arch]`` (loaded on first use)."""
-    raw = json.loads(resources.files("agent").joinpath(DATA_FILE).read_text("utf-8"))
+    raw = json.loads(Path(DATA, DATA_FILE).read_text("utf-8"))
     return raw if isinstance(raw, dict) else {}
 
 

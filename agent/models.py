@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 import sys
-from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from agent import DATA
 
 # Every AWS operation the agent calls, by service (a test holds the code to this list).
 OPERATIONS: dict[str, tuple[str, ...]] = {
@@ -42,7 +43,7 @@ def search_path() -> str | None:
     """The pruned models' directory, when they were pruned from the botocore installed."""
     import botocore  # noqa: PLC0415
 
-    root = resources.files("agent").joinpath("data", "models")
+    root = Path(DATA, "models")
     try:
         built_for = root.joinpath(VERSION_FILE).read_text().strip()
     except (OSError, ValueError):

@@ -234,13 +234,15 @@ class TuningRules:
 
     def claims(self) -> list[Any]:
         """The members of the memory budget (``agent.budget.Claim``), in configuration order
-        (profiles, then files)."""
-        from agent.budget import Claim  # noqa: PLC0415
-
+        (profiles, then files); :mod:`agent.budget` is loaded only when there are some."""
         entries = [*((f"profiles[{i}]", e) for i, e in enumerate(self.profiles)),
                    *((f"files[{i}]", e) for i, e in enumerate(self.files))]
-        return [Claim(key, entry.label, entry.share) for key, entry in entries
-                if entry.in_budget]
+        members = [(key, entry) for key, entry in entries if entry.in_budget]
+        if not members:
+            return []
+        from agent.budget import Claim  # noqa: PLC0415
+
+        return [Claim(key, entry.label, entry.share) for key, entry in members]
 
 
 def template_problem(name: str, known: dict[str, set[str]]) -> str:

@@ -6,7 +6,8 @@ output holds a :class:`~agent.files.FilePlan` (existing, desired, change), which
 plan`` shows and :func:`apply` executes; everything is computed first, so a value that
 fails writes nothing. :func:`phase` is the boot's tuning phase. The facts come from
 :mod:`agent.facts`, the resize history from :mod:`agent.history`, each program's portion of the
-memory from :mod:`agent.budget`.
+memory from :mod:`agent.budget`; that and :mod:`agent.profiles` are loaded only for entries
+that use them (a boot without profiles, drop-ins or sysctls does not pay for their import).
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent import budget, dropins, envfile, files, history, profiles
-from agent.budget import Budget
+from agent import dropins, envfile, files, history
 from agent.errors import TuningError
 from agent.expr import (
     Explanation,
@@ -41,6 +41,8 @@ from agent.sections import DROPIN_NAME, HUGEPAGES_SYSCTL, clash, template_proble
 from agent.state import PhaseState
 
 if TYPE_CHECKING:
+    from agent import profiles
+    from agent.budget import Budget
     from agent.context import LaunchContext
     from agent.imds import Identity
     from agent.state import Recorder
@@ -149,9 +151,12 @@ def plan(cfg: TuningConfig, facts: Facts, *, sysctl_root: str = SYSCTL_ROOT,
     if problem:  # entries with conditions may share a path, not both where both hold
         raise TuningError(f"{problem} (both of their conditions hold here)")
     claims = [claim for claim in cfg.claims() if claim.key in kept]
-    shared = budget.portions(claims, cfg.budget.reserve_mib, names, [
-        e.label for i, e in enumerate(cfg.profiles) if not e.in_budget
-        and f"profiles[{i}]" in kept]) if claims else None
+    shared = None
+    if claims:  # profiles and the budget are loaded when the configuration has them
+        from agent import budget  # noqa: PLC0415 - loaded only when used
+        shared = budget.portions(claims, cfg.budget.reserve_mib, names, [
+            e.label for i, e in enumerate(cfg.profiles) if not e.in_budget
+            and f"profiles[{i}]" in kept])
 
     def scope(key: str) -> dict[str, Value]:
         portion = shared.portion(key) if shared else None
@@ -231,6 +236,7 @@ def _kept(cfg: TuningConfig, names: Mapping[str, Value],
 def _fit(shared: Budget, key: str, entry: TuningProfile, values: Mapping[str, Value],
          facts: Facts) -> Budget:
     """The budget with this profile's terms filled in; TuningError when they do not fit."""
+    from agent import budget, profiles  # noqa: PLC0415 - loaded only when used
     portion = shared.portion(key)
     if portion is None:
         return shared
@@ -247,6 +253,7 @@ def _fit(shared: Budget, key: str, entry: TuningProfile, values: Mapping[str, Va
 
 def _hugepages(output: PlannedOutput, root: str) -> list[PlannedSysctl]:
     """vm.nr_hugepages from a postgres profile's PG_NR_HUGEPAGES (none when it is 0)."""
+    from agent import profiles  # noqa: PLC0415 - loaded only when used
     value = next(v for v in output.values if v.name == "PG_NR_HUGEPAGES")
     if not value.explanation.result:
         return []
@@ -287,6 +294,7 @@ def _plan_values_file(label: str, kind: str, path: str, fmt: str, mode: int,
 def _plan_profile(entry: TuningProfile,
                   facts: Mapping[str, Value]) -> tuple[PlannedOutput, dict[str, Value]]:
     """The profile's output, and every name its values saw (facts, options) with the values."""
+    from agent import profiles  # noqa: PLC0415 - loaded only when used
     label = entry.label
     scope: dict[str, Value] = {**facts, **profiles.option_values(entry.use, entry.options)}
     try:
@@ -317,6 +325,7 @@ def _note(item: profiles.CompiledSetting) -> str:
 def _plan_dropin(entry: TuningDropin,
                  facts: Mapping[str, Value]) -> tuple[PlannedOutput, bytes]:
     """The drop-in's output (its file planned by :func:`agent.dropins.plan`) and content."""
+    from agent import profiles  # noqa: PLC0415 - loaded only when used
     label = f"drop-in {entry.unit}"
     lines = [DROPIN_HEADER, "[Service]\n"]
     values = []
@@ -334,7 +343,7 @@ def _plan_dropin(entry: TuningDropin,
                 lines.append(f"{key}={' '.join(words)}\n")
                 continue
             value = _explain_one(key, text, facts)
-            written = _service_value(key, value.explanation.result)
+            written = _service_value(profiles.SERVICE_KEYS, key, value.explanation.result)
         except (ExprError, ValueError) as exc:
             raise TuningError(f"tuning {label}: {exc}") from None
         values.append(dataclasses.replace(value, written=written))
@@ -344,9 +353,9 @@ def _plan_dropin(entry: TuningDropin,
                          values, {"unit": entry.unit}), content
 
 
-def _service_value(key: str, value: Value) -> str:
+def _service_value(keys: Mapping[str, profiles.ServiceKey], key: str, value: Value) -> str:
     try:
-        return profiles.SERVICE_KEYS[key].render(value)
+        return keys[key].render(value)
     except ValueError as exc:
         raise ValueError(f"{key}: {exc}") from None
 
@@ -366,6 +375,7 @@ def sysctl_path(key: str, root: str = SYSCTL_ROOT) -> str:
 
 
 def _plan_sysctl(key: str, text: str, facts: Mapping[str, Value], root: str) -> PlannedSysctl:
+    from agent import profiles  # noqa: PLC0415 - loaded only when used
     path = sysctl_path(key, root)
     try:
         value = _explain_one(key, text, facts)

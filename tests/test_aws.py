@@ -3,6 +3,7 @@ adaptive client-side rate limit, the backoff per error and service, the request 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -58,6 +59,22 @@ def test_adaptive_rate_limit_acts_with_one_attempt_per_call(
     assert all(rate < 10 for _, rate in waited)  # a rate the limiter lowered (from none)
     client.call("secretsmanager", "list_secrets")  # another client: not limited
     assert len(waited) == 2
+
+
+def test_telling_sets_an_event_on_a_request_of_this_thread_only(cloud: SimCloud) -> None:
+    client = aws(cloud)
+    mine, other = threading.Event(), threading.Event()
+    with client.telling(mine):
+        worker = threading.Thread(target=client.call, args=("secretsmanager", "list_secrets"))
+        worker.start()
+        worker.join()
+        assert client.sent.is_set() and not mine.is_set()  # another thread's request
+        client.call("secretsmanager", "list_secrets")
+        assert mine.is_set()
+    client.call("secretsmanager", "list_secrets")  # after the block: nothing more is told
+    with client.telling(other):
+        pass
+    assert not other.is_set()
 
 
 def test_every_attempt_is_counted_by_api_and_outcome(cloud: SimCloud) -> None:

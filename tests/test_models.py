@@ -49,7 +49,7 @@ def test_a_pruned_model_keeps_the_operations_and_what_they_reach() -> None:
 def test_they_are_used_only_with_the_botocore_they_came_from(
         pruned: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert (pruned / models.VERSION_FILE).read_text().strip() == botocore.__version__
-    monkeypatch.setattr(models.resources, "files", lambda _: pruned.parent / "agent")
+    monkeypatch.setattr(models, "DATA", str(pruned.parent / "agent" / "data"))
     (pruned.parent / "agent" / "data").mkdir(parents=True)
     assert models.search_path() is None  # no models here: botocore's own
     (pruned.parent / "agent" / "data" / "models").symlink_to(pruned)

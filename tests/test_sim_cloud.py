@@ -383,3 +383,20 @@ def test_set_instance_health_marks_the_instance_and_tells_the_listeners(
                                         HealthStatus="Unhealthy")
     with pytest.raises(ClientError, match="ValidationError"):
         autoscaling.set_instance_health(InstanceId=instance_id, HealthStatus="Sick")
+
+
+def test_each_host_is_dispatched_to_its_backend_once(cloud: SimCloud,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto lists its package directory to dispatch a call: once per host here, not per call
+    (under a lock every call takes, that serialized concurrent calls)."""
+    from moto import backends
+
+    listed = []
+    real = backends.list_of_moto_modules
+    monkeypatch.setattr(backends, "list_of_moto_modules", lambda: listed.append(1) or real())
+    sm = client(cloud, "secretsmanager")
+    sm.create_secret(Name="dispatch", SecretString="x")
+    for _ in range(5):
+        assert sm.get_secret_value(SecretId="dispatch")["SecretString"] == "x"
+    client(cloud, "autoscaling").describe_auto_scaling_groups()
+    assert len(listed) == 2  # the host of secretsmanager, then that of autoscaling

@@ -179,6 +179,29 @@ def test_tuning_imports_nothing_heavy() -> None:
     assert out.stdout.strip() == ""
 
 
+def test_profiles_and_the_budget_are_loaded_only_for_entries_that_use_them(
+        tmp_path: Path) -> None:
+    """A boot's configuration comes from the cache, without the schema (which loads both)."""
+    code = f"""
+import sys, agent
+from agent.facts import nominal_facts
+from agent.tuning import plan
+from agent.tuning_config import TuningConfig, TuningFile
+files = TuningConfig(files=[TuningFile(path={str(tmp_path / "a.env")!r}, values={{"A": "vcpus"}})])
+sysctl = TuningConfig(sysctl={{"vm.swappiness": "10"}})
+for name in ("profiles", "budget"):
+    del sys.modules["agent." + name], agent.__dict__[name]
+loaded = lambda: sorted(m for m in ("agent.profiles", "agent.budget") if m in sys.modules)
+plan(files, nominal_facts("m5.xlarge"))
+print(loaded())
+plan(sysctl, nominal_facts("m5.xlarge"), sysctl_root={str(tmp_path)!r})
+print(loaded())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.splitlines() == ["[]", "['agent.profiles']"]
+
+
 # --- every output kind, from a config file -----------------------------------------------
 
 

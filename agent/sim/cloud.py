@@ -615,13 +615,28 @@ class _Handler(MotoRequestHandler):
         pass
 
 
+class _Dispatcher(DomainDispatcherApplication):
+    """moto's dispatcher, with each host's backend looked up once: moto's own lists its
+    package directory (about 180 stat calls) for every request, under the lock that every
+    request takes, which serialized concurrent calls as AWS does not."""
+
+    def __init__(self) -> None:
+        super().__init__(create_backend_app)
+        self._backends: dict[str | None, Any] = {}  # host -> backend (read under self.lock)
+
+    def get_backend_for_host(self, host: str | None) -> Any:
+        if host not in self._backends:
+            self._backends[host] = super().get_backend_for_host(host)
+        return self._backends[host]
+
+
 class _Server(ThreadedMotoServer):
     def __init__(self, cloud: SimCloud, host: str, port: int) -> None:
         super().__init__(ip_address=host, port=port, verbose=False)
         self._cloud = cloud
 
     def _server_entry(self) -> None:
-        app = _Middleware(DomainDispatcherApplication(create_backend_app), self._cloud)
+        app = _Middleware(_Dispatcher(), self._cloud)
         self._server = make_server(
             self._ip_address, self._port, app, threaded=True, request_handler=_Handler
         )
