@@ -273,6 +273,16 @@ def test_tuning_runs_while_the_secrets_are_answered(booter: Booter) -> None:
     assert durations["tuning"] < 1000 <= durations["secrets"]
 
 
+def test_tuning_waits_for_the_hook_lookup_to_be_sent_not_answered(booter: Booter) -> None:
+    booter.world.cloud.action_latency["DescribeLifecycleHooks"] = 1.5
+    proc = booter.run()
+    assert proc.returncode == 0, proc.stderr
+    durations = {p["name"]: p["duration_ms"] for p in booter.doc()["phases"]}
+    # tuning ended with the lookup's answer still outstanding: the lifecycle phase waited
+    assert durations["tuning"] < 1000 and durations["lifecycle"] >= 300
+    assert booter.results()[-1] == "CONTINUE"
+
+
 def test_a_boot_with_nothing_to_ask_aws_does_not_wait_for_it(tmpfs: Path) -> None:
     with World() as world:
         world.seed(in_group=False)
