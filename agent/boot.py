@@ -38,6 +38,7 @@ class Boot:
         self.rec = rec
         self.notify = notify
         self.started = started  # time.monotonic() when agent run began
+        sdk.prepare()  # whichever thread first imports botocore gets it lean
         self.telemetry = telemetry.Telemetry(cfg.telemetry, rec)
         self.imds = ImdsClient.from_config(cfg.imds)
         self.imds.on_notice = lambda text: rec.note(Phase.METADATA, text)
@@ -47,7 +48,6 @@ class Boot:
         self.published: Secrets | None = None  # the secrets, for the resident daemon
         self.hook: LaunchHook | None = None
         self.earlier_boot: dict[str, Any] | None = None  # this instance's boot before this one
-        self._sdk: Future[Any] = Future()
         self._aws_lock = threading.Lock()
         self._asked = threading.Event()  # a first request is out to AWS, or secrets are done
         self.ended = threading.Event()  # every phase has ended
@@ -58,8 +58,7 @@ class Boot:
         with contextlib.suppress(Exception):  # more start time from systemd: a nicety
             Keepalive(self.notify, self.ended, self.cfg.imds.max_wait_seconds
                       + 3 * self.cfg.aws.max_wait_seconds).start()
-        with ThreadPoolExecutor(3, "boot") as pool:
-            self._sdk = pool.submit(sdk.load)  # botocore loads meanwhile
+        with ThreadPoolExecutor(2, "boot") as pool:
             failure = self.attempt(Phase.METADATA, self.read_metadata)
             if failure is None:
                 # One core: what asks AWS goes first, and the rest computes while AWS answers.
@@ -143,11 +142,12 @@ class Boot:
         return failure is None
 
     def clients(self) -> Aws:
-        """The AWS clients' home, made once botocore (imported meanwhile) is there."""
+        """The AWS clients' home, made on first use, botocore loaded then (by the secrets'
+        thread while the others wait: two threads importing at once cost more than they save)."""
         with self._aws_lock:
             if self.aws is None:
                 assert self.meta is not None
-                self.aws = self._sdk.result().Aws.from_config(
+                self.aws = sdk.load().Aws.from_config(
                     self.cfg.aws, self.meta.identity.region, imds=self.imds, sent=self._asked)
             return self.aws
 
@@ -162,11 +162,12 @@ class Boot:
 
     def publish_secrets(self) -> tuple[PhaseState, str]:
         """Every secret fetched, rendered and published in one switch."""
-        from agent.secrets import Secrets  # noqa: PLC0415 - botocore, loaded meanwhile
+        aws = self.clients()
+        from agent.secrets import Secrets  # noqa: PLC0415 - botocore, loaded by clients()
         assert self.meta is not None and self.context is not None
         self.published = self.published or Secrets(self.cfg.secrets, self.rec)
         return self.published.publish(
-            self.clients(), self.context, lambda: self.machine().as_dict(), warm=self.meta.warm,
+            aws, self.context, lambda: self.machine().as_dict(), warm=self.meta.warm,
             warm_pool_secrets=self.cfg.lifecycle.warm_pool_secrets)
 
     def machine(self) -> Facts:

@@ -41,10 +41,15 @@ class _Undocumented(str):
         return super().__new__(cls, "")
 
 
-def load() -> types.ModuleType:
-    """``agent.aws`` (and so botocore), with the docs and urllib3's http2 on demand."""
+def prepare() -> None:
+    """The stand-ins in place, before anything imports botocore (else nothing is done)."""
     docs_on_demand()
     init_on_demand(HTTP2, HTTP2_NAMES)
+
+
+def load() -> types.ModuleType:
+    """``agent.aws`` (and so botocore), with the docs and urllib3's http2 on demand."""
+    prepare()
     return importlib.import_module("agent.aws")
 
 
