@@ -1,8 +1,7 @@
-"""The boot: metadata; the secrets asked for, then the launch hook's lookup, then tuning while
-AWS answers; then lifecycle. Each phase's rules live with its subject; this module says what
-runs when, what overlaps, and how any failure (an :class:`AgentError`, an ``OSError``, a
-bug) ends the boot: that phase failed with one line, ``on_failure`` sent, never ``READY``.
-"""
+"""The boot: metadata; the secrets asked for, then the hook's lookup, then tuning while AWS
+answers; then lifecycle. Rules live with their subjects; this says what runs when, and how any
+failure (an :class:`AgentError`, an ``OSError``, a bug) ends the boot: that phase failed with
+one line, ``on_failure`` sent, never ``READY``."""
 
 from __future__ import annotations
 
@@ -61,10 +60,9 @@ class Boot:
         with ThreadPoolExecutor(2, "boot") as pool:
             failure = self.attempt(Phase.METADATA, self.read_metadata)
             if failure is None:
-                # One core: what asks AWS goes first, and the rest computes while AWS answers.
                 publishing = pool.submit(self.attempt, Phase.SECRETS, self.publish_secrets)
                 publishing.add_done_callback(lambda _: self._asked.set())
-                self._asked.wait()  # the secrets' first request is out
+                self._asked.wait()  # one core: what asks AWS first, what computes meanwhile
                 if self.cfg.lifecycle.enabled:
                     looking = threading.Event()
                     found = pool.submit(self.find_hook, looking)
@@ -84,7 +82,7 @@ class Boot:
         unpublished = self.published is None or not self.published.published
         failure = self.attempt(Phase.SECRETS, self.publish_secrets) if unpublished else None
         with ThreadPoolExecutor(1, "promote") as pool:  # its failure: the lifecycle phase's
-            found = pool.submit(self.find_hook)
+            found = pool.submit(self.find_hook, threading.Event())
         hooked = self.attempt(Phase.LIFECYCLE, self.finish_hook, found, failure is not None)
         if failure or hooked:
             log.error("boot failed going InService: %s", failure or hooked)
@@ -116,8 +114,7 @@ class Boot:
         """The verdict: the other readiness signals, state.json, systemd (READY only if ok)."""
         try:
             from agent import lifecycle  # noqa: PLC0415 - botocore, loaded by now
-            instance = self.meta.identity.instance_id if self.meta else None
-            lifecycle.signal(self.cfg.signal, self.aws, instance, failure is None, self.rec)
+            lifecycle.signal(self.cfg.signal, self.aws, self.meta, failure is None, self.rec)
         except Exception as exc:  # signals never fail a boot
             self.rec.warn(f"signal: {describe_failure('the signals', exc)}")
         if failure is not None:
@@ -142,8 +139,7 @@ class Boot:
         return failure is None
 
     def clients(self) -> Aws:
-        """The AWS clients' home, made on first use, botocore loaded then (by the secrets'
-        thread while the others wait: two threads importing at once cost more than they save)."""
+        """The AWS clients' home, made (and botocore loaded) on first use: by the secrets."""
         with self._aws_lock:
             if self.aws is None:
                 assert self.meta is not None
@@ -181,20 +177,16 @@ class Boot:
         """Every tuned value computed for this machine, then written."""
         from agent import tuning  # noqa: PLC0415
         assert self.meta is not None and self.context is not None
-        return tuning.phase(self.cfg.tuning, self.meta.identity, self.rec, self.machine,
-                            self.context, self.meta.target_state)
+        return tuning.phase(self.cfg.tuning, self.meta, self.rec, self.machine, self.context)
 
-    def find_hook(self, looking: threading.Event | None = None) -> Target | None:
+    def find_hook(self, looking: threading.Event) -> Target | None:
         """The launch hook to signal (kept alive by heartbeats until it is completed);
         ``looking`` is set once its first request is out, or it has ended."""
-        looking = looking or threading.Event()
         try:
             from agent.lifecycle import LaunchHook  # noqa: PLC0415
             assert self.meta is not None
             aws = self.clients()
-            self.hook = LaunchHook(self.cfg.lifecycle, aws, self.meta,
-                                   previous=self.rec.previous, earlier_boot=self.earlier_boot,
-                                   knows_boots=bool(self.cfg.tuning.history_file))
+            self.hook = LaunchHook.at_boot(self.cfg, aws, self.meta, self.rec, self.earlier_boot)
             with aws.telling(looking):
                 return self.hook.find()
         finally:

@@ -33,7 +33,7 @@ from agent.fsutil import atomic_write
 from agent.state import PhaseState, utc_now
 
 if TYPE_CHECKING:
-    from agent.config import LifecycleConfig, SignalConfig
+    from agent.config import Config, LifecycleConfig, SignalConfig
     from agent.imds import Metadata
     from agent.state import Recorder
 
@@ -300,6 +300,14 @@ class LaunchHook:
         self.knows_boots = knows_boots
         self.heartbeats: Heartbeater | None = None
 
+    @classmethod
+    def at_boot(cls, cfg: Config, aws: Aws, meta: Metadata, rec: Recorder,
+                earlier_boot: dict[str, Any] | None) -> LaunchHook:
+        """The hook of this boot: its earlier run from ``rec``, its earlier boot from the
+        history, which exists when ``tuning.history_file`` is set."""
+        return cls(cfg.lifecycle, aws, meta, previous=rec.previous, earlier_boot=earlier_boot,
+                   knows_boots=bool(cfg.tuning.history_file))
+
     def find(self) -> Target | None:
         """The group and hook; heartbeats start when the action is pending."""
         target = discover(self.aws, self.instance_id, self.meta.tags,
@@ -400,12 +408,14 @@ def phase(cfg: LifecycleConfig, hook: LaunchHook | None, found: Future[Target | 
     return hook.finish(found, rec, failed=failed, warm=meta.warm)
 
 
-def signal(cfg: SignalConfig, aws: Aws | None, instance_id: str | None, ready: bool,
+def signal(cfg: SignalConfig, aws: Aws | None, meta: Metadata | None, ready: bool,
            rec: Recorder) -> None:
-    """The other readiness signals: a marker file, CloudFormation ``SignalResource``.
+    """The other readiness signals: a marker file, CloudFormation ``SignalResource`` (with
+    ``meta``, the instance's, when IMDS was read).
 
     Neither fails the boot: a problem is a warning.
     """
+    instance_id = meta.identity.instance_id if meta is not None else None
     if cfg.marker_file:
         marker = Path(cfg.marker_file)
         try:

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from agent import profiles
     from agent.budget import Budget
     from agent.context import LaunchContext
-    from agent.imds import Identity
+    from agent.imds import Metadata
     from agent.state import Recorder
     from agent.tuning_config import TuningConfig, TuningDropin, TuningProfile, TuningTemplate
 
@@ -542,12 +542,12 @@ def summary(records: list[Record]) -> str:
     return f"{count} value{'s' if count != 1 else ''} in {', '.join(parts) or 'no outputs'}"
 
 
-def phase(cfg: TuningConfig, identity: Identity, rec: Recorder,
-          machine: Callable[[], Facts], context: LaunchContext,
-          target_state: str | None = None) -> tuple[PhaseState, str]:
+def phase(cfg: TuningConfig, meta: Metadata, rec: Recorder,
+          machine: Callable[[], Facts], context: LaunchContext) -> tuple[PhaseState, str]:
     """The boot's tuning phase: a resize noted (this boot recorded in the history, with its
-    Auto Scaling ``target_state``); facts of this machine and type, every value computed,
-    then the outputs written (none of them when a value fails)."""
+    Auto Scaling target state); facts of this machine and type, every value computed, then
+    the outputs written (none of them when a value fails)."""
+    identity, target_state = meta.identity, meta.target_state
     resize, problem = history.track_instance(cfg.history_file, identity.instance_id,
                                              identity.instance_type, target_state=target_state)
     if problem:

@@ -273,7 +273,7 @@ def test_tuning_runs_while_the_secrets_are_answered(booter: Booter) -> None:
     assert durations["tuning"] < 1000 <= durations["secrets"]
 
 
-def test_tuning_waits_for_the_hook_lookup_to_be_sent_not_answered(booter: Booter) -> None:
+def test_tuning_does_not_wait_for_the_hook_lookups_answer(booter: Booter) -> None:
     booter.world.cloud.action_latency["DescribeLifecycleHooks"] = 1.5
     proc = booter.run()
     assert proc.returncode == 0, proc.stderr
