@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from agent.errors import EXIT_USAGE, AgentError, UsageError
+from agent.errors import EXIT_USAGE, AgentError, UsageError, escape
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the status path)
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                             verbose="-v" in found or "--verbose" in found)
         return _dispatch(args)
     except AgentError as exc:
-        print(f"agent: {exc}", file=sys.stderr)
+        print(f"agent: {escape(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

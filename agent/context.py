@@ -11,6 +11,10 @@ context"). This module holds those facts and the rules that use them:
 * conditions (``when``) and tuning values read the launch facts ``region``, ``account``,
   ``availability_zone`` and ``group`` and ``tag('KEY')`` (:meth:`LaunchContext.scope`).
 
+A placeholder's value comes from outside (anyone allowed to tag the instance sets a tag), so
+it may hold only the characters of what it lands in (:data:`DESTINATIONS`): a tag cannot turn
+a secret's name into another account's ARN. An empty value counts as absent.
+
 Tags and the group are fetched only when something needs them, once.
 """
 
@@ -22,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agent.errors import AgentError, BootError, closest
+from agent.errors import AgentError, BootError, closest, escape
 from agent.expr import ExprError, Expression, Value, compile_expression, tag_scope
 
 if TYPE_CHECKING:
@@ -37,6 +41,42 @@ _TAG_KEY = re.compile(r"[^|{}]{1,128}")
 
 class ContextError(BootError):
     """A placeholder or condition needs a value this launch does not have."""
+
+
+_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+
+@dataclass(frozen=True)
+class Destination:
+    """What a resolved text is, and the characters a placeholder's value may hold in it
+    (AWS's own rules for the name)."""
+
+    what: str  # "a secret name"
+    allowed: str  # the characters besides letters and digits
+    letters: str = _ALNUM
+    optional: bool = False  # an empty result means the default (a region's)
+
+    def refused(self, value: str) -> str:
+        """The first character of ``value`` it may not hold ('' when all are allowed)."""
+        return next((c for c in value if c not in self.letters and c not in self.allowed), "")
+
+    @property
+    def rule(self) -> str:
+        """What it holds, in words."""
+        if self.letters != _ALNUM:
+            return "lowercase letters, digits and -"
+        return f"letters, digits and {self.allowed}"
+
+
+DESTINATIONS = {
+    "secret_id": Destination("a secret name", "/_+=.@-"),
+    "parameter": Destination("a parameter name", "_.-/"),
+    "role_arn": Destination("a role name", "_+=,.@-"),
+    "region": Destination("a region", "-", "abcdefghijklmnopqrstuvwxyz0123456789", True),
+}
+"""What each key with placeholders becomes (secret and parameter names: Secrets Manager's
+and SSM's name rules; a role name: IAM's; a region: like ``us-east-1``)."""
+VALUE_SHOWN = 100  # characters of a refused value that its message shows
 
 
 @dataclass(frozen=True)
@@ -177,10 +217,30 @@ class LaunchContext:
                 raise ContextError(self._missing("{group}"))
             return self._group
 
+    @property
+    def tags_unknown(self) -> bool:
+        """Whether the tags are neither given nor to be fetched (an offline plan without
+        ``--tag``)."""
+        return self._tags is None
+
+    def require_tags(self, uses: Iterable[tuple[str, str]]) -> None:
+        """ContextError naming each tag and where it is read, when the tags are unknown and
+        ``uses`` ((key, tag) pairs) reads some."""
+        if not self.tags_unknown:
+            return
+        where: dict[str, list[str]] = {}
+        for key, tag in uses:
+            where.setdefault(tag, []).append(key)
+        if where:
+            raise ContextError("the instance's tags are needed, give --tag KEY=VALUE for each: "
+                               + ", ".join(f"{escape(repr(tag))} ({', '.join(keys)})"
+                                           for tag, keys in where.items()))
+
     def value(self, placeholder: Placeholder) -> str:
-        """A placeholder's value, or ContextError saying what is missing."""
+        """A placeholder's value, or ContextError saying what is missing (an empty tag is
+        absent: its default applies)."""
         if placeholder.is_tag:
-            found = self.tags().get(placeholder.key)
+            found = self.tags().get(placeholder.key) or None
             if found is None:
                 found = placeholder.default
         elif placeholder.name == "group":
@@ -191,13 +251,32 @@ class LaunchContext:
             raise ContextError(self._missing(placeholder))
         return found
 
-    def resolve(self, text: str, where: str) -> str:
-        """``text`` with its placeholders filled in; ContextError naming ``where`` and which."""
-        try:
-            return "".join(piece if isinstance(piece, str) else self.value(piece)
-                           for piece in parse(text))
-        except ContextError as exc:
-            raise ContextError(f"{where}: {exc}") from None
+    def resolve(self, text: str, where: str, key: str) -> str:
+        """``text`` (the value of ``key`` in the entry ``where``) with its placeholders filled
+        in; ContextError naming the entry and the placeholder when one has no value, or one
+        holds a character its destination (:data:`DESTINATIONS`) may not."""
+        destination = DESTINATIONS[key]
+        pieces = []
+        for piece in parse(text):
+            if isinstance(piece, str):
+                pieces.append(piece)
+                continue
+            try:
+                value = self.value(piece)
+            except ContextError as exc:
+                raise ContextError(f"{where}: {exc}") from None
+            bad = destination.refused(value)
+            if bad:
+                shown = escape(value[:VALUE_SHOWN]) + ("..." if len(value) > VALUE_SHOWN else "")
+                raise ContextError(
+                    f"{where}: {key}: {piece.text} is '{shown}', which may not go into "
+                    f"{destination.what}: '{escape(bad)}' is not allowed "
+                    f"({destination.rule} only)")
+            pieces.append(value)
+        resolved = "".join(pieces)
+        if not resolved and not destination.optional:
+            raise ContextError(f"{where}: {key} {text!r} is empty here")
+        return resolved
 
     def scope(self, expressions: Iterable[Expression]) -> dict[str, Value]:
         """The launch facts and tags those expressions read (fetching only what they need)."""
@@ -265,8 +344,8 @@ def _at_boot(what: Placeholder | str) -> str:
     if what == "tags":
         return "the instance's tags are not known"
     if isinstance(what, Placeholder) and what.is_tag:
-        return (f"no value for {what.text}: the instance has no tag {what.key!r} (tag it, or "
-                f"give a default: {{tag:{what.key}|default}})")
+        return (f"no value for {what.text}: the instance has no tag {what.key!r}, or it is "
+                f"empty (tag it, or give a default: {{tag:{what.key}|default}})")
     name = what.text if isinstance(what, Placeholder) else what
     if name == "{group}":
         return "no value for {group}: the instance is in no Auto Scaling group"

@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
+from agent.errors import control_at
+
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _NEEDS_ESCAPE = '"\\`$'  # SHELL_NEED_ESCAPE: unescaped inside double quotes
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # systemd refuses these in values
 
 
 class EnvFileError(ValueError):
@@ -28,7 +29,7 @@ def check_name(name: str) -> None:
 def quote(name: str, value: str) -> str:
     """One ``NAME="value"`` line (no newline), double-quoted with systemd's escapes."""
     check_name(name)
-    if _CONTROL.search(value):
+    if control_at(value, allowed="\t\n") >= 0:  # systemd refuses the others in values
         raise EnvFileError(f"{name}: value has control characters systemd would drop")
     try:
         value.encode("utf-8")

@@ -63,11 +63,44 @@ class PhaseFailed(BootError):
         self.phase = phase
 
 
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def control_at(text: str, allowed: str = "") -> int:
+    """Where ``text`` holds its first control character (C0 or DEL, except those in
+    ``allowed``), or -1: what systemd and a one-line message refuse."""
+    if text.isprintable():  # the common case, in C
+        return -1
+    for index, char in enumerate(text):
+        if (char < " " or char == "\x7f") and char not in allowed:
+            return index
+    return -1
+
+
+def escape(text: str) -> str:
+    """``text`` safe to print on one line of a terminal or a log: every character that is
+    not printable (newline, ESC, BEL, C1 controls, bidirectional overrides, a lone surrogate)
+    written as a backslash escape (``\\n``, ``\\x1b``, ``\\u202e``). What came from outside
+    (tags, AWS answers, state.json) passes through here before it is printed."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else _escape_char(char) for char in text)
+
+
+def _escape_char(char: str) -> str:
+    named = _NAMED_ESCAPES.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000
+            else f"\\U{code:08x}")
+
+
 def describe_failure(where: str, exc: BaseException) -> str:
     """One line: an AgentError's own message, else ``internal error`` in ``where``."""
     if isinstance(exc, AgentError):
         return str(exc)
-    detail = " ".join(str(exc).split())[:200]
+    detail = escape(" ".join(str(exc).split())[:200])
     return (f"internal error in {where}: {type(exc).__name__}" + (f": {detail}" if detail else "")
             + " (run with -v for the traceback)")
 

@@ -15,6 +15,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from agent.errors import control_at
+
 
 class Section(BaseModel):
     """A configuration section: unknown keys are errors; read-only once loaded."""
@@ -25,15 +27,14 @@ class Section(BaseModel):
 PATH_MAX = 4096  # bytes of a path (Linux PATH_MAX)
 NAME_MAX = 255  # bytes of one path component (Linux NAME_MAX)
 ID_MAX = 2**32 - 2  # uid_t/gid_t; (uid_t)-1 means "unchanged" to chown(2)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def no_control(value: str, what: str = "value") -> str:
     """Refuse control characters (newline, tab, NUL...), naming the first one."""
-    found = _CONTROL.search(value)
-    if found:
+    at = control_at(value)
+    if at >= 0:
         raise ValueError(f"{what} {value!r} holds a control character "
-                         f"({found.group()!r} at {found.start()})")
+                         f"({value[at]!r} at {at})")
     return value
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
+from agent.errors import escape
 from agent.fsutil import atomic_write, is_memory_fs
 
 if TYPE_CHECKING:
@@ -195,7 +196,7 @@ def bake_check(config_path: str | None, root: str, manifest: str | None) -> int:
     cfg, cached = configcache.prime(config_path, where)  # ConfigError: exit 78, one line
     problems = bake_problems(Path(root), cfg.secrets.dir, cfg.state_dir)
     for problem in problems:
-        print(f"agent: bake-check: {problem}", file=sys.stderr)
+        print(f"agent: bake-check: {escape(problem)}", file=sys.stderr)
     if problems:
         print(f"agent: bake-check failed: {len(problems)} problem(s)", file=sys.stderr)
         return 1

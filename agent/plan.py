@@ -18,13 +18,21 @@ from agent import config, dropins, envfile, handoff
 from agent.budget import Budget, mib_text
 from agent.config import Config
 from agent.context import LaunchContext
+from agent.errors import escape
 from agent.expr import render_value, template_file_names
 from agent.facts import Facts, nominal_facts, read_facts
 from agent.files import Change
 from agent.profiles import ENVIRONMENT
 from agent.secrets import Selection, select
 from agent.service import dropin_blocked
-from agent.tuning import SYSCTL_ROOT, PlannedOutput, PlannedSysctl, PlannedValue, plan
+from agent.tuning import (
+    SYSCTL_ROOT,
+    PlannedOutput,
+    PlannedSysctl,
+    PlannedValue,
+    plan,
+    tag_uses,
+)
 
 
 def main(config_path: str | None, *, instance_type: str | None, as_json: bool,
@@ -62,6 +70,7 @@ def build(cfg: Config, facts: Facts, source: str, *, context: LaunchContext | No
           sysctl_root: str = SYSCTL_ROOT) -> dict[str, Any]:
     """The plan as a JSON-able document (``context``: the launch; default: only the type)."""
     launch = context or LaunchContext.offline(facts.instance_type)
+    launch.require_tags([*cfg.secrets.tag_uses(), *tag_uses(cfg.tuning)])
     tuning = plan(cfg.tuning, facts, sysctl_root=sysctl_root, context=launch)
     chosen = select(cfg.secrets, launch, facts.as_dict)
     return {
@@ -224,7 +233,7 @@ def render(doc: dict[str, Any]) -> str:
     lines += ["", "lifecycle"]
     lines.append(f"  hook {lc['hook']}, on failure {lc['on_failure']}" if lc["enabled"]
                  else "  disabled")
-    return "\n".join(lines) + "\n"
+    return "\n".join(escape(line) for line in lines) + "\n"  # tags and files: outside text
 
 
 def _secret_lines(sec: dict[str, Any], skipped: list[dict[str, str]]) -> list[str]:

@@ -22,7 +22,7 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from agent.errors import closest
+from agent.errors import closest, control_at
 from agent.expr import (
     ClampStep,
     Explanation,
@@ -80,7 +80,6 @@ SERVICE_KEYS: dict[str, ServiceKey] = {
     "OOMScoreAdjust": ServiceKey("OOM score adjustment", "", -1000, 1000),
     **dict.fromkeys(("TimeoutStartSec", "TimeoutStopSec", "RuntimeMaxSec"), _SECONDS),
 }
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def check_service_key(key: str) -> None:
@@ -95,7 +94,7 @@ def check_service_key(key: str) -> None:
 
 def environment_word(name: str, value: str) -> str:
     """``"NAME=value"``, quoted, C-escaped and %-escaped as systemd's Environment= reads it."""
-    if _CONTROL.search(value):
+    if control_at(value) >= 0:
         raise ValueError("value has control characters")
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
     return f'"{name}={escaped}"'

@@ -56,12 +56,16 @@ class SecretRef:
     def of(cls, entry: SecretFile, context: LaunchContext | None = None, where: str = "",
            session: str = "instance-boot-agent") -> SecretRef:
         """The reference of an entry, its placeholders filled in from ``context``."""
-        resolve = (lambda text: text) if context is None else (
-            lambda text: context.resolve(text, where))
-        name = resolve(entry.secret_id or entry.parameter)
+        def resolve(text: str, key: str) -> str:
+            return text if context is None else context.resolve(text, where, key)
+
+        name = resolve(entry.secret_id or entry.parameter,
+                       "parameter" if entry.source == "ssm" else "secret_id")
         found = _ARN.match(name)
-        region = resolve(entry.region) if entry.region else found.group(2) if found else ""
-        role = Role(resolve(entry.role_arn), entry.external_id, session) if entry.role_arn else None
+        region = resolve(entry.region, "region") if entry.region else (
+            found.group(2) if found else "")
+        role = Role(resolve(entry.role_arn, "role_arn"), entry.external_id, session) if (
+            entry.role_arn) else None
         stage = "" if entry.version_id or entry.source == "ssm" else (
             entry.version_stage or "AWSCURRENT")
         return cls(entry.source, name, stage, entry.version_id, region, role)

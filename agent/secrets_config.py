@@ -197,6 +197,16 @@ class SecretsConfig(SecretsRules, Section):
                 raise ValueError(f"templates[{index}] {template.source}: {problem}")
         return self
 
+    def tag_uses(self) -> list[tuple[str, str]]:
+        """(key, tag) for each tag a placeholder or a ``when`` of the section reads."""
+        found = [(f"secrets.files[{i}].{key}", p.key) for i, e in enumerate(self.files)
+                 for key in ("secret_id", "parameter", "role_arn", "region")
+                 for p in context.placeholders(getattr(e, key)) if p.is_tag]
+        entries = [*((f"files[{i}]", e) for i, e in enumerate(self.files)),
+                   *((f"templates[{i}]", e) for i, e in enumerate(self.templates))]
+        return found + [(f"secrets.{where}.when", tag) for where, e in entries if e.when
+                        for tag in sorted(context.condition(e.when).tags)]
+
 
 def template_problem(source: str, names: set[str]) -> str:
     """Why a secrets template cannot render ('' when it can, or when its source is absent:

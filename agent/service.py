@@ -14,8 +14,20 @@ import subprocess
 import sys
 import threading
 
+from agent.errors import escape
+
 QUIET_LOGGERS = ("botocore", "urllib3", "s3transfer")
 log = logging.getLogger(__name__)
+
+
+class OneLineFormatter(logging.Formatter):
+    """Each record's line escaped (:func:`agent.errors.escape`): a tag value or an AWS
+    message can neither drive the terminal nor forge a second line. A traceback (debug
+    only) keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """The record's line, escaped."""
+        return escape(super().formatMessage(record))
 
 
 def journal_attached() -> bool:
@@ -39,10 +51,10 @@ def setup_logging(verbose: bool = False) -> None:
         from systemd.journal import JournalHandler  # noqa: PLC0415
 
         handler = JournalHandler(SYSLOG_IDENTIFIER="agent")
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(OneLineFormatter("%(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("agent: %(levelname)s %(message)s"))
+        handler.setFormatter(OneLineFormatter("agent: %(levelname)s %(message)s"))
     root.handlers[:] = [handler]
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -77,7 +89,7 @@ class Notifier:
 
     def status(self, text: str) -> None:
         """``STATUS=``: what ``systemctl status`` shows."""
-        self.send(f"STATUS={text}")
+        self.send(f"STATUS={escape(text)}")  # a newline would add a field (READY=1...)
 
     def ready(self, text: str) -> None:
         """``READY=1`` with a final status line."""

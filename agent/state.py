@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from agent import statefile
+from agent.errors import escape
 from agent.statefile import STATE_FILE, boot_id, read
 
 VERSION = 1
@@ -127,10 +128,10 @@ class Recorder:
                     entry["duration_ms"] = round((now - self._started[name]) * 1000)
             entry["state"] = state.value
             if detail is not None:
-                entry["detail"] = detail
+                entry["detail"] = escape(detail)
             if error is not None:
-                entry["error"] = error
-                self.doc["errors"].append(f"{name}: {error}")
+                entry["error"] = escape(error)
+                self.doc["errors"].append(f"{name}: {entry['error']}")
             self.write()
 
     def note(self, name: str, detail: str) -> None:
@@ -138,7 +139,7 @@ class Recorder:
         with self._lock:
             entry = self.phase_entry(name)
             if entry["state"] == PhaseState.RUNNING.value:
-                entry["detail"] = detail
+                entry["detail"] = escape(detail)
                 self.write()
 
     def skipped(self, phase: str, entries: list[dict[str, str]]) -> None:
@@ -160,6 +161,7 @@ class Recorder:
 
     def warn(self, message: str) -> None:
         """Record a warning: the boot becomes (or stays) ``degraded``."""
+        message = escape(message)
         with self._lock:
             if message not in self.doc["warnings"]:
                 self.doc["warnings"].append(message)

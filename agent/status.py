@@ -12,7 +12,7 @@ import sys
 import time
 
 from agent.cli import quick_args
-from agent.errors import EXIT_FAILED, EXIT_NOT_FINISHED, EXIT_OK, EXIT_TIMEOUT
+from agent.errors import EXIT_FAILED, EXIT_NOT_FINISHED, EXIT_OK, EXIT_TIMEOUT, escape
 from agent.statefile import FAILED, READY, RUNNING, read, resolve_state_dir
 
 TYPE_CHECKING = False
@@ -44,9 +44,10 @@ def stale_note(doc: dict[str, Any]) -> str:
 
 
 def render(doc: dict[str, Any] | None, state_dir: str) -> str:
-    """The readable table."""
+    """The readable table; every line escaped (state.json's text may come from outside, or
+    be forged: it must not drive the terminal)."""
     if doc is None:
-        return f"agent: not started (no state.json in {state_dir})\n"
+        return f"agent: not started (no state.json in {escape(state_dir)})\n"
     out = [f"agent: {doc.get('state', '?')} ({doc.get('condition', '?')})"
            f"    updated {doc.get('updated_at', '?')}"]
     note = stale_note(doc)
@@ -85,7 +86,7 @@ def render(doc: dict[str, Any] | None, state_dir: str) -> str:
             out.append("")
             out.append(f"{title}:")
             out.extend(f"  - {item}" for item in items)
-    return "\n".join(out) + "\n"
+    return "\n".join(escape(line) for line in out) + "\n"
 
 
 def _secrets(doc: dict[str, Any]) -> list[str]:
@@ -148,7 +149,7 @@ def status_main(argv: list[str]) -> int | None:
     try:
         doc = read(state_dir)
     except (OSError, ValueError) as exc:
-        print(f"agent: cannot read {os.path.join(state_dir, 'state.json')}: {exc}",
+        print(escape(f"agent: cannot read {os.path.join(state_dir, 'state.json')}: {exc}"),
               file=sys.stderr)
         return EXIT_NOT_FINISHED
     if "--json" in args:
@@ -181,11 +182,11 @@ def wait_main(argv: list[str]) -> int | None:
         code = exit_code(doc)
         if code != EXIT_NOT_FINISHED:
             assert doc is not None
-            print(f"agent: {doc['state']} ({doc.get('condition', '?')})")
+            print(escape(f"agent: {doc['state']} ({doc.get('condition', '?')})"))
             return code
         if deadline is not None and time.monotonic() >= deadline:
             state = "not started" if doc is None else doc.get("state", "?")
-            print(f"agent: timed out after {timeout:g} s waiting for the boot ({state})",
+            print(escape(f"agent: timed out after {timeout:g} s waiting for the boot ({state})"),
                   file=sys.stderr)
             return EXIT_TIMEOUT
         pause = POLL_SECONDS if deadline is None else min(POLL_SECONDS,

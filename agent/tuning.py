@@ -199,15 +199,28 @@ def _entries(cfg: TuningConfig) -> list[tuple[str, Any]]:
             *((f"templates[{i}]", e) for i, e in enumerate(cfg.templates))]
 
 
+def expression_texts(cfg: TuningConfig) -> list[tuple[str, str]]:
+    """Every expression of the section, with its key (``tuning.files[0].values.HEAP_MB``)."""
+    found = [(f"tuning.{key}.when", e.when) for key, e in _entries(cfg) if e.when]
+    found += [(f"tuning.files[{i}].values.{n}", t) for i, e in enumerate(cfg.files)
+              for n, t in e.values.items()]
+    found += [(f"tuning.profiles[{i}].overrides.{n}", t) for i, e in enumerate(cfg.profiles)
+              for n, t in e.overrides.items()]
+    found += [(f"tuning.dropins[{i}].service.{k}", t) for i, e in enumerate(cfg.dropins)
+              for k, v in e.service.items() for t in (v.values() if isinstance(v, dict) else [v])]
+    found += [(f"tuning.sysctl.{k}", t) for k, t in cfg.sysctl.items()]
+    return [*found, ("tuning.budget.reserve_mib", cfg.budget.reserve_mib)]
+
+
+def tag_uses(cfg: TuningConfig) -> list[tuple[str, str]]:
+    """(key, tag) for each tag('KEY') the section reads: what an offline plan must be given."""
+    return [(where, tag) for where, text in expression_texts(cfg)
+            for tag in sorted(compile_expression(text).tags)]
+
+
 def _expressions(cfg: TuningConfig) -> list[Expression]:
     """Every expression of the section (what they read decides what the launch must give)."""
-    texts = [e.when for _, e in _entries(cfg) if e.when]
-    texts += [t for e in cfg.files for t in e.values.values()]
-    texts += [t for e in cfg.profiles for t in e.overrides.values()]
-    texts += [t for e in cfg.dropins for v in e.service.values()
-              for t in (v.values() if isinstance(v, dict) else [v])]
-    texts += [*cfg.sysctl.values(), cfg.budget.reserve_mib]
-    found = [compile_expression(text) for text in texts]
+    found = [compile_expression(text) for _, text in expression_texts(cfg)]
     if any("group" in template_file_names(e.source) for e in cfg.templates):
         found.append(compile_expression("group"))
     return found

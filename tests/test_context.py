@@ -63,21 +63,21 @@ def boot_context(tags: dict[str, str] | None, group: str = "web-asg") -> LaunchC
 def test_resolve_every_placeholder() -> None:
     ctx = boot_context({"Environment": "prod"})
     assert ctx.resolve("{tag:Environment}/{region}/{account}/{availability_zone}/{instance_id}/"
-                       "{instance_type}/{group}/{tag:Team|core}/{{x}}", "here") == (
+                       "{instance_type}/{group}/{tag:Team|core}/{{x}}", "here", "secret_id") == (
         "prod/eu-west-1/111122223333/eu-west-1b/i-1/m5.large/web-asg/core/{x}")
 
 
 @pytest.mark.parametrize(("text", "tags", "group", "message"), [
     ("{tag:Environment}/db", {}, "web-asg",
-     "secrets.files[1]: no value for {tag:Environment}: the instance has no tag 'Environment' "
-     "(tag it, or give a default: {tag:Environment|default})"),
+     "secrets.files[1]: no value for {tag:Environment}: the instance has no tag 'Environment', "
+     "or it is empty (tag it, or give a default: {tag:Environment|default})"),
     ("{group}/db", {}, "", "secrets.files[1]: no value for {group}: the instance is in no "
                            "Auto Scaling group"),
 ])
 def test_a_missing_value_at_boot_names_entry_and_placeholder(
         text: str, tags: dict[str, str], group: str, message: str) -> None:
     with pytest.raises(ContextError) as info:
-        boot_context(tags, group).resolve(text, "secrets.files[1]")
+        boot_context(tags, group).resolve(text, "secrets.files[1]", "secret_id")
     assert str(info.value) == message
 
 
@@ -94,11 +94,11 @@ def test_tags_and_group_are_fetched_once_and_only_when_needed() -> None:
 
     ctx = LaunchContext({"region": "eu-west-1"}, tags=tags, group=group,
                         missing=context._at_boot)
-    assert ctx.resolve("{region}/db", "x") == "eu-west-1/db"
+    assert ctx.resolve("{region}/db", "x", "secret_id") == "eu-west-1/db"
     assert calls == []
-    assert ctx.resolve("{tag:Environment}/{tag:Environment}/{group}", "x") == (
+    assert ctx.resolve("{tag:Environment}/{tag:Environment}/{group}", "x", "secret_id") == (
         "prod/prod/web-asg")
-    ctx.resolve("{group}", "x")
+    ctx.resolve("{group}", "x", "secret_id")
     assert calls == ["tags", "group"]
     when = context.condition("region == 'eu-west-1'")
     assert ctx.holds(when, {}, "x")
@@ -116,7 +116,7 @@ def test_tags_and_group_are_fetched_once_and_only_when_needed() -> None:
 def test_offline_says_which_option_gives_the_value(text: str, message: str) -> None:
     ctx = LaunchContext.offline("m5.large", tags={})
     with pytest.raises(ContextError) as info:
-        ctx.resolve(text, "secrets.files[0]")
+        ctx.resolve(text, "secrets.files[0]", "secret_id")
     assert str(info.value) == f"secrets.files[0]: {message}"
 
 
