@@ -24,7 +24,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.errors import AgentError, BootError, closest, escape
 from agent.expr import ExprError, Expression, Value, compile_expression, tag_scope
@@ -148,6 +148,12 @@ def condition(text: str) -> Expression:
 Tags = Mapping[str, str]
 
 
+class Missing(Protocol):
+    """Words what to do about a value that is not there (or a tag that is empty)."""
+
+    def __call__(self, what: Placeholder | str, empty: bool = False) -> str: ...
+
+
 class LaunchContext:
     """This launch's facts, and its tags and group, each fetched the first time it is needed.
 
@@ -159,7 +165,7 @@ class LaunchContext:
     def __init__(self, facts: Mapping[str, str], *,
                  tags: Tags | Callable[[], Tags] | None,
                  group: str | Callable[[], str] | None,
-                 missing: Callable[[Placeholder | str], str]) -> None:
+                 missing: Missing) -> None:
         self.facts = dict(facts)
         self._tags = tags
         self._group = group
@@ -239,8 +245,10 @@ class LaunchContext:
     def value(self, placeholder: Placeholder) -> str:
         """A placeholder's value, or ContextError saying what is missing (an empty tag is
         absent: its default applies)."""
+        empty = False
         if placeholder.is_tag:
             found = self.tags().get(placeholder.key) or None
+            empty = found is None and placeholder.key in self.tags()
             if found is None:
                 found = placeholder.default
         elif placeholder.name == "group":
@@ -248,7 +256,7 @@ class LaunchContext:
         else:
             found = self.facts.get(placeholder.name) or None
         if found is None:
-            raise ContextError(self._missing(placeholder))
+            raise ContextError(self._missing(placeholder, empty))
         return found
 
     def resolve(self, text: str, where: str, key: str) -> str:
@@ -328,11 +336,12 @@ OPTIONS = {"region": "--region REGION", "account": "--account ACCOUNT",
            "availability_zone": "--availability-zone ZONE", "group": "--group NAME"}
 
 
-def _offline(what: Placeholder | str) -> str:
+def _offline(what: Placeholder | str, empty: bool = False) -> str:
     if what == "tags":
         return "the instance's tags are needed: give them, --tag KEY=VALUE for each"
     if isinstance(what, Placeholder) and what.is_tag:
-        return f"no value for {what.text}: give --tag {what.key}=VALUE"
+        return f"no value for {what.text}: give --tag {what.key}=VALUE" + (
+            " (an empty value counts as absent)" if empty else "")
     name = what.name if isinstance(what, Placeholder) else what.strip("{}")
     option = OPTIONS.get(name)
     if option is None:
@@ -340,12 +349,14 @@ def _offline(what: Placeholder | str) -> str:
     return f"no value for {{{name}}}: give {option}"
 
 
-def _at_boot(what: Placeholder | str) -> str:
+def _at_boot(what: Placeholder | str, empty: bool = False) -> str:
     if what == "tags":
         return "the instance's tags are not known"
     if isinstance(what, Placeholder) and what.is_tag:
-        return (f"no value for {what.text}: the instance has no tag {what.key!r}, or it is "
-                f"empty (tag it, or give a default: {{tag:{what.key}|default}})")
+        problem = (f"the instance's tag {what.key!r} is empty" if empty else
+                   f"the instance has no tag {what.key!r}")
+        return (f"no value for {what.text}: {problem} (tag it, or give a default: "
+                f"{{tag:{what.key}|default}})")
     name = what.text if isinstance(what, Placeholder) else what
     if name == "{group}":
         return "no value for {group}: the instance is in no Auto Scaling group"

@@ -20,6 +20,12 @@ from agent.service import daemon_reload, dropin_blocked
 MODE = 0o644
 
 
+def specifiers_escaped(text: str) -> str:
+    """``text`` as a unit file's value that systemd expands specifiers in (``%n``, ``%h``...)
+    reads it: each ``%`` doubled."""
+    return text.replace("%", "%%")
+
+
 def path(unit_dir: str, unit: str, name: str) -> str:
     """``<unit_dir>/<unit>.d/<name>``."""
     return str(Path(unit_dir) / f"{unit}.d" / name)

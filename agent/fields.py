@@ -62,7 +62,7 @@ def _absolute_dir(value: str) -> str:
     check_path(value)
     if not value.startswith("/"):
         raise ValueError(f"{value!r} must be an absolute path")
-    return os.path.normpath(value)
+    return "/" + os.path.normpath(value).lstrip("/")  # normpath keeps a leading "//"
 
 
 def _absolute_file(value: str) -> str:

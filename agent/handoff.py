@@ -53,8 +53,8 @@ def credential_dropins(cfg: SecretsConfig, outputs: Sequence[Published]) -> dict
     for unit, entries in sorted(by_unit.items()):
         lines = ["# Written by the instance boot agent (secrets units); do not edit.",
                  "[Service]"]
-        lines += [f"LoadCredential={e.credential_name}:{Path(cfg.dir) / e.path}"
-                  for e in entries]
+        lines += [f"LoadCredential={dropins.specifiers_escaped(e.credential_name)}:"
+                  f"{dropins.specifiers_escaped(str(Path(cfg.dir) / e.path))}" for e in entries]
         found[unit] = ("\n".join(lines) + "\n").encode()
     return found
 

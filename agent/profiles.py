@@ -22,6 +22,7 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from agent.dropins import specifiers_escaped
 from agent.errors import closest, control_at
 from agent.expr import (
     ClampStep,
@@ -96,7 +97,7 @@ def environment_word(name: str, value: str) -> str:
     """``"NAME=value"``, quoted, C-escaped and %-escaped as systemd's Environment= reads it."""
     if control_at(value) >= 0:
         raise ValueError("value has control characters")
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    escaped = specifiers_escaped(value.replace("\\", "\\\\").replace('"', '\\"'))
     return f'"{name}={escaped}"'
 
 

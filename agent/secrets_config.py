@@ -34,7 +34,7 @@ from agent.fields import (
 )
 from agent.sections import PublishedRules, SecretFileRules, SecretsRules, file_digest, observe
 
-CREDENTIAL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,255}\Z")  # systemd credential names
+CREDENTIAL_NAME = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9_.-]{1,255}\Z")  # as systemd; not '.' or '..'
 VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")  # a template variable (string.Template)
 TEMPLATE_FACTS = context.PLACEHOLDER_FACTS  # what a template may use besides the secrets
 ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::(\d{12}|\{[^{}]+\}):role/\S+\Z")
@@ -95,7 +95,11 @@ class Published(PublishedRules, Section):
             raise ValueError("path: the file name inside secrets.dir is required")
         if self.units and not CREDENTIAL_NAME.match(self.credential_name):
             raise ValueError(f"credential name {self.credential_name!r} is not valid "
-                             "(letters, digits, '_', '.', '-'): set credential")
+                             "(1 to 255 letters, digits, '_', '.', '-'; not '.' or '..'): "
+                             "set credential")
+        if self.units and self.path.endswith((" ", "\\")):
+            raise ValueError(f"path {self.path!r} ends with {self.path[-1]!r}, which systemd "
+                             "would drop from LoadCredential=: rename it")
         self._uid = _lookup(self.owner, "owner")
         self._gid = _lookup(self.group, "group")
 

@@ -69,8 +69,8 @@ def test_resolve_every_placeholder() -> None:
 
 @pytest.mark.parametrize(("text", "tags", "group", "message"), [
     ("{tag:Environment}/db", {}, "web-asg",
-     "secrets.files[1]: no value for {tag:Environment}: the instance has no tag 'Environment', "
-     "or it is empty (tag it, or give a default: {tag:Environment|default})"),
+     "secrets.files[1]: no value for {tag:Environment}: the instance has no tag 'Environment' "
+     "(tag it, or give a default: {tag:Environment|default})"),
     ("{group}/db", {}, "", "secrets.files[1]: no value for {group}: the instance is in no "
                            "Auto Scaling group"),
 ])
