@@ -127,3 +127,92 @@ def test_offline_without_tags_asks_for_them() -> None:
     ctx = LaunchContext.offline("m5.large", tags={"Role": "worker"}, region="us-east-1")
     assert not ctx.holds(context.condition("tag('Role') == 'web'"), {}, "secrets.files[0]")
     assert ctx.holds(context.condition("tag('Missing') == ''"), {}, "x")  # absent: ''
+
+
+# -- a placeholder's value is outside input: only the characters of its destination ----------
+
+EVIL = "arn:aws:secretsmanager:eu-west-1:999999999999:secret:evil"
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("secret_id", "Team+a=b.c@d-e_f/g"),
+    ("parameter", "/team/a_b.c-d"),
+    ("role_arn", "a+b=c,d.e@f-g_h"),
+    ("region", "us-gov-west-1"),
+])
+def test_a_value_may_hold_what_its_destination_holds(key: str, value: str) -> None:
+    assert boot_context({"V": value}).resolve("{tag:V}", "secrets.files[0]", key) == value
+
+
+@pytest.mark.parametrize(("key", "value", "bad", "rule"), [
+    ("secret_id", EVIL, ":", "a secret name: ':' is not allowed (letters, digits and "
+                             "/_+=.@- only)"),
+    ("secret_id", "prod db", " ", "a secret name: ' ' is not allowed"),
+    ("parameter", "/prod/db@x", "@", "a parameter name: '@' is not allowed (letters, digits "
+                                    "and _.-/ only)"),
+    ("role_arn", "team/admin", "/", "a role name: '/' is not allowed (letters, digits and "
+                                   "_+=,.@- only)"),
+    ("region", "EU-WEST-1", "E", "a region: 'E' is not allowed (lowercase letters, digits "
+                                "and - only)"),
+    ("region", "eu-west-1.evil.example", ".", "a region: '.' is not allowed"),
+    ("secret_id", "ümlaut", "ü", "a secret name: 'ü' is not allowed"),
+])
+def test_a_value_its_destination_refuses_names_entry_and_tag(key: str, value: str, bad: str,
+                                                            rule: str) -> None:
+    with pytest.raises(ContextError) as info:
+        boot_context({"Environment": value}).resolve("{tag:Environment}/db",
+                                                     "secrets.files[2]", key)
+    assert str(info.value).startswith(f"secrets.files[2]: {key}: {{tag:Environment}} is "
+                                      f"'{value}', which may not go into {rule}")
+
+
+def test_the_facts_follow_the_same_rules() -> None:
+    with pytest.raises(ContextError, match=r"secrets.files\[0\]: secret_id: \{group\} is "
+                                           r"'web asg', which may not go into a secret name"):
+        boot_context({}, group="web asg").resolve("{group}/db", "secrets.files[0]", "secret_id")
+    assert boot_context({}).resolve("{instance_type}", "x", "secret_id") == "m5.large"
+
+
+def test_a_refused_value_is_shown_escaped_and_short() -> None:
+    with pytest.raises(ContextError) as info:
+        boot_context({"R": "eu-west-1\n\x1b]0;t\x07" + "x" * 300}).resolve(
+            "{tag:R}", "secrets.files[0]", "region")
+    message = str(info.value)
+    assert message.isprintable()
+    assert "is 'eu-west-1\\n\\x1b]0;t\\x07xxx" in message
+    assert "xxx...', which may not go into a region: '\\n' is not allowed" in message
+    assert len(message) < 300
+
+
+def test_an_empty_tag_is_absent() -> None:
+    ctx = boot_context({"Environment": "", "Team": ""})
+    assert ctx.resolve("{tag:Environment|staging}/db", "x", "secret_id") == "staging/db"
+    with pytest.raises(ContextError) as info:
+        ctx.resolve("{tag:Team}/db", "secrets.files[1]", "secret_id")
+    assert str(info.value) == (
+        "secrets.files[1]: no value for {tag:Team}: the instance's tag 'Team' is empty (tag "
+        "it, or give a default: {tag:Team|default})")
+    offline = LaunchContext.offline("m5.large", tags={"Team": ""})
+    with pytest.raises(ContextError, match=r"give --tag Team=VALUE \(an empty value counts "
+                                           r"as absent\)"):
+        offline.resolve("{tag:Team}", "x", "secret_id")
+
+
+def test_a_name_that_resolves_to_nothing_fails() -> None:
+    ctx = boot_context({})
+    with pytest.raises(ContextError, match=r"^secrets.files\[0\]: secret_id '\{tag:Env\|\}' "
+                                           r"is empty here$"):
+        ctx.resolve("{tag:Env|}", "secrets.files[0]", "secret_id")
+    assert ctx.resolve("{tag:Region|}", "secrets.files[0]", "region") == ""  # the default
+
+
+def test_offline_without_tags_names_each_tag_and_where() -> None:
+    uses = [("secrets.files[0].secret_id", "Environment"), ("tuning.files[1].when", "Role"),
+            ("secrets.files[2].role_arn", "Environment")]
+    with pytest.raises(ContextError) as info:
+        LaunchContext.offline("m5.large").require_tags(uses)
+    assert str(info.value) == (
+        "the instance's tags are needed, give --tag KEY=VALUE for each: 'Environment' "
+        "(secrets.files[0].secret_id, secrets.files[2].role_arn), 'Role' (tuning.files[1].when)")
+    LaunchContext.offline("m5.large", tags={}).require_tags(uses)  # given (none): no error
+    LaunchContext.offline("m5.large").require_tags([])  # none needed

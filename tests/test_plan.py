@@ -13,7 +13,7 @@ from agentproc import clean_environment
 
 from agent import config, dropins, handoff
 from agent import plan as plan_module
-from agent.context import LaunchContext
+from agent.context import ContextError, LaunchContext
 from agent.facts import nominal_facts
 from agent.plan import build, render
 from agent.secrets import select
@@ -307,3 +307,39 @@ def test_plan_credentials_none_or_held(tmp_path: Path, monkeypatch: pytest.Monke
     assert {item["note"] for item in doc["credentials"]} == {
         "not written: systemd is not running"}
     assert "new (not written: systemd is not running)" in render(doc)
+
+
+NEEDS_TAGS = """
+[[secrets.files]]
+secret_id = "{{tag:Environment}}/orders/db"
+path = "db.json"
+role_arn = "arn:aws:iam::111122223333:role/{{tag:Team|core}}-orders"
+
+[[secrets.files]]
+secret_id = "shared/cache"
+path = "cache"
+when = "tag('Role') == 'web'"
+
+[[tuning.files]]
+path = "{tmp}/out/launch.env"
+[tuning.files.values]
+ROLE = "tag('Role')"
+"""
+
+
+def test_offline_plan_without_tags_names_each_tag_and_entry(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text(NEEDS_TAGS.format(tmp=tmp_path))
+    cfg = config.load(str(path))
+    context = LaunchContext.offline("m5.large", region="eu-west-1")
+    with pytest.raises(ContextError) as info:
+        build(cfg, nominal_facts("m5.large"), "m5.large", context=context)
+    assert str(info.value) == (
+        "the instance's tags are needed, give --tag KEY=VALUE for each: 'Environment' "
+        "(secrets.files[0].secret_id), 'Team' (secrets.files[0].role_arn), 'Role' "
+        "(secrets.files[1].when, tuning.files[0].values.ROLE)")
+    context = LaunchContext.offline("m5.large", region="eu-west-1",
+                                    tags={"Environment": "prod", "Role": "web"})
+    doc = build(cfg, nominal_facts("m5.large"), "m5.large", context=context)
+    assert [f["secret_id"] for f in doc["secrets"]["files"]] == ["prod/orders/db",
+                                                                "shared/cache"]

@@ -286,3 +286,44 @@ def test_status_exit_code_helper() -> None:
     assert status.exit_code({"state": "running"}) == 3
     assert status.exit_code({"state": "ready", "condition": "degraded"}) == 0
     assert status.exit_code({"state": "failed"}) == 1
+
+
+FORGED = "\x1b]0;owned\x07\x1b[2J\nforged line\x9b"
+
+
+def test_status_prints_every_field_escaped(tmp_path: Path) -> None:
+    """state.json's text comes from outside (tags, AWS messages) or may be forged: the
+    table shows it escaped, one line per line of the table."""
+    doc = {"state": "failed", "condition": FORGED, "updated_at": FORGED,
+           "instance": {"instance_id": FORGED, "auto_scaling_group": FORGED},
+           "resize": {"from": FORGED, "to": FORGED}, "image": {"built_at": FORGED},
+           "phases": [{"name": FORGED, "state": FORGED, "error": FORGED}],
+           "lifecycle": {"result": FORGED, "group": FORGED, "hook": FORGED},
+           "secrets": [{"path": FORGED, "secret_id": FORGED, "version_id": FORGED,
+                        "region": FORGED, "role": FORGED},
+                       {"template": FORGED, "path": FORGED}],
+           "skipped": [{"entry": FORGED, "reason": FORGED}],
+           "events": [{"code": FORGED, "description": FORGED}],
+           "termination": {"reason": FORGED, "notice": FORGED,
+                           "steps": [{"step": FORGED, "result": FORGED}],
+                           "hook": {"error": FORGED}},
+           "rebalance": {"notice": FORGED},
+           "warnings": [FORGED], "errors": [FORGED]}
+    text = status.render(doc, f"{tmp_path}\x1b[2J")
+    assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text
+    assert not any(line.startswith("forged line") for line in text.splitlines())
+    assert text.count("\\x1b]0;owned\\x07\\x1b[2J\\nforged line\\x9b") >= 30
+    assert "\\x1b[2J" in status.render(None, f"{tmp_path}\x1b[2J")
+
+
+def test_the_record_holds_outside_text_escaped(tmp_path: Path) -> None:
+    rec = Recorder(str(tmp_path))
+    rec.start()
+    rec.phase("secrets", PhaseState.RUNNING)
+    rec.note("secrets", f"fetching {FORGED}")
+    assert "\\x1b]0;owned" in rec.doc["phases"][1]["detail"]
+    rec.warn(f"refresh: {FORGED}")
+    rec.phase("secrets", PhaseState.FAILED, error=f"secret {FORGED}")
+    doc = json.loads((tmp_path / "state.json").read_text())
+    for text in [*doc["errors"], *doc["warnings"], doc["phases"][1]["error"]]:
+        assert text.isprintable() and "\\nforged line" in text
