@@ -93,13 +93,13 @@ class Published(PublishedRules, Section):
     def _published(self, needs_path: bool = True) -> None:
         if needs_path and not self.path:
             raise ValueError("path: the file name inside secrets.dir is required")
+        if self.units and self.path.endswith((" ", "\\")):
+            raise ValueError(f"path {self.path!r} ends with {self.path[-1]!r}, which systemd "
+                             "would drop from LoadCredential=: rename it")
         if self.units and not CREDENTIAL_NAME.match(self.credential_name):
             raise ValueError(f"credential name {self.credential_name!r} is not valid "
                              "(1 to 255 letters, digits, '_', '.', '-'; not '.' or '..'): "
                              "set credential")
-        if self.units and self.path.endswith((" ", "\\")):
-            raise ValueError(f"path {self.path!r} ends with {self.path[-1]!r}, which systemd "
-                             "would drop from LoadCredential=: rename it")
         self._uid = _lookup(self.owner, "owner")
         self._gid = _lookup(self.group, "group")
 

@@ -7,9 +7,10 @@ import stat
 from pathlib import Path
 
 import pytest
+from unitcheck import assert_systemd_accepts
 
-from agent import dropins, handoff, service
-from agent.errors import SecretsError
+from agent import config, dropins, handoff, service
+from agent.errors import ConfigError, SecretsError
 from agent.files import Change
 from agent.secrets_config import SecretFile, SecretsConfig
 
@@ -55,6 +56,7 @@ def test_apply_writes_prunes_and_reloads_once(tmp_path: Path, reloads: list[int]
     assert dropins.apply(dropins.plan(str(units), "60-x.conf",
                                       {"app.service": CONTENT, "b.service": CONTENT})) == []
     assert reloads == [1]  # nothing changed: no reload
+    assert_systemd_accepts(units)
 
 
 def test_held_back_without_systemd(monkeypatch: pytest.MonkeyPatch, reloads: list[int]) -> None:
@@ -70,6 +72,7 @@ def test_a_failed_reload_is_a_warning(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(dropins, "daemon_reload", lambda: "systemctl daemon-reload exited 1")
     warnings = dropins.apply(dropins.plan(str(tmp_path), "60-x.conf", {"a.service": CONTENT}))
     assert warnings == ["drop-ins written but systemctl daemon-reload exited 1"]
+    assert_systemd_accepts(tmp_path)
 
 
 def test_credentials_and_tuning_share_the_rules(tmp_path: Path, reloads: list[int]) -> None:
@@ -83,6 +86,7 @@ def test_credentials_and_tuning_share_the_rules(tmp_path: Path, reloads: list[in
     dropin = units / "app.service.d/50-agent-credentials.conf"
     assert dropin.read_text().splitlines()[1:] == [
         "[Service]", "LoadCredential=db.json:/run/agent/secrets/db.json"]
+    assert_systemd_accepts(units)
     assert handoff.write_credentials(cfg, []) == []
     assert not dropin.exists() and tuned.exists()  # pruned: only its own name
     assert reloads == [1, 1]
@@ -95,3 +99,48 @@ def test_an_unwritable_unit_dir_fails_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(SecretsError, match=r"^cannot write credential drop-ins in .*units: "
                                            r"Not a directory$"):
         handoff.write_credentials(cfg, cfg.files)
+
+
+def test_percent_signs_reach_systemd_as_written(tmp_path: Path, reloads: list[int]) -> None:
+    """systemd expands specifiers (%n, %h, %Z...) in LoadCredential=: each % is doubled."""
+    units = tmp_path / "units"
+    cfg = SecretsConfig(dir="/run/agent/se%Zcrets", unit_dir=str(units), files=[
+        SecretFile(secret_id="s", path="app%n/db%Z.json", credential="db",
+                   units=["app.service"]),
+        SecretFile(secret_id="s", path="100%", credential="all", units=["app.service"])])
+    assert handoff.write_credentials(cfg, cfg.files) == []
+    dropin = units / "app.service.d/50-agent-credentials.conf"
+    assert dropin.read_text().splitlines()[2:] == [
+        "LoadCredential=db:/run/agent/se%%Zcrets/app%%n/db%%Z.json",
+        "LoadCredential=all:/run/agent/se%%Zcrets/100%%"]
+    assert_systemd_accepts(units)
+
+
+@pytest.mark.parametrize(("entry", "problem"), [
+    ("credential = '..'", "credential name '..' is not valid"),
+    ("credential = '.'", "credential name '.' is not valid"),
+    ("credential = 'a:b'", "credential name 'a:b' is not valid"),
+    (f"credential = '{'c' * 256}'", "is not valid (1 to 255 letters"),
+    ("path = 'x '", "path 'x ' ends with ' ', which systemd would drop"),
+    ("path = 'x\\\\'", "ends with '\\\\', which systemd would drop"),
+])
+def test_credentials_systemd_refuses_are_78_at_load(tmp_path: Path, entry: str,
+                                                     problem: str) -> None:
+    path = tmp_path / "agent.toml"
+    lines = ["[[secrets.files]]", "secret_id = 's'", "units = ['app.service']", entry]
+    if not entry.startswith("path"):
+        lines.append("path = 'db.json'")
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as info:
+        config.load(str(path))
+    assert info.value.exit_code == 78
+    assert problem in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_a_leading_double_slash_is_one(tmp_path: Path) -> None:
+    """systemd refuses a credential source that is not normalized ('//run/...')."""
+    units = tmp_path / "units"
+    cfg = SecretsConfig(dir="//run/agent/secrets", unit_dir=str(units), files=[
+        SecretFile(secret_id="s", path="db.json", units=["app.service"])])
+    assert cfg.dir == "/run/agent/secrets"
