@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from unitcheck import assert_systemd_accepts
 
 from agent import dropins, envfile, service
 from agent.config import Config, load
@@ -321,6 +322,7 @@ def test_every_output_kind(tmp_path: Path, sysroot: Path, reloads: list[int]) ->
     assert reloads == [1]  # nothing changed: no daemon-reload
     assert {r["key"]: r["previous"] for r in again.records if r["kind"] == "sysctl"} == {
         "net.core.somaxconn": "4096", "vm.max_map_count": "65530"}  # from before the agent
+    assert_systemd_accepts(out / "units")
 
 
 def test_dropin_passes_systemd_analyze_verify(tmp_path: Path, reloads: list[int]) -> None:
@@ -362,6 +364,7 @@ def test_stale_dropin_is_removed(tmp_path: Path, reloads: list[int]) -> None:
     assert (units / "app.service.d/60-agent-tuning.conf").read_text().endswith(
         "TasksMax=2048\n")
     assert reloads == [1]
+    assert_systemd_accepts(units)
 
 
 def test_no_dropin_in_run_systemd_without_systemd(tmp_path: Path,
