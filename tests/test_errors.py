@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from agent.errors import control_at, describe_failure, escape
-from agent.service import OneLineFormatter
+from agent.service import Notifier, OneLineFormatter
 
 
 @pytest.mark.parametrize(("text", "escaped"), [
@@ -55,3 +55,12 @@ def test_log_lines_are_escaped_tracebacks_kept() -> None:
                                    sys.exc_info())
     lines = formatter.format(record).splitlines()
     assert lines[0] == "agent: DEBUG bug\\n" and lines[1].startswith("Traceback")
+
+
+def test_the_status_told_to_systemd_is_one_field() -> None:
+    """A newline in STATUS= would add a field of its own (READY=1, a forged status)."""
+    sent: list[str] = []
+    notifier = Notifier()
+    notifier._notify = sent.append  # type: ignore[assignment]
+    notifier.status("boot failed: region 'x\nREADY=1'")
+    assert sent == ["STATUS=boot failed: region 'x\\nREADY=1'"]
