@@ -62,8 +62,8 @@ class SecretRef:
         name = resolve(entry.secret_id or entry.parameter,
                        "parameter" if entry.source == "ssm" else "secret_id")
         found = _ARN.match(name)
-        region = resolve(entry.region, "region") if entry.region else (
-            found.group(2) if found else "")
+        region = (resolve(entry.region, "region") if entry.region else "") or (
+            found.group(2) if found else "")  # an empty region: as if not set
         role = Role(resolve(entry.role_arn, "role_arn"), entry.external_id, session) if (
             entry.role_arn) else None
         stage = "" if entry.version_id or entry.source == "ssm" else (

@@ -169,3 +169,15 @@ def test_non_root_agent_cannot_give_files_away() -> None:
         os.seteuid(0)
         os.setegid(0)
         shutil.rmtree(shm)
+
+
+def test_a_region_that_resolves_to_nothing_is_as_if_not_set() -> None:
+    arn = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:prod/db"
+    ctx = LaunchContext.offline("m5.large", tags={}, region="us-east-1")
+    by_arn = SecretRef.of(entry(secret_id=arn, region="{tag:Region|}"), ctx, "secrets.files[0]")
+    assert by_arn.region == "eu-west-1"  # the ARN's, as without region
+    by_name = SecretRef.of(entry(secret_id="prod/db", region="{tag:Region|}"), ctx, "x")
+    assert by_name.region == ""  # the default region
+    tagged = LaunchContext.offline("m5.large", tags={"Region": "ap-south-1"})
+    assert SecretRef.of(entry(secret_id=arn, region="{tag:Region|}"), tagged, "x").region == (
+        "ap-south-1")
