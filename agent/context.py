@@ -63,9 +63,7 @@ class Destination:
     @property
     def rule(self) -> str:
         """What it holds, in words."""
-        if self.letters != _ALNUM:
-            return "lowercase letters, digits and -"
-        return f"letters, digits and {self.allowed}"
+        return f"{'lowercase ' if self.letters.islower() else ''}letters, digits and {self.allowed}"
 
 
 DESTINATIONS = {
