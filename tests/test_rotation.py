@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 from agentproc import DB, FILES, PLAIN, SECRET_MARKERS, Booter, eventually
+from unitcheck import assert_systemd_accepts
 
 from agent import envfile, generations
 from agent.sim import World
@@ -174,16 +174,7 @@ def test_credentials_drop_in_is_valid_for_systemd(booter: Booter, tmp_path: Path
                          f"LoadCredential=db.json:{booter.secrets_dir / 'db.json'}",
                          f"LoadCredential=db-password:{booter.secrets_dir / 'app/db-password'}"]
     assert (unit_dir / "worker.service.d" / "50-agent-credentials.conf").exists()
-    if shutil.which("systemd-analyze") is None:
-        pytest.skip("systemd-analyze not installed")
-    (unit_dir / "app.service").write_text(
-        "[Unit]\nDescription=app\n[Service]\nExecStart=/bin/true\n")
-    proc = subprocess.run(["systemd-analyze", "verify", "--man=no",
-                           str(unit_dir / "app.service")],
-                          env={**os.environ, "SYSTEMD_UNIT_PATH": f"{unit_dir}:"},
-                          capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stderr
-    assert "LoadCredential" not in proc.stderr
+    assert_systemd_accepts(unit_dir)  # both drop-ins
 
     with_config(booter, FILES, secrets_extra=f'unit_dir = "{unit_dir}"')  # units removed
     assert booter.run().returncode == 0
