@@ -10,7 +10,7 @@ Shared by config validation (load time, exit 78) and the tuning phase (run time,
   facts and the profile's earlier values (so ``agent plan`` explains them like any other),
   then clamped to the range the program accepts. Any value can be overridden by name.
 
-The formulas and their sources are documented in the README ("Tuning").
+The formulas and their sources are documented in docs/reference/profiles.md.
 """
 
 from __future__ import annotations

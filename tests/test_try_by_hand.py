@@ -1,9 +1,9 @@
-"""The README's "Try it by hand": its shell blocks, run as written, against the simulator.
+"""The tutorial's "Try it by hand" (docs/tutorial.md): its shell blocks, run as written, against the simulator.
 
 The first block (``python -m agent.sim serve``) runs as a process; its ready line gives the
-endpoints, which replace the README's fixed ports (so that parallel runs do not collide),
+endpoints, which replace the tutorial's fixed ports (so that parallel runs do not collide),
 and a scratch tmpfs replaces /dev/shm/agent-try. Every other block runs in bash as is, in
-order, and must do what the README says it does.
+order, and must do what the tutorial says it does.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ import pytest
 from agent import config
 from agent.sim.world import SAMPLE_SECRETS
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+TUTORIAL = Path(__file__).resolve().parent.parent / "docs" / "tutorial.md"
 IMDS, AWS, TRY = "127.0.0.1:8111", "127.0.0.1:4566", "/dev/shm/agent-try"
 SECRET_TEXTS = ["correct horse battery staple", str(SAMPLE_SECRETS["demo/api-token"])]
 
 
 def blocks() -> list[str]:
-    """The ``sh`` blocks of the README's "Try it by hand" section, in order."""
-    text = README.read_text()
+    """The ``sh`` blocks of the tutorial's "Try it by hand" section, in order."""
+    text = TUTORIAL.read_text()
     section = text.split("\n## Try it by hand\n", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)
 
@@ -44,7 +44,7 @@ def one(found: list[str], marker: str) -> str:
 
 @pytest.fixture
 def simulator(tmpfs: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, Any]]]:
-    """The README's first block as a process, on free ports; its ready line."""
+    """The tutorial's first block as a process, on free ports; its ready line."""
     serve = blocks()[0].strip()
     assert serve.startswith("python -m agent.sim serve") and IMDS in serve and AWS in serve
     command = serve.replace(IMDS, "127.0.0.1:0").replace(AWS, "127.0.0.1:0")
@@ -57,7 +57,7 @@ def simulator(tmpfs: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, An
         yield proc, json.loads(line)
     finally:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # Ctrl-C, as the README says
+            proc.send_signal(signal.SIGINT)  # Ctrl-C, as the tutorial says
             proc.wait(timeout=30)
 
 

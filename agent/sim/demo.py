@@ -136,7 +136,7 @@ def main(keep: bool = False) -> int:
             say(f"kept {', '.join(str(root / i.name) for i in INSTANCES)}: agent.toml, state/, "
                 f"secrets/, tuning/ (agent status --state-dir {root / first.name / 'state'}); "
                 "the simulated cloud stops with the demo: to boot against one by hand, see "
-                "\"Try it by hand\" in the README")
+                "\"Try it by hand\" in docs/tutorial.md")
     return next((code for code in codes if code), 0)
 
 
