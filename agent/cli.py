@@ -44,7 +44,7 @@ EXAMPLES = [
     ("agent status", "what the boot did"),
     ("agent wait --timeout 300", "block a script until the boot is ready or failed"),
     ("agent plan --instance-type r6g.2xlarge", "the tuning for another type, offline"),
-    ("agent bake-check", "the last step of a Packer build"),
+    ("agent bake-check --fix", "the last step of a Packer build"),
 ]
 NO_DEMO = ("demo is not part of this installation: the packages leave out the simulated cloud "
            "(agent.sim); run it from a source checkout with `make demo`")
@@ -203,7 +203,7 @@ def parser(*, demo: bool | None = None) -> argparse.ArgumentParser:
     bake.add_argument("--fix", action="store_true",
                       help="first empty the machine-id and remove SSH host keys, authorized_keys, "
                            "histories, the journal and logs, saying what was done (never "
-                           "packages); then check")
+                           "packages); then check (default: check only, change nothing)")
     return top
 
 
