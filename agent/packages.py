@@ -56,7 +56,7 @@ class Inventory:
     @property
     def digest(self) -> str:
         """sha256 of the sorted ``<package> <version>`` lines: equal for equal contents."""
-        lines = "".join(f"{name} {version}\n" for name, version in sorted(self.versions.items()))
+        lines = "".join(sorted(f"{name} {version}\n" for name, version in self.versions.items()))
         return hashlib.sha256(lines.encode()).hexdigest()
 
     def record(self) -> dict[str, object]:
