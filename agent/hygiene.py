@@ -46,6 +46,13 @@ def _regular(path: Path) -> bool:
         return False
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.lstat().st_size
+    except OSError:
+        return 0
+
+
 def _names(root: Path, paths: list[Path]) -> str:
     shown = ", ".join("/" + printable(str(p.relative_to(root))) for p in paths[:SHOWN])
     return shown + (f" and {len(paths) - SHOWN} more" if len(paths) > SHOWN else "")
@@ -92,11 +99,11 @@ def find(root: Path) -> Found:
         if keys.is_dir() and not keys.is_symlink() else []
     every_home = homes(root)
     journal = _walk(root / JOURNAL)
-    logs = [p for p in _walk(root / LOGS) if p not in set(journal) and p.stat().st_size]
+    logs = [p for p in _walk(root / LOGS) if p not in set(journal) and _size(p)]
     return Found(
         machine_ids, host_keys,
         [home / name for home in every_home for name in AUTHORIZED_KEYS
-         if _regular(home / name) and (home / name).stat().st_size],
+         if _regular(home / name) and _size(home / name)],
         [home / name for home in every_home for name in HISTORIES if _regular(home / name)],
         journal, logs)
 
@@ -126,15 +133,24 @@ def problems(root: Path) -> list[str]:
 
 def fix(root: Path) -> list[str]:
     """Empty the machine-id, remove host keys, authorized keys, histories, the journal and
-    rotated logs, empty the other logs; one line for each kind done. Packages untouched."""
+    rotated logs, empty the other logs; one line for each kind done, and for each file that
+    could not be (the check that follows still finds it). Packages untouched."""
     found = find(root)
     done = []
 
     def each(paths: list[Path], action: Callable[[Path], object], said: str) -> None:
+        cleaned = 0
         for path in paths:
-            action(path)
-        if paths:
-            done.append(said.format(n=len(paths)))
+            try:
+                action(path)
+                cleaned += 1
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                done.append(f"could not clean /{printable(str(path.relative_to(root)))}: "
+                            f"{exc.strerror or exc}")
+        if cleaned:
+            done.append(said.format(n=cleaned))
 
     etc_id = [p for p in found.machine_ids if p == root / MACHINE_IDS[0]]
     each(etc_id, lambda p: p.write_bytes(b""),
