@@ -92,8 +92,11 @@ def find(root: Path) -> Found:
     machine_ids = []
     for name in MACHINE_IDS:
         path = root / name
-        if _regular(path) and path.read_text(errors="replace").strip() not in UNSET_MACHINE_ID:
-            machine_ids.append(path)
+        try:
+            if _regular(path) and path.read_text(errors="replace").strip() not in UNSET_MACHINE_ID:
+                machine_ids.append(path)
+        except OSError:
+            continue
     keys = root / HOST_KEYS
     host_keys = sorted(p for p in keys.iterdir() if HOST_KEY.match(p.name) and _regular(p)) \
         if keys.is_dir() and not keys.is_symlink() else []

@@ -82,7 +82,10 @@ class Report:
 def inspect(root: Path) -> Report:
     """The image's packages and its pending security updates."""
     if (root / DPKG_STATUS).is_file():
-        inventory = Inventory("dpkg", dpkg_installed((root / DPKG_STATUS).read_bytes()))
+        try:
+            inventory = Inventory("dpkg", dpkg_installed((root / DPKG_STATUS).read_bytes()))
+        except OSError as exc:
+            return Report(None, None, [f"{root / DPKG_STATUS}: {exc.strerror or exc}"], [])
         return _verdict(inventory, apt_security_updates(root, inventory))
     for database in RPM_DATABASES:
         if (root / database).is_dir() and any((root / database).iterdir()):
@@ -161,13 +164,13 @@ def is_security_release(releases: str) -> bool:
     return False
 
 
-def apt_argv(root: Path) -> list[str]:
+def apt_argv(root: Path, inventory: Inventory) -> list[str]:
     """``apt-get -s dist-upgrade`` on the image: its sources, lists, status and preferences;
     its architectures; no cache file written and no lock taken."""
     argv = ["apt-get", "-s", "-q", "-o", f"Dir={root}", "-o", "Dir::Cache::pkgcache=",
             "-o", "Dir::Cache::srcpkgcache=", "-o", "Debug::NoLocking=true"]
-    native = next((name.rpartition(":")[2] for name in dpkg_installed(
-        (root / DPKG_STATUS).read_bytes()) if name.startswith("dpkg:")), "")
+    native = next((name.rpartition(":")[2] for name in inventory.versions
+                   if name.startswith("dpkg:")), "")  # dpkg's own architecture is the image's
     if native:
         arch_file = root / "var/lib/dpkg/arch"
         foreign = arch_file.read_text().split() if arch_file.is_file() else []
@@ -184,7 +187,7 @@ def apt_security_updates(root: Path, inventory: Inventory) -> list[Update] | Too
         return ToolError(f"no package lists in {lists}: run apt-get update in the bake, "
                          "before bake-check, so pending security updates can be seen")
     try:
-        out = _run(apt_argv(root), "pending updates")
+        out = _run(apt_argv(root, inventory), "pending updates")
     except ToolError as exc:
         return exc
     found = []
