@@ -422,3 +422,26 @@ def test_dnf_without_its_cache_is_one_line(dnf_root: tuple[Path, Path]) -> None:
     assert ("agent: bake-check: pending updates: dnf exited 1: Error: Cache-only enabled but no "
             "cache for 'amazonlinux'") in proc.stderr.splitlines()
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.integration
+def test_what_fix_cannot_clean_is_said_and_still_fails(tmp_path: Path) -> None:
+    root = hygiene_root(tmp_path)
+    stuck = root / "root/.bash_history"
+    stuck.write_text("history\n")
+    (root / "home/admin/.bash_history").write_text("history\n")
+    if subprocess.run(["chattr", "+i", str(stuck)], capture_output=True,
+                      check=False).returncode != 0:
+        pytest.skip("needs chattr +i (root, a file system with attributes)")
+    try:
+        proc = bake_check(root, "--fix")
+    finally:
+        subprocess.run(["chattr", "-i", str(stuck)], check=True)
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines()[:2] == [
+        "agent: bake-check --fix: could not clean /root/.bash_history: Operation not permitted",
+        "agent: bake-check --fix: removed 1 history file(s)"]
+    assert proc.stderr.splitlines()[0] == (
+        "agent: bake-check: 1 shell or tool history file(s) of the build (/root/.bash_history) "
+        "(remove them, or --fix)")
+    assert "Traceback" not in proc.stderr
