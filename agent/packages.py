@@ -18,6 +18,7 @@ import hashlib
 import os
 import re
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,10 @@ RPM_DATABASES = ("var/lib/rpm", "usr/lib/sysimage/rpm")
 APT_LISTS = "var/lib/apt/lists"
 INST = re.compile(r"^Inst (?P<name>\S+) \[(?P<installed>[^\]]+)\] "
                   r"\((?P<candidate>\S+) (?P<releases>.*?)(?: \[[^\]]+\])?\)")
+
+
+class ToolError(Exception):
+    """A package tool could not answer (one line)."""
 
 
 @dataclass(frozen=True)
@@ -86,26 +91,25 @@ def inspect(root: Path) -> Report:
             inventory = Inventory("dpkg", dpkg_installed((root / DPKG_STATUS).read_bytes()))
         except OSError as exc:
             return Report(None, None, [f"{root / DPKG_STATUS}: {exc.strerror or exc}"], [])
-        return _verdict(inventory, apt_security_updates(root, inventory))
+        return _verdict(inventory, apt_security_updates, root)
     for database in RPM_DATABASES:
         if (root / database).is_dir() and any((root / database).iterdir()):
             try:
                 inventory = Inventory("rpm", rpm_installed(root, "/" + database))
             except ToolError as exc:
                 return Report(None, None, [str(exc)], [])
-            return _verdict(inventory, dnf_security_updates(root, inventory))
+            return _verdict(inventory, dnf_security_updates, root)
     return Report(None, None, [], [
         f"no package database in {root} (no /{DPKG_STATUS}, no rpm database): "
         "pending security updates not checked"])
 
 
-class ToolError(Exception):
-    """A package tool could not answer (one line)."""
-
-
-def _verdict(inventory: Inventory, found: list[Update] | ToolError) -> Report:
-    if isinstance(found, ToolError):
-        return Report(inventory, None, [str(found)], [])
+def _verdict(inventory: Inventory, find: Callable[[Path, Inventory], list[Update]],
+             root: Path) -> Report:
+    try:
+        found = find(root, inventory)
+    except ToolError as exc:
+        return Report(inventory, None, [str(exc)], [])
     problems = []
     if found:
         shown = ", ".join(str(update) for update in found[:SHOWN])
@@ -115,10 +119,9 @@ def _verdict(inventory: Inventory, found: list[Update] | ToolError) -> Report:
     return Report(inventory, found, problems, [])
 
 
-def _run(argv: list[str], what: str, env: dict[str, str] | None = None) -> str:
+def _run(argv: list[str], what: str) -> str:
     """A tool's standard output; ToolError (one line) when it cannot answer."""
-    environment = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-                   "LC_ALL": "C", **(env or {})}
+    environment = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "LC_ALL": "C"}
     try:
         proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               errors="replace", env=environment, timeout=TIMEOUT, check=False)
@@ -180,16 +183,13 @@ def apt_argv(root: Path, inventory: Inventory) -> list[str]:
     return [*argv, "dist-upgrade"]
 
 
-def apt_security_updates(root: Path, inventory: Inventory) -> list[Update] | ToolError:
-    """Upgrade candidates from security releases; a ToolError when apt cannot tell."""
+def apt_security_updates(root: Path, inventory: Inventory) -> list[Update]:
+    """Upgrade candidates from security releases; ToolError when apt cannot tell."""
     lists = root / APT_LISTS
     if not (lists.is_dir() and any("_Packages" in p.name for p in lists.iterdir())):
-        return ToolError(f"no package lists in {lists}: run apt-get update in the bake, "
-                         "before bake-check, so pending security updates can be seen")
-    try:
-        out = _run(apt_argv(root, inventory), "pending updates")
-    except ToolError as exc:
-        return exc
+        raise ToolError(f"no package lists in {lists}: run apt-get update in the bake, "
+                        "before bake-check, so pending security updates can be seen")
+    out = _run(apt_argv(root, inventory), "pending updates")
     found = []
     for line in out.splitlines():
         match = INST.match(line)
@@ -224,15 +224,12 @@ def split_nevra(nevra: str) -> tuple[str, str]:
     return f"{name}.{arch}", f"{version}-{rest}".removeprefix("0:")
 
 
-def dnf_security_updates(root: Path, inventory: Inventory) -> list[Update] | ToolError:
+def dnf_security_updates(root: Path, inventory: Inventory) -> list[Update]:
     """Security advisories dnf's cache lists for installed packages (one per package)."""
     argv = ["dnf", "-q", "-C", "updateinfo", "list", "--security"]
     if root != Path("/"):
         argv[1:1] = [f"--installroot={root}"]
-    try:
-        out = _run(argv, "pending updates")
-    except ToolError as exc:
-        return exc
+    out = _run(argv, "pending updates")
     found: dict[str, Update] = {}
     for line in out.splitlines():
         words = line.split()
