@@ -44,7 +44,7 @@ EXAMPLES = [
     ("agent status", "what the boot did"),
     ("agent wait --timeout 300", "block a script until the boot is ready or failed"),
     ("agent plan --instance-type r6g.2xlarge", "the tuning for another type, offline"),
-    ("agent bake-check", "the last step of a Packer build"),
+    ("agent bake-check --fix", "the last step of a Packer build"),
 ]
 NO_DEMO = ("demo is not part of this installation: the packages leave out the simulated cloud "
            "(agent.sim); run it from a source checkout with `make demo`")
@@ -190,7 +190,9 @@ def parser(*, demo: bool | None = None) -> argparse.ArgumentParser:
                           "credentials; write the image manifest",
                           description="The last step of an image bake: fail (exit 1) when the "
                           "image would carry credentials, leftover secrets or state, or a disabled "
-                          "unit; 78 for an "
+                          "unit, has security updates pending, or would make every instance a "
+                          "clone (machine-id, SSH host keys, authorized_keys, histories, the "
+                          "build's journal and logs); 78 for an "
                           "invalid configuration; else write the image manifest.")
     bake.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
     bake.add_argument("--root", metavar="DIR", default="/", type=_directory,
@@ -198,6 +200,10 @@ def parser(*, demo: bool | None = None) -> argparse.ArgumentParser:
     bake.add_argument("--manifest", metavar="PATH",
                       help="where to write the image manifest (default: the configuration's "
                            "image.manifest, /etc/agent/image.json, under --root)")
+    bake.add_argument("--fix", action="store_true",
+                      help="first empty the machine-id and remove SSH host keys, authorized_keys, "
+                           "histories, the journal and logs, saying what was done (never "
+                           "packages); then check (default: check only, change nothing)")
     return top
 
 
@@ -315,7 +321,7 @@ def _dispatch(argv: list[str]) -> int:
     if args.command == "bake-check":
         from agent.image import bake_check  # noqa: PLC0415
 
-        return bake_check(args.config, args.root, args.manifest)
+        return bake_check(args.config, args.root, args.manifest, args.fix)
     if args.command == "demo":
         try:
             from agent.sim.demo import main as demo_main  # noqa: PLC0415

@@ -1,9 +1,11 @@
 """The image: what it must not carry, its manifest and age, and user-data hygiene.
 
-* ``agent bake-check`` (run by the image build before the snapshot) fails the bake when the
-  image would carry credentials (AWS credential files or variables, anything left under the
-  secrets directory on disk), when the configuration is invalid, or when the unit is not
-  enabled; it then writes ``/etc/agent/image.json`` (build time, versions).
+* ``agent bake-check`` (the last step of an image build, before the snapshot) fails the bake
+  when the image would carry credentials (AWS credential files or variables, anything left
+  under the secrets directory on disk), when the configuration is invalid, when the unit is
+  not enabled, when security updates are pending (:mod:`agent.packages`), or when every
+  instance would be a clone of the build (:mod:`agent.hygiene`; ``--fix`` cleans that first);
+  then it writes ``/etc/agent/image.json`` (build time, versions, the OS, the packages).
 * At boot the manifest gives the image's age (flagged past ``image.max_age_days``: rebuild
   to take the latest updates), and user-data is scanned for what looks like a credential
   (flagged by pattern name and line, never the value).
@@ -28,6 +30,7 @@ from agent.fsutil import atomic_write, is_memory_fs
 if TYPE_CHECKING:
     from agent.config import ImageConfig
     from agent.imds import ImdsClient
+    from agent.packages import Report
     from agent.state import Recorder
 
 CREDENTIAL_PATTERNS: dict[str, re.Pattern[bytes]] = {
@@ -70,6 +73,14 @@ class Manifest:
     built_at: float  # epoch seconds
     data: dict[str, Any]
 
+    @property
+    def os(self) -> str:
+        """The image's OS as a short label: ``debian-12`` (else its pretty name)."""
+        release = self.data.get("os_release")
+        if isinstance(release, dict) and release.get("id"):
+            return "-".join(str(release[k]) for k in ("id", "version_id") if release.get(k))
+        return str(self.data.get("os") or "")
+
     def age_days(self, now: float | None = None) -> float:
         """Days since the bake."""
         return ((now or time.time()) - self.built_at) / 86400
@@ -81,7 +92,8 @@ def check(cfg: ImageConfig, imds: ImdsClient, rec: Recorder) -> None:
     if manifest is not None:
         age = manifest.age_days()
         rec.update(image={"built_at": str(manifest.data.get("built_at", "")),
-                          "age_days": round(age, 1), "agent": manifest.data.get("agent")})
+                          "built_at_epoch": manifest.built_at, "age_days": round(age, 1),
+                          "agent": manifest.data.get("agent"), "os": manifest.os})
         if cfg.max_age_days and age > cfg.max_age_days:
             rec.warn(f"image: built {age:.0f} days ago, past image.max_age_days = "
                      f"{cfg.max_age_days:g}: rebuild it to take the latest updates")
@@ -154,8 +166,24 @@ def _unit_not_enabled(root: Path) -> list[str]:
     return [f"{UNIT} is not enabled (no {wants}): systemctl enable {UNIT}"]
 
 
-def write_manifest(path: Path) -> dict[str, Any]:
-    """Record the bake: time, agent and Python versions, the OS, dependency versions."""
+def os_release(root: Path) -> dict[str, str]:
+    """The image's ``os-release`` fields (``/etc``, else ``/usr/lib``); empty when it has none."""
+    for name in ("etc/os-release", "usr/lib/os-release"):
+        try:
+            text = (root / name).read_text(errors="replace")
+        except OSError:
+            continue
+        fields = {}
+        for line in text.splitlines():
+            key, sep, value = line.partition("=")
+            if sep and not key.startswith("#"):
+                fields[key.strip()] = value.strip().strip("\"'")
+        return fields
+    return {}
+
+
+def write_manifest(path: Path, root: Path, packages: Report) -> dict[str, Any]:
+    """Record the bake: time, agent and Python versions, the image's OS and packages."""
     from importlib import metadata  # noqa: PLC0415
 
     deps = {}
@@ -164,13 +192,7 @@ def write_manifest(path: Path) -> dict[str, Any]:
             deps[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-    os_release = {}
-    try:
-        for line in Path("/etc/os-release").read_text().splitlines():
-            key, _, value = line.partition("=")
-            os_release[key] = value.strip('"')
-    except OSError:
-        pass
+    release = os_release(root)
     import platform  # noqa: PLC0415 - the bake's, not the boot's
 
     now = time.time()
@@ -179,30 +201,47 @@ def write_manifest(path: Path) -> dict[str, Any]:
         "built_at_epoch": int(now),
         "agent": __version__,
         "python": platform.python_version(),
-        "os": os_release.get("PRETTY_NAME", platform.platform()),
+        "os": release.get("PRETTY_NAME", platform.platform()),
+        "os_release": {key.lower(): release[key] for key in (
+            "ID", "VERSION_ID", "VERSION_CODENAME", "PRETTY_NAME") if key in release},
         "kernel_at_bake": platform.release(),
         "packages": deps,
+        "installed_packages": packages.inventory.record() if packages.inventory else None,
+        "security_updates_pending": packages.pending,
     }
     atomic_write(path, (json.dumps(data, indent=2) + "\n").encode(), mode=0o644)
     return data
 
 
-def bake_check(config_path: str | None, root: str, manifest: str | None) -> int:
-    """``agent bake-check``: 0 clean (manifest written), 1 problems (listed), 78 config."""
-    from agent import configcache  # noqa: PLC0415
+def bake_check(config_path: str | None, root: str, manifest: str | None,
+               fix: bool = False) -> int:
+    """``agent bake-check``: 0 clean (manifest written), 1 problems (listed), 78 config.
+    ``fix``: first clean what would make every instance a clone, and say what was done."""
+    from agent import configcache, hygiene, packages  # noqa: PLC0415
 
     where = (configcache.cache_path() if Path(root) == Path("/") else
              str(Path(root) / configcache.DEFAULT_CACHE.lstrip("/")))
     cfg, cached = configcache.prime(config_path, where)  # ConfigError: exit 78, one line
-    problems = bake_problems(Path(root), cfg.secrets.dir, cfg.state_dir)
+    base = Path(root)
+    if fix:
+        for done in hygiene.fix(base):
+            print(f"agent: bake-check --fix: {done}")
+    found = packages.inspect(base)
+    for note in found.notes:
+        print(f"agent: bake-check: {note}")
+    problems = [*bake_problems(base, cfg.secrets.dir, cfg.state_dir), *hygiene.problems(base),
+                *found.problems]
     for problem in problems:
         print(f"agent: bake-check: {escape(problem)}", file=sys.stderr)
     if problems:
         print(f"agent: bake-check failed: {len(problems)} problem(s)", file=sys.stderr)
         return 1
-    target = Path(manifest or Path(root) / cfg.image.manifest.lstrip("/"))
-    data = write_manifest(target)
+    target = Path(manifest or base / cfg.image.manifest.lstrip("/"))
+    data = write_manifest(target, base, found)
+    installed = found.inventory.record() if found.inventory else None
     print(f"agent: bake-check passed; manifest {target} ({data['built_at']}, agent "
-          f"{data['agent']}); validated configuration "
+          f"{data['agent']}, {data['os']}"
+          + (f", {installed['count']} packages, no security update pending" if installed else "")
+          + f"); validated configuration "
           f"{'cached in ' + where if cached else 'not cached (' + (where or 'off') + ')'}")
     return 0

@@ -6,7 +6,9 @@ boot and after each refresh of the secrets: the boot's and each phase's duration
 is ready (and degraded), when it ended, and every AWS request attempt by API and outcome.
 ``telemetry.cloudwatch_namespace``: one ``PutMetricData`` per boot, ``BootDuration``
 (Seconds) and ``BootFailed`` (Count, 0 or 1), by ``AutoScalingGroupName`` and by
-``AutoScalingGroupName, InstanceType`` (outside a group by ``InstanceType``). A failure of
+``AutoScalingGroupName, InstanceType`` (outside a group by ``InstanceType``); with a bake
+manifest, the image's age: ``agent_image_age_seconds`` and ``agent_image_info`` in the
+textfile, ``ImageAgeDays`` by ``AutoScalingGroupName`` in CloudWatch. A failure of
 either is a warning on the boot, never its failure. The text is formatted by hand (no client
 library on the boot path).
 """
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from agent import __version__
 from agent.errors import AgentError
 from agent.fsutil import atomic_write
 
@@ -34,6 +37,29 @@ TEXTFILE_WARNING = "telemetry: textfile"
 CLOUDWATCH_WARNING = "telemetry: CloudWatch"
 
 
+@dataclass(frozen=True)
+class ImageFigures:
+    """The image this instance booted, from its bake manifest."""
+
+    built_at: float  # Unix time of the bake
+    image_id: str
+    os: str
+
+    def age(self) -> float:
+        """Seconds since the bake, now."""
+        return time.time() - self.built_at
+
+    @classmethod
+    def of(cls, doc: dict[str, Any]) -> ImageFigures | None:
+        """From the state (None when the image has no manifest)."""
+        image = doc.get("image") or {}
+        if not isinstance(image.get("built_at_epoch"), (int, float)):
+            return None
+        return cls(float(image["built_at_epoch"]),
+                   str((doc.get("instance") or {}).get("image_id") or ""),
+                   str(image.get("os") or ""))
+
+
 @dataclass
 class Figures:
     """What the boot measured."""
@@ -42,13 +68,14 @@ class Figures:
     duration: float  # seconds, from the start of `agent run` to the verdict
     finished_at: float  # Unix time of the verdict
     phases: dict[str, float] = field(default_factory=dict)  # seconds, the phases that ran
+    image: ImageFigures | None = None
 
 
 def figures(doc: dict[str, Any], *, ready: bool, started: float) -> Figures:
     """The figures of a boot that just ended (``started``: its ``time.monotonic()``)."""
     phases = {str(p["name"]): p["duration_ms"] / 1000 for p in doc.get("phases", [])
               if isinstance(p.get("duration_ms"), int)}
-    return Figures(ready, time.monotonic() - started, time.time(), phases)
+    return Figures(ready, time.monotonic() - started, time.time(), phases, ImageFigures.of(doc))
 
 
 def _number(value: float) -> str:
@@ -93,6 +120,14 @@ def render(boot: Figures, *, degraded: bool,
                  [({"api": api, "outcome": outcome}, requests.get((api, outcome), 0))
                   for api in apis for outcome in OUTCOMES]),
     ]
+    if boot.image is not None:
+        lines += [
+            *_metric("agent_image_age_seconds", "gauge", "Seconds since the image was baked.",
+                     [({}, boot.image.age())]),
+            *_metric("agent_image_info", "gauge", "The image this instance booted.",
+                     [({"image_id": boot.image.image_id, "os": boot.image.os,
+                        "agent_version": __version__}, 1)]),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -104,12 +139,16 @@ def metric_data(boot: Figures, group: str, instance_type: str) -> list[dict[str,
                  {"Name": "InstanceType", "Value": instance_type}]]
     else:
         sets = [[{"Name": "InstanceType", "Value": instance_type}]]
-    return [datum for dimensions in sets for datum in (
+    data = [datum for dimensions in sets for datum in (
         {"MetricName": "BootDuration", "Dimensions": dimensions, "Value": boot.duration,
          "Unit": "Seconds"},
         {"MetricName": "BootFailed", "Dimensions": dimensions, "Value": float(not boot.ready),
          "Unit": "Count"},
     )]
+    if boot.image is not None and group:
+        data.append({"MetricName": "ImageAgeDays", "Dimensions": sets[0],
+                     "Value": boot.image.age() / 86400, "Unit": "None"})
+    return data
 
 
 class Telemetry:

@@ -50,7 +50,7 @@ def test_the_commands_of_the_design() -> None:
         "status": ["--json", "--state-dir"], "wait": ["--timeout", "--state-dir"],
         "plan": ["--config", "--instance-type", "--tag", "--region", "--account", "--group",
                  "--availability-zone", "--json"], "demo": ["--keep"],
-        "bake-check": ["--config", "--root", "--manifest"]}
+        "bake-check": ["--config", "--root", "--manifest", "--fix"]}
 
 
 @pytest.mark.parametrize("command", ["run", "status", "wait", "plan", "demo", "bake-check"])

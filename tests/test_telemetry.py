@@ -3,16 +3,19 @@ CloudWatch data points read back from moto; a telemetry failure only degrades th
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from agentproc import FILES, Booter, eventually
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent import telemetry
+from agent import __version__, telemetry
 from agent.state import PHASES
 
 
@@ -143,3 +146,45 @@ def test_the_textfile_follows_each_refresh(booter: Booter) -> None:
         described = len(booter.world.cloud.calls("DescribeSecret"))
         assert requests(samples, "secretsmanager:DescribeSecret", "ok") == described
         assert samples["agent_boot_timestamp_seconds"] == before["agent_boot_timestamp_seconds"]
+
+
+def test_the_image_age_and_info_are_rendered() -> None:
+    image = telemetry.ImageFigures(built_at=time.time() - 3 * 86400, image_id="ami-0abc",
+                                   os="debian-12")
+    figures = telemetry.Figures(ready=True, duration=0.4, finished_at=1764590000.0,
+                                image=image)
+    samples = parse(telemetry.render(figures, degraded=False, requests={}))
+    assert abs(samples["agent_image_age_seconds"][()] - 3 * 86400) < 60
+    assert samples["agent_image_info"] == {(("agent_version", __version__),
+                                            ("image_id", "ami-0abc"), ("os", "debian-12")): 1.0}
+    without = parse(telemetry.render(telemetry.Figures(True, 0.4, 1764590000.0), degraded=False,
+                                     requests={}))
+    assert "agent_image_age_seconds" not in without and "agent_image_info" not in without
+
+
+@pytest.mark.integration
+def test_a_boot_from_a_baked_image_reports_its_age(booter: Booter, tmp_path: Path) -> None:
+    manifest = tmp_path / "image.json"
+    manifest.write_text(json.dumps({
+        "built_at": "2026-10-01T00:00:00Z", "built_at_epoch": time.time() - 45 * 86400,
+        "agent": "0.1.0", "os": "Debian GNU/Linux 12 (bookworm)",
+        "os_release": {"id": "debian", "version_id": "12"}}))
+    textfile = with_telemetry(booter, extra=f'\n[image]\nmanifest = "{manifest}"\n')
+    assert booter.run().returncode == 0
+    samples = parse(textfile.read_text())
+    assert 45 * 86400 - 60 < samples["agent_image_age_seconds"][()] < 45 * 86400 + 60
+    ((labels, value),) = samples["agent_image_info"].items()
+    image_id = booter.doc()["instance"]["image_id"]
+    assert image_id.startswith("ami-") and value == 1.0
+    assert dict(labels) == {"image_id": image_id, "os": "debian-12", "agent_version": __version__}
+
+    cloudwatch = booter.world.boto3_client("cloudwatch")
+    names = {m["MetricName"]: m["Dimensions"] for m in cloudwatch.list_metrics(
+        Namespace="InstanceBoot", MetricName="ImageAgeDays")["Metrics"]}
+    assert names == {"ImageAgeDays": [{"Name": "AutoScalingGroupName", "Value": "web-asg"}]}
+    stats = cloudwatch.get_metric_statistics(
+        Namespace="InstanceBoot", MetricName="ImageAgeDays", Statistics=["Maximum"],
+        Dimensions=[{"Name": "AutoScalingGroupName", "Value": "web-asg"}],
+        StartTime="2000-01-01T00:00:00Z", EndTime="2100-01-01T00:00:00Z", Period=60)
+    (point,) = stats["Datapoints"]
+    assert 44.99 < point["Maximum"] < 45.01

@@ -10,8 +10,11 @@
 # `packer plugins install github.com/hashicorp/amazon`, and add the IMDSv2 settings below.
 #
 # Every bake takes the latest updates (security included), so rebuilding an image is how a
-# fleet gets patched; `agent bake-check` fails the bake when the image would carry
-# credentials, an invalid config, or the unit disabled, and writes /etc/agent/image.json.
+# fleet gets patched. `agent bake-check --fix` runs last: it empties the machine-id and
+# removes SSH host keys, authorized_keys, histories, the journal and logs (saying what it
+# did), then fails the bake when security updates are pending, when the image would carry
+# credentials, an invalid config or the unit disabled, or when anything would still make
+# every instance a clone; else it writes /etc/agent/image.json.
 
 variable "deb" {
   type        = string
@@ -94,22 +97,19 @@ build {
   }
 
   # Clean instance state before the snapshot: nothing of this build instance may reach the
-  # image (identity, keys, logs, caches); then the bake check has the last word.
+  # image (identity, keys, logs, caches); then the bake check has the last word. The package
+  # lists stay: bake-check reads them to see whether a security update is still pending.
   provisioner "shell" {
     execute_command = "sudo env {{ .Vars }} sh -eux '{{ .Path }}'"
     inline = [
       "apt-get -y autoremove --purge",
       "apt-get clean",
-      "rm -rf /var/lib/apt/lists/* /tmp/* /var/tmp/*",
+      "rm -rf /tmp/* /var/tmp/*",
       "cloud-init clean --logs --seed",
-      "rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub",
-      "rm -f /root/.ssh/authorized_keys /home/*/.ssh/authorized_keys",
-      "rm -rf /root/.aws /home/*/.aws /root/.bash_history /home/*/.bash_history",
+      "rm -rf /root/.aws /home/*/.aws",
       "rm -rf /var/lib/agent", # the build instance's own boot history, if the agent ran
-      "journalctl --rotate && journalctl --vacuum-time=1s",
-      "find /var/log -type f -exec truncate -s 0 {} +",
-      "truncate -s 0 /etc/machine-id && rm -f /var/lib/dbus/machine-id",
-      "agent bake-check",
+      "journalctl --flush && journalctl --rotate",
+      "agent bake-check --fix", # machine-id, host keys, authorized_keys, histories, logs
       "sync",
     ]
   }

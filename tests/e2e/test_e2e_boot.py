@@ -371,6 +371,27 @@ def test_remove_and_purge(e2e_setup: Setup, tmp_path: Path) -> None:
             assert c.exec("test", "-e", gone).returncode != 0, f"{gone} left after purge"
 
 
+def test_baked_root_passes_bake_check_fix(e2e_setup: Setup, tmp_path: Path) -> None:
+    """The image as a bake leaves it (the package installed, no systemd running, a history
+    and the install's logs): ``agent bake-check --fix`` cleans them, then passes."""
+    with harness.overlay(e2e_setup.rootfs, tmp_path) as root:
+        harness.install_deb(root, e2e_setup.deb)
+        (root / "root/.bash_history").write_text("dpkg -i /tmp/agent.deb\n")
+        proc = harness.run(["systemd-nspawn", "--quiet", "-D", root, *harness.NSPAWN_COMMON,
+                            "--private-network", "agent", "bake-check", "--fix"],
+                           timeout=300, check=False, env=harness.CLEAN_ENV)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "agent: bake-check --fix: removed 1 history file(s)" in proc.stdout
+        assert "log file(s) under /var/log" in proc.stdout  # dpkg's log of the install
+        assert not (root / "root/.bash_history").exists()
+        assert (root / "var/log/dpkg.log").stat().st_size == 0
+        manifest = json.loads((root / "etc/agent/image.json").read_text())
+        assert manifest["installed_packages"]["database"] == "dpkg"
+        assert manifest["installed_packages"]["count"] > 50
+        assert manifest["security_updates_pending"] is False
+        assert manifest["os_release"]["id"] == "debian"
+
+
 CLIENTS = """
 import json
 from agent import models
