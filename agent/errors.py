@@ -130,9 +130,3 @@ class TuningError(BootError):
 
 class LifecycleError(BootError):
     """The lifecycle hook could not be found or completed."""
-
-
-def printable(text: str) -> str:
-    """Text from outside (a file name, a tool's output) made safe for one line of a message:
-    control and other unprintable characters escaped."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.errors import printable
+from agent.errors import escape
 
 MACHINE_IDS = ("etc/machine-id", "var/lib/dbus/machine-id")
 UNSET_MACHINE_ID = ("", "uninitialized")
@@ -54,7 +54,7 @@ def _size(path: Path) -> int:
 
 
 def _names(root: Path, paths: list[Path]) -> str:
-    shown = ", ".join("/" + printable(str(p.relative_to(root))) for p in paths[:SHOWN])
+    shown = ", ".join("/" + escape(str(p.relative_to(root))) for p in paths[:SHOWN])
     return shown + (f" and {len(paths) - SHOWN} more" if len(paths) > SHOWN else "")
 
 
@@ -114,13 +114,13 @@ def find(root: Path) -> Found:
 def problems(root: Path) -> list[str]:
     """One line for each kind of thing that would make every instance a clone."""
     found = find(root)
-    lines = [f"/{printable(str(p.relative_to(root)))} holds an id: every instance would "
+    lines = [f"/{escape(str(p.relative_to(root)))} holds an id: every instance would "
              "share it (empty it, or --fix)" for p in found.machine_ids]
     if found.host_keys:
         lines.append(f"{len(found.host_keys)} SSH host key file(s) ({_names(root, found.host_keys)}"
                      "): every instance would share them (remove them, or --fix)")
     for path in found.authorized_keys:
-        lines.append(f"/{printable(str(path.relative_to(root)))}: the build's key would open "
+        lines.append(f"/{escape(str(path.relative_to(root)))}: the build's key would open "
                      "every instance (remove it, or --fix)")
     if found.histories:
         lines.append(f"{len(found.histories)} shell or tool history file(s) of the build "
@@ -150,7 +150,7 @@ def fix(root: Path) -> list[str]:
             except FileNotFoundError:
                 continue
             except OSError as exc:
-                done.append(f"could not clean /{printable(str(path.relative_to(root)))}: "
+                done.append(f"could not clean /{escape(str(path.relative_to(root)))}: "
                             f"{exc.strerror or exc}")
         if cleaned:
             done.append(said.format(n=cleaned))

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.errors import printable
+from agent.errors import escape
 
 TIMEOUT = 300.0  # seconds for one tool run (apt's solver on a large image takes a few)
 SHOWN = 5  # updates named in the line; the count says how many in all
@@ -47,8 +47,8 @@ class Update:
     source: str  # the release (apt) or the advisory (dnf)
 
     def __str__(self) -> str:
-        return (f"{printable(self.name)} {printable(self.installed)} -> "
-                f"{printable(self.candidate)} ({printable(self.source)})")
+        return (f"{escape(self.name)} {escape(self.installed)} -> "
+                f"{escape(self.candidate)} ({escape(self.source)})")
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ def _run(argv: list[str], what: str) -> str:
         said = next((line for line in errors if line.startswith("E:")), errors[-1] if errors
                     else "")
         raise ToolError(f"{what}: {argv[0]} exited {proc.returncode}"
-                        + (f": {printable(said.strip())[:200]}" if said else ""))
+                        + (f": {escape(said.strip())[:200]}" if said else ""))
     return proc.stdout
 
 

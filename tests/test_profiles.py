@@ -45,7 +45,8 @@ def added_up(use: str, instance_type: str, options: dict[str, bool] | None = Non
     return sum(mib for _, mib, _ in limits(use, scope))
 
 
-# Expected numbers below are worked out by hand from the published formulas (docs/reference/profiles.md),
+# Expected numbers below are worked out by hand from the published formulas
+# (docs/reference/profiles.md),
 # from each type's nominal memory (MiB) and vCPUs:
 #   t3.nano 512/2, t3.micro 1024/2, t3.small 2048/2, t3.medium 4096/2, m5.large 8192/2,
 #   m5.xlarge 16384/4, c6g.large 4096/2 (arm64), c7g.medium 2048/1 (arm64), r5.2xlarge 65536/8,

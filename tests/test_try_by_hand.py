@@ -1,4 +1,5 @@
-"""The tutorial's "Try it by hand" (docs/tutorial.md): its shell blocks, run as written, against the simulator.
+"""The tutorial's "Try it by hand" (docs/tutorial.md): its shell blocks, run as written,
+against the simulator.
 
 The first block (``python -m agent.sim serve``) runs as a process; its ready line gives the
 endpoints, which replace the tutorial's fixed ports (so that parallel runs do not collide),
