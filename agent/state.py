@@ -25,6 +25,7 @@ class Phase(enum.StrEnum):
     METADATA = "metadata"
     SECRETS = "secrets"
     TUNING = "tuning"
+    READINESS = "readiness"
     LIFECYCLE = "lifecycle"
 
 
