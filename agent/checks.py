@@ -61,7 +61,7 @@ def local_problem(host: str) -> str:
 
 def run(check: ReadinessCheck, budget: float) -> tuple[bool, str]:
     """One attempt within ``min(budget, its timeout)`` seconds: (passed, what it saw)."""
-    timeout = max(0.05, min(budget, check.timeout_seconds))
+    timeout = round(max(0.05, min(budget, check.timeout_seconds)), 2)
     if check.http:
         return _http(check, timeout)
     if check.tcp:
@@ -118,7 +118,7 @@ def _command(argv: list[str], timeout: float) -> tuple[bool, str]:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     if code is None:
-        return False, f"timed out after {timeout:g} s"
+        return False, f"timed out after {round(timeout, 1):g} s"
     if code < 0:
         return False, f"killed by {signal.Signals(-code).name}"
     return code == 0, f"exit {code}"
@@ -127,7 +127,7 @@ def _command(argv: list[str], timeout: float) -> tuple[bool, str]:
 def _failure(exc: BaseException, timeout: float) -> str:
     """A few words for a failed connection or exchange (no text from the other side)."""
     if isinstance(exc, TimeoutError | socket.timeout):
-        return f"no answer within {timeout:g} s"
+        return f"no answer within {round(timeout, 1):g} s"
     if isinstance(exc, ssl.SSLError):
         return "TLS handshake failed"
     if isinstance(exc, http.client.HTTPException):

@@ -268,4 +268,4 @@ def test_a_boot_writes_its_state_ten_times_and_loses_no_field(
     assert written[-1] == doc and doc["state"] == "ready"
     assert doc["instance"]["instance_id"] == world.instance_id
     assert doc["secrets"] and doc["lifecycle"]["result"] == "CONTINUE"
-    assert [p["state"] for p in written[0]["phases"]] == ["pending"] * 4  # start, at once
+    assert [p["state"] for p in written[0]["phases"]] == ["pending"] * 5  # start, at once
