@@ -124,10 +124,10 @@ def completions(b: Booter) -> list[object]:
 
 
 def one_error_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if " ERROR " in line]
-    assert lines, stderr
+    lines = [line for line in stderr.splitlines() if "ERROR boot failed:" in line]
+    assert len(lines) == 1, stderr
     assert "Traceback" not in stderr
-    return lines[-1]
+    return lines[0]
 
 
 def test_continue_only_after_the_application_serves_and_held(cloud: Booter, app: App,
