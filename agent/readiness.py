@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 PROPERTIES = ("LoadState", "ActiveState", "SubState", "Result", "ExecMainStatus", "NRestarts",
               "InvocationID")
+SYSTEMCTL = "systemctl"
 SYSTEMCTL_TIMEOUT = 10.0
 ROTATION_WARNING = "readiness after rotation:"  # the prefix of a failed re-gate's warning
 
@@ -151,9 +152,9 @@ def unit_seen(unit: str, props: dict[str, str]) -> Seen:
                 epoch=props.get("InvocationID", ""))
 
 
-def unit_probe(units: Sequence[str], systemctl: str = "systemctl") -> Probe:
+def unit_probe(units: Sequence[str]) -> Probe:
     """All ``units`` in one ``systemctl show``."""
-    argv = [systemctl, "show", f"--property={','.join(PROPERTIES)}", "--", *units]
+    argv = [SYSTEMCTL, "show", f"--property={','.join(PROPERTIES)}", "--", *units]
 
     def probe(budget: float) -> list[Seen]:
         try:
@@ -275,6 +276,8 @@ class Regate:
 
     def __call__(self, reloaded: list[tuple[str, str]]) -> None:
         """``reloaded``: (secret, unit) pairs whose unit was reloaded for that secret."""
+        if not systemd_running():
+            return  # nothing was reloaded (handoff reloads under systemd only)
         thread = threading.Thread(target=self.run, args=(reloaded,), name="regate", daemon=True)
         self.threads.append(thread)
         thread.start()

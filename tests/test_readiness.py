@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from agent import config, configcache
+from agent import config, configcache, readiness, telemetry
 from agent.errors import ConfigError
-from agent.readiness import Gate, ReadinessError, Seen, parse_show, unit_seen
+from agent.readiness import Gate, ReadinessError, Regate, Seen, parse_show, unit_seen
+from agent.state import Recorder, State
 
 
 class Clock:
@@ -304,3 +305,72 @@ def test_the_cache_rebuilds_the_section_with_its_rules(tmp_path: Path,
     assert cached.readiness.enabled and cached.readiness.units == ["app.service"]
     assert cached.readiness.checks[0].label == "tcp 127.0.0.1:5432"
     assert cached.readiness.checks[0].kind == "tcp"
+
+
+# -- after a rotation: the gate again for the reloaded units ----------------------------------
+
+
+FAILED_SHOW = """LoadState=loaded
+ActiveState=failed
+SubState=failed
+Result=exit-code
+ExecMainStatus=1
+NRestarts=0
+InvocationID=77aa
+"""
+ACTIVE_SHOW = SHOW.split("\n\n", maxsplit=1)[0] + "\n"
+
+
+@pytest.fixture
+def systemctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A stand-in ``systemctl`` printing the file ``show.txt`` (what the test says)."""
+    answer = tmp_path / "show.txt"
+    program = tmp_path / "systemctl"
+    program.write_text(f'#!/bin/sh\necho "$@" >> "{tmp_path}/argv.txt"\ncat "{answer}"\n')
+    program.chmod(0o755)
+    monkeypatch.setattr(readiness, "SYSTEMCTL", str(program))
+    monkeypatch.setattr(readiness, "systemd_running", lambda: True)
+    return answer
+
+
+def test_a_failed_unit_after_a_rotation_degrades_naming_the_secret_and_unit(
+        tmp_path: Path, systemctl: Path) -> None:
+    systemctl.write_text(FAILED_SHOW)
+    cfg = load(tmp_path, '[readiness]\nunits = ["app.service", "other.service"]\n'
+                         'settle_seconds = 0\ntimeout_seconds = 5\n').readiness
+    rec = Recorder(str(tmp_path / "state"))
+    rec.start()
+    rec.finish(State.READY)
+    written: list[int] = []
+    regate = Regate(cfg, rec, lambda: written.append(1))
+    assert not regate.run([("prod/db", "app.service")])
+    assert rec.doc["condition"] == "degraded" and rec.doc["state"] == "ready"
+    assert rec.doc["warnings"] == ["readiness after rotation: prod/db -> app.service: "
+                                   "app.service failed (exit-code, status 1)"]
+    assert rec.doc["readiness"]["after_rotation"] == {"passed": 0, "failed": 1}
+    assert written == [1]  # the telemetry rewritten
+    argv = (tmp_path / "argv.txt").read_text().split()
+    assert argv[-2:] == ["--", "app.service"]  # the reloaded unit only
+    text = telemetry.render(telemetry.Figures(True, 1.0, 0.0), degraded=True, requests={},
+                            regates=rec.doc["readiness"]["after_rotation"])
+    assert 'agent_readiness_after_rotation_total{outcome="failed"} 1' in text
+
+    systemctl.write_text(ACTIVE_SHOW)  # the next rotation's gate passes: healthy again
+    assert regate.run([("prod/db", "app.service")])
+    assert rec.doc["condition"] == "healthy" and rec.doc["warnings"] == []
+    assert rec.doc["readiness"]["after_rotation"] == {"passed": 1, "failed": 1}
+
+
+def test_a_rotation_reloading_units_starts_the_gate_in_a_thread(tmp_path: Path,
+                                                                systemctl: Path) -> None:
+    systemctl.write_text(ACTIVE_SHOW)
+    cfg = load(tmp_path, '[readiness]\nunits = ["app.service"]\nsettle_seconds = 0\n'
+                         'timeout_seconds = 5\n').readiness
+    rec = Recorder(str(tmp_path / "state"))
+    rec.start()
+    rec.finish(State.READY)
+    regate = Regate(cfg, rec)
+    regate([("prod/db", "app.service")])
+    (thread,) = regate.threads
+    thread.join(10)
+    assert rec.doc["readiness"]["after_rotation"] == {"passed": 1, "failed": 0}
