@@ -301,3 +301,31 @@ def test_without_the_section_the_phase_is_skipped(cloud: Booter) -> None:
     phase = {p["name"]: p for p in cloud.doc()["phases"]}["readiness"]
     assert (phase["state"], phase["detail"]) == ("skipped", "no [readiness] section")
     assert cloud.results() == ["CONTINUE"]
+
+
+def test_a_warm_pool_boot_skips_the_gate_and_the_promotion_runs_it(tmpfs: Path,
+                                                                   app: App) -> None:
+    with World() as world:
+        instance = world.seed(secrets=SECRETS, warm_pool="Warmed:Running", heartbeat_timeout=60)
+        b = Booter(world, tmpfs)
+        b.configure(FILES)
+        readiness(b, [f'http = "{app.url}"'], settle_seconds=1)
+        b.config_path.write_text(b.config_path.read_text() + "\n[termination]\npoll_seconds = 1\n")
+        with b.daemon():  # ready although the application answers 503: not serving yet
+            phase = {p["name"]: p for p in b.doc()["phases"]}["readiness"]
+            assert (phase["state"], phase["detail"]) == (
+                "skipped", "warm pool: waits when the instance goes InService")
+            assert [a.result for a in world.cloud.actions(instance)] == ["CONTINUE"]
+            world.cloud.launch("web-asg", instance)
+            world.imds.instance.update(target_lifecycle_state="InService")
+            eventually(lambda: b.doc().get("readiness", {}).get("seen"), timeout=15)
+            time.sleep(2)
+            assert [a.result for a in world.cloud.actions(instance)] == ["CONTINUE", None]
+            app.healthy()
+            eventually(lambda: [a.result for a in world.cloud.actions(instance)]
+                       == ["CONTINUE", "CONTINUE"], timeout=15)
+            done = world.cloud.calls("CompleteLifecycleAction")[-1]
+            assert done.at - (app.healthy_at or 0) >= 1  # held settle_seconds first
+            phase = {p["name"]: p for p in b.doc()["phases"]}["readiness"]
+            assert phase["state"] == "done"
+        b.assert_no_secret_leaked()

@@ -177,7 +177,8 @@ def test_an_application_that_exits_1_is_abandoned_within_seconds(e2e_setup: Setu
         lines = failure_lines(machine)
         assert lines and lines[0] == "boot failed: app.service failed (exit-code, status 1)", (
             lines, app)
-        e2e_setup.note(f"readiness exits 1: ABANDON {took:.2f} s after the unit failed")
+        e2e_setup.note(f"readiness exits 1: ABANDON within {took:.2f} s of the test seeing the "
+                       "unit failed")
 
 
 def test_a_crash_loop_never_settles(e2e_setup: Setup, tmp_path: Path) -> None:
