@@ -55,14 +55,13 @@ class Seen:
     saw: str  # active (running); 503; connection refused; exit 1
     final: bool = False  # failed for good: no restart coming
     epoch: str = ""  # changes when a unit is started again (its invocation)
+    unit: bool = False
 
     def line(self) -> str:
         """How a failure line names it: ``http://...: 503``, ``app.service failed (...)``."""
-        return f"{self.name} {self.saw}" if self.name.endswith(UNIT_SUFFIXES) else (
-            f"{self.name}: {self.saw}")
+        return f"{self.name} {self.saw}" if self.unit else f"{self.name}: {self.saw}"
 
 
-UNIT_SUFFIXES = (".service", ".socket", ".target", ".timer", ".path", ".mount")
 Probe = Callable[[float], list[Seen]]  # one round's look within a budget of seconds
 
 
@@ -144,12 +143,13 @@ def unit_seen(unit: str, props: dict[str, str]) -> Seen:
     restarts = props.get("NRestarts", "0")
     after = f" after {restarts} restarts" if restarts not in ("", "0") else ""
     if props.get("LoadState") not in ("loaded", None):
-        return Seen(unit, False, f"not loaded ({props.get('LoadState')})", final=True)
+        return Seen(unit, False, f"not loaded ({props.get('LoadState')})", final=True,
+                    unit=True)
     if active == "failed":
         return Seen(unit, False, f"failed ({props.get('Result', '?')}, status "
-                    f"{props.get('ExecMainStatus', '?')}){after}", final=True)
+                    f"{props.get('ExecMainStatus', '?')}){after}", final=True, unit=True)
     return Seen(unit, active == "active", f"{active} ({sub}){after}",
-                epoch=props.get("InvocationID", ""))
+                epoch=props.get("InvocationID", ""), unit=True)
 
 
 def unit_probe(units: Sequence[str]) -> Probe:
@@ -162,11 +162,13 @@ def unit_probe(units: Sequence[str]) -> Probe:
                                   env=child_environment(), stdin=subprocess.DEVNULL,
                                   timeout=max(1.0, min(budget, SYSTEMCTL_TIMEOUT)))
         except subprocess.TimeoutExpired:
-            return [Seen(u, False, "systemctl show timed out") for u in units]
+            return [Seen(u, False, "unknown (systemctl show timed out)", unit=True)
+                    for u in units]
         except OSError as exc:
             raise ReadinessError(f"units: cannot run systemctl: {exc.strerror}") from None
         if proc.returncode != 0:
-            return [Seen(u, False, f"systemctl show exited {proc.returncode}") for u in units]
+            return [Seen(u, False, f"unknown (systemctl show exited {proc.returncode})",
+                         unit=True) for u in units]
         return parse_show(proc.stdout, units)
 
     return probe

@@ -4,12 +4,14 @@ crash loops), what ``systemctl show`` says of units, and the ``[readiness]`` sec
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from agent import config, configcache, readiness, telemetry
+from agent import config, configcache, plan, readiness, telemetry
 from agent.errors import ConfigError
+from agent.facts import nominal_facts
 from agent.readiness import Gate, ReadinessError, Regate, Seen, parse_show, unit_seen
 from agent.state import Recorder, State
 
@@ -47,6 +49,11 @@ def scripted(clock: Clock, script: Callable[[float], list[Seen]],
 def gate(clock: Clock, *probes: Callable[[float], list[Seen]], timeout: float = 60,
          settle: float = 10, interval: float = 2) -> Gate:
     return Gate(list(probes), timeout, settle, interval, clock=clock, sleep=clock.sleep)
+
+
+def unit_like(probe: Callable[[float], list[Seen]]) -> Callable[[float], list[Seen]]:
+    """The probe's answers marked as units' (named without a colon)."""
+    return lambda budget: [replace(s, unit=True) for s in probe(budget)]
 
 
 def http(ok: bool, saw: str = "") -> list[Seen]:
@@ -88,7 +95,7 @@ def test_timeout_names_what_is_not_ready_with_what_it_saw() -> None:
     units = scripted(clock, lambda t: [Seen("app.service", False, "activating (start)")])
     checks = scripted(clock, lambda t: http(False, "connection refused"))
     with pytest.raises(ReadinessError) as caught:
-        gate(clock, units, checks, timeout=9).wait()
+        gate(clock, unit_like(units), checks, timeout=9).wait()
     assert clock.now - 1000 == pytest.approx(9)  # the last sleep is cut to the deadline
     assert str(caught.value) == ("not ready within 9 s: app.service activating (start); "
                                  "http://127.0.0.1:8080/healthz: connection refused")
@@ -129,7 +136,7 @@ def test_a_crash_loop_never_settles_even_when_every_look_finds_it_active() -> No
 
     def looping(t: float) -> list[Seen]:
         return [Seen("app.service", True, f"active (running) after {int(t)} restarts",
-                     epoch=f"invocation-{int(t)}")]
+                     epoch=f"invocation-{int(t)}", unit=True)]
 
     with pytest.raises(ReadinessError) as caught:
         gate(clock, scripted(clock, looping), timeout=40).wait()
@@ -193,9 +200,9 @@ InvocationID=
 
 def test_systemctl_show_blocks_become_what_was_seen() -> None:
     seen = parse_show(SHOW, ["app.service", "worker.service", "typo.service"])
-    assert seen[0] == Seen("app.service", True, "active (running)", epoch="4f0c")
+    assert seen[0] == Seen("app.service", True, "active (running)", epoch="4f0c", unit=True)
     assert seen[1] == Seen("worker.service", False, "activating (auto-restart) after 2 restarts",
-                           epoch="9a1b")
+                           epoch="9a1b", unit=True)
     assert seen[1].line() == "worker.service activating (auto-restart) after 2 restarts"
     assert seen[2].final and seen[2].line() == "typo.service not loaded (not-found)"
 
@@ -374,3 +381,27 @@ def test_a_rotation_reloading_units_starts_the_gate_in_a_thread(tmp_path: Path,
     (thread,) = regate.threads
     thread.join(10)
     assert rec.doc["readiness"]["after_rotation"] == {"passed": 1, "failed": 0}
+
+
+def test_plan_shows_what_the_gate_waits_for(tmp_path: Path) -> None:
+    cfg = load(tmp_path, """
+[readiness]
+units = ["app.service"]
+settle_seconds = 5
+[[readiness.checks]]
+http = "http://127.0.0.1:8080/healthz"
+expect_status = [200, 401]
+[[readiness.checks]]
+command = ["/usr/bin/pg_isready", "-q"]
+timeout_seconds = 3
+""")
+    text = plan.render(plan.build(cfg, nominal_facts("m5.large"), "m5.large"))
+    section = text.split("\nreadiness\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert section == [
+        "  after READY=1, all at once for 5 s, within 600 s (a round every 2 s):",
+        "  app.service active",
+        "  http://127.0.0.1:8080/healthz: status 200, 401, within 5 s",
+        "  /usr/bin/pg_isready -q: exit 0, within 3 s"]
+    without = plan.render(plan.build(load(tmp_path, ""), nominal_facts("m5.large"), "m5.large"))
+    assert "readiness\n  (none configured: CONTINUE once the agent's own phases are done)" in (
+        without)
