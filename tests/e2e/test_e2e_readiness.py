@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import boto3
 import harness
 import pytest
 from harness import Setup
@@ -195,3 +196,41 @@ def test_a_crash_loop_never_settles(e2e_setup: Setup, tmp_path: Path) -> None:
         app = c.show("app.service", "NRestarts")
         assert int(app["NRestarts"]) >= 3, app
         e2e_setup.note(f"readiness crash loop: {lines[0]}")
+
+
+def test_a_rotation_that_breaks_the_application_degrades(e2e_setup: Setup,
+                                                         tmp_path: Path) -> None:
+    """The rotated secret restarts the unit (reload_units); it fails on the new value; the
+    gate run again says so: degraded, a warning naming the secret and the unit."""
+    seed = {**SEED, "secrets": {"prod/app": "good-e2e-7c21"}}
+    service = ("ExecStart=/bin/sh -c 'grep -q good /run/agent/secrets/app.txt && exec sleep "
+               "infinity; exit 1'")
+    readiness = "timeout_seconds = 30\nsettle_seconds = 2\ninterval_seconds = 0.5\n"
+
+    def write(root: Path, aws_url: str) -> None:
+        prepare(readiness, "", service)(root, aws_url)
+        config = root / "etc/agent/agent.toml"
+        config.write_text(config.read_text().replace(
+            'path = "app.txt"\n', 'path = "app.txt"\nreload_units = ["app.service"]\n'))
+
+    with harness.scenario(e2e_setup.rootfs, e2e_setup.deb, tmp_path, seed, write) as machine:
+        c = machine.container
+        assert finished(machine, 60)["result"] == "CONTINUE"
+        # the rotation, from the host, in the simulator
+        boto3.client("secretsmanager", endpoint_url=machine.sim.aws_url, region_name="us-east-1",
+                     aws_access_key_id="testing", aws_secret_access_key="testing"
+                     ).put_secret_value(SecretId="prod/app", SecretString="bad-e2e-0b9e")
+        c.exec("systemctl", "kill", "--kill-whom=main", "--signal=SIGHUP", "agent.service",
+               check=True)
+        deadline = time.monotonic() + 60
+        while True:
+            doc = json.loads(c.exec("agent", "status", "--json", check=True).stdout)
+            counts = doc.get("readiness", {}).get("after_rotation") or {}
+            if counts or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert counts == {"passed": 0, "failed": 1}, doc
+        assert doc["state"] == "ready" and doc["condition"] == "degraded", doc
+        assert ("readiness after rotation: prod/app -> app.service: app.service failed "
+                "(exit-code, status 1)") in doc["warnings"], doc["warnings"]
+        assert c.show("agent.service", "ActiveState")["ActiveState"] == "active"
