@@ -83,7 +83,7 @@ class Gate:
         deadline = start + self.timeout
         since: float | None = None  # when the current unbroken run of good rounds began
         epochs: dict[str, str] = {}
-        broke = ""  # what last broke a run of good rounds
+        broke = ""  # what last broke a run of good rounds (or restarted)
         rounds = 0
         while True:
             now = self.clock()
@@ -96,7 +96,7 @@ class Gate:
             epochs.update({s.name: s.epoch for s in seen if s.epoch})
             bad = [s for s in seen if not s.ok]
             if bad or restarted:
-                if since is not None or not broke:
+                if since is not None or restarted:
                     broke = (bad or restarted)[0].line() + ("" if bad else " (restarted)")
                 since = None
             elif since is None:
@@ -108,21 +108,21 @@ class Gate:
                 return (f"{len(seen)} ready, held {after - since:.0f} s "
                         f"({after - start:.1f} s, {rounds} rounds)")
             if after >= deadline:
-                raise ReadinessError(self._late(bad, broke, since, after - since
-                                                if since is not None else 0.0))
+                raise ReadinessError(self._late(bad, broke, 0.0 if since is None else
+                                                after - since))
             wake = min(self.interval, deadline - after)
             if since is not None:
                 wake = min(wake, max(0.0, since + self.settle - after))
             self.sleep(wake)
 
-    def _late(self, bad: list[Seen], broke: str, since: float | None, held: float) -> str:
+    def _late(self, bad: list[Seen], broke: str, held: float) -> str:
         """The line of a timed-out wait: what was not ready, or what kept breaking."""
         head = f"not ready within {self.timeout:g} s: "
         if bad:
             return head + "; ".join(s.line() for s in bad)
-        if since is not None and not broke:
-            return head + f"held only {held:.0f} s of settle_seconds {self.settle:g}"
-        return head + f"never held for {self.settle:g} s (last: {broke})"
+        if broke:
+            return head + f"never held for {self.settle:g} s (last: {broke})"
+        return head + f"ready for only {held:.0f} s of settle_seconds {self.settle:g}"
 
 
 # -- units, as systemd sees them ---------------------------------------------------------

@@ -101,6 +101,13 @@ def test_timeout_names_what_is_not_ready_with_what_it_saw() -> None:
                                  "http://127.0.0.1:8080/healthz: connection refused")
 
 
+def test_ready_too_late_to_settle_says_how_long_it_held() -> None:
+    clock = Clock()
+    with pytest.raises(ReadinessError) as caught:
+        gate(clock, scripted(clock, lambda t: http(t >= 54)), timeout=60).wait()
+    assert str(caught.value) == "not ready within 60 s: ready for only 6 s of settle_seconds 10"
+
+
 def test_a_slow_probe_cannot_take_the_gate_past_its_timeout() -> None:
     clock = Clock()
     budgets: list[float] = []
