@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import config, configcache, plan, readiness, telemetry
+from agent import config, configcache, plan, readiness, status, telemetry
 from agent.errors import ConfigError
 from agent.facts import nominal_facts
 from agent.readiness import Gate, ReadinessError, Regate, Seen, parse_show, unit_seen
@@ -412,3 +412,19 @@ timeout_seconds = 3
     without = plan.render(plan.build(load(tmp_path, ""), nominal_facts("m5.large"), "m5.large"))
     assert "readiness\n  (none configured: CONTINUE once the agent's own phases are done)" in (
         without)
+
+
+def test_status_shows_what_is_not_ready_yet() -> None:
+    doc = {"state": "running", "condition": "healthy", "phases": [
+        {"name": "readiness", "state": "running", "duration_ms": None,
+         "detail": "waiting for app.service activating (start)"}],
+        "readiness": {"settle_seconds": 10, "ready_since": None, "seen": [
+            {"name": "app.service", "ready": False, "saw": "activating (start)"},
+            {"name": "http://127.0.0.1:8080/healthz", "ready": True, "saw": "200"}]}}
+    text = status.render(doc, "/run/agent")
+    assert "readiness  running         -  waiting for app.service activating (start)" in text
+    lines = text.split("\nreadiness  1 of 2 not ready\n", 1)[1].splitlines()[:2]
+    assert [line.split() for line in lines] == [
+        ["NOT", "READY", "app.service", "activating", "(start)"],
+        ["ready", "http://127.0.0.1:8080/healthz", "200"]]
+    assert status.exit_code(doc) == 3
