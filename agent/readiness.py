@@ -23,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agent import checks
 from agent.errors import BootError
 from agent.service import child_environment, systemd_running
 from agent.state import Phase, PhaseState, utc_now
@@ -176,6 +175,8 @@ def unit_probe(units: Sequence[str]) -> Probe:
 
 def check_probe(cfg: ReadinessConfig) -> Probe:
     """Every check once, at the same time; each bounded by its own timeout."""
+    from agent import checks  # noqa: PLC0415 - http.client and ssl: only when there are checks
+
     entries = list(cfg.checks)
 
     def probe(budget: float) -> list[Seen]:
@@ -189,6 +190,8 @@ def check_probe(cfg: ReadinessConfig) -> Probe:
 def probes(cfg: ReadinessConfig, units: Sequence[str]) -> list[Probe]:
     """The probes of a gate on ``units`` and every check; a check aimed elsewhere, or units
     without systemd, fail at once."""
+    from agent import checks  # noqa: PLC0415
+
     for where, check in enumerate(cfg.checks):
         if check.kind != "command":
             problem = checks.local_problem(checks.host_port(check)[0])
