@@ -29,7 +29,7 @@ SEED: dict[str, Any] = {
     "instance_type": "m5.large",
     "region": "us-east-1",
     "hook": "agent-ready",
-    "heartbeat_timeout": 15,  # shorter than the slow application takes
+    "heartbeat_timeout": 300,
     "default_result": "ABANDON",
     "secrets": {"prod/app": "app-secret-e2e-31f7"},
 }
@@ -65,6 +65,7 @@ After=agent-ready.target
 WantedBy=multi-user.target
 """
 
+SHORT_TIMEOUT = 30  # the slow scenario's HeartbeatTimeout (counted from the simulator's start)
 SLOW_APP = """\
 #!/usr/bin/python3
 # Serves /healthz on 127.0.0.1:8080 after DELAY seconds; notes when it began to serve.
@@ -141,19 +142,21 @@ def test_an_application_slower_than_the_heartbeat_timeout(e2e_setup: Setup,
     """CONTINUE only once it serves and held; heartbeats kept the action alive meanwhile."""
     readiness = ('timeout_seconds = 180\nsettle_seconds = 3\ninterval_seconds = 1\n'
                  '[[readiness.checks]]\nhttp = "http://127.0.0.1:8080/healthz"\n')
-    with harness.scenario(e2e_setup.rootfs, e2e_setup.deb, tmp_path, SEED, prepare(
-            readiness, "", "ExecStart=/usr/local/bin/app 25", SLOW_APP)) as machine:
+    seed = {**SEED, "heartbeat_timeout": SHORT_TIMEOUT}
+    with harness.scenario(e2e_setup.rootfs, e2e_setup.deb, tmp_path, seed, prepare(
+            readiness, "", f"ExecStart=/usr/local/bin/app {SHORT_TIMEOUT + 5}",
+            SLOW_APP)) as machine:
         c = machine.container
         agent = c.wait_for("agent.service", ["active", "failed"])
         assert agent["ActiveState"] == "active", agent  # READY=1 came before the gate
         waiting = json.loads(c.exec("agent", "status", "--json").stdout)
         assert waiting["state"] == "running", waiting
-        action = finished(machine, 120)
+        action = finished(machine, 180)
         assert (action["result"], action["completed_by"]) == ("CONTINUE", "api"), action
         serving = float(c.exec("cat", "/run/app.serving", check=True).stdout)
         completed = when(action["completed_at"])
         assert completed >= serving + 3 - 0.5, (completed, serving)  # held settle_seconds
-        assert completed - when(action["started_at"]) > SEED["heartbeat_timeout"], action
+        assert completed - when(action["started_at"]) > SHORT_TIMEOUT, action
         assert action["heartbeats"] >= 5, action
         status = c.exec("agent", "status")
         assert status.returncode == 0, status.stdout + status.stderr
