@@ -1,7 +1,8 @@
 """The boot: metadata; the secrets asked for, then the hook's lookup, then tuning while AWS
-answers; then lifecycle. Rules live with their subjects; this says what runs when, and how any
-failure (an :class:`AgentError`, an ``OSError``, a bug) ends the boot: that phase failed with
-one line, ``on_failure`` sent, never ``READY``."""
+answers; then readiness (``READY=1``, the applications proven to serve); then lifecycle.
+Rules live with their subjects; this says what runs when, and how any failure (an
+:class:`AgentError`, an ``OSError``, a bug) ends the boot: that phase failed with one line,
+``on_failure`` sent."""
 
 from __future__ import annotations
 
@@ -69,6 +70,7 @@ class Boot:
                     looking.wait()  # the hook's lookup is out (or over)
                 tuned = self.attempt(Phase.TUNING, self.tune)
                 failure = publishing.result() or tuned  # every phase that started ends first
+            failure = failure or self.attempt(Phase.READINESS, self.await_ready)
             hooked = self.attempt(Phase.LIFECYCLE, self.finish_hook, found, failure is not None)
             failure = failure or hooked
         self.ended.set()
@@ -83,6 +85,7 @@ class Boot:
         failure = self.attempt(Phase.SECRETS, self.publish_secrets) if unpublished else None
         with ThreadPoolExecutor(1, "promote") as pool:  # its failure: the lifecycle phase's
             found = pool.submit(self.find_hook, threading.Event())
+            failure = failure or self.attempt(Phase.READINESS, self.await_ready)
         hooked = self.attempt(Phase.LIFECYCLE, self.finish_hook, found, failure is not None)
         if failure or hooked:
             log.error("boot failed going InService: %s", failure or hooked)
@@ -162,6 +165,10 @@ class Boot:
         from agent.secrets import Secrets  # noqa: PLC0415 - botocore, loaded by clients()
         assert self.meta is not None and self.context is not None
         self.published = self.published or Secrets(self.cfg.secrets, self.rec)
+        if self.cfg.readiness.enabled and self.published.on_reload is None:
+            from agent.readiness import Regate  # noqa: PLC0415
+            self.published.on_reload = Regate(self.cfg.readiness, self.rec,
+                                              lambda: self.telemetry.write(self.aws))
         return self.published.publish(
             aws, self.context, lambda: self.machine().as_dict(), warm=self.meta.warm,
             warm_pool_secrets=self.cfg.lifecycle.warm_pool_secrets)
@@ -178,6 +185,12 @@ class Boot:
         from agent import tuning  # noqa: PLC0415
         assert self.meta is not None and self.context is not None
         return tuning.phase(self.cfg.tuning, self.meta, self.rec, self.machine, self.context)
+
+    def await_ready(self) -> tuple[PhaseState, str]:
+        """``READY=1`` (the applications start), then the wait until they serve."""
+        from agent import readiness  # noqa: PLC0415
+        assert self.meta is not None
+        return readiness.phase(self.cfg.readiness, self.rec, self.notify, warm=self.meta.warm)
 
     def find_hook(self, looking: threading.Event) -> Target | None:
         """The launch hook to signal (kept alive by heartbeats until it is completed);

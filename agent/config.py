@@ -39,8 +39,9 @@ from agent.fields import (
     span,
     zero_or_at_least,
 )
+from agent.readiness_config import ReadinessConfig
 from agent.secrets_config import SecretsConfig
-from agent.sections import ENV_PREFIX, config_path
+from agent.sections import ENV_PREFIX, ONESHOT_READINESS, config_path
 from agent.tuning_config import TuningConfig
 
 
@@ -164,6 +165,13 @@ class Config(BaseSettings):
     signal: SignalConfig = SignalConfig()
     image: ImageConfig = ImageConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
+    readiness: ReadinessConfig = ReadinessConfig()
+
+    @model_validator(mode="after")
+    def _readiness_needs_daemon(self) -> Config:
+        if self.mode == "oneshot" and self.readiness.enabled:
+            raise ValueError(f"mode \"oneshot\": {ONESHOT_READINESS}")
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -38,6 +38,7 @@ DEFAULT_CACHE = "/var/lib/agent/config-cache.json"
 FORMAT = 1
 MAX_BYTES = 4 << 20
 SCHEMA = ("config.py", "fields.py", "secrets_config.py", "tuning_config.py", "sections.py",
+          "readiness_config.py",
           "context.py", "expr.py", "profiles.py", "envfile.py", "configcache.py")
 
 

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, TypeVar
 
 from agent import configcache
 from agent.boot import Boot
-from agent.errors import EXIT_FAILED, EXIT_OK, AgentError, BootError, LockedError
+from agent.errors import EXIT_FAILED, EXIT_OK, AgentError, BootError, ConfigError, LockedError
 from agent.fsutil import claim_dir
 from agent.imds import ImdsClient
+from agent.sections import ONESHOT_READINESS
 from agent.service import Notifier, setup_logging
 from agent.state import Recorder, utc_now
 
@@ -69,6 +70,8 @@ def run(config_path: str | None, *, oneshot: bool = False, verbose: bool = False
     setup_logging(verbose)
     cfg = configcache.load(config_path)
     oneshot = oneshot or cfg.mode == "oneshot"
+    if oneshot and cfg.readiness.enabled:
+        raise ConfigError(f"--oneshot: {ONESHOT_READINESS}")
     notify = Notifier()
     acquire_lock(cfg.state_dir)
     if not oneshot:  # a SIGHUP during the boot must not kill it, nor be lost: it waits (the

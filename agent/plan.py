@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent import config, dropins, envfile, handoff
+from agent import config, dropins, envfile, handoff, readiness
 from agent.budget import Budget, mib_text
 from agent.config import Config
 from agent.context import LaunchContext
@@ -85,6 +85,13 @@ def build(cfg: Config, facts: Facts, source: str, *, context: LaunchContext | No
                       "change": item.change.value, "values": []} for item in tuning.stale
                      if item.change is Change.REMOVE)],
         "budget": _budget(tuning.budget),
+        "readiness": {
+            "enabled": cfg.readiness.enabled,
+            "waits_for": readiness.describe(cfg.readiness),
+            "timeout_seconds": cfg.readiness.timeout_seconds,
+            "settle_seconds": cfg.readiness.settle_seconds,
+            "interval_seconds": cfg.readiness.interval_seconds,
+        },
         "lifecycle": {
             "enabled": cfg.lifecycle.enabled,
             "hook": cfg.lifecycle.hook_name or "(the group's launch hook)",
@@ -229,6 +236,15 @@ def render(doc: dict[str, Any]) -> str:
             lines += _value_lines(out, v)
     if doc.get("budget"):
         lines += _budget_lines(doc["budget"])
+    ready = doc["readiness"]
+    lines += ["", "readiness"]
+    if not ready["enabled"]:
+        lines.append("  (none configured: CONTINUE once the agent's own phases are done)")
+    else:
+        lines.append(f"  after READY=1, all at once for {ready['settle_seconds']:g} s, within "
+                     f"{ready['timeout_seconds']:g} s (a round every "
+                     f"{ready['interval_seconds']:g} s):")
+        lines += [f"  {item}" for item in ready["waits_for"]]
     lc = doc["lifecycle"]
     lines += ["", "lifecycle"]
     lines.append(f"  hook {lc['hook']}, on failure {lc['on_failure']}" if lc["enabled"]

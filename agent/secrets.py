@@ -392,6 +392,8 @@ class Secrets:
         self.context: LaunchContext | None = None
         self.versions: dict[SecretRef, str] = {}  # what is published now
         self.published = False
+        # after a refresh that reloaded units: called with its (secret, unit) pairs
+        self.on_reload: Callable[[list[tuple[str, str]]], None] | None = None
 
     def publish(self, aws: Aws, context: LaunchContext,
                 machine: Callable[[], Mapping[str, Value]], *, warm: bool,
@@ -464,7 +466,9 @@ class Secrets:
         fetched.update({w: now for w, e in self._entries() if e.path in changed})
         self.rec.update(secrets=self._records(fetched))
         self.rec.clear_warning(handoff.HOOK_FAILED)
-        self._after_change(publication)
+        reloaded = self._after_change(publication)
+        if reloaded and self.on_reload is not None:
+            self.on_reload(reloaded)  # the readiness gate again, for those units
         return publication
 
     def _render(self, selection: Selection, values: Mapping[SecretRef, SecretValue],
@@ -525,7 +529,8 @@ class Secrets:
                     for where, template in self.selection.templates]
         return records
 
-    def _after_change(self, publication: generations.Publication) -> None:
+    def _after_change(self, publication: generations.Publication) -> list[tuple[str, str]]:
+        """Reloads and hooks for the changed files; the (secret, unit) pairs reloaded."""
         assert self.selection is not None
         changed = set(publication.changed)
         about = {k.entry.path: handoff.About(k.ref.name, k.ref.source,
@@ -536,6 +541,7 @@ class Secrets:
         outputs = [e for e in self.selection.outputs() if e.path in changed]
         for problem in handoff.after_change(self.cfg, outputs, about):
             self._warn(f"{handoff.HOOK_FAILED} {problem}")
+        return [(about[e.path].secret_id, unit) for e in outputs for unit in e.reload_units]
 
     def _warn(self, message: str) -> None:
         if message:

@@ -257,6 +257,46 @@ def template_problem(name: str, known: dict[str, set[str]]) -> str:
     return ""
 
 
+class ReadinessCheckRules:
+    """A ``[[readiness.checks]]`` entry."""
+
+    if TYPE_CHECKING:
+        http: str
+        tcp: str
+        command: list[str]
+
+    @property
+    def kind(self) -> str:
+        """``http``, ``tcp`` or ``command``."""
+        return "http" if self.http else "tcp" if self.tcp else "command"
+
+    @property
+    def label(self) -> str:
+        """How messages and ``agent status`` name it: the URL, ``tcp HOST:PORT``, the argv."""
+        if self.http:
+            return self.http
+        if self.tcp:
+            return f"tcp {self.tcp}"
+        return " ".join(self.command)
+
+
+ONESHOT_READINESS = ("[readiness] needs daemon mode (a oneshot run exits before the "
+                     "applications could be watched)")
+
+
+class ReadinessRules:
+    """The ``[readiness]`` section."""
+
+    if TYPE_CHECKING:
+        units: list[str]
+        checks: list[Any]
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the gate runs: something to wait for is configured."""
+        return bool(self.units or self.checks)
+
+
 RULES: dict[str, type] = {  # model class name -> its behaviour
     "SecretFile": SecretFileRules,
     "SecretTemplate": PublishedRules,
@@ -265,4 +305,6 @@ RULES: dict[str, type] = {  # model class name -> its behaviour
     "TuningConfig": TuningRules,
     "TuningFile": TuningFileRules,
     "TuningProfile": TuningProfileRules,
+    "ReadinessConfig": ReadinessRules,
+    "ReadinessCheck": ReadinessCheckRules,
 }

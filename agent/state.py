@@ -26,6 +26,7 @@ class Phase(enum.StrEnum):
     METADATA = "metadata"
     SECRETS = "secrets"
     TUNING = "tuning"
+    READINESS = "readiness"
     LIFECYCLE = "lifecycle"
 
 
@@ -68,7 +69,7 @@ class Recorder:
 
     During the boot (from :meth:`start` to :meth:`finish`) a field update (:meth:`update`,
     :meth:`skipped`) rides on the next write, a phase's change or the finish, which every
-    update is followed by: a boot writes state.json 10 times (start, each phase starting and
+    update is followed by: a boot writes state.json 12 times (start, each phase starting and
     ending, the finish), not at every field. Warnings and notes are written at once.
 
     Thread-safe: phases run concurrently. ``previous`` is the document of an earlier run

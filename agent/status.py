@@ -73,6 +73,7 @@ def render(doc: dict[str, Any] | None, state_dir: str) -> str:
         took = f"{ms} ms" if isinstance(ms, int) else "-"
         detail = phase.get("error") or phase.get("detail") or ""
         out.append(f"{phase.get('name', '?'):<10} {phase.get('state', '?'):<8} {took:>8}  {detail}")
+    out += _readiness(doc)
     lc = doc.get("lifecycle") or {}
     if lc:
         out.append("")
@@ -87,6 +88,29 @@ def render(doc: dict[str, Any] | None, state_dir: str) -> str:
             out.append(f"{title}:")
             out.extend(f"  - {item}" for item in items)
     return "\n".join(escape(line) for line in out) + "\n"
+
+
+def _readiness(doc: dict[str, Any]) -> list[str]:
+    """What the readiness gate last saw of each unit and check (while it waits: what is not
+    ready yet), and the gates after rotations."""
+    ready = doc.get("readiness") or {}
+    seen = [s for s in ready.get("seen") or [] if isinstance(s, dict)]
+    if not seen and not ready.get("after_rotation"):
+        return []
+    since = ready.get("ready_since")
+    waiting = sum(not s.get("ready") for s in seen)
+    head = (f"{waiting} of {len(seen)} not ready" if waiting else
+            f"all ready since {since} (to hold {ready.get('settle_seconds', '?')} s)" if since
+            else "all ready")
+    out = ["", f"readiness  {head}"]
+    width = max([len(str(s.get("name"))) for s in seen] + [10])
+    out += [f"  {'ready' if s.get('ready') else 'NOT READY':<9} {s.get('name', '?'):<{width}}"
+            f"  {s.get('saw', '')}" for s in seen]
+    counts = ready.get("after_rotation") or {}
+    if counts:
+        out.append(f"  after rotations: {counts.get('passed', 0)} passed, "
+                   f"{counts.get('failed', 0)} failed")
+    return out
 
 
 def _secrets(doc: dict[str, Any]) -> list[str]:

@@ -96,8 +96,8 @@ def _metric(name: str, kind: str, help_text: str,
     return lines
 
 
-def render(boot: Figures, *, degraded: bool,
-           requests: dict[tuple[str, str], int]) -> str:
+def render(boot: Figures, *, degraded: bool, requests: dict[tuple[str, str], int],
+           regates: dict[str, int] | None = None) -> str:
     """The textfile: Prometheus text exposition format 0.0.4."""
     apis = sorted({api for api, _ in requests})
     lines = [
@@ -119,6 +119,10 @@ def render(boot: Figures, *, degraded: bool,
                  "AWS API requests, every attempt, by API and outcome.",
                  [({"api": api, "outcome": outcome}, requests.get((api, outcome), 0))
                   for api in apis for outcome in OUTCOMES]),
+        *(_metric("agent_readiness_after_rotation_total", "counter",
+                  "Readiness gates run again after a rotation reloaded units, by outcome.",
+                  [({"outcome": k}, regates.get(k, 0)) for k in ("passed", "failed")])
+          if regates is not None else []),
     ]
     if boot.image is not None:
         lines += [
@@ -188,7 +192,8 @@ class Telemetry:
             return
         try:
             text = render(self.boot, degraded=self.rec.doc.get("condition") == "degraded",
-                          requests=aws.request_counts() if aws is not None else {})
+                          requests=aws.request_counts() if aws is not None else {},
+                          regates=(self.rec.doc.get("readiness") or {}).get("after_rotation"))
             atomic_write(self.cfg.textfile, text.encode(), mode=0o644, sync=False)
         except OSError as exc:
             self._warn(TEXTFILE_WARNING, f"{self.cfg.textfile}: {exc.strerror or exc}")

@@ -246,7 +246,7 @@ def test_state_write_failures_never_stop_a_boot(world: World, shm: Path,
     assert ok and result == "CONTINUE" and "READY=1" in notify.sent
 
 
-def test_a_boot_writes_its_state_ten_times_and_loses_no_field(
+def test_a_boot_writes_its_state_at_each_phase_change_and_loses_no_field(
         world: World, shm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Start, each phase starting and ending, the finish: field updates ride on those."""
     (shm / "count").mkdir()
@@ -264,8 +264,8 @@ def test_a_boot_writes_its_state_ten_times_and_loses_no_field(
     monkeypatch.setattr(fsutil, "atomic_write", counting)
     ok, doc, _, result = harness.boot()
     assert ok and result == "CONTINUE"
-    assert len(written) == 10, [d["phases"] for d in written]
+    assert len(written) == 1 + 2 * 5 + 1, [d["phases"] for d in written]
     assert written[-1] == doc and doc["state"] == "ready"
     assert doc["instance"]["instance_id"] == world.instance_id
     assert doc["secrets"] and doc["lifecycle"]["result"] == "CONTINUE"
-    assert [p["state"] for p in written[0]["phases"]] == ["pending"] * 4  # start, at once
+    assert [p["state"] for p in written[0]["phases"]] == ["pending"] * 5  # start, at once

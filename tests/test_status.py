@@ -49,7 +49,8 @@ def test_document_has_the_designed_shape(tmp_path: Path) -> None:
     assert doc["version"] == 1
     assert doc["state"] == "ready"
     assert doc["condition"] == "healthy"
-    assert [p["name"] for p in doc["phases"]] == ["metadata", "secrets", "tuning", "lifecycle"]
+    assert [p["name"] for p in doc["phases"]] == ["metadata", "secrets", "tuning", "readiness",
+                                            "lifecycle"]
     meta = doc["phases"][0]
     assert meta["state"] == "done"
     assert set(meta) == {"name", "state", "started_at", "finished_at", "duration_ms", "detail",
