@@ -126,26 +126,23 @@ def _light_endpoint_resolver() -> Any:
     return EndpointResolver(data, uses_builtin_data=True)
 
 
-class _Session(botocore.session.Session):
-    """botocore's session, without the builtin handlers of services and documentation no
-    client of ours uses (named at build time for this botocore: ``models.skipped_handlers``;
-    with another botocore, every handler)."""
+def builtin_handlers(skipped: frozenset[str]) -> list[tuple[Any, ...]]:
+    """botocore's builtin handlers in botocore's order, minus those of services and
+    documentation no client of ours uses (named at build time for this botocore:
+    ``models.skipped_handlers``; with another botocore, none is skipped)."""
+    return [spec for spec in handlers.BUILTIN_HANDLERS if spec[0] not in skipped]
 
-    SKIPPED = models.skipped_handlers()
 
-    def _register_builtin_handlers(self, events: Any) -> None:
-        if not self.SKIPPED:
-            super()._register_builtin_handlers(events)  # type: ignore[misc]
-            return
-        for spec in handlers.BUILTIN_HANDLERS:  # as botocore's own, minus the skipped
-            if spec[0] in self.SKIPPED:
-                continue
-            if len(spec) == 2:
-                self.register(spec[0], spec[1])
-            elif spec[2] is handlers.REGISTER_FIRST:
-                events.register_first(spec[0], spec[1])
-            elif spec[2] is handlers.REGISTER_LAST:
-                events.register_last(spec[0], spec[1])
+def _register_handlers(session: botocore.session.Session, specs: list[tuple[Any, ...]]) -> None:
+    """Register ``specs`` as a session registers its builtin handlers."""
+    events = session.get_component("event_emitter")
+    for spec in specs:
+        if len(spec) == 2:
+            session.register(spec[0], spec[1])
+        elif spec[2] is handlers.REGISTER_FIRST:
+            events.register_first(spec[0], spec[1])
+        elif spec[2] is handlers.REGISTER_LAST:
+            events.register_last(spec[0], spec[1])
 
 
 class _Loader(Loader):
@@ -215,6 +212,7 @@ class Aws:
     policy. The instance's own credentials sign everything not fetched with a role."""
 
     SERVICES = tuple(models.OPERATIONS)
+    HANDLERS = builtin_handlers(models.skipped_handlers())
 
     def __init__(self, region: str, *, endpoint_url: str = "", max_wait: float = 300.0,
                  imds: ImdsClient | None = None, sent: threading.Event | None = None) -> None:
@@ -241,7 +239,8 @@ class Aws:
         self._requests_lock = threading.Lock()
 
     def _new_session(self) -> botocore.session.Session:
-        session = _Session()
+        session = botocore.session.Session(include_builtin_handlers=False)
+        _register_handlers(session, self.HANDLERS)
         data_path = session.get_config_variable("data_path")
         paths = [os.path.expanduser(p) for p in data_path.split(os.pathsep)] if data_path else []
         pruned = models.search_path()  # before botocore's own (which stay for the rest)
