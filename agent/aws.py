@@ -19,7 +19,6 @@ the client's own calls are paced. Every attempt is counted by API and outcome
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import threading
@@ -27,7 +26,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import botocore.session
@@ -113,19 +111,6 @@ def describe(exc: BaseException) -> str:
     return str(exc)
 
 
-def _light_endpoint_resolver() -> Any:
-    """botocore's endpoint resolver over the services we call only.
-
-    botocore parses its full ``endpoints.json`` (1.2 MB, ~8 MB of objects) on the first
-    client; ``agent/data/endpoints.json`` is the same data pruned to our services
-    (``scripts/gen_endpoints.py``).
-    """
-    from botocore.regions import EndpointResolver  # noqa: PLC0415
-
-    data = json.loads(Path(DATA, "endpoints.json").read_bytes())
-    return EndpointResolver(data, uses_builtin_data=True)
-
-
 def builtin_handlers(skipped: frozenset[str]) -> list[tuple[Any, ...]]:
     """botocore's builtin handlers in botocore's order, minus those of services and
     documentation no client of ours uses (named at build time for this botocore:
@@ -147,11 +132,23 @@ def _register_handlers(session: botocore.session.Session, specs: list[tuple[Any,
 
 class _Loader(Loader):
     """botocore's data loader, minus its scan of ~400 service directories (~20 ms of stat
-    calls per model type) to confirm that the few services we name exist."""
+    calls per model type) to confirm that the few services we name exist.
+
+    Its search path holds ``agent/data`` before botocore's own data: there ``endpoints.json``
+    is botocore's endpoint data pruned to the services we call (``scripts/gen_endpoints.py``;
+    botocore's whole file is 1.2 MB, ~8 MB of objects, parsed at the first client). Being
+    botocore's own data, it resolves endpoints as the data botocore ships does.
+    """
+
+    ENDPOINTS = os.path.join(DATA, "endpoints")
 
     def list_available_services(self, type_name: str) -> list[str]:
         """The services the agent calls (a model that is missing still fails to load)."""
         return sorted(Aws.SERVICES)
+
+    def is_builtin_path(self, path: str) -> bool:
+        """Whether ``path`` is botocore's own data: the pruned endpoints are."""
+        return path == self.ENDPOINTS or bool(super().is_builtin_path(path))
 
 
 class _RoleFetcher:
@@ -245,15 +242,9 @@ class Aws:
         paths = [os.path.expanduser(p) for p in data_path.split(os.pathsep)] if data_path else []
         pruned = models.search_path()  # before botocore's own (which stay for the rest)
         session.register_component("data_loader", _Loader(
-            extra_search_paths=[*paths, *([pruned] if pruned else [])]))
+            extra_search_paths=[*paths, *([pruned] if pruned else []), DATA]))
         session.set_config_variable("region", self.region)
         session.set_config_variable("ec2_metadata_v1_disabled", True)
-        try:
-            session._internal_components.lazy_register_component(  # type: ignore[attr-defined]
-                "endpoint_resolver", _light_endpoint_resolver
-            )
-        except AttributeError:  # a botocore without the hook: the full data still works
-            log.debug("botocore has no internal component registry; full endpoint data")
         return session
 
     @classmethod
