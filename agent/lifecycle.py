@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from agent.aws import Aws, describe, error_code, is_throttling
 from agent.errors import AgentError, LifecycleError
 from agent.fsutil import atomic_write
+from agent.imds import GROUP_TAG
 from agent.state import PhaseState, utc_now
 
 if TYPE_CHECKING:
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-GROUP_TAG = "aws:autoscaling:groupName"
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
 NOT_PENDING = "No active Lifecycle Action found"

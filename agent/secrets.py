@@ -6,7 +6,8 @@ naming the one missing, before anything is fetched. :class:`Secrets` is the publ
 the boot's secrets phase (:meth:`Secrets.publish`) and each refresh of the resident daemon
 (:meth:`Secrets.refresh`). Files are rendered by :mod:`agent.render`, published all at once
 as generations (:mod:`agent.generations`), handed to services by :mod:`agent.handoff`.
-Secret values live only in :class:`SecretValue` (redacted repr) and in the bytes written.
+Secret values live only in :class:`~agent.render.SecretValue` (redacted repr) and in the
+bytes written.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import re
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -26,6 +27,7 @@ from agent.context import LaunchContext
 from agent.errors import AgentError, SecretsError
 from agent.expr import MACHINE_FACTS, Value, read_template
 from agent.fsutil import fs_name, fs_type, is_memory_fs, is_mount_point, mount_tmpfs
+from agent.render import SecretValue
 from agent.state import PhaseState, utc_now
 
 if TYPE_CHECKING:
@@ -75,23 +77,6 @@ class SecretRef:
         """An API call where this secret lives, as whom it is fetched."""
         return aws.call(service, operation, region=self.region or None, role=self.role,
                         **params)
-
-
-@dataclass(frozen=True, repr=False)
-class SecretValue:
-    """One fetched secret version. ``repr``/``str`` never show the value."""
-
-    secret_id: str
-    version_id: str
-    arn: str = ""
-    text: str | None = field(default=None, compare=False)
-    binary: bytes | None = field(default=None, compare=False)
-
-    def __repr__(self) -> str:
-        kind = "binary" if self.binary is not None else "string"
-        return f"SecretValue({self.secret_id!r}, version={self.version_id!r}, {kind}=<redacted>)"
-
-    __str__ = __repr__
 
 
 @dataclass(frozen=True, repr=False)
@@ -154,7 +139,7 @@ def select(cfg: SecretsConfig, context: LaunchContext,
     ``machine`` gives the machine's facts, for conditions that read them. Raises
     ContextError (one line: the entry and the missing value) before anything is fetched.
     """
-    from agent.context import condition  # noqa: PLC0415
+    from agent.placeholders import condition  # noqa: PLC0415
 
     facts: dict[str, Value] = {}
     skipped: list[dict[str, str]] = []

@@ -2,8 +2,8 @@
 
 ``secret_id``, ``parameter``, ``role_arn`` and ``region`` may hold placeholders of the
 launch context (``{region}``, ``{tag:Environment|staging}``...); every entry may have a
-``when`` condition. Both are checked here, at load; they are resolved at boot
-(:mod:`agent.context`).
+``when`` condition. Both are checked here, at load (:mod:`agent.placeholders`); they are
+resolved at boot (:mod:`agent.context`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from agent import context
+from agent import placeholders
 from agent.errors import closest
 from agent.expr import ExprError, template_names
 from agent.fields import (
@@ -36,7 +36,7 @@ from agent.sections import PublishedRules, SecretFileRules, SecretsRules, file_d
 
 CREDENTIAL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,255}\Z")  # systemd credential names
 VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")  # a template variable (string.Template)
-TEMPLATE_FACTS = context.PLACEHOLDER_FACTS  # what a template may use besides the secrets
+TEMPLATE_FACTS = placeholders.PLACEHOLDER_FACTS  # what a template may use besides the secrets
 ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::(\d{12}|\{[^{}]+\}):role/\S+\Z")
 
 
@@ -66,7 +66,7 @@ def _secret_path(value: str) -> str:
 
 
 def _placeholders(value: str) -> str:
-    context.placeholders(value)  # ValueError naming the placeholder or the brace
+    placeholders.placeholders(value)  # ValueError naming the placeholder or the brace
     return value
 
 

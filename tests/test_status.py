@@ -211,7 +211,7 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
 
 @pytest.mark.parametrize("how", ["--state-dir", "config"])
 def test_status_path_imports_only_what_it_needs(tmp_path: Path, how: str) -> None:
-    """Beyond what the interpreter loads to start: the agent's own four modules and the
+    """Beyond what the interpreter loads to start: the agent's own five modules and the
     C JSON scanner; no SDK, pydantic, argparse, nor json, re, enum, typing, tomllib."""
     booted(tmp_path)
     config = tmp_path / "agent.toml"
@@ -228,8 +228,8 @@ def test_status_path_imports_only_what_it_needs(tmp_path: Path, how: str) -> Non
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**env, "AGENT_CONFIG": str(config)}, timeout=30)
-    assert ("LOADED ['_json', 'agent', 'agent.cli', 'agent.errors', 'agent.statefile', "
-            "'agent.status'] 0") in proc.stdout, proc.stdout + proc.stderr
+    assert ("LOADED ['_json', 'agent', 'agent.cli', 'agent.errors', 'agent.quickargs', "
+            "'agent.statefile', 'agent.status'] 0") in proc.stdout, proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize(("text", "found"), [
