@@ -54,14 +54,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# A request refused for the rate: the quota is spent (retried, patiently).
 THROTTLING = frozenset({
     "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
     "TooManyRequestsException", "ProvisionedThroughputExceededException",
     "TransactionInProgressException", "RequestLimitExceeded", "BandwidthLimitExceeded",
-    "RequestThrottled", "SlowDown", "PriorRequestNotComplete",
-    "EC2ThrottledException", "InternalFailure", "ServiceUnavailable", "InternalError",
-    "InternalServiceError", "InternalServiceErrorException",
+    "RequestThrottled", "SlowDown", "PriorRequestNotComplete", "EC2ThrottledException",
 })
+# A failure on the service's side, whatever the HTTP status says (retried).
+SERVER_ERRORS = frozenset({
+    "InternalFailure", "ServiceUnavailable", "InternalError", "InternalServiceError",
+    "InternalServiceErrorException",
+})
+# The caller lacks a permission: AccessDenied (query and XML services), AccessDeniedException
+# (JSON services), UnauthorizedOperation (EC2). Never retried.
+ACCESS_DENIED = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
 _NETWORK = (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError, ConnectTimeoutError)
 CONNECT_TIMEOUT = 5.0  # seconds to connect, at most (and never beyond the call's budget)
 READ_TIMEOUT = 15.0  # seconds one attempt waits for its answer before it is tried again
@@ -83,15 +90,18 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, ClientError):
         code = exc.response.get("Error", {}).get("Code", "")
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return code in THROTTLING or status >= 500
+        return code in THROTTLING or code in SERVER_ERRORS or status >= 500
     return isinstance(exc, _NETWORK)
 
 
 def is_throttling(exc: BaseException) -> bool:
     """A throttling error: the request was refused, not processed."""
-    code = error_code(exc)
-    return "Throttl" in code or code in ("TooManyRequestsException", "RequestLimitExceeded",
-                                         "SlowDown", "BandwidthLimitExceeded")
+    return error_code(exc) in THROTTLING
+
+
+def is_access_denied(exc: BaseException) -> bool:
+    """The caller (the instance role, or the role assumed) lacks a permission."""
+    return error_code(exc) in ACCESS_DENIED
 
 
 def error_code(exc: BaseException) -> str:

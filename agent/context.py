@@ -150,7 +150,7 @@ class LaunchContext:
 
 def describe_tags(aws: Aws, instance_id: str) -> dict[str, str]:
     """The instance's tags from ``ec2:DescribeTags`` (when IMDS does not serve them)."""
-    from agent.aws import describe, error_code  # noqa: PLC0415 - botocore, boot only
+    from agent.aws import describe, is_access_denied  # noqa: PLC0415 - botocore, boot only
 
     tags: dict[str, str] = {}
     params: dict[str, Any] = {"Filters": [{"Name": "resource-id", "Values": [instance_id]}]}
@@ -162,7 +162,7 @@ def describe_tags(aws: Aws, instance_id: str) -> dict[str, str]:
         except AgentError as exc:
             raise ContextError(f"instance tags: {exc}") from None
         except Exception as exc:
-            if error_code(exc) in ("UnauthorizedOperation", "AccessDenied"):
+            if is_access_denied(exc):
                 raise ContextError("instance tags: access denied: the instance role needs "
                                    "ec2:DescribeTags (or turn on instance metadata tags)"
                                    ) from None

@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from agent import generations, handoff, render
-from agent.aws import Aws, Role, describe, error_code
+from agent.aws import Aws, Role, describe, error_code, is_access_denied
 from agent.context import LaunchContext
 from agent.errors import AgentError, SecretsError
 from agent.expr import MACHINE_FACTS, Value, read_template
 from agent.fsutil import fs_name, fs_type, is_memory_fs, is_mount_point, mount_tmpfs
 from agent.render import SecretValue
+from agent.sections import labelled
 from agent.state import PhaseState, utc_now
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _MISSING = frozenset({"ResourceNotFoundException", "ParameterNotFound"})
-_DENIED = frozenset({"AccessDeniedException", "AccessDenied", "UnrecognizedClientException"})
+INVALID_CREDENTIALS = "UnrecognizedClientException"  # refused as the caller is not known
 SSM_BATCH = 10  # GetParameters takes at most 10 names
 FETCH_WORKERS = 8  # concurrent fetches (each a connection: keep a listen backlog happy)
 _ARN = re.compile(r"arn:aws[a-z-]*:(secretsmanager|ssm):([a-z0-9-]+):\d{12}:")
@@ -156,11 +157,10 @@ def select(cfg: SecretsConfig, context: LaunchContext,
         return False
 
     session = context.facts.get("instance_id") or "instance-boot-agent"
-    files = [Kept(f"secrets.files[{i}]", e,
-                  SecretRef.of(e, context, f"secrets.files[{i}]", session))
-             for i, e in enumerate(cfg.files) if kept(f"secrets.files[{i}]", e.when)]
-    templates = [(f"secrets.templates[{i}]", t) for i, t in enumerate(cfg.templates)
-                 if kept(f"secrets.templates[{i}]", t.when)]
+    files = [Kept(where, e, SecretRef.of(e, context, where, session))
+             for where, e in labelled("secrets.files", cfg.files) if kept(where, e.when)]
+    templates = [(where, t) for where, t in labelled("secrets.templates", cfg.templates)
+                 if kept(where, t.when)]
     chosen = Selection(files, templates, skipped)
     named = [k for k in files if k.entry.name]
     problem = cfg.clashes([(w, e, False) for w, e in
@@ -188,7 +188,7 @@ def _fail(label: str, exc: BaseException, ref: SecretRef | None = None) -> Secre
     if code in _MISSING:
         where = f" in {ref.region}" if ref is not None and ref.region else ""
         return SecretsError(f"{label} not found{where}")
-    if code in _DENIED:
+    if is_access_denied(exc) or code == INVALID_CREDENTIALS:
         return SecretsError(f"{label}: access denied ({describe(exc)})")
     return SecretsError(f"{label}: {describe(exc)}")
 

@@ -32,7 +32,14 @@ from agent.fields import (
     check_path,
     span,
 )
-from agent.sections import PublishedRules, SecretFileRules, SecretsRules, file_digest, observe
+from agent.sections import (
+    PublishedRules,
+    SecretFileRules,
+    SecretsRules,
+    file_digest,
+    labelled,
+    observe,
+)
 
 CREDENTIAL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,255}\Z")  # systemd credential names
 VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")  # a template variable (string.Template)
@@ -184,17 +191,16 @@ class SecretsConfig(SecretsRules, Section):
         problem = self.clashes([(w, e, bool(e.when)) for w, e in self.outputs()])
         if problem:
             raise ValueError(problem)
-        names: dict[str, tuple[int, bool]] = {}
-        for index, entry in enumerate(self.files):
+        names: dict[str, tuple[str, bool]] = {}
+        for where, entry in labelled("files", self.files):
             first = names.get(entry.name)
             if entry.name and first is not None and not (entry.when and first[1]):
-                raise ValueError(f"files[{index}] and files[{first[0]}] are both "
-                                 f"named {entry.name!r}")
-            names.setdefault(entry.name, (index, bool(entry.when)))
-        for index, template in enumerate(self.templates):
+                raise ValueError(f"{where} and {first[0]} are both named {entry.name!r}")
+            names.setdefault(entry.name, (where, bool(entry.when)))
+        for where, template in labelled("templates", self.templates):
             problem = template_problem(template.source, set(names) - {""})
             if problem:
-                raise ValueError(f"templates[{index}] {template.source}: {problem}")
+                raise ValueError(f"{where} {template.source}: {problem}")
         return self
 
 

@@ -13,7 +13,19 @@ from botocore.exceptions import ClientError
 from botocore.retries import bucket
 
 from agent import DATA
-from agent.aws import THROTTLED_BACKOFF, THROTTLED_DEFAULT, TRANSIENT_BACKOFF, Aws, pace
+from agent.aws import (
+    ACCESS_DENIED,
+    SERVER_ERRORS,
+    THROTTLED_BACKOFF,
+    THROTTLED_DEFAULT,
+    THROTTLING,
+    TRANSIENT_BACKOFF,
+    Aws,
+    is_access_denied,
+    is_throttling,
+    is_transient,
+    pace,
+)
 from agent.sim.cloud import SimCloud
 
 
@@ -119,3 +131,15 @@ def test_endpoints_resolve_from_the_pruned_data_as_from_botocores_own(
         "https://secretsmanager.eu-west-1.amazonaws.com")
     assert client.client("autoscaling", "cn-north-1").meta.endpoint_url == (
         "https://autoscaling.cn-north-1.amazonaws.com.cn")
+
+
+def test_a_throttle_is_retried_and_counted_as_one_and_a_server_error_is_not_one() -> None:
+    for code in THROTTLING:
+        assert is_throttling(error(code)) and is_transient(error(code)), code
+        assert pace("ec2")(error(code)) == THROTTLED_DEFAULT
+    for code in SERVER_ERRORS:
+        assert is_transient(error(code)) and not is_throttling(error(code)), code
+    for code in ACCESS_DENIED:
+        assert is_access_denied(error(code)) and not is_transient(error(code)), code
+    assert not is_access_denied(error("ResourceNotFoundException"))
+    assert not is_throttling(error("InternalFailure", 500))

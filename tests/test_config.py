@@ -11,7 +11,7 @@ from typing import get_origin
 import pytest
 from pydantic import BaseModel
 
-from agent import config, sections
+from agent import config, statefile
 from agent.errors import EXIT_CONFIG, ConfigError
 
 GOOD = """
@@ -84,7 +84,7 @@ def test_full_file_loads(tmp_path: Path) -> None:
 
 
 def test_defaults_when_default_file_absent(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sections, "DEFAULT_PATH", "/nonexistent/agent.toml")
+    monkeypatch.setattr(statefile, "DEFAULT_CONFIG", "/nonexistent/agent.toml")
     cfg = config.load()
     assert cfg.state_dir == "/run/agent"
     assert cfg.secrets.dir == "/run/agent/secrets"
