@@ -85,24 +85,45 @@ def test_warning_degrades_and_clears(tmp_path: Path) -> None:
 
 
 def test_writes_are_atomic_under_concurrent_readers(tmp_path: Path) -> None:
+    """A reader never sees a partial document, with reads proven to overlap the writes:
+    the writer goes on until enough reads began or ended while a write was under way."""
     rec = booted(tmp_path, final=None)
     stop = threading.Event()
     bad: list[str] = []
+    writes = {"started": 0, "finished": 0}
+    overlapped = [0]
+    seen: set[str] = set()
 
     def reader() -> None:
         while not stop.is_set():
+            finished = writes["finished"]
             try:
-                statefile.read(str(tmp_path))
+                doc = statefile.read(str(tmp_path))
             except ValueError as exc:
                 bad.append(str(exc))
+                continue
+            if writes["started"] > finished:  # a write under way when the read began or ended
+                overlapped[0] += 1
+            if doc and doc.get("secrets"):
+                seen.add(doc["secrets"][0]["secret_id"])
 
     thread = threading.Thread(target=reader)
     thread.start()
-    for i in range(300):
-        rec.update(secrets=[{"secret_id": f"s{i}", "path": "/x" * (i % 50)}])
-    stop.set()
-    thread.join()
+    count = 0
+    try:
+        while count < 300 or (overlapped[0] < 20 and count < 20000):
+            rec.update(secrets=[{"secret_id": f"s{count}", "path": "/x" * (count % 50)}])
+            writes["started"] += 1
+            rec.write()  # during a boot an update waits for the next write: this one
+            writes["finished"] += 1
+            count += 1
+    finally:
+        stop.set()
+        thread.join()
     assert bad == []
+    assert overlapped[0] >= 20, f"only {overlapped[0]} of the reads overlapped {count} writes"
+    assert len(seen) > 1  # the reads saw the document change
+    assert statefile.read(str(tmp_path))["secrets"][0]["secret_id"] == f"s{count - 1}"  # type: ignore[index]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
