@@ -1,5 +1,6 @@
 """The package's layout: every import of ``agent`` counted (inside functions and under
-``if TYPE_CHECKING:`` too), the modules form layers with no cycle, so nothing imports upward."""
+``if TYPE_CHECKING:`` too), the modules form layers with no cycle, so nothing imports upward;
+and no module is longer than a newcomer reads."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "agent"
+MAX_LINES = 600
 
 
 def module_name(path: Path, package: Path = PACKAGE) -> str:
@@ -115,3 +117,9 @@ def test_no_import_cycle_in_the_package() -> None:
     assert graph.get("agent.boot")  # the graph is really read
     assert cycles(graph) == []
 
+
+
+def test_no_module_is_longer_than_a_newcomer_reads() -> None:
+    lengths = {module_name(p): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
+    assert len(lengths) > 40  # every module was read
+    assert {name: n for name, n in lengths.items() if n > MAX_LINES} == {}

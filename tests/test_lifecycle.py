@@ -17,7 +17,7 @@ from agentproc import DB, PLAIN, Booter, eventually
 
 from agent.lifecycle import HookResult, Target, known_state, outcome
 from agent.sim import World
-from agent.sim.cloud import TERMINATING
+from agent.sim.autoscaling import TERMINATING
 from agent.sim.imds import scheduled_event
 from agent.state import PhaseState
 

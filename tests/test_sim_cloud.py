@@ -15,7 +15,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from agent.sim.cloud import LAUNCHING, TERMINATING, SimCloud
+from agent.sim.autoscaling import LAUNCHING, TERMINATING
+from agent.sim.cloud import SimCloud
 
 GROUP = "web-asg"
 HOOK = "agent-ready"
