@@ -48,6 +48,7 @@ def error(code: str, status: int = 400) -> ClientError:
                         "ResponseMetadata": {"HTTPStatusCode": status}}, "Op")
 
 
+@pytest.mark.integration
 def test_adaptive_rate_limit_acts_with_one_attempt_per_call(
         cloud: SimCloud, monkeypatch: pytest.MonkeyPatch) -> None:
     """botocore's adaptive mode with total_max_attempts 1: botocore retries nothing itself,
@@ -75,6 +76,7 @@ def test_adaptive_rate_limit_acts_with_one_attempt_per_call(
     assert len(waited) == 2
 
 
+@pytest.mark.integration
 def test_telling_sets_an_event_on_a_request_of_this_thread_only(cloud: SimCloud) -> None:
     client = aws(cloud)
     mine, other = threading.Event(), threading.Event()
@@ -93,6 +95,7 @@ def test_telling_sets_an_event_on_a_request_of_this_thread_only(cloud: SimCloud)
     assert other.is_set() and not mine.is_set()
 
 
+@pytest.mark.integration
 def test_every_attempt_is_counted_by_api_and_outcome(cloud: SimCloud) -> None:
     client = aws(cloud)
     cloud.fail_next("DescribeAutoScalingGroups", code="Throttling")

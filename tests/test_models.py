@@ -83,6 +83,7 @@ def test_every_operation_the_code_names_is_in_the_list() -> None:
     assert listed - used == {("sts", "AssumeRole")}
 
 
+@pytest.mark.integration
 def test_clients_from_pruned_models_call_moto(pruned: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(models, "search_path", lambda: str(pruned))

@@ -18,6 +18,8 @@ from botocore.exceptions import ClientError
 from agent.sim.autoscaling import LAUNCHING, TERMINATING
 from agent.sim.cloud import SimCloud
 
+pytestmark = pytest.mark.integration  # every test here starts servers or processes
+
 GROUP = "web-asg"
 HOOK = "agent-ready"
 

@@ -167,6 +167,7 @@ def test_status_json_prints_the_document(tmp_path: Path,
     assert json.loads(capsys.readouterr().out) == statefile.read(str(tmp_path))
 
 
+@pytest.mark.integration
 def test_status_flags_a_dead_runner(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rec = booted(tmp_path, final=None)
     proc = subprocess.Popen(["true"])
@@ -223,6 +224,7 @@ def test_wait_waits_for_a_boot_not_yet_started(tmp_path: Path) -> None:
     [["status", "--bogus"], ["wait", "--timeout", "soon"], ["wait", "--timeout", "-1"],
      ["status", "--state-dir"], ["frobnicate"], []],
 )
+@pytest.mark.integration
 def test_usage_errors_exit_2(args: list[str]) -> None:
     proc = run_cli(*args)
     assert proc.returncode == 2, proc.stderr
@@ -231,6 +233,7 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
 
 
 @pytest.mark.parametrize("how", ["--state-dir", "config"])
+@pytest.mark.integration
 def test_status_path_imports_only_what_it_needs(tmp_path: Path, how: str) -> None:
     """Beyond what the interpreter loads to start: the agent's own five modules and the
     C JSON scanner; no SDK, pydantic, argparse, nor json, re, enum, typing, tomllib."""
@@ -292,6 +295,7 @@ def test_the_scanner_refuses_what_json_refuses(text: str) -> None:
         statefile.loads(text.encode("latin-1"))
 
 
+@pytest.mark.integration
 def test_help_lists_exit_codes() -> None:
     proc = run_cli("--help")
     assert proc.returncode == 0

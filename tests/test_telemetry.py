@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import pytest
 from agentproc import FILES, Booter, eventually
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -56,6 +57,7 @@ def test_render_is_the_prometheus_text_format() -> None:
     assert kinds["agent_aws_requests"] == "counter" and kinds["agent_boot_ready"] == "gauge"
 
 
+@pytest.mark.integration
 def test_a_boot_writes_the_textfile_and_one_cloudwatch_data_point(booter: Booter) -> None:
     textfile = with_telemetry(booter)
     booter.world.cloud.fail_next("GetSecretValue", count=1)  # one throttled attempt
@@ -101,6 +103,7 @@ def failed_values(b: Booter) -> list[float]:
     return [float(p["Maximum"]) for p in stats["Datapoints"]]
 
 
+@pytest.mark.integration
 def test_a_failed_boot_reports_itself_failed(booter: Booter) -> None:
     textfile = with_telemetry(booter, files=[*FILES, {"secret_id": "prod/absent",
                                                       "path": "absent.txt"}])
@@ -112,6 +115,7 @@ def test_a_failed_boot_reports_itself_failed(booter: Booter) -> None:
     assert booter.results() == ["ABANDON"]
 
 
+@pytest.mark.integration
 def test_telemetry_failures_only_degrade(booter: Booter) -> None:
     blocker = booter.root / "not-a-dir"
     blocker.write_text("a file where the textfile's directory should be")
@@ -131,6 +135,7 @@ def test_telemetry_failures_only_degrade(booter: Booter) -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.integration
 def test_the_textfile_follows_each_refresh(booter: Booter) -> None:
     textfile = with_telemetry(booter)
     with booter.daemon() as daemon:

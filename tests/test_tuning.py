@@ -170,6 +170,7 @@ def test_no_outputs() -> None:
     assert apply(plan(TuningConfig(), nominal_facts("m5.xlarge"))).records == []
 
 
+@pytest.mark.integration
 def test_tuning_imports_nothing_heavy() -> None:
     code = ("import sys, agent.tuning; from agent.facts import nominal_facts; "
             "nominal_facts('m5.xlarge'); "
@@ -179,6 +180,7 @@ def test_tuning_imports_nothing_heavy() -> None:
     assert out.stdout.strip() == ""
 
 
+@pytest.mark.integration
 def test_profiles_and_the_budget_are_loaded_only_for_entries_that_use_them(
         tmp_path: Path) -> None:
     """A boot's configuration comes from the cache, without the schema (which loads both)."""
@@ -323,6 +325,7 @@ def test_every_output_kind(tmp_path: Path, sysroot: Path, reloads: list[int]) ->
         "net.core.somaxconn": "4096", "vm.max_map_count": "65530"}  # from before the agent
 
 
+@pytest.mark.integration
 def test_dropin_passes_systemd_analyze_verify(tmp_path: Path, reloads: list[int]) -> None:
     if not shutil.which("systemd-analyze"):
         pytest.skip("systemd-analyze is not installed")
@@ -433,6 +436,7 @@ print(json.dumps({"before": before, "after": read(), "records": applied.records}
 """
 
 
+@pytest.mark.integration
 def test_real_sysctl_in_a_private_network_namespace() -> None:
     """net.core.somaxconn is per network namespace: set it in a new one, the host's stays."""
     host = Path("/proc/sys/net/core/somaxconn").read_text()
