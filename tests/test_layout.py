@@ -5,7 +5,12 @@ and no module is longer than a newcomer reads."""
 from __future__ import annotations
 
 import ast
+import socket
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "agent"
 MAX_LINES = 600
@@ -123,3 +128,14 @@ def test_no_module_is_longer_than_a_newcomer_reads() -> None:
     lengths = {module_name(p): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
     assert len(lengths) > 40  # every module was read
     assert {name: n for name, n in lengths.items() if n > MAX_LINES} == {}
+
+
+def test_a_unit_test_starts_no_process_and_no_server() -> None:
+    """Unmarked tests are the unit suite (make unit): conftest stops them from starting
+    what only an integration test may."""
+    with pytest.raises(AssertionError, match="mark it integration"):
+        subprocess.run([sys.executable, "-c", "pass"], check=False)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        with pytest.raises(AssertionError, match="mark it integration"):
+            server.listen()
