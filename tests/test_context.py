@@ -1,5 +1,5 @@
-"""The launch context: placeholders (parsed by :mod:`agent.placeholders`), what a boot and an
-offline plan say is missing."""
+"""The launch context: placeholders checked at load and filled in at a launch, what a boot and
+an offline plan say is missing."""
 
 from __future__ import annotations
 
@@ -10,32 +10,6 @@ import pytest
 from agent import config, context, placeholders
 from agent.context import ContextError, LaunchContext
 from agent.errors import ConfigError
-from agent.placeholders import Placeholder
-
-
-def test_parse_pieces_and_literal_braces() -> None:
-    assert placeholders.parse("{tag:Environment}/orders/{region}") == [
-        Placeholder("{tag:Environment}", "tag", "Environment"), "/orders/",
-        Placeholder("{region}", "region")]
-    assert placeholders.parse("a{{b}}c") == ["a{b}c"]
-    assert placeholders.parse("{tag:aws:autoscaling:groupName}") == [
-        Placeholder("{tag:aws:autoscaling:groupName}", "tag", "aws:autoscaling:groupName")]
-    assert placeholders.parse("{tag:Env|staging}") == [
-        Placeholder("{tag:Env|staging}", "tag", "Env", "staging")]
-    assert placeholders.parse("{tag:Env|}") == [Placeholder("{tag:Env|}", "tag", "Env", "")]
-
-
-@pytest.mark.parametrize(("text", "problem"), [
-    ("{regoin}/db", r"unknown placeholder \{regoin\} \(did you mean \{region\}\?"),
-    ("prod/{tag}", r"unknown placeholder \{tag\}"),
-    ("prod/{tag:}", r"a tag placeholder is \{tag:KEY\}"),
-    ("prod/{region", r"unbalanced '\{' at 5"),
-    ("prod/region}", r"unbalanced '\}' at 11"),
-    ("{{region}", r"unbalanced '\}'"),
-])
-def test_bad_placeholders(text: str, problem: str) -> None:
-    with pytest.raises(ValueError, match=problem):
-        placeholders.parse(text)
 
 
 @pytest.mark.parametrize(("key", "text", "problem"), [
