@@ -5,7 +5,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit unit-user e2e programs fleet lint bench deps e2e-deps programs-deps venv clean
+.PHONY: demo test unit integration unit-user e2e programs fleet lint bench deps e2e-deps programs-deps venv clean
+
+# The suites by marker (pyproject.toml): unit tests are pure logic, hermetic and fast;
+# integration tests start the simulated cloud, servers or agent processes.
+SUITES := not e2e and not programs and not fleet
+UNIT := $(SUITES) and not integration
+INTEGRATION := $(SUITES) and integration
 
 deps:
 	@./scripts/ensure-deps build
@@ -24,8 +30,8 @@ $(STAMP): pyproject.toml | deps
 
 venv: $(STAMP)
 
-# The unit tests once more as an unprivileged user (uid 65534), in a venv of Debian's own
-# python3 (readable by that user): only what needs mounts or namespaces may skip there.
+# The unit and integration tests once more as an unprivileged user (uid 65534), in a venv of
+# Debian's own python3 (readable by that user): only what needs mounts or namespaces may skip.
 USER_VENV := .venv-user
 USER_STAMP := $(USER_VENV)/.installed
 $(USER_STAMP): pyproject.toml | deps
@@ -38,13 +44,18 @@ unit-user: $(USER_STAMP)
 	@if [ "$$(id -u)" = 0 ]; then as=(setpriv --reuid=65534 --regid=65534 --clear-groups); \
 	else as=(); fi; \
 	"$${as[@]}" env HOME=/tmp PYTHONDONTWRITEBYTECODE=1 $(USER_VENV)/bin/python -m pytest -q \
-	  -m 'not e2e and not programs and not fleet' -p no:cacheprovider --basetemp=/tmp/agent-unit-user-$$(id -u)
+	  -m '$(SUITES)' -p no:cacheprovider --basetemp=/tmp/agent-unit-user-$$(id -u)
 
 demo: $(STAMP)
 	$(VENV)/bin/agent demo
 
+# Pure logic: under a minute on two cores.
 unit: $(STAMP)
-	$(PY) -m pytest -q -m 'not e2e and not programs and not fleet'
+	$(PY) -m pytest -q -m '$(UNIT)'
+
+# Against the simulated cloud (IMDS + moto), real servers and agent processes (minutes).
+integration: $(STAMP)
+	$(PY) -m pytest -q -m '$(INTEGRATION)'
 
 # 50 agents booting at once against one simulated account with AWS-like quotas (a few minutes).
 fleet: $(STAMP)
@@ -62,7 +73,7 @@ e2e: $(STAMP) | e2e-deps
 programs: $(STAMP) | programs-deps
 	PROGRAMS_REQUIRED=1 $(PY) -m pytest -q -m programs
 
-test: lint unit unit-user programs fleet e2e
+test: lint unit integration unit-user programs fleet e2e
 
 bench: $(STAMP)
 	$(PY) bench/boot.py

@@ -19,7 +19,6 @@ the client's own calls are paced. Every attempt is counted by API and outcome
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import threading
@@ -27,7 +26,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import botocore.session
@@ -56,14 +54,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# A request refused for the rate: the quota is spent (retried, patiently).
 THROTTLING = frozenset({
     "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
     "TooManyRequestsException", "ProvisionedThroughputExceededException",
     "TransactionInProgressException", "RequestLimitExceeded", "BandwidthLimitExceeded",
-    "RequestThrottled", "SlowDown", "PriorRequestNotComplete",
-    "EC2ThrottledException", "InternalFailure", "ServiceUnavailable", "InternalError",
-    "InternalServiceError", "InternalServiceErrorException",
+    "RequestThrottled", "SlowDown", "PriorRequestNotComplete", "EC2ThrottledException",
 })
+# A failure on the service's side, whatever the HTTP status says (retried).
+SERVER_ERRORS = frozenset({
+    "InternalFailure", "ServiceUnavailable", "InternalError", "InternalServiceError",
+    "InternalServiceErrorException",
+})
+# The caller lacks a permission: AccessDenied (query and XML services), AccessDeniedException
+# (JSON services), UnauthorizedOperation (EC2). Never retried.
+ACCESS_DENIED = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
 _NETWORK = (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError, ConnectTimeoutError)
 CONNECT_TIMEOUT = 5.0  # seconds to connect, at most (and never beyond the call's budget)
 READ_TIMEOUT = 15.0  # seconds one attempt waits for its answer before it is tried again
@@ -85,15 +90,18 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, ClientError):
         code = exc.response.get("Error", {}).get("Code", "")
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return code in THROTTLING or status >= 500
+        return code in THROTTLING or code in SERVER_ERRORS or status >= 500
     return isinstance(exc, _NETWORK)
 
 
 def is_throttling(exc: BaseException) -> bool:
     """A throttling error: the request was refused, not processed."""
-    code = error_code(exc)
-    return "Throttl" in code or code in ("TooManyRequestsException", "RequestLimitExceeded",
-                                         "SlowDown", "BandwidthLimitExceeded")
+    return error_code(exc) in THROTTLING
+
+
+def is_access_denied(exc: BaseException) -> bool:
+    """The caller (the instance role, or the role assumed) lacks a permission."""
+    return error_code(exc) in ACCESS_DENIED
 
 
 def error_code(exc: BaseException) -> str:
@@ -113,48 +121,44 @@ def describe(exc: BaseException) -> str:
     return str(exc)
 
 
-def _light_endpoint_resolver() -> Any:
-    """botocore's endpoint resolver over the services we call only.
-
-    botocore parses its full ``endpoints.json`` (1.2 MB, ~8 MB of objects) on the first
-    client; ``agent/data/endpoints.json`` is the same data pruned to our services
-    (``scripts/gen_endpoints.py``).
-    """
-    from botocore.regions import EndpointResolver  # noqa: PLC0415
-
-    data = json.loads(Path(DATA, "endpoints.json").read_bytes())
-    return EndpointResolver(data, uses_builtin_data=True)
+def builtin_handlers(skipped: frozenset[str]) -> list[tuple[Any, ...]]:
+    """botocore's builtin handlers in botocore's order, minus those of services and
+    documentation no client of ours uses (named at build time for this botocore:
+    ``models.skipped_handlers``; with another botocore, none is skipped)."""
+    return [spec for spec in handlers.BUILTIN_HANDLERS if spec[0] not in skipped]
 
 
-class _Session(botocore.session.Session):
-    """botocore's session, without the builtin handlers of services and documentation no
-    client of ours uses (named at build time for this botocore: ``models.skipped_handlers``;
-    with another botocore, every handler)."""
-
-    SKIPPED = models.skipped_handlers()
-
-    def _register_builtin_handlers(self, events: Any) -> None:
-        if not self.SKIPPED:
-            super()._register_builtin_handlers(events)  # type: ignore[misc]
-            return
-        for spec in handlers.BUILTIN_HANDLERS:  # as botocore's own, minus the skipped
-            if spec[0] in self.SKIPPED:
-                continue
-            if len(spec) == 2:
-                self.register(spec[0], spec[1])
-            elif spec[2] is handlers.REGISTER_FIRST:
-                events.register_first(spec[0], spec[1])
-            elif spec[2] is handlers.REGISTER_LAST:
-                events.register_last(spec[0], spec[1])
+def _register_handlers(session: botocore.session.Session, specs: list[tuple[Any, ...]]) -> None:
+    """Register ``specs`` as a session registers its builtin handlers."""
+    events = session.get_component("event_emitter")
+    for spec in specs:
+        if len(spec) == 2:
+            session.register(spec[0], spec[1])
+        elif spec[2] is handlers.REGISTER_FIRST:
+            events.register_first(spec[0], spec[1])
+        elif spec[2] is handlers.REGISTER_LAST:
+            events.register_last(spec[0], spec[1])
 
 
 class _Loader(Loader):
     """botocore's data loader, minus its scan of ~400 service directories (~20 ms of stat
-    calls per model type) to confirm that the few services we name exist."""
+    calls per model type) to confirm that the few services we name exist.
+
+    Its search path holds ``agent/data`` before botocore's own data: there ``endpoints.json``
+    is botocore's endpoint data pruned to the services we call (``scripts/gen_endpoints.py``;
+    botocore's whole file is 1.2 MB, ~8 MB of objects, parsed at the first client). Being
+    botocore's own data, it resolves endpoints as the data botocore ships does.
+    """
+
+    ENDPOINTS = os.path.join(DATA, "endpoints")
 
     def list_available_services(self, type_name: str) -> list[str]:
         """The services the agent calls (a model that is missing still fails to load)."""
         return sorted(Aws.SERVICES)
+
+    def is_builtin_path(self, path: str) -> bool:
+        """Whether ``path`` is botocore's own data: the pruned endpoints are."""
+        return path == self.ENDPOINTS or bool(super().is_builtin_path(path))
 
 
 class _RoleFetcher:
@@ -215,6 +219,7 @@ class Aws:
     policy. The instance's own credentials sign everything not fetched with a role."""
 
     SERVICES = tuple(models.OPERATIONS)
+    HANDLERS = builtin_handlers(models.skipped_handlers())
 
     def __init__(self, region: str, *, endpoint_url: str = "", max_wait: float = 300.0,
                  imds: ImdsClient | None = None, sent: threading.Event | None = None) -> None:
@@ -241,20 +246,15 @@ class Aws:
         self._requests_lock = threading.Lock()
 
     def _new_session(self) -> botocore.session.Session:
-        session = _Session()
+        session = botocore.session.Session(include_builtin_handlers=False)
+        _register_handlers(session, self.HANDLERS)
         data_path = session.get_config_variable("data_path")
         paths = [os.path.expanduser(p) for p in data_path.split(os.pathsep)] if data_path else []
         pruned = models.search_path()  # before botocore's own (which stay for the rest)
         session.register_component("data_loader", _Loader(
-            extra_search_paths=[*paths, *([pruned] if pruned else [])]))
+            extra_search_paths=[*paths, *([pruned] if pruned else []), DATA]))
         session.set_config_variable("region", self.region)
         session.set_config_variable("ec2_metadata_v1_disabled", True)
-        try:
-            session._internal_components.lazy_register_component(  # type: ignore[attr-defined]
-                "endpoint_resolver", _light_endpoint_resolver
-            )
-        except AttributeError:  # a botocore without the hook: the full data still works
-            log.debug("botocore has no internal component registry; full endpoint data")
         return session
 
     @classmethod

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from agent import history, image, sdk, telemetry
+from agent import history, image, telemetry
 from agent.context import LaunchContext
 from agent.errors import AgentError, PhaseFailed, describe_failure
 from agent.imds import ImdsClient, Metadata
@@ -38,7 +38,6 @@ class Boot:
         self.rec = rec
         self.notify = notify
         self.started = started  # time.monotonic() when agent run began
-        sdk.prepare()  # whichever thread first imports botocore gets it lean
         self.telemetry = telemetry.Telemetry(cfg.telemetry, rec)
         self.imds = ImdsClient.from_config(cfg.imds)
         self.imds.on_notice = lambda text: rec.note(Phase.METADATA, text)
@@ -146,7 +145,9 @@ class Boot:
         with self._aws_lock:
             if self.aws is None:
                 assert self.meta is not None
-                self.aws = sdk.load().Aws.from_config(
+                from agent.aws import Aws  # noqa: PLC0415  (botocore: loaded on first use)
+
+                self.aws = Aws.from_config(
                     self.cfg.aws, self.meta.identity.region, imds=self.imds, sent=self._asked)
             return self.aws
 

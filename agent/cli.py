@@ -12,6 +12,7 @@ import os
 import sys
 
 from agent.errors import EXIT_USAGE, AgentError, UsageError, escape
+from agent.quickargs import quick_args
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the status path)
 if TYPE_CHECKING:
@@ -278,27 +279,6 @@ def _run(config: str | None, *, oneshot: bool, verbose: bool) -> int:
     from agent.daemon import run  # noqa: PLC0415
 
     return run(config, oneshot=oneshot, verbose=verbose)
-
-
-def quick_args(argv: list[str], flags: set[str], options: set[str]) -> dict[str, str] | None:
-    """The few options of a fast path, parsed by hand: ``flags`` take no value, ``options``
-    one; None sends the arguments to argparse (help, errors, anything unknown)."""
-    found: dict[str, str] = {}
-    it = iter(argv)
-    for arg in it:
-        name, eq, value = arg.partition("=")
-        if name in flags and not eq:
-            found[name] = ""
-        elif name in options:
-            if not eq:
-                value = next(it, "")
-                if not value or value.startswith("-"):
-                    return None
-            found[name] = value
-        else:
-            return None
-    return found
-
 
 
 def _dispatch(argv: list[str]) -> int:

@@ -6,8 +6,9 @@ context"). This module holds those facts and the rules that use them:
 
 * placeholders in secrets entries: ``{region}``, ``{account}``, ``{availability_zone}``,
   ``{instance_id}``, ``{instance_type}``, ``{group}``, ``{tag:KEY}`` and
-  ``{tag:KEY|default}``; ``{{`` and ``}}`` are literal braces. :func:`parse` checks them at
-  load; :meth:`LaunchContext.resolve` fills them in at boot (or in an offline plan);
+  ``{tag:KEY|default}``; ``{{`` and ``}}`` are literal braces. :mod:`agent.placeholders`
+  checks them at load; :meth:`LaunchContext.resolve` fills them in at boot (or in an offline
+  plan);
 * conditions (``when``) and tuning values read the launch facts ``region``, ``account``,
   ``availability_zone`` and ``group`` and ``tag('KEY')`` (:meth:`LaunchContext.scope`).
 
@@ -20,23 +21,18 @@ Tags and the group are fetched only when something needs them, once.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from agent.errors import AgentError, BootError, closest, escape
-from agent.expr import ExprError, Expression, Value, compile_expression, tag_scope
+from agent.errors import AgentError, BootError, escape
+from agent.expr import ExprError, Expression, Value, tag_scope
+from agent.placeholders import Placeholder, parse
 
 if TYPE_CHECKING:
     from agent.aws import Aws
     from agent.imds import Metadata
-
-PLACEHOLDER_FACTS = ("region", "account", "availability_zone", "instance_id", "instance_type",
-                     "group")
-_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
-_TAG_KEY = re.compile(r"[^|{}]{1,128}")
 
 
 class ContextError(BootError):
@@ -75,72 +71,6 @@ DESTINATIONS = {
 """What each key with placeholders becomes (secret and parameter names: Secrets Manager's
 and SSM's name rules; a role name: IAM's; a region: like ``us-east-1``)."""
 VALUE_SHOWN = 100  # characters of a refused value that its message shows
-
-
-@dataclass(frozen=True)
-class Placeholder:
-    """One ``{...}`` of a text: a fact, or a tag (with its default, if any)."""
-
-    text: str  # as written: "{tag:Environment|staging}"
-    name: str  # a fact's name, or "tag"
-    key: str = ""  # the tag's key
-    default: str | None = None  # after "|": the value when the tag is absent
-
-    @property
-    def is_tag(self) -> bool:
-        """Whether it reads a tag."""
-        return self.name == "tag"
-
-
-def parse(text: str) -> list[str | Placeholder]:
-    """The literal pieces and placeholders of ``text``; ValueError naming what is wrong."""
-    pieces: list[str | Placeholder] = []
-    literal, pos = [], 0
-    for match in _TOKEN.finditer(text):
-        literal.append(text[pos:match.start()])
-        pos = match.end()
-        token, inner = match.group(), match.group(1)
-        if token in ("{{", "}}"):
-            literal.append(token[0])
-        elif inner is None:
-            raise ValueError(f"unbalanced {token!r} at {match.start()} (write {token * 2} for "
-                             "a literal brace)")
-        else:
-            pieces.append("".join(literal))
-            literal = []
-            pieces.append(_placeholder(token, inner))
-    literal.append(text[pos:])
-    pieces.append("".join(literal))
-    return [piece for piece in pieces if piece != ""]
-
-
-def _placeholder(token: str, inner: str) -> Placeholder:
-    name, colon, rest = inner.partition(":")
-    if colon and name == "tag":
-        key, bar, default = rest.partition("|")
-        if not _TAG_KEY.fullmatch(key):
-            raise ValueError(f"{token}: a tag placeholder is {{tag:KEY}} or {{tag:KEY|default}}")
-        return Placeholder(token, "tag", key, default if bar else None)
-    if inner in PLACEHOLDER_FACTS:
-        return Placeholder(token, inner)
-    close = closest(inner, [*PLACEHOLDER_FACTS, "tag:KEY"])
-    hint = f"did you mean {{{close[0]}}}? " if close else ""
-    raise ValueError(f"unknown placeholder {token} ({hint}placeholders: "
-                     f"{', '.join('{' + n + '}' for n in PLACEHOLDER_FACTS)}, {{tag:KEY}}, "
-                     "{tag:KEY|default})")
-
-
-def placeholders(text: str) -> list[Placeholder]:
-    """The placeholders of a text (checked)."""
-    return [piece for piece in parse(text) if isinstance(piece, Placeholder)]
-
-
-def condition(text: str) -> Expression:
-    """A ``when`` expression, checked (ValueError naming the problem)."""
-    try:
-        return compile_expression(text)
-    except ExprError as exc:
-        raise ValueError(f"when = {text!r}: {exc}") from None
 
 
 Tags = Mapping[str, str]
@@ -184,7 +114,8 @@ class LaunchContext:
             return meta.tags if meta.tags is not None else describe_tags(aws(), ident.instance_id)
 
         def group() -> str:
-            from agent.lifecycle import GROUP_TAG, instance_state  # noqa: PLC0415
+            from agent.imds import GROUP_TAG  # noqa: PLC0415
+            from agent.lifecycle import instance_state  # noqa: PLC0415
 
             if meta.tags is not None:
                 return meta.tags.get(GROUP_TAG, "")
@@ -305,7 +236,7 @@ class LaunchContext:
 
 def describe_tags(aws: Aws, instance_id: str) -> dict[str, str]:
     """The instance's tags from ``ec2:DescribeTags`` (when IMDS does not serve them)."""
-    from agent.aws import describe, error_code  # noqa: PLC0415 - botocore, boot only
+    from agent.aws import describe, is_access_denied  # noqa: PLC0415 - botocore, boot only
 
     tags: dict[str, str] = {}
     params: dict[str, Any] = {"Filters": [{"Name": "resource-id", "Values": [instance_id]}]}
@@ -317,7 +248,7 @@ def describe_tags(aws: Aws, instance_id: str) -> dict[str, str]:
         except AgentError as exc:
             raise ContextError(f"instance tags: {exc}") from None
         except Exception as exc:
-            if error_code(exc) in ("UnauthorizedOperation", "AccessDenied"):
+            if is_access_denied(exc):
                 raise ContextError("instance tags: access denied: the instance role needs "
                                    "ec2:DescribeTags (or turn on instance metadata tags)"
                                    ) from None

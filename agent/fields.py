@@ -165,7 +165,7 @@ Commands = Annotated[list[Command], AfterValidator(_commands)]
 
 def _condition(value: str) -> str:
     if value:
-        from agent.context import condition  # noqa: PLC0415
+        from agent.placeholders import condition  # noqa: PLC0415
 
         condition(value)  # ValueError naming the problem
     return value

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.aws import Aws, describe, error_code, is_throttling
+from agent.aws import Aws, describe, error_code, is_access_denied, is_throttling
 from agent.errors import AgentError, LifecycleError
 from agent.fsutil import atomic_write
+from agent.imds import GROUP_TAG
 from agent.state import PhaseState, utc_now
 
 if TYPE_CHECKING:
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-GROUP_TAG = "aws:autoscaling:groupName"
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
 NOT_PENDING = "No active Lifecycle Action found"
@@ -451,7 +451,7 @@ def _call(aws: Aws, operation: str, **params: Any) -> dict[str, Any]:
     except Exception as exc:
         if error_code(exc) == "ValidationError" and NOT_PENDING in describe(exc):
             raise _NotPending from None
-        if error_code(exc) in ("AccessDenied", "AccessDeniedException"):
+        if is_access_denied(exc):
             raise LifecycleError(f"autoscaling {operation}: access denied: the instance role "
                                  f"needs autoscaling:{_api_name(operation)}") from None
         raise LifecycleError(f"autoscaling {operation}: {describe(exc)}") from None

@@ -1,4 +1,5 @@
-"""Rendering: a secret's bytes in each format, and secret templates that combine several.
+"""Rendering: a fetched secret value (:class:`SecretValue`), its bytes in each format, and
+secret templates that combine several.
 
 Formats of a ``[[secrets.files]]`` entry: ``raw`` (byte-exact), a ``key`` of a JSON secret
 (a top-level key, else JMESPath), ``json`` (a sub-document) and ``env`` (a JSON object as
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import string
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agent import envfile
@@ -19,8 +21,24 @@ from agent.errors import SecretsError
 from agent.expr import ExprError, template_names
 
 if TYPE_CHECKING:
-    from agent.secrets import SecretValue
     from agent.secrets_config import SecretFile
+
+
+@dataclass(frozen=True, repr=False)
+class SecretValue:
+    """One fetched secret version. ``repr``/``str`` never show the value."""
+
+    secret_id: str
+    version_id: str
+    arn: str = ""
+    text: str | None = field(default=None, compare=False)
+    binary: bytes | None = field(default=None, compare=False)
+
+    def __repr__(self) -> str:
+        kind = "binary" if self.binary is not None else "string"
+        return f"SecretValue({self.secret_id!r}, version={self.version_id!r}, {kind}=<redacted>)"
+
+    __str__ = __repr__
 
 
 def render(entry: SecretFile, value: SecretValue, where: str) -> bytes:

@@ -6,7 +6,8 @@ naming the one missing, before anything is fetched. :class:`Secrets` is the publ
 the boot's secrets phase (:meth:`Secrets.publish`) and each refresh of the resident daemon
 (:meth:`Secrets.refresh`). Files are rendered by :mod:`agent.render`, published all at once
 as generations (:mod:`agent.generations`), handed to services by :mod:`agent.handoff`.
-Secret values live only in :class:`SecretValue` (redacted repr) and in the bytes written.
+Secret values live only in :class:`~agent.render.SecretValue` (redacted repr) and in the
+bytes written.
 """
 
 from __future__ import annotations
@@ -15,17 +16,19 @@ import logging
 import re
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from agent import generations, handoff, render
-from agent.aws import Aws, Role, describe, error_code
+from agent.aws import Aws, Role, describe, error_code, is_access_denied
 from agent.context import LaunchContext
 from agent.errors import AgentError, SecretsError
 from agent.expr import MACHINE_FACTS, Value, read_template
 from agent.fsutil import fs_name, fs_type, is_memory_fs, is_mount_point, mount_tmpfs
+from agent.render import SecretValue
+from agent.sections import labelled
 from agent.state import PhaseState, utc_now
 
 if TYPE_CHECKING:
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _MISSING = frozenset({"ResourceNotFoundException", "ParameterNotFound"})
-_DENIED = frozenset({"AccessDeniedException", "AccessDenied", "UnrecognizedClientException"})
+INVALID_CREDENTIALS = "UnrecognizedClientException"  # refused as the caller is not known
 SSM_BATCH = 10  # GetParameters takes at most 10 names
 FETCH_WORKERS = 8  # concurrent fetches (each a connection: keep a listen backlog happy)
 _ARN = re.compile(r"arn:aws[a-z-]*:(secretsmanager|ssm):([a-z0-9-]+):\d{12}:")
@@ -79,23 +82,6 @@ class SecretRef:
         """An API call where this secret lives, as whom it is fetched."""
         return aws.call(service, operation, region=self.region or None, role=self.role,
                         **params)
-
-
-@dataclass(frozen=True, repr=False)
-class SecretValue:
-    """One fetched secret version. ``repr``/``str`` never show the value."""
-
-    secret_id: str
-    version_id: str
-    arn: str = ""
-    text: str | None = field(default=None, compare=False)
-    binary: bytes | None = field(default=None, compare=False)
-
-    def __repr__(self) -> str:
-        kind = "binary" if self.binary is not None else "string"
-        return f"SecretValue({self.secret_id!r}, version={self.version_id!r}, {kind}=<redacted>)"
-
-    __str__ = __repr__
 
 
 @dataclass(frozen=True, repr=False)
@@ -158,7 +144,7 @@ def select(cfg: SecretsConfig, context: LaunchContext,
     ``machine`` gives the machine's facts, for conditions that read them. Raises
     ContextError (one line: the entry and the missing value) before anything is fetched.
     """
-    from agent.context import condition  # noqa: PLC0415
+    from agent.placeholders import condition  # noqa: PLC0415
 
     facts: dict[str, Value] = {}
     skipped: list[dict[str, str]] = []
@@ -175,11 +161,10 @@ def select(cfg: SecretsConfig, context: LaunchContext,
         return False
 
     session = context.facts.get("instance_id") or "instance-boot-agent"
-    files = [Kept(f"secrets.files[{i}]", e,
-                  SecretRef.of(e, context, f"secrets.files[{i}]", session))
-             for i, e in enumerate(cfg.files) if kept(f"secrets.files[{i}]", e.when)]
-    templates = [(f"secrets.templates[{i}]", t) for i, t in enumerate(cfg.templates)
-                 if kept(f"secrets.templates[{i}]", t.when)]
+    files = [Kept(where, e, SecretRef.of(e, context, where, session))
+             for where, e in labelled("secrets.files", cfg.files) if kept(where, e.when)]
+    templates = [(where, t) for where, t in labelled("secrets.templates", cfg.templates)
+                 if kept(where, t.when)]
     chosen = Selection(files, templates, skipped)
     named = [k for k in files if k.entry.name]
     problem = cfg.clashes([(w, e, False) for w, e in
@@ -207,7 +192,7 @@ def _fail(label: str, exc: BaseException, ref: SecretRef | None = None) -> Secre
     if code in _MISSING:
         where = f" in {ref.region}" if ref is not None and ref.region else ""
         return SecretsError(f"{label} not found{where}")
-    if code in _DENIED:
+    if is_access_denied(exc) or code == INVALID_CREDENTIALS:
         return SecretsError(f"{label}: access denied ({describe(exc)})")
     return SecretsError(f"{label}: {describe(exc)}")
 

@@ -2,8 +2,8 @@
 
 ``secret_id``, ``parameter``, ``role_arn`` and ``region`` may hold placeholders of the
 launch context (``{region}``, ``{tag:Environment|staging}``...); every entry may have a
-``when`` condition. Both are checked here, at load; they are resolved at boot
-(:mod:`agent.context`).
+``when`` condition. Both are checked here, at load (:mod:`agent.placeholders`); they are
+resolved at boot (:mod:`agent.context`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from agent import context
+from agent import placeholders
 from agent.errors import closest
 from agent.expr import ExprError, template_names
 from agent.fields import (
@@ -32,11 +32,18 @@ from agent.fields import (
     check_path,
     span,
 )
-from agent.sections import PublishedRules, SecretFileRules, SecretsRules, file_digest, observe
+from agent.sections import (
+    PublishedRules,
+    SecretFileRules,
+    SecretsRules,
+    file_digest,
+    labelled,
+    observe,
+)
 
 CREDENTIAL_NAME = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9_.-]{1,255}\Z")  # as systemd; not '.' or '..'
 VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")  # a template variable (string.Template)
-TEMPLATE_FACTS = context.PLACEHOLDER_FACTS  # what a template may use besides the secrets
+TEMPLATE_FACTS = placeholders.PLACEHOLDER_FACTS  # what a template may use besides the secrets
 ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::(\d{12}|\{[^{}]+\}):role/\S+\Z")
 
 
@@ -66,7 +73,7 @@ def _secret_path(value: str) -> str:
 
 
 def _placeholders(value: str) -> str:
-    context.placeholders(value)  # ValueError naming the placeholder or the brace
+    placeholders.placeholders(value)  # ValueError naming the placeholder or the brace
     return value
 
 
@@ -188,28 +195,27 @@ class SecretsConfig(SecretsRules, Section):
         problem = self.clashes([(w, e, bool(e.when)) for w, e in self.outputs()])
         if problem:
             raise ValueError(problem)
-        names: dict[str, tuple[int, bool]] = {}
-        for index, entry in enumerate(self.files):
+        names: dict[str, tuple[str, bool]] = {}
+        for where, entry in labelled("files", self.files):
             first = names.get(entry.name)
             if entry.name and first is not None and not (entry.when and first[1]):
-                raise ValueError(f"files[{index}] and files[{first[0]}] are both "
-                                 f"named {entry.name!r}")
-            names.setdefault(entry.name, (index, bool(entry.when)))
-        for index, template in enumerate(self.templates):
+                raise ValueError(f"{where} and {first[0]} are both named {entry.name!r}")
+            names.setdefault(entry.name, (where, bool(entry.when)))
+        for where, template in labelled("templates", self.templates):
             problem = template_problem(template.source, set(names) - {""})
             if problem:
-                raise ValueError(f"templates[{index}] {template.source}: {problem}")
+                raise ValueError(f"{where} {template.source}: {problem}")
         return self
 
     def tag_uses(self) -> list[tuple[str, str]]:
         """(key, tag) for each tag a placeholder or a ``when`` of the section reads."""
         found = [(f"secrets.files[{i}].{key}", p.key) for i, e in enumerate(self.files)
                  for key in ("secret_id", "parameter", "role_arn", "region")
-                 for p in context.placeholders(getattr(e, key)) if p.is_tag]
+                 for p in placeholders.placeholders(getattr(e, key)) if p.is_tag]
         entries = [*((f"files[{i}]", e) for i, e in enumerate(self.files)),
                    *((f"templates[{i}]", e) for i, e in enumerate(self.templates))]
         return found + [(f"secrets.{where}.when", tag) for where, e in entries if e.when
-                        for tag in sorted(context.condition(e.when).tags)]
+                        for tag in sorted(placeholders.condition(e.when).tags)]
 
 
 def template_problem(source: str, names: set[str]) -> str:

@@ -11,13 +11,22 @@ from __future__ import annotations
 
 import contextvars
 import os
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from agent import statefile
 from agent.errors import closest
 
-DEFAULT_PATH = "/etc/agent/agent.toml"
 ENV_PREFIX = "AGENT_"
+
+T = TypeVar("T")
+
+
+def labelled(kind: str, entries: Iterable[T]) -> list[tuple[str, T]]:
+    """Each entry of a list section with where it is configured: ``("files[2]", entry)``."""
+    return [(f"{kind}[{index}]", entry) for index, entry in enumerate(entries)]
+
 
 Fact = tuple[str, str, Any]  # (kind, key, value): ("user", "nobody", 65534)
 _observed: contextvars.ContextVar[list[Fact] | None] = contextvars.ContextVar(
@@ -76,10 +85,10 @@ def config_path(explicit: str | None) -> tuple[Path, bool]:
     """The file to read, and whether the user named it (then it must exist)."""
     if explicit:
         return Path(explicit), True
-    from_env = os.environ.get("AGENT_CONFIG")
+    from_env = os.environ.get(statefile.CONFIG_ENV)
     if from_env:
         return Path(from_env), True
-    return Path(DEFAULT_PATH), False
+    return Path(statefile.DEFAULT_CONFIG), False
 
 
 def agent_environment() -> list[tuple[str, str]]:
@@ -136,9 +145,8 @@ class SecretsRules:
 
     def outputs(self) -> list[tuple[str, Any]]:
         """Every published entry with where it is configured (``files[2]``, ``templates[0]``)."""
-        found: list[tuple[str, Any]] = [(f"files[{i}]", e) for i, e in
-                                        enumerate(self.files) if e.publish]
-        return found + [(f"templates[{i}]", e) for i, e in enumerate(self.templates)]
+        found = [(where, e) for where, e in labelled("files", self.files) if e.publish]
+        return found + labelled("templates", self.templates)
 
     @staticmethod
     def clashes(outputs: list[tuple[str, Any, bool]]) -> str:
@@ -226,17 +234,17 @@ class TuningRules:
 
     def outputs(self) -> list[tuple[str, str, Any]]:
         """Every file the section writes: ``(where, path, entry)``."""
-        found = [(f"files[{i}]", e.path, e) for i, e in enumerate(self.files)]
-        found += [(f"profiles[{i}]", e.path, e) for i, e in enumerate(self.profiles) if e.path]
-        found += [(f"templates[{i}]", e.path, e) for i, e in enumerate(self.templates)]
-        return found + [(f"dropins[{i}]", self.dropin_path(e.unit), e)
-                        for i, e in enumerate(self.dropins)]
+        found = [(where, e.path, e) for where, e in labelled("files", self.files)]
+        found += [(where, e.path, e) for where, e in labelled("profiles", self.profiles)
+                  if e.path]
+        found += [(where, e.path, e) for where, e in labelled("templates", self.templates)]
+        return found + [(where, self.dropin_path(e.unit), e)
+                        for where, e in labelled("dropins", self.dropins)]
 
     def claims(self) -> list[Any]:
         """The members of the memory budget (``agent.budget.Claim``), in configuration order
         (profiles, then files); :mod:`agent.budget` is loaded only when there are some."""
-        entries = [*((f"profiles[{i}]", e) for i, e in enumerate(self.profiles)),
-                   *((f"files[{i}]", e) for i, e in enumerate(self.files))]
+        entries = labelled("profiles", self.profiles) + labelled("files", self.files)
         members = [(key, entry) for key, entry in entries if entry.in_budget]
         if not members:
             return []

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 STATE_FILE = "state.json"
 DEFAULT_STATE_DIR = "/run/agent"
-DEFAULT_CONFIG = "/etc/agent/agent.toml"
+DEFAULT_CONFIG = "/etc/agent/agent.toml"  # the configuration file, unless named
+CONFIG_ENV = "AGENT_CONFIG"  # names it, after --config
 MAX_STATE_BYTES = 1 << 20  # a state document is a few kB; anything far larger is not ours
 
 # The document's ``state`` (agent.state.State is these, as an enum)
@@ -36,7 +37,7 @@ def resolve_state_dir(explicit: str | None, config_path: str | None = None) -> s
     env = os.environ.get("AGENT_STATE_DIR")
     if env:
         return env
-    path = config_path or os.environ.get("AGENT_CONFIG") or DEFAULT_CONFIG
+    path = config_path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
     try:
         with open(path, "rb") as handle:
             data = handle.read()

@@ -11,8 +11,8 @@ import os
 import sys
 import time
 
-from agent.cli import quick_args
 from agent.errors import EXIT_FAILED, EXIT_NOT_FINISHED, EXIT_OK, EXIT_TIMEOUT, escape
+from agent.quickargs import quick_args
 from agent.statefile import FAILED, READY, RUNNING, read, resolve_state_dir
 
 TYPE_CHECKING = False

@@ -211,7 +211,7 @@ class Telemetry:
             self._warn(CLOUDWATCH_WARNING, "no data point: the boot failed before the "
                        "instance and its AWS clients were known")
             return False
-        from agent.aws import describe, error_code  # noqa: PLC0415 - loaded by now
+        from agent.aws import describe, is_access_denied  # noqa: PLC0415 - loaded by now
 
         try:
             aws.call("cloudwatch", "put_metric_data", budget=min(CLOUDWATCH_BUDGET, aws.max_wait),
@@ -222,7 +222,7 @@ class Telemetry:
             self._warn(CLOUDWATCH_WARNING, str(exc))
             return False
         except Exception as exc:
-            if error_code(exc) in ("AccessDenied", "AccessDeniedException"):
+            if is_access_denied(exc):
                 self._warn(CLOUDWATCH_WARNING, "PutMetricData: access denied: the instance role "
                            "needs cloudwatch:PutMetricData")
             else:

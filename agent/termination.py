@@ -252,7 +252,7 @@ class ScheduledEvents:
                     f"{self.health.get('at')}: the group replaces the instance")
         if self.failed:
             return self.failed
-        from agent.aws import describe, error_code  # noqa: PLC0415 - botocore, loaded
+        from agent.aws import describe, is_access_denied  # noqa: PLC0415 - botocore, loaded
 
         try:
             mark_unhealthy(self.clients(), self.instance_id)
@@ -260,10 +260,8 @@ class ScheduledEvents:
             self._warn(f"{EVENTS_WARNING}: {when}: SetInstanceHealth: {exc} (retried)")
             return f"SetInstanceHealth failed (retried at the next poll): {exc}"
         except Exception as exc:
-            code = error_code(exc)
             self.failed = ("SetInstanceHealth: access denied: the instance role needs "
-                           "autoscaling:SetInstanceHealth" if code in (
-                               "AccessDenied", "AccessDeniedException")
+                           "autoscaling:SetInstanceHealth" if is_access_denied(exc)
                            else f"SetInstanceHealth failed: {describe(exc)}")
             self._warn(f"{EVENTS_WARNING}: {when}: {self.failed}")
             return self.failed

@@ -37,7 +37,7 @@ from agent.expr import (
 )
 from agent.facts import Facts
 from agent.files import Change, FilePlan
-from agent.sections import DROPIN_NAME, HUGEPAGES_SYSCTL, clash, template_problem
+from agent.sections import DROPIN_NAME, HUGEPAGES_SYSCTL, clash, labelled, template_problem
 from agent.state import PhaseState
 
 if TYPE_CHECKING:
@@ -155,29 +155,28 @@ def plan(cfg: TuningConfig, facts: Facts, *, sysctl_root: str = SYSCTL_ROOT,
     if claims:  # profiles and the budget are loaded when the configuration has them
         from agent import budget  # noqa: PLC0415 - loaded only when used
         shared = budget.portions(claims, cfg.budget.reserve_mib, names, [
-            e.label for i, e in enumerate(cfg.profiles) if not e.in_budget
-            and f"profiles[{i}]" in kept])
+            e.label for where, e in labelled("profiles", cfg.profiles) if not e.in_budget
+            and where in kept])
 
     def scope(key: str) -> dict[str, Value]:
         portion = shared.portion(key) if shared else None
         return names if portion is None else {**names, "memory_mib": portion.memory_mib}
 
     outputs = [_plan_values_file(entry.path, "file", entry.path, entry.format, entry.mode,
-                                 _explain_all(entry.path, entry.values, scope(f"files[{i}]")),
-                                 {})
-               for i, entry in enumerate(cfg.files) if f"files[{i}]" in kept]
+                                 _explain_all(entry.path, entry.values, scope(where)), {})
+               for where, entry in labelled("files", cfg.files) if where in kept]
     sysctls = []
-    for index, entry in enumerate(cfg.profiles):
-        if f"profiles[{index}]" not in kept:
+    for where, entry in labelled("profiles", cfg.profiles):
+        if where not in kept:
             continue
-        output, values = _plan_profile(entry, scope(f"profiles[{index}]"))
+        output, values = _plan_profile(entry, scope(where))
         outputs.append(output)
         if shared:
-            shared = _fit(shared, f"profiles[{index}]", entry, values, facts)
+            shared = _fit(shared, where, entry, values, facts)
         if entry.options.get("reserve_huge_pages"):
             sysctls += _hugepages(output, sysctl_root)
-    units = [_plan_dropin(entry, names) for i, entry in enumerate(cfg.dropins)
-             if f"dropins[{i}]" in kept]
+    units = [_plan_dropin(entry, names) for where, entry in labelled("dropins", cfg.dropins)
+             if where in kept]
     dropin_plans = dropins.plan(cfg.unit_dir, DROPIN_NAME,
                                 {unit.about["unit"]: content for unit, content in units})
     by_path = {item.path: item for item in dropin_plans}
@@ -186,17 +185,15 @@ def plan(cfg: TuningConfig, facts: Facts, *, sysctl_root: str = SYSCTL_ROOT,
     sysctls = [_plan_sysctl(key, text, names, sysctl_root)
                for key, text in cfg.sysctl.items()] + sysctls
     template_scope = _template_scope(names, outputs)
-    outputs += [_plan_template(entry, template_scope) for i, entry in enumerate(cfg.templates)
-                if f"templates[{i}]" in kept]
+    outputs += [_plan_template(entry, template_scope)
+                for where, entry in labelled("templates", cfg.templates) if where in kept]
     stale = [item for item in dropin_plans if item.desired is None]
     return TuningPlan(facts, outputs, sysctls, stale, shared, skipped)
 
 
 def _entries(cfg: TuningConfig) -> list[tuple[str, Any]]:
-    return [*((f"files[{i}]", e) for i, e in enumerate(cfg.files)),
-            *((f"profiles[{i}]", e) for i, e in enumerate(cfg.profiles)),
-            *((f"dropins[{i}]", e) for i, e in enumerate(cfg.dropins)),
-            *((f"templates[{i}]", e) for i, e in enumerate(cfg.templates))]
+    return [*labelled("files", cfg.files), *labelled("profiles", cfg.profiles),
+            *labelled("dropins", cfg.dropins), *labelled("templates", cfg.templates)]
 
 
 def expression_texts(cfg: TuningConfig) -> list[tuple[str, str]]:

@@ -28,6 +28,7 @@ from agent.sections import (
     TuningRules,
     clash,
     file_digest,
+    labelled,
     observe,
     template_problem,
 )
@@ -184,7 +185,7 @@ class TuningConfig(TuningRules, Section):
     @model_validator(mode="after")
     def _budget(self) -> TuningConfig:
         split(self.claims())
-        reserving = [f"profiles[{i}]" for i, e in enumerate(self.profiles)
+        reserving = [where for where, e in labelled("profiles", self.profiles)
                      if e.options.get("reserve_huge_pages")]
         if len(reserving) > 1:
             raise ValueError(f"{reserving[1]}: {reserving[0]} already sets {HUGEPAGES_SYSCTL} "
@@ -214,11 +215,11 @@ class TuningConfig(TuningRules, Section):
         if problem:
             raise ValueError(problem)
         seen = {path: where for where, path, _ in outputs}
-        for index, entry in enumerate(self.templates):
+        for where, entry in labelled("templates", self.templates):
             if entry.source in seen:
-                raise ValueError(f"templates[{index}] reads {entry.source!r}, which "
+                raise ValueError(f"{where} reads {entry.source!r}, which "
                                  f"{seen[entry.source]} writes")
-            self._check_template(index, entry)
+            self._check_template(where, entry)
         return self
 
     def definitions(self) -> dict[str, set[str]]:
@@ -233,7 +234,7 @@ class TuningConfig(TuningRules, Section):
                 found.setdefault(setting.name, set()).add(key)
         return found
 
-    def _check_template(self, index: int, entry: TuningTemplate) -> None:
+    def _check_template(self, where: str, entry: TuningTemplate) -> None:
         """A template whose source exists now is checked now: every variable known."""
         try:
             raw = Path(entry.source).read_bytes()
@@ -242,15 +243,15 @@ class TuningConfig(TuningRules, Section):
             observe("file", entry.source, None)
             return  # checked when the boot renders it
         except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"templates[{index}] {entry.source}: cannot read: "
+            raise ValueError(f"{where} {entry.source}: cannot read: "
                              f"{getattr(exc, 'strerror', None) or exc}") from None
         observe("file", entry.source, file_digest(raw))
         try:
             names = template_names(text)
         except ExprError as exc:
-            raise ValueError(f"templates[{index}] {entry.source}: {exc}") from None
+            raise ValueError(f"{where} {entry.source}: {exc}") from None
         known = self.definitions()
         for name in names:
             problem = template_problem(name, known)
             if problem:
-                raise ValueError(f"templates[{index}] {entry.source}: {problem}")
+                raise ValueError(f"{where} {entry.source}: {problem}")

@@ -31,6 +31,35 @@ def _clean_agent_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 
+SUITES = ("integration", "e2e", "fleet", "programs")  # the markers of tests that may start things
+MAY_RUN = ("mount", "umount")  # what a unit test may start: its own tmpfs
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_nothing(request: pytest.FixtureRequest,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test without a suite's marker is a unit test: it fails if it listens on a socket or
+    starts a process (other than mounting its tmpfs): mark it ``integration``."""
+    if any(request.node.get_closest_marker(name) for name in SUITES):
+        return
+    import socket
+    import subprocess
+
+    def listen(self: socket.socket, *args: Any) -> None:
+        raise AssertionError("a unit test listens on a socket: mark it integration")
+
+    popen = subprocess.Popen.__init__
+
+    def start(self: subprocess.Popen[Any], args: Any, *more: Any, **kwargs: Any) -> None:
+        argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args)
+        if os.path.basename(str(argv[0])) not in MAY_RUN:
+            raise AssertionError(f"a unit test starts {argv[0]!r}: mark it integration")
+        popen(self, args, *more, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "listen", listen)
+    monkeypatch.setattr(subprocess.Popen, "__init__", start)
+
+
 def mount_tmpfs(path: Path, size: str = "4m", fstype: str = "tmpfs") -> None:
     """Mount a real tmpfs (or ramfs) at ``path``."""
     path.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@ adaptive client-side rate limit, the backoff per error and service, the request 
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -11,7 +12,20 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.retries import bucket
 
-from agent.aws import THROTTLED_BACKOFF, THROTTLED_DEFAULT, TRANSIENT_BACKOFF, Aws, pace
+from agent import DATA
+from agent.aws import (
+    ACCESS_DENIED,
+    SERVER_ERRORS,
+    THROTTLED_BACKOFF,
+    THROTTLED_DEFAULT,
+    THROTTLING,
+    TRANSIENT_BACKOFF,
+    Aws,
+    is_access_denied,
+    is_throttling,
+    is_transient,
+    pace,
+)
 from agent.sim.cloud import SimCloud
 
 
@@ -34,6 +48,7 @@ def error(code: str, status: int = 400) -> ClientError:
                         "ResponseMetadata": {"HTTPStatusCode": status}}, "Op")
 
 
+@pytest.mark.integration
 def test_adaptive_rate_limit_acts_with_one_attempt_per_call(
         cloud: SimCloud, monkeypatch: pytest.MonkeyPatch) -> None:
     """botocore's adaptive mode with total_max_attempts 1: botocore retries nothing itself,
@@ -61,6 +76,7 @@ def test_adaptive_rate_limit_acts_with_one_attempt_per_call(
     assert len(waited) == 2
 
 
+@pytest.mark.integration
 def test_telling_sets_an_event_on_a_request_of_this_thread_only(cloud: SimCloud) -> None:
     client = aws(cloud)
     mine, other = threading.Event(), threading.Event()
@@ -71,12 +87,15 @@ def test_telling_sets_an_event_on_a_request_of_this_thread_only(cloud: SimCloud)
         assert client.sent.is_set() and not mine.is_set()  # another thread's request
         client.call("secretsmanager", "list_secrets")
         assert mine.is_set()
+    mine.clear()
     client.call("secretsmanager", "list_secrets")  # after the block: nothing more is told
+    assert not mine.is_set()
     with client.telling(other):
-        pass
-    assert not other.is_set()
+        client.call("secretsmanager", "list_secrets")
+    assert other.is_set() and not mine.is_set()
 
 
+@pytest.mark.integration
 def test_every_attempt_is_counted_by_api_and_outcome(cloud: SimCloud) -> None:
     client = aws(cloud)
     cloud.fail_next("DescribeAutoScalingGroups", code="Throttling")
@@ -98,3 +117,32 @@ def test_a_throttle_backs_off_slower_than_a_blip_and_auto_scaling_slowest() -> N
     assert pace("autoscaling")(throttled) == THROTTLED_BACKOFF["autoscaling"]
     ordered = [TRANSIENT_BACKOFF, THROTTLED_DEFAULT, THROTTLED_BACKOFF["autoscaling"]]
     assert ordered == sorted(ordered)  # base and cap grow with the politeness needed
+
+
+def test_endpoints_resolve_from_the_pruned_data_as_from_botocores_own(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_CONFIG_FILE": "/dev/null", "AWS_EC2_METADATA_DISABLED": "true",
+                        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}.items():
+        monkeypatch.setenv(name, value)
+    client = Aws("eu-west-1", max_wait=5)  # no endpoint_url: resolved from the data
+    loader = client._session.get_component("data_loader")
+    _, path = loader.load_data_with_path("endpoints")
+    assert path == os.path.join(DATA, "endpoints")  # the pruned copy, not botocore's 1.2 MB
+    assert loader.is_builtin_path(path)  # resolved as botocore's own data is
+    assert client.client("secretsmanager").meta.endpoint_url == (
+        "https://secretsmanager.eu-west-1.amazonaws.com")
+    assert client.client("autoscaling", "cn-north-1").meta.endpoint_url == (
+        "https://autoscaling.cn-north-1.amazonaws.com.cn")
+
+
+def test_a_throttle_is_retried_and_counted_as_one_and_a_server_error_is_not_one() -> None:
+    for code in THROTTLING:
+        assert is_throttling(error(code)) and is_transient(error(code)), code
+        assert pace("ec2")(error(code)) == THROTTLED_DEFAULT
+    for code in SERVER_ERRORS:
+        assert is_transient(error(code)) and not is_throttling(error(code)), code
+    for code in ACCESS_DENIED:
+        assert is_access_denied(error(code)) and not is_transient(error(code)), code
+    assert not is_access_denied(error("ResourceNotFoundException"))
+    assert not is_throttling(error("InternalFailure", 500))

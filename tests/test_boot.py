@@ -14,6 +14,8 @@ from agentproc import BINARY, DB, FILES, PLAIN, Booter, eventually
 from agent import envfile
 from agent.sim import World
 
+pytestmark = pytest.mark.integration  # every test here starts servers or processes
+
 
 def test_happy_boot_publishes_tunes_and_continues(booter: Booter) -> None:
     proc = booter.run()

@@ -34,6 +34,8 @@ from agent.service import Notifier
 from agent.sim import World
 from agent.state import Recorder
 
+pytestmark = pytest.mark.integration  # every test here starts servers or processes
+
 AGENT = Path(__import__("agent").__file__).parent
 SIM = AGENT / "sim"
 # Not steps of a boot: the boundary itself reports through these, and a fault injected into

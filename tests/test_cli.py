@@ -54,6 +54,7 @@ def test_the_commands_of_the_design() -> None:
 
 
 @pytest.mark.parametrize("command", ["run", "status", "wait", "plan", "demo", "bake-check"])
+@pytest.mark.integration
 def test_every_option_is_described_with_its_default(command: str) -> None:
     proc = agent(command, "--help")
     assert proc.returncode == 0, proc.stderr
@@ -63,6 +64,7 @@ def test_every_option_is_described_with_its_default(command: str) -> None:
         assert first in " ".join(proc.stdout.split()), (action.option_strings, proc.stdout)
 
 
+@pytest.mark.integration
 def test_wait_says_it_waits_forever() -> None:
     proc = agent("wait", "--help")  # the fast path hands --help to argparse
     assert "--timeout SECONDS" in proc.stdout
@@ -76,6 +78,7 @@ def test_wait_says_it_waits_forever() -> None:
     (["status", "--state-dir"], "--state-dir"), (["run", "--config"], "--config"),
     (["bake-check", "--root", "/nonexistent/image"], "--root"),
 ])
+@pytest.mark.integration
 def test_a_bad_value_names_the_option(args: list[str], option: str) -> None:
     proc = agent(*args)
     assert proc.returncode == 2
@@ -92,6 +95,7 @@ def test_a_bad_value_names_the_option(args: list[str], option: str) -> None:
     (["run", "--config=/etc/x.toml", "-v"], "RUN /etc/x.toml False True"),
     (["run", "--verbose", "--oneshot"], "RUN None True True"),
 ])
+@pytest.mark.integration
 def test_run_parses_its_options_without_argparse(args: list[str], expected: str) -> None:
     """The boot's command line is read by hand (argparse costs the boot ~10 ms), and the
     collector is off for the boot."""
@@ -108,6 +112,7 @@ def test_run_parses_its_options_without_argparse(args: list[str], expected: str)
     assert proc.stdout.strip() == f"{expected} False False"
 
 
+@pytest.mark.integration
 def test_run_gives_what_it_does_not_know_to_argparse() -> None:
     proc = agent("run", "--oneshot", "--config")  # no value: argparse's usage error
     assert proc.returncode == 2 and "argument --config: expected one argument" in proc.stderr
@@ -126,6 +131,7 @@ def packaged_tree(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.integration
 def test_the_packaged_agent_does_not_offer_demo(tmp_path: Path) -> None:
     tree = packaged_tree(tmp_path)
     code = "import agent.cli; print(agent.cli.__file__, agent.cli.sim_available())"
@@ -153,6 +159,7 @@ def load_generator() -> ModuleType:
     return module
 
 
+@pytest.mark.integration
 def test_man_page_and_completion_carry_every_command_and_option(tmp_path: Path) -> None:
     pytest.importorskip("argparse_manpage")
     pytest.importorskip("shtab")

@@ -11,7 +11,7 @@ from typing import get_origin
 import pytest
 from pydantic import BaseModel
 
-from agent import config, sections
+from agent import config, statefile
 from agent.errors import EXIT_CONFIG, ConfigError
 
 GOOD = """
@@ -84,7 +84,7 @@ def test_full_file_loads(tmp_path: Path) -> None:
 
 
 def test_defaults_when_default_file_absent(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sections, "DEFAULT_PATH", "/nonexistent/agent.toml")
+    monkeypatch.setattr(statefile, "DEFAULT_CONFIG", "/nonexistent/agent.toml")
     cfg = config.load()
     assert cfg.state_dir == "/run/agent"
     assert cfg.secrets.dir == "/run/agent/secrets"
@@ -247,6 +247,7 @@ def test_bad_expression_is_a_config_error(tmp_path: Path) -> None:
     [("[imds]\ntimeout_seconds = 'x'\n", "imds.timeout_seconds"),
      ("nonsense = true\n", "nonsense: unknown key")],
 )
+@pytest.mark.integration
 def test_cli_run_exits_78_with_one_line(tmp_path: Path, text: str, fragment: str) -> None:
     path = write(tmp_path, text)
     env = {k: v for k, v in os.environ.items()
@@ -261,6 +262,7 @@ def test_cli_run_exits_78_with_one_line(tmp_path: Path, text: str, fragment: str
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.integration
 def test_cli_plan_exits_78_too(tmp_path: Path) -> None:
     path = write(tmp_path, "[lifecycle]\nbogus = 1\n")
     proc = subprocess.run([sys.executable, "-m", "agent", "plan", "--config", str(path),

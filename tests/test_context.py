@@ -1,4 +1,5 @@
-"""The launch context: placeholders, what a boot and an offline plan say is missing."""
+"""The launch context: placeholders checked at load and filled in at a launch, what a boot and
+an offline plan say is missing."""
 
 from __future__ import annotations
 
@@ -6,34 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import config, context
-from agent.context import ContextError, LaunchContext, Placeholder
+from agent import config, context, placeholders
+from agent.context import ContextError, LaunchContext
 from agent.errors import ConfigError
-
-
-def test_parse_pieces_and_literal_braces() -> None:
-    assert context.parse("{tag:Environment}/orders/{region}") == [
-        Placeholder("{tag:Environment}", "tag", "Environment"), "/orders/",
-        Placeholder("{region}", "region")]
-    assert context.parse("a{{b}}c") == ["a{b}c"]
-    assert context.parse("{tag:aws:autoscaling:groupName}") == [
-        Placeholder("{tag:aws:autoscaling:groupName}", "tag", "aws:autoscaling:groupName")]
-    assert context.parse("{tag:Env|staging}") == [
-        Placeholder("{tag:Env|staging}", "tag", "Env", "staging")]
-    assert context.parse("{tag:Env|}") == [Placeholder("{tag:Env|}", "tag", "Env", "")]
-
-
-@pytest.mark.parametrize(("text", "problem"), [
-    ("{regoin}/db", r"unknown placeholder \{regoin\} \(did you mean \{region\}\?"),
-    ("prod/{tag}", r"unknown placeholder \{tag\}"),
-    ("prod/{tag:}", r"a tag placeholder is \{tag:KEY\}"),
-    ("prod/{region", r"unbalanced '\{' at 5"),
-    ("prod/region}", r"unbalanced '\}' at 11"),
-    ("{{region}", r"unbalanced '\}'"),
-])
-def test_bad_placeholders(text: str, problem: str) -> None:
-    with pytest.raises(ValueError, match=problem):
-        context.parse(text)
 
 
 @pytest.mark.parametrize(("key", "text", "problem"), [
@@ -100,7 +76,7 @@ def test_tags_and_group_are_fetched_once_and_only_when_needed() -> None:
         "prod/prod/web-asg")
     ctx.resolve("{group}", "x", "secret_id")
     assert calls == ["tags", "group"]
-    when = context.condition("region == 'eu-west-1'")
+    when = placeholders.condition("region == 'eu-west-1'")
     assert ctx.holds(when, {}, "x")
     assert calls == ["tags", "group"]
 
@@ -123,10 +99,10 @@ def test_offline_says_which_option_gives_the_value(text: str, message: str) -> N
 def test_offline_without_tags_asks_for_them() -> None:
     ctx = LaunchContext.offline("m5.large")
     with pytest.raises(ContextError, match="give them, --tag KEY=VALUE for each"):
-        ctx.holds(context.condition("tag('Role') == 'web'"), {}, "secrets.files[0]")
+        ctx.holds(placeholders.condition("tag('Role') == 'web'"), {}, "secrets.files[0]")
     ctx = LaunchContext.offline("m5.large", tags={"Role": "worker"}, region="us-east-1")
-    assert not ctx.holds(context.condition("tag('Role') == 'web'"), {}, "secrets.files[0]")
-    assert ctx.holds(context.condition("tag('Missing') == ''"), {}, "x")  # absent: ''
+    assert not ctx.holds(placeholders.condition("tag('Role') == 'web'"), {}, "secrets.files[0]")
+    assert ctx.holds(placeholders.condition("tag('Missing') == ''"), {}, "x")  # absent: ''
 
 
 # -- a placeholder's value is outside input: only the characters of its destination ----------

@@ -11,8 +11,12 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from agent.facts import read_facts
 from agent.sim.demo import HOST_FACTS, INSTANCES, demo_secrets, secret_files
+
+pytestmark = pytest.mark.integration  # every test here starts servers or processes
 
 INSTANCE = INSTANCES[0]
 SECRET_TEXTS = [text for name, value in demo_secrets().items() if isinstance(value, str)

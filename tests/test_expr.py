@@ -15,7 +15,6 @@ from agent.expr import (
     FACTS,
     FUNCTIONS,
     ExprError,
-    Expression,
     compile_expression,
     render_value,
     tag_scope,
@@ -345,7 +344,7 @@ def _check(text: str) -> None:
     except ExprError as exc:
         assert str(exc) and "\n" not in str(exc)
         return
-    assert isinstance(expression, Expression)
+    assert expression.text == text  # as written (a message quotes it)
     for facts in (M5_XLARGE, T3_NANO, M5_XLARGE | {"vcpus": 0, "memory_mib": 0}):
         try:
             result = expression.evaluate(facts)
@@ -355,10 +354,14 @@ def _check(text: str) -> None:
             continue
         assert type(result) in (int, float, str)
         assert explained.result == result
-        if isinstance(result, float):
-            assert math.isfinite(result)
-            assert abs(result) <= 1e15
-        assert isinstance(render_value(result), str)
+        rendered = render_value(result)
+        if isinstance(result, str):
+            assert rendered == result
+            continue
+        assert math.isfinite(result)
+        assert abs(result) <= 1e15
+        assert float(rendered) == result  # the text reads back as the value
+        assert ("." in rendered or "e" in rendered) == (not float(result).is_integer())
     assert not _CALLED
 
 

@@ -92,6 +92,7 @@ CONFIG_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CONFIG_CASES))
+@pytest.mark.integration
 def test_bad_configuration_is_78_and_one_line(tmp_path: Path, case: str) -> None:
     text, expected = CONFIG_CASES[case]
     path = tmp_path / "agent.toml"
@@ -104,6 +105,7 @@ def test_bad_configuration_is_78_and_one_line(tmp_path: Path, case: str) -> None
     assert re.search(expected, line), line
 
 
+@pytest.mark.integration
 def test_a_config_file_that_is_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "agent.toml"
     path.write_bytes(b'state_dir = "/run/\xff\xfe"\n')
@@ -115,6 +117,7 @@ def test_a_config_file_that_is_not_utf8(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("variable", ["AGENT_SECRETS__FILES", "AGENT_SECRETS",
                                       "AGENT_TUNING__FILES"])
+@pytest.mark.integration
 def test_malformed_json_in_the_environment_names_the_variable(tmp_path: Path,
                                                               variable: str) -> None:
     path = tmp_path / "agent.toml"
@@ -191,6 +194,7 @@ def published(b: Booter) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("value", [None, 5, ["m5.xlarge"], "m5.xlarge\nx"])
+@pytest.mark.integration
 def test_a_malformed_identity_document(booter: Booter, value: Any) -> None:
     booter.world.imds.instance.update(instance_type=value)
     proc = booter.run()
@@ -199,12 +203,14 @@ def test_a_malformed_identity_document(booter: Booter, value: Any) -> None:
     assert booter.results() == [None]  # the instance was never known: the hook times out
 
 
+@pytest.mark.integration
 def test_secrets_dir_is_a_regular_file(booter: Booter) -> None:
     booter.secrets_dir.write_bytes(b"")
     failed_cleanly(booter, booter.run(), r"secrets\.dir .* is not a directory")
     assert booter.results() == ["ABANDON"]
 
 
+@pytest.mark.integration
 def test_secrets_dir_open_to_everyone_is_taken_over(booter: Booter) -> None:
     booter.secrets_dir.mkdir()
     booter.secrets_dir.chmod(0o777)
@@ -213,6 +219,7 @@ def test_secrets_dir_open_to_everyone_is_taken_over(booter: Booter) -> None:
     assert booter.results() == ["CONTINUE"]
 
 
+@pytest.mark.integration
 def test_secrets_dir_of_another_user_is_refused(booter: Booter) -> None:
     if not IS_ROOT:
         pytest.skip("giving a directory to another user needs root")
@@ -223,6 +230,7 @@ def test_secrets_dir_of_another_user_is_refused(booter: Booter) -> None:
     assert booter.results() == ["ABANDON"]
 
 
+@pytest.mark.integration
 def test_state_dir_of_another_user_is_refused(booter: Booter) -> None:
     if not IS_ROOT:
         pytest.skip("giving a directory to another user needs root")
@@ -235,6 +243,7 @@ def test_state_dir_of_another_user_is_refused(booter: Booter) -> None:
     assert not (booter.state_dir / "state.json").exists()
 
 
+@pytest.mark.integration
 def test_a_lone_surrogate_in_a_json_secret(booter: Booter) -> None:
     booter.world.boto3_client("secretsmanager").create_secret(
         Name="prod/odd", SecretString='{"k": "\\ud800"}')
@@ -244,6 +253,7 @@ def test_a_lone_surrogate_in_a_json_secret(booter: Booter) -> None:
     assert booter.results() == ["ABANDON"]
 
 
+@pytest.mark.integration
 def test_out_of_inodes_keeps_the_earlier_generation(world_and_tiny: tuple[World, Path]) -> None:
     world, tiny = world_and_tiny
     b = Booter(world, tiny)
@@ -277,6 +287,7 @@ def world_and_tiny(tmp_path: Path) -> Iterator[tuple[World, Path]]:
         subprocess.run(["umount", "-l", str(tiny)], check=False)
 
 
+@pytest.mark.integration
 def test_a_hung_aws_endpoint_is_given_up_within_the_budget(booter: Booter) -> None:
     with socket.socket() as hung:  # connections are accepted by the kernel, never answered
         hung.bind(("127.0.0.1", 0))
@@ -291,6 +302,7 @@ def test_a_hung_aws_endpoint_is_given_up_within_the_budget(booter: Booter) -> No
     assert waited and max(waited) <= 2.5, proc.stderr  # not botocore's 15 s read timeout
 
 
+@pytest.mark.integration
 def test_a_hop_limit_too_low_is_diagnosed(booter: Booter) -> None:
     booter.world.imds.hop_limit_exceeded = True
     text = booter.config_path.read_text()
@@ -303,6 +315,7 @@ def test_a_hop_limit_too_low_is_diagnosed(booter: Booter) -> None:
     assert "hop limit" in booter.status().stdout
 
 
+@pytest.mark.integration
 def test_imds_disabled_says_so(booter: Booter) -> None:
     booter.world.imds.disabled = True
     failed_cleanly(booter, booter.run(), r"403\): the metadata service is disabled for this "
@@ -316,6 +329,7 @@ def status_of(state_dir: Path) -> subprocess.CompletedProcess[str]:
     return run_agent("status", "--state-dir", str(state_dir), timeout=20)
 
 
+@pytest.mark.integration
 def test_a_fifo_for_state_json_does_not_hang_status_or_wait(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "state.json")
     proc = status_of(tmp_path)  # a hang would time the subprocess out
@@ -333,6 +347,7 @@ def test_a_fifo_for_state_json_does_not_hang_status_or_wait(tmp_path: Path) -> N
     ({"state": "ready", "warnings": [{"a": 1}]}, "warnings holds something other than strings"),
     ([1, 2, 3], "is not a JSON object"),
 ])
+@pytest.mark.integration
 def test_a_state_file_of_the_wrong_shape(tmp_path: Path, document: Any, problem: str) -> None:
     (tmp_path / "state.json").write_text(json.dumps(document))
     for args in (["status"], ["status", "--json"]):
@@ -341,6 +356,7 @@ def test_a_state_file_of_the_wrong_shape(tmp_path: Path, document: Any, problem:
         assert one_line(proc).endswith(problem)
 
 
+@pytest.mark.integration
 def test_a_state_file_nested_deep(tmp_path: Path) -> None:
     (tmp_path / "state.json").write_text("[" * 100_000 + "]" * 100_000)
     proc = status_of(tmp_path)
@@ -348,6 +364,7 @@ def test_a_state_file_nested_deep(tmp_path: Path) -> None:
     assert one_line(proc).endswith("is not valid JSON")
 
 
+@pytest.mark.integration
 def test_a_state_file_that_is_a_symlink_or_huge(tmp_path: Path) -> None:
     (tmp_path / "elsewhere.json").write_text('{"state": "ready"}')
     (tmp_path / "state.json").symlink_to(tmp_path / "elsewhere.json")

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agent import status
 from agent.history import track_instance
 
@@ -49,6 +51,7 @@ def test_status_shows_the_resize() -> None:
     assert "resized" not in status.render(doc | {"resize": None}, "/run/agent")
 
 
+@pytest.mark.integration
 def test_run_fails_writing_nothing_and_notes_the_resize(booter: Any) -> None:
     """`agent run`: a value failing for this instance fails the boot (exit 1) and writes no
     output of the phase; the resize since the previous boot is in state.json and status."""

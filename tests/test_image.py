@@ -99,6 +99,7 @@ def run_bake_check(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, env=env, timeout=60)
 
 
+@pytest.mark.integration
 def test_bake_check_cli(tmp_path: Path) -> None:
     root = clean_root(tmp_path)
     config = tmp_path / "agent.toml"
@@ -121,6 +122,7 @@ def test_bake_check_cli(tmp_path: Path) -> None:
     assert "image.max_age_days" in bad.stderr
 
 
+@pytest.mark.integration
 def test_boot_flags_old_image_and_credential_in_user_data(booter: Booter,
                                                           tmp_path: Path) -> None:
     manifest = tmp_path / "image.json"

@@ -34,6 +34,7 @@ def client(sim: ImdsSimulator, **kw: float) -> ImdsClient:
     return ImdsClient(sim.endpoint, **kw)  # type: ignore[arg-type]
 
 
+@pytest.mark.integration
 def test_identity_tags_and_target_state(sim: ImdsSimulator) -> None:
     imds = client(sim)
     ident = imds.identity()
@@ -45,6 +46,7 @@ def test_identity_tags_and_target_state(sim: ImdsSimulator) -> None:
     assert imds.target_lifecycle_state() == "InService"
 
 
+@pytest.mark.integration
 def test_tags_disabled_is_none_not_an_error(sim: ImdsSimulator) -> None:
     sim.instance.update(tags=None, target_lifecycle_state=None)
     imds = client(sim)
@@ -52,6 +54,7 @@ def test_tags_disabled_is_none_not_an_error(sim: ImdsSimulator) -> None:
     assert imds.target_lifecycle_state() is None
 
 
+@pytest.mark.integration
 def test_one_token_for_many_requests_and_never_imdsv1(sim: ImdsSimulator) -> None:
     imds = client(sim)
     imds.identity()
@@ -62,6 +65,7 @@ def test_one_token_for_many_requests_and_never_imdsv1(sim: ImdsSimulator) -> Non
     assert sim.count("GET") >= 5
 
 
+@pytest.mark.integration
 def test_identity_is_cached(sim: ImdsSimulator) -> None:
     imds = client(sim)
     imds.identity()
@@ -69,6 +73,7 @@ def test_identity_is_cached(sim: ImdsSimulator) -> None:
     assert sim.count("GET", "/latest/dynamic/instance-identity/document") == 1
 
 
+@pytest.mark.integration
 def test_concurrent_threads_share_one_token(sim: ImdsSimulator) -> None:
     imds = client(sim)
     errors: list[BaseException] = []
@@ -89,6 +94,7 @@ def test_concurrent_threads_share_one_token(sim: ImdsSimulator) -> None:
     assert sim.count("PUT", TOKEN) == 1
 
 
+@pytest.mark.integration
 def test_503s_are_retried_then_recover(sim: ImdsSimulator) -> None:
     sim.fail_next(4, status=503)
     imds = client(sim)
@@ -96,6 +102,7 @@ def test_503s_are_retried_then_recover(sim: ImdsSimulator) -> None:
     assert sim.count(status=503) == 4
 
 
+@pytest.mark.integration
 def test_token_expiring_mid_boot_is_renewed(sim: ImdsSimulator) -> None:
     imds = client(sim)
     imds.identity()
@@ -105,6 +112,7 @@ def test_token_expiring_mid_boot_is_renewed(sim: ImdsSimulator) -> None:
     assert sim.count("PUT", TOKEN) == 2
 
 
+@pytest.mark.integration
 def test_short_token_lifetime(sim: ImdsSimulator) -> None:
     sim.token_lifetime = 0.3
     imds = client(sim)
@@ -114,6 +122,7 @@ def test_short_token_lifetime(sim: ImdsSimulator) -> None:
     assert sim.count("PUT", TOKEN) == 2
 
 
+@pytest.mark.integration
 def test_token_renewed_before_expiry_from_its_ttl(sim: ImdsSimulator) -> None:
     imds = client(sim, token_ttl=2)  # below 2 minutes: renewed at half its life
     imds.identity()
@@ -123,6 +132,7 @@ def test_token_renewed_before_expiry_from_its_ttl(sim: ImdsSimulator) -> None:
     assert sim.count(status=401) == 0
 
 
+@pytest.mark.integration
 def test_403_fails_fast(sim: ImdsSimulator) -> None:
     sim.disabled = True
     with pytest.raises(ImdsError, match="403"):
@@ -130,6 +140,7 @@ def test_403_fails_fast(sim: ImdsSimulator) -> None:
     assert sim.count() == 1  # the token PUT, refused: never retried
 
 
+@pytest.mark.integration
 def test_400_fails_fast(sim: ImdsSimulator) -> None:
     sim.fail_next(1, status=400)
     with pytest.raises(ImdsError, match="400"):
@@ -167,6 +178,7 @@ def test_absent_imds_gives_up_when_max_wait_is_spent() -> None:
     assert f"({len(fake.slept) + 1} attempts)" in str(info.value)
 
 
+@pytest.mark.integration
 def test_slow_imds_times_out_and_is_retried(sim: ImdsSimulator) -> None:
     sim.latency = 0.5
     with pytest.raises(ImdsError, match="timed out"):
@@ -176,6 +188,7 @@ def test_slow_imds_times_out_and_is_retried(sim: ImdsSimulator) -> None:
     assert client(sim, timeout=0.5).identity().instance_id == "i-0feedface"
 
 
+@pytest.mark.integration
 def test_token_never_logged(sim: ImdsSimulator, caplog: pytest.LogCaptureFixture) -> None:
     sim.fail_next(2, status=503)
     caplog.set_level(logging.DEBUG)

@@ -22,6 +22,8 @@ from agentproc import IS_ROOT, MINE, Booter, clean_environment
 
 from agent.sim import World
 
+pytestmark = pytest.mark.integration  # every test here starts servers or processes
+
 OTHER = "222222222222"  # a second account (moto keeps each apart)
 ROLE = f"arn:aws:iam::{OTHER}:role/orders-secrets"
 ENV_FILES = [{"secret_id": "{tag:Environment}/orders/db", "path": "db.json"}]

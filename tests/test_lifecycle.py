@@ -17,7 +17,7 @@ from agentproc import DB, PLAIN, Booter, eventually
 
 from agent.lifecycle import HookResult, Target, known_state, outcome
 from agent.sim import World
-from agent.sim.cloud import TERMINATING
+from agent.sim.autoscaling import TERMINATING
 from agent.sim.imds import scheduled_event
 from agent.state import PhaseState
 
@@ -115,6 +115,7 @@ def test_known_state_from_imds_and_history(target_state: str | None,
 # -- the launch hook ----------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_heartbeats_during_a_slow_boot(cloud: Booter) -> None:
     edit(cloud, "lifecycle", "heartbeat_seconds = 1")
     cloud.world.cloud.action_latency["GetSecretValue"] = 2.4  # a slow boot
@@ -126,6 +127,7 @@ def test_heartbeats_during_a_slow_boot(cloud: Booter) -> None:
     assert cloud.doc()["lifecycle"]["heartbeats"] == record.heartbeats  # none after CONTINUE
 
 
+@pytest.mark.integration
 def test_default_heartbeat_is_a_third_of_the_timeout(tmpfs: Path) -> None:
     with World() as world:
         world.seed(secrets=SECRETS, heartbeat_timeout=3)  # a heartbeat every second
@@ -141,6 +143,7 @@ def test_default_heartbeat_is_a_third_of_the_timeout(tmpfs: Path) -> None:
         assert record.heartbeats <= took + 1
 
 
+@pytest.mark.integration
 def test_throttled_completion_is_retried(cloud: Booter) -> None:
     cloud.world.cloud.fail_next("CompleteLifecycleAction", count=2)
     assert cloud.run().returncode == 0
@@ -149,6 +152,7 @@ def test_throttled_completion_is_retried(cloud: Booter) -> None:
     assert cloud.doc()["condition"] == "healthy"
 
 
+@pytest.mark.integration
 def test_heartbeats_outlast_a_completion_throttled_past_the_timeout(tmpfs: Path) -> None:
     """Throttled for longer than the hook's HeartbeatTimeout, the completion keeps being
     retried while heartbeats keep the action alive; admitted at last, it completes once."""
@@ -177,6 +181,7 @@ def test_heartbeats_outlast_a_completion_throttled_past_the_timeout(tmpfs: Path)
         b.assert_no_secret_leaked()
 
 
+@pytest.mark.integration
 def test_lost_completion_answer_counts_as_ours(cloud: Booter) -> None:
     cloud.world.cloud.fail_next("CompleteLifecycleAction", code="InternalFailure", status=500,
                                 message="answer lost", after=True)
@@ -187,6 +192,7 @@ def test_lost_completion_answer_counts_as_ours(cloud: Booter) -> None:
     assert doc["lifecycle"]["result"] == "CONTINUE"
 
 
+@pytest.mark.integration
 def test_several_launch_hooks_without_a_name_fail_the_boot(cloud: Booter) -> None:
     cloud.world.boto3_client("autoscaling").put_lifecycle_hook(
         LifecycleHookName="second", AutoScalingGroupName="web-asg",
@@ -198,6 +204,7 @@ def test_several_launch_hooks_without_a_name_fail_the_boot(cloud: Booter) -> Non
     assert "has several launch hooks (agent-ready, second): set lifecycle.hook_name" in proc.stderr
 
 
+@pytest.mark.integration
 def test_unknown_hook_name_fails_the_boot(cloud: Booter) -> None:
     text = cloud.config_path.read_text().replace('hook_name = "agent-ready"',
                                                  'hook_name = "nope"')
@@ -207,6 +214,7 @@ def test_unknown_hook_name_fails_the_boot(cloud: Booter) -> None:
     assert "lifecycle.hook_name 'nope' is not a launch hook of group web-asg" in proc.stderr
 
 
+@pytest.mark.integration
 def test_access_denied_on_lifecycle_calls_names_the_permission(cloud: Booter) -> None:
     cloud.world.cloud.fail_next("DescribeLifecycleHooks", code="AccessDenied", status=403,
                                 message="not authorized")
@@ -219,6 +227,7 @@ def test_access_denied_on_lifecycle_calls_names_the_permission(cloud: Booter) ->
 # -- other readiness signals -----------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_cloudformation_signal_and_marker_file(cloud: Booter, tmp_path: Path) -> None:
     marker = tmp_path / "ready"
     cloud.world.cloud.signals.expect("web-stack", "WebGroup")
@@ -238,6 +247,7 @@ def test_cloudformation_signal_and_marker_file(cloud: Booter, tmp_path: Path) ->
     assert not marker.exists()
 
 
+@pytest.mark.integration
 def test_failed_signal_only_degrades(cloud: Booter) -> None:
     edit(cloud, "signal", 'cloudformation_stack = "no-stack"\ncloudformation_resource = "R"')
     assert cloud.run().returncode == 0
@@ -249,6 +259,7 @@ def test_failed_signal_only_degrades(cloud: Booter) -> None:
 # -- warm pools ----------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_warm_pool_then_in_service(tmpfs: Path) -> None:
     with World() as world:
         instance = world.seed(secrets=SECRETS, warm_pool="Warmed:Stopped")
@@ -272,6 +283,7 @@ def test_warm_pool_then_in_service(tmpfs: Path) -> None:
         b.assert_no_secret_leaked()
 
 
+@pytest.mark.integration
 def test_warm_pool_secrets_when_asked(tmpfs: Path) -> None:
     with World() as world:
         world.seed(secrets=SECRETS, warm_pool="Warmed:Stopped")
@@ -282,6 +294,7 @@ def test_warm_pool_secrets_when_asked(tmpfs: Path) -> None:
         assert (b.secrets_dir / "plain.txt").read_text() == PLAIN
 
 
+@pytest.mark.integration
 def test_warmed_running_promoted_without_restart(tmpfs: Path) -> None:
     with World() as world:
         instance = world.seed(secrets=SECRETS, warm_pool="Warmed:Running")
@@ -310,6 +323,7 @@ def drain_script(tmp_path: Path, name: str, seconds: float) -> str:
     return str(script)
 
 
+@pytest.mark.integration
 def test_termination_notice_drains_wipes_and_completes_the_hook(cloud: Booter,
                                                                 tmp_path: Path) -> None:
     add_termination_hook(cloud)
@@ -342,6 +356,7 @@ def test_termination_notice_drains_wipes_and_completes_the_hook(cloud: Booter,
         assert "secrets wiped: yes" in status.stdout
 
 
+@pytest.mark.integration
 def test_drain_deadline_skips_what_does_not_fit(cloud: Booter, tmp_path: Path) -> None:
     slow = drain_script(tmp_path, "slow", 5)
     never = drain_script(tmp_path, "never", 0)
@@ -355,6 +370,7 @@ def test_drain_deadline_skips_what_does_not_fit(cloud: Booter, tmp_path: Path) -
         assert "never start" not in (tmp_path / "drain.log").read_text()
 
 
+@pytest.mark.integration
 def test_spot_interruption_drains_before_the_deadline(cloud: Booter, tmp_path: Path) -> None:
     cloud.world.imds.instance.update(market="spot")
     step = drain_script(tmp_path, "spot-drain", 0)
@@ -370,6 +386,7 @@ def test_spot_interruption_drains_before_the_deadline(cloud: Booter, tmp_path: P
         assert record["secrets_wiped"]
 
 
+@pytest.mark.integration
 def test_rebalance_only_runs_its_command(cloud: Booter, tmp_path: Path) -> None:
     cloud.world.imds.instance.update(market="spot")
     step = drain_script(tmp_path, "rebalance", 0)
@@ -388,6 +405,7 @@ def test_rebalance_only_runs_its_command(cloud: Booter, tmp_path: Path) -> None:
         assert "rebalance  rebalance recommended at 2026-11-26T12:00:00Z" in cloud.status().stdout
 
 
+@pytest.mark.integration
 def test_imds_outage_while_resident_degrades_then_recovers(cloud: Booter) -> None:
     edit(cloud, "termination", "poll_seconds = 1")
     with cloud.daemon() as daemon:
@@ -400,6 +418,7 @@ def test_imds_outage_while_resident_degrades_then_recovers(cloud: Booter) -> Non
         eventually(lambda: cloud.doc()["condition"] == "healthy", timeout=15)
 
 
+@pytest.mark.integration
 def test_watchdog_pings_and_sigterm_stops_promptly(cloud: Booter) -> None:
     """WATCHDOG=1 reaches a notify socket; SIGTERM exits 0 quickly with STOPPING=1."""
     import socket
@@ -438,6 +457,7 @@ def test_watchdog_pings_and_sigterm_stops_promptly(cloud: Booter) -> None:
     assert any("metadata" in m for m in statuses)
 
 
+@pytest.mark.integration
 def test_sigterm_interrupts_a_long_sleep(cloud: Booter) -> None:
     edit(cloud, "termination", "poll_seconds = 300")  # the next timer is 5 minutes away
     with cloud.daemon() as daemon:
@@ -450,6 +470,7 @@ def test_sigterm_interrupts_a_long_sleep(cloud: Booter) -> None:
 EVENTS = "/latest/meta-data/events/maintenance/scheduled"
 
 
+@pytest.mark.integration
 def test_a_retirement_marks_the_instance_unhealthy_once_then_the_drain_runs(
         cloud: Booter, tmp_path: Path) -> None:
     add_termination_hook(cloud)
@@ -486,6 +507,7 @@ def test_a_retirement_marks_the_instance_unhealthy_once_then_the_drain_runs(
         assert record["secrets_wiped"] is True
 
 
+@pytest.mark.integration
 def test_the_group_replaces_an_instance_marked_unhealthy(cloud: Booter) -> None:
     """The simulated group reacts as a group does: the termination (and its drain) follows."""
     edit(cloud, "termination", "poll_seconds = 1")
@@ -496,6 +518,7 @@ def test_the_group_replaces_an_instance_marked_unhealthy(cloud: Booter) -> None:
         assert len(cloud.world.cloud.calls("SetInstanceHealth")) == 1
 
 
+@pytest.mark.integration
 def test_a_retirement_outside_a_group_is_a_warning_until_canceled(tmpfs: Path) -> None:
     with World() as world:
         world.seed(in_group=False, secrets=SECRETS)
@@ -521,6 +544,7 @@ def test_a_retirement_outside_a_group_is_a_warning_until_canceled(tmpfs: Path) -
             assert world.cloud.calls("SetInstanceHealth") == []
 
 
+@pytest.mark.integration
 def test_scheduled_events_off_reads_none(cloud: Booter) -> None:
     edit(cloud, "termination", "poll_seconds = 1\nscheduled_events = false")
     with cloud.daemon():
@@ -533,6 +557,7 @@ def test_scheduled_events_off_reads_none(cloud: Booter) -> None:
         assert cloud.world.cloud.calls("SetInstanceHealth") == []
 
 
+@pytest.mark.integration
 def test_a_denied_set_instance_health_is_a_warning_not_retried(cloud: Booter) -> None:
     edit(cloud, "termination", "poll_seconds = 1")
     cloud.world.cloud.fail_next("SetInstanceHealth", code="AccessDenied", status=403,

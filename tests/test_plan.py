@@ -175,6 +175,7 @@ def _agent(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           text=True, env=env, cwd=cwd, timeout=60, check=False)
 
 
+@pytest.mark.integration
 def test_plan_writes_nothing(tmp_path: Path, cfg_path: Path) -> None:
     somaxconn = Path("/proc/sys/net/core/somaxconn").read_text()
     before = _snapshot(tmp_path)
@@ -215,6 +216,7 @@ def test_plan_writes_nothing(tmp_path: Path, cfg_path: Path) -> None:
      "program's limits (heap 16 + non-heap 171 + headroom 32), above its 128 MiB (0.5 of 256 "
      "MiB, 16384 MiB less the 16128 MiB reserve)"),
 ])
+@pytest.mark.integration
 def test_bad_input_through_the_command(tmp_path: Path, command: str, extra: str, code: int,
                                        message: str) -> None:
     path = tmp_path / "agent.toml"

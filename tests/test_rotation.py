@@ -20,6 +20,8 @@ from unitcheck import assert_systemd_accepts
 from agent import envfile, generations
 from agent.sim import World
 
+pytestmark = pytest.mark.integration  # every test here starts servers or processes
+
 
 def rotate(b: Booter, secret_id: str, value: str) -> None:
     b.world.boto3_client("secretsmanager").put_secret_value(SecretId=secret_id,

@@ -193,6 +193,7 @@ def test_a_fixed_budget_gives_up_before_a_pause_that_would_not_fit() -> None:
     assert clock.now < 3.0  # never sleeps into the end of its budget
 
 
+@pytest.mark.integration
 def test_going_resident_turns_the_collector_back_on() -> None:
     """Off for the boot (``agent run``), on again once resident, the boot's objects frozen."""
     code = ("import gc\ngc.disable()\nfrom agent.daemon import release_memory\n"

@@ -16,7 +16,8 @@ from agent import envfile, generations, render, secrets
 from agent.context import LaunchContext
 from agent.errors import SecretsError
 from agent.fsutil import TMPFS_MAGIC, fs_type
-from agent.secrets import Kept, Rendered, SecretRef, SecretValue
+from agent.render import SecretValue
+from agent.secrets import Kept, Rendered, SecretRef
 from agent.secrets_config import SecretFile, SecretsConfig
 from agent.state import Recorder
 

@@ -15,7 +15,10 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from agent.sim.cloud import LAUNCHING, TERMINATING, SimCloud
+from agent.sim.autoscaling import LAUNCHING, TERMINATING
+from agent.sim.cloud import SimCloud
+
+pytestmark = pytest.mark.integration  # every test here starts servers or processes
 
 GROUP = "web-asg"
 HOOK = "agent-ready"

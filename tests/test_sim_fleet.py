@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 
+import pytest
+
 from agent.sim import fleet
 
 
@@ -30,6 +32,7 @@ def test_retried_answers_missing_calls_and_other_apis_are_counted() -> None:
     assert report(calls).summary()["beyond_needed"] == report(calls).beyond_needed()
 
 
+@pytest.mark.integration
 def test_an_agent_runs_on_the_cpu_the_cloud_leaves() -> None:
     proc = subprocess.Popen(["sleep", "30"])
     try:

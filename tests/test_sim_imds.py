@@ -14,6 +14,8 @@ from botocore.utils import InstanceMetadataFetcher
 
 from agent.sim.imds import ImdsSimulator, SimInstance, scheduled_event
 
+pytestmark = pytest.mark.integration  # every test here starts servers or processes
+
 TOKEN = "/latest/api/token"
 TTL = "X-aws-ec2-metadata-token-ttl-seconds"
 

@@ -24,6 +24,8 @@ from botocore.exceptions import ClientError
 from agent.sim import World
 from agent.sim.world import SAMPLE_SECRETS
 
+pytestmark = pytest.mark.integration  # every test here starts servers or processes
+
 STATIC_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
 
 

@@ -86,24 +86,45 @@ def test_warning_degrades_and_clears(tmp_path: Path) -> None:
 
 
 def test_writes_are_atomic_under_concurrent_readers(tmp_path: Path) -> None:
+    """A reader never sees a partial document, with reads proven to overlap the writes:
+    the writer goes on until enough reads began or ended while a write was under way."""
     rec = booted(tmp_path, final=None)
     stop = threading.Event()
     bad: list[str] = []
+    writes = {"started": 0, "finished": 0}
+    overlapped = [0]
+    seen: set[str] = set()
 
     def reader() -> None:
         while not stop.is_set():
+            finished = writes["finished"]
             try:
-                statefile.read(str(tmp_path))
+                doc = statefile.read(str(tmp_path))
             except ValueError as exc:
                 bad.append(str(exc))
+                continue
+            if writes["started"] > finished:  # a write under way when the read began or ended
+                overlapped[0] += 1
+            if doc and doc.get("secrets"):
+                seen.add(doc["secrets"][0]["secret_id"])
 
     thread = threading.Thread(target=reader)
     thread.start()
-    for i in range(300):
-        rec.update(secrets=[{"secret_id": f"s{i}", "path": "/x" * (i % 50)}])
-    stop.set()
-    thread.join()
+    count = 0
+    try:
+        while count < 300 or (overlapped[0] < 20 and count < 20000):
+            rec.update(secrets=[{"secret_id": f"s{count}", "path": "/x" * (count % 50)}])
+            writes["started"] += 1
+            rec.write()  # during a boot an update waits for the next write: this one
+            writes["finished"] += 1
+            count += 1
+    finally:
+        stop.set()
+        thread.join()
     assert bad == []
+    assert overlapped[0] >= 20, f"only {overlapped[0]} of the reads overlapped {count} writes"
+    assert len(seen) > 1  # the reads saw the document change
+    assert statefile.read(str(tmp_path))["secrets"][0]["secret_id"] == f"s{count - 1}"  # type: ignore[index]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -147,6 +168,7 @@ def test_status_json_prints_the_document(tmp_path: Path,
     assert json.loads(capsys.readouterr().out) == statefile.read(str(tmp_path))
 
 
+@pytest.mark.integration
 def test_status_flags_a_dead_runner(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rec = booted(tmp_path, final=None)
     proc = subprocess.Popen(["true"])
@@ -203,6 +225,7 @@ def test_wait_waits_for_a_boot_not_yet_started(tmp_path: Path) -> None:
     [["status", "--bogus"], ["wait", "--timeout", "soon"], ["wait", "--timeout", "-1"],
      ["status", "--state-dir"], ["frobnicate"], []],
 )
+@pytest.mark.integration
 def test_usage_errors_exit_2(args: list[str]) -> None:
     proc = run_cli(*args)
     assert proc.returncode == 2, proc.stderr
@@ -211,8 +234,9 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
 
 
 @pytest.mark.parametrize("how", ["--state-dir", "config"])
+@pytest.mark.integration
 def test_status_path_imports_only_what_it_needs(tmp_path: Path, how: str) -> None:
-    """Beyond what the interpreter loads to start: the agent's own four modules and the
+    """Beyond what the interpreter loads to start: the agent's own five modules and the
     C JSON scanner; no SDK, pydantic, argparse, nor json, re, enum, typing, tomllib."""
     booted(tmp_path)
     config = tmp_path / "agent.toml"
@@ -229,8 +253,8 @@ def test_status_path_imports_only_what_it_needs(tmp_path: Path, how: str) -> Non
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**env, "AGENT_CONFIG": str(config)}, timeout=30)
-    assert ("LOADED ['_json', 'agent', 'agent.cli', 'agent.errors', 'agent.statefile', "
-            "'agent.status'] 0") in proc.stdout, proc.stdout + proc.stderr
+    assert ("LOADED ['_json', 'agent', 'agent.cli', 'agent.errors', 'agent.quickargs', "
+            "'agent.statefile', 'agent.status'] 0") in proc.stdout, proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize(("text", "found"), [
@@ -272,6 +296,7 @@ def test_the_scanner_refuses_what_json_refuses(text: str) -> None:
         statefile.loads(text.encode("latin-1"))
 
 
+@pytest.mark.integration
 def test_help_lists_exit_codes() -> None:
     proc = run_cli("--help")
     assert proc.returncode == 0

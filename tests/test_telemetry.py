@@ -59,6 +59,7 @@ def test_render_is_the_prometheus_text_format() -> None:
     assert kinds["agent_aws_requests"] == "counter" and kinds["agent_boot_ready"] == "gauge"
 
 
+@pytest.mark.integration
 def test_a_boot_writes_the_textfile_and_one_cloudwatch_data_point(booter: Booter) -> None:
     textfile = with_telemetry(booter)
     booter.world.cloud.fail_next("GetSecretValue", count=1)  # one throttled attempt
@@ -104,6 +105,7 @@ def failed_values(b: Booter) -> list[float]:
     return [float(p["Maximum"]) for p in stats["Datapoints"]]
 
 
+@pytest.mark.integration
 def test_a_failed_boot_reports_itself_failed(booter: Booter) -> None:
     textfile = with_telemetry(booter, files=[*FILES, {"secret_id": "prod/absent",
                                                       "path": "absent.txt"}])
@@ -115,6 +117,7 @@ def test_a_failed_boot_reports_itself_failed(booter: Booter) -> None:
     assert booter.results() == ["ABANDON"]
 
 
+@pytest.mark.integration
 def test_telemetry_failures_only_degrade(booter: Booter) -> None:
     blocker = booter.root / "not-a-dir"
     blocker.write_text("a file where the textfile's directory should be")
@@ -134,6 +137,7 @@ def test_telemetry_failures_only_degrade(booter: Booter) -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.integration
 def test_the_textfile_follows_each_refresh(booter: Booter) -> None:
     textfile = with_telemetry(booter)
     with booter.daemon() as daemon:

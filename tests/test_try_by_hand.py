@@ -25,6 +25,8 @@ import pytest
 from agent import config
 from agent.sim.world import SAMPLE_SECRETS
 
+pytestmark = pytest.mark.integration  # every test here starts servers or processes
+
 TUTORIAL = Path(__file__).resolve().parent.parent / "docs" / "tutorial.md"
 IMDS, AWS, TRY = "127.0.0.1:8111", "127.0.0.1:4566", "/dev/shm/agent-try"
 SECRET_TEXTS = ["correct horse battery staple", str(SAMPLE_SECRETS["demo/api-token"])]

@@ -171,6 +171,7 @@ def test_no_outputs() -> None:
     assert apply(plan(TuningConfig(), nominal_facts("m5.xlarge"))).records == []
 
 
+@pytest.mark.integration
 def test_tuning_imports_nothing_heavy() -> None:
     code = ("import sys, agent.tuning; from agent.facts import nominal_facts; "
             "nominal_facts('m5.xlarge'); "
@@ -180,6 +181,7 @@ def test_tuning_imports_nothing_heavy() -> None:
     assert out.stdout.strip() == ""
 
 
+@pytest.mark.integration
 def test_profiles_and_the_budget_are_loaded_only_for_entries_that_use_them(
         tmp_path: Path) -> None:
     """A boot's configuration comes from the cache, without the schema (which loads both)."""
@@ -325,6 +327,7 @@ def test_every_output_kind(tmp_path: Path, sysroot: Path, reloads: list[int]) ->
     assert_systemd_accepts(out / "units")
 
 
+@pytest.mark.integration
 def test_dropin_passes_systemd_analyze_verify(tmp_path: Path, reloads: list[int]) -> None:
     if not shutil.which("systemd-analyze"):
         pytest.skip("systemd-analyze is not installed")
@@ -436,6 +439,7 @@ print(json.dumps({"before": before, "after": read(), "records": applied.records}
 """
 
 
+@pytest.mark.integration
 def test_real_sysctl_in_a_private_network_namespace() -> None:
     """net.core.somaxconn is per network namespace: set it in a new one, the host's stays."""
     host = Path("/proc/sys/net/core/somaxconn").read_text()

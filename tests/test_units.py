@@ -71,6 +71,7 @@ def unit_root(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.integration
 def test_verify_prints_nothing(unit_root: Path) -> None:
     """``systemd-analyze verify`` finds nothing to say about the units."""
     analyze = need("systemd-analyze")
@@ -79,6 +80,7 @@ def test_verify_prints_nothing(unit_root: Path) -> None:
     assert (proc.returncode, proc.stdout + proc.stderr) == (0, "")
 
 
+@pytest.mark.integration
 def test_security_exposure(tmp_path: Path) -> None:
     """``systemd-analyze security --offline=true``: overall exposure at most 4.0."""
     analyze = need("systemd-analyze")
@@ -93,6 +95,7 @@ def test_security_exposure(tmp_path: Path) -> None:
     assert float(match.group(1)) <= MAX_EXPOSURE, proc.stdout
 
 
+@pytest.mark.integration
 def test_preset_enables_offline(unit_root: Path) -> None:
     """``systemctl --root preset`` (what postinst does in an image build) enables both."""
     systemctl = need("systemctl")
@@ -169,6 +172,7 @@ def test_conffile_documents_every_key() -> None:
 
 
 @pytest.mark.parametrize("script", ["postinst", "prerm", "postrm"])
+@pytest.mark.integration
 def test_maintainer_scripts_parse(script: str) -> None:
     """The .deb maintainer scripts are valid POSIX sh."""
     subprocess.run(["sh", "-n", str(REPO / "packaging/deb" / script)], check=True, timeout=10)

@@ -9,14 +9,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agent.sim.cloud import Call, LifecycleActionRecord, SimAwsError, SimCloud
+    from agent.sim.autoscaling import LifecycleActionRecord
+    from agent.sim.cloud import SimCloud
     from agent.sim.imds import ImdsRequest, ImdsSimulator, SimInstance
+    from agent.sim.wire import Call, SimAwsError
     from agent.sim.world import World
 
 _HOMES = {
-    "Call": "agent.sim.cloud",
-    "LifecycleActionRecord": "agent.sim.cloud",
-    "SimAwsError": "agent.sim.cloud",
+    "Call": "agent.sim.wire",
+    "LifecycleActionRecord": "agent.sim.autoscaling",
+    "SimAwsError": "agent.sim.wire",
     "SimCloud": "agent.sim.cloud",
     "ImdsRequest": "agent.sim.imds",
     "ImdsSimulator": "agent.sim.imds",

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.sim.cloud import LAUNCHING
+from agent.sim.autoscaling import LAUNCHING
 from agent.sim.world import World
 
 SECRETS: dict[str, str | bytes] = {

@@ -21,9 +21,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
+
+from agent.sim.serving import Served, ServerThread
 
 TOKEN_PATH = "/latest/api/token"  # noqa: S105
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
@@ -150,7 +151,7 @@ class _Fault:
         return self.paths is None or path.startswith(self.paths)
 
 
-class ImdsSimulator:
+class ImdsSimulator(Served):
     """A threaded IMDSv2 server on ``host:port`` (port 0 picks a free one)."""
 
     def __init__(
@@ -173,7 +174,7 @@ class ImdsSimulator:
         self._tokens: dict[str, float] = {}
         self._faults: list[_Fault] = []
         self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._serving: ServerThread | None = None
         self._credentials = {
             "AccessKeyId": "ASIA" + secrets.token_hex(8).upper(),
             "SecretAccessKey": secrets.token_urlsafe(30),
@@ -187,35 +188,17 @@ class ImdsSimulator:
         self._stopped.clear()
         self._server = _Server((self._host, self._port), _Handler)
         self._server.sim = self
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(self.poll_interval,), name="imds-sim",
-            daemon=True
-        )
-        self._thread.start()
+        self._serving = ServerThread(self._server, "imds-sim", self.poll_interval)
         return self
 
     def stop(self) -> None:
         """Stop serving and drop open keep-alive connections."""
-        if self._server is None:
+        if self._server is None or self._serving is None:
             return
         self._stopped.set()
-        self._server.shutdown()
-        self._server.server_close()
+        self._serving.stop()
         self._server.close_connections()
-        if self._thread is not None:
-            self._thread.join()
-        self._server = None
-
-    def __enter__(self) -> ImdsSimulator:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        self._server, self._serving = None, None
 
     @property
     def endpoint(self) -> str:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
-from types import TracebackType
 from typing import Any
 
 import boto3
 
-from agent.sim.cloud import LAUNCHING, SimCloud
+from agent.sim.autoscaling import LAUNCHING
+from agent.sim.cloud import SimCloud
 from agent.sim.imds import ImdsSimulator, SimInstance
+from agent.sim.serving import Served
 
 IMAGE_ID = "ami-0c0ffee0123456789"
 SAMPLE_SECRETS: dict[str, str | bytes] = {  # made-up values: JSON, plain text, binary
@@ -31,7 +32,7 @@ SAMPLE_SECRETS: dict[str, str | bytes] = {  # made-up values: JSON, plain text, 
 """What ``agent demo`` seeds, and ``python -m agent.sim serve`` without ``--seed``."""
 
 
-class World:
+class World(Served):
     """An :class:`ImdsSimulator` and a :class:`SimCloud`, started and stopped together."""
 
     def __init__(
@@ -76,17 +77,6 @@ class World:
             with ThreadPoolExecutor(32) as pool:
                 list(pool.map(lambda sim: sim.stop(), others))
         self.imds.stop()
-
-    def __enter__(self) -> World:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def boto3_client(self, service: str, region: str | None = None,
                      account: str | None = None) -> Any:

@@ -1,0 +1,141 @@
+"""The package's layout: every import of ``agent`` counted (inside functions and under
+``if TYPE_CHECKING:`` too), the modules form layers with no cycle, so nothing imports upward;
+and no module is longer than a newcomer reads."""
+
+from __future__ import annotations
+
+import ast
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "agent"
+MAX_LINES = 600
+
+
+def module_name(path: Path, package: Path = PACKAGE) -> str:
+    """``agent/sim/cloud.py`` -> ``agent.sim.cloud``; a package is its ``__init__``."""
+    parts = path.relative_to(package.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path, modules: set[str], root: Path = PACKAGE) -> set[str]:
+    """The modules of the package that ``path`` imports, wherever the import statement is."""
+    name = module_name(path, root)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                origin = ".".join(base + ([node.module] if node.module else []))
+            else:
+                origin = node.module or ""
+            # ``from agent import state`` imports the module agent.state
+            targets = [f"{origin}.{alias.name}" if f"{origin}.{alias.name}" in modules
+                       else origin for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            module = target
+            while module and module not in modules:  # agent.aws.Aws -> agent.aws
+                module = module.rpartition(".")[0]
+            if module and module != name:
+                found.add(module)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Every module of ``agent`` and the modules of ``agent`` it imports."""
+    paths = sorted(PACKAGE.rglob("*.py"))
+    modules = {module_name(p) for p in paths}
+    graph = {module_name(p): imports_of(p, modules) for p in paths}
+    for name in graph:  # importing agent.sim.cloud runs agent/__init__ and agent/sim/__init__
+        graph[name] -= {parent for parent in modules if name.startswith(parent + ".")}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_graph_sees_every_kind_of_import(tmp_path: Path) -> None:
+    modules = {"agent", "agent.a", "agent.b", "agent.c", "agent.d", "agent.sim",
+               "agent.sim.e"}
+    source = tmp_path / "agent" / "sim" / "e.py"
+    source.parent.mkdir(parents=True)
+    source.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "import agent.a\n"
+        "from agent import b\n"
+        "if TYPE_CHECKING:\n    from agent.c import Thing\n"
+        "def later():\n    from ..d import other\n")
+    assert imports_of(source, modules, tmp_path / "agent") == {
+        "agent.a", "agent.b", "agent.c", "agent.d"}
+
+
+def test_cycles_are_found() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert cycles(graph) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_in_the_package() -> None:
+    graph = import_graph()
+    assert graph.get("agent.boot")  # the graph is really read
+    assert cycles(graph) == []
+
+
+
+def test_no_module_is_longer_than_a_newcomer_reads() -> None:
+    lengths = {module_name(p): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
+    assert len(lengths) > 40  # every module was read
+    assert {name: n for name, n in lengths.items() if n > MAX_LINES} == {}
+
+
+def test_a_unit_test_starts_no_process_and_no_server() -> None:
+    """Unmarked tests are the unit suite (make unit): conftest stops them from starting
+    what only an integration test may."""
+    with pytest.raises(AssertionError, match="mark it integration"):
+        subprocess.run([sys.executable, "-c", "pass"], check=False)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        with pytest.raises(AssertionError, match="mark it integration"):
+            server.listen()
