@@ -32,6 +32,7 @@ def test_plan_says_what_changes_and_writes_nothing(tmp_path: Path) -> None:
     assert not units.exists()
 
 
+@pytest.mark.integration  # starts systemd-analyze or a systemctl
 def test_apply_writes_prunes_and_reloads_once(tmp_path: Path, reloads: list[int]) -> None:
     units = tmp_path / "units"
     stale = units / "old.service.d/60-x.conf"
@@ -68,6 +69,7 @@ def test_held_back_without_systemd(monkeypatch: pytest.MonkeyPatch, reloads: lis
     assert reloads == []
 
 
+@pytest.mark.integration  # starts systemd-analyze or a systemctl
 def test_a_failed_reload_is_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dropins, "daemon_reload", lambda: "systemctl daemon-reload exited 1")
     warnings = dropins.apply(dropins.plan(str(tmp_path), "60-x.conf", {"a.service": CONTENT}))
@@ -75,6 +77,7 @@ def test_a_failed_reload_is_a_warning(tmp_path: Path, monkeypatch: pytest.Monkey
     assert_systemd_accepts(tmp_path)
 
 
+@pytest.mark.integration  # starts systemd-analyze or a systemctl
 def test_credentials_and_tuning_share_the_rules(tmp_path: Path, reloads: list[int]) -> None:
     units = tmp_path / "units"
     tuned = units / "app.service.d/60-agent-tuning.conf"
@@ -101,6 +104,7 @@ def test_an_unwritable_unit_dir_fails_in_one_line(tmp_path: Path) -> None:
         handoff.write_credentials(cfg, cfg.files)
 
 
+@pytest.mark.integration  # starts systemd-analyze or a systemctl
 def test_percent_signs_reach_systemd_as_written(tmp_path: Path, reloads: list[int]) -> None:
     """systemd expands specifiers (%n, %h, %Z...) in LoadCredential=: each % is doubled."""
     units = tmp_path / "units"

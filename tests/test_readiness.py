@@ -347,6 +347,7 @@ def systemctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return answer
 
 
+@pytest.mark.integration  # starts systemd-analyze or a systemctl
 def test_a_failed_unit_after_a_rotation_degrades_naming_the_secret_and_unit(
         tmp_path: Path, systemctl: Path) -> None:
     systemctl.write_text(FAILED_SHOW)
@@ -375,6 +376,7 @@ def test_a_failed_unit_after_a_rotation_degrades_naming_the_secret_and_unit(
     assert rec.doc["readiness"]["after_rotation"] == {"passed": 1, "failed": 1}
 
 
+@pytest.mark.integration  # starts systemd-analyze or a systemctl
 def test_a_rotation_reloading_units_starts_the_gate_in_a_thread(tmp_path: Path,
                                                                 systemctl: Path) -> None:
     systemctl.write_text(ACTIVE_SHOW)

@@ -282,6 +282,7 @@ def _all_kinds(tmp_path: Path) -> Config:
     return _load(tmp_path, ALL_KINDS.format(out=tmp_path / "out", tmp=tmp_path))
 
 
+@pytest.mark.integration  # starts systemd-analyze or a systemctl
 def test_every_output_kind(tmp_path: Path, sysroot: Path, reloads: list[int]) -> None:
     cfg = _all_kinds(tmp_path)
     facts = nominal_facts("m5.xlarge")
@@ -349,6 +350,7 @@ def test_dropin_passes_systemd_analyze_verify(tmp_path: Path, reloads: list[int]
     assert "Unknown key" in proc.stderr
 
 
+@pytest.mark.integration  # starts systemd-analyze or a systemctl
 def test_stale_dropin_is_removed(tmp_path: Path, reloads: list[int]) -> None:
     units = tmp_path / "units"
     stale = units / "old.service.d/60-agent-tuning.conf"
