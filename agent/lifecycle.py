@@ -235,7 +235,7 @@ class Heartbeater:
                 log.warning("lifecycle heartbeat failed: %s", exc)
                 continue
             except Exception as exc:  # a bug must not kill the boot's keepalive silently
-                log.warning("lifecycle heartbeat failed: internal error: %s", exc)
+                log.warning("lifecycle heartbeat failed: internal error: %s", describe(exc))
                 log.debug("heartbeat", exc_info=True)
                 continue
             self.count += 1

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from agent.errors import AgentError
+from agent.errors import AgentError, exception_detail
 from agent.fsutil import atomic_write
 
 if TYPE_CHECKING:
@@ -156,7 +156,8 @@ class Telemetry:
             return
         except Exception as exc:  # a bug here must not reach the boot
             log.debug("telemetry textfile", exc_info=True)
-            self._warn(TEXTFILE_WARNING, f"internal error: {type(exc).__name__}: {exc}")
+            self._warn(TEXTFILE_WARNING,
+                       f"internal error: {type(exc).__name__}: {exception_detail(exc)}")
             return
         self.rec.clear_warning(TEXTFILE_WARNING)
 
