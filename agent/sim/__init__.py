@@ -1,4 +1,5 @@
-"""The local simulated cloud: an IMDSv2 simulator and moto with lifecycle-hook semantics.
+"""The local simulated cloud: an IMDSv2 simulator and moto with lifecycle-hook semantics,
+and a fault proxy that cuts, garbles or drips its answers.
 
 The re-exports load lazily, so that ``agent.sim.imds`` alone does not import moto.
 """
@@ -11,10 +12,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from agent.sim.cloud import Call, LifecycleActionRecord, SimAwsError, SimCloud
     from agent.sim.imds import ImdsRequest, ImdsSimulator, SimInstance
+    from agent.sim.proxy import Fault, FaultProxy
     from agent.sim.world import World
 
 _HOMES = {
     "Call": "agent.sim.cloud",
+    "Fault": "agent.sim.proxy",
+    "FaultProxy": "agent.sim.proxy",
     "LifecycleActionRecord": "agent.sim.cloud",
     "SimAwsError": "agent.sim.cloud",
     "SimCloud": "agent.sim.cloud",
@@ -26,6 +30,8 @@ _HOMES = {
 
 __all__ = [
     "Call",
+    "Fault",
+    "FaultProxy",
     "ImdsRequest",
     "ImdsSimulator",
     "LifecycleActionRecord",
