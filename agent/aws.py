@@ -298,7 +298,7 @@ class Aws:
             user_agent_extra="instance-boot-agent",
         )
         self._session = self._new_session()
-        self._transport = Transport(self._session.get_config_variable("ca_bundle")
+        self._transport = Transport(lambda: self._session.get_config_variable("ca_bundle")
                                     or get_cert_path(True))
         if imds is not None:
             self._use_imds_for_role_credentials(imds)

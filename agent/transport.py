@@ -28,7 +28,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
@@ -160,8 +160,8 @@ class _Answer:
 class Transport:
     """Sends botocore's prepared requests, each exchange ended by its deadline."""
 
-    def __init__(self, ca_bundle: str | None = None) -> None:
-        self._ca_bundle = ca_bundle
+    def __init__(self, ca_bundle: Callable[[], str | None] = lambda: None) -> None:
+        self._ca_bundle = ca_bundle  # asked at the first HTTPS connection
         self._context: ssl.SSLContext | None = None
         self._idle: dict[tuple[str, str, int, str], list[_HTTP | _HTTPS]] = {}
         self._lock = threading.Lock()
@@ -267,7 +267,7 @@ class Transport:
 
     def _tls(self) -> ssl.SSLContext:
         if self._context is None:  # loading the CA bundle costs a few ms: once
-            self._context = ssl.create_default_context(cafile=self._ca_bundle)
+            self._context = ssl.create_default_context(cafile=self._ca_bundle())
         return self._context
 
 
