@@ -46,6 +46,7 @@ from botocore.exceptions import (
     CredentialRetrievalError,
     EndpointConnectionError,
     NoCredentialsError,
+    ParamValidationError,
     PartialCredentialsError,
     ProxyConnectionError,
     ReadTimeoutError,
@@ -130,6 +131,8 @@ def describe(exc: BaseException) -> str:
         code = _word(error.get("Code")) or f"HTTP {status}"
         message = _aws_message(error.get("Message"))
         return f"{code}: {message}" if message else code
+    if isinstance(exc, ParamValidationError):  # about the request we made, not an answer
+        return " ".join(str(exc).split())[:300]
     for kind, text in _KINDS:
         if isinstance(exc, kind):
             url = getattr(exc, "kwargs", {}).get("endpoint_url", "")
@@ -427,8 +430,10 @@ class Aws:
              **params: Any) -> dict[str, Any]:
         """Call ``operation`` (snake_case), retrying transient errors within the budget.
 
-        Raises the botocore error for permanent failures (callers decide what a code means)
-        and :class:`AwsError` when the retry budget runs out or credentials are missing.
+        Raises botocore's ClientError for permanent failures (callers decide what a code
+        means), and :class:`AwsError` when the retry budget runs out, credentials are
+        missing, or the SDK fails otherwise (an answer it cannot parse: described by
+        :func:`describe`, never quoted).
         ``budget``: seconds, or a function giving the seconds left (a deadline that moves);
         ``on_retry`` sees each transient error before its retry.
         """
@@ -470,7 +475,7 @@ class Aws:
                 f"{service} {operation}: gave up after {exc.waited:.1f} s "
                 f"({exc.attempts} attempts): {describe(exc.last)}"
             ) from None
-        except NoCredentialsError as exc:
+        except (BotoCoreError, ResponseParserError) as exc:  # no AWS code for callers to read
             raise AwsError(f"{service} {operation}: {describe(exc)}") from None
         finally:
             self._deadline.left = None

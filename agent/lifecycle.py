@@ -434,7 +434,7 @@ def signal(cfg: SignalConfig, aws: Aws | None, meta: Metadata | None, ready: boo
             log.info("signal: %s sent to %s/%s", status, cfg.cloudformation_stack,
                      cfg.cloudformation_resource)
         except Exception as exc:
-            message = str(exc) if isinstance(exc, AgentError) else describe(exc)
+            message = describe(exc)
             rec.warn(f"signal: SignalResource {cfg.cloudformation_stack}/"
                      f"{cfg.cloudformation_resource} failed: {message}")
 

@@ -25,6 +25,7 @@ from botocore.exceptions import (
     ConnectionClosedError,
     EndpointConnectionError,
     NoCredentialsError,
+    ParamValidationError,
     ReadTimeoutError,
 )
 from botocore.parsers import ResponseParserError
@@ -81,6 +82,9 @@ def test_other_failures_are_described_by_their_kind() -> None:
     assert describe(KeyError(BODY.decode())) == \
         "KeyError (details withheld: they may quote the answer)"
     assert describe(SecretsError("secret 'x': fine")) == "secret 'x': fine"
+    mine = ParamValidationError(report="Invalid length for parameter SecretId, value: 0")
+    assert describe(mine) == "Parameter validation failed: Invalid length for parameter " \
+        "SecretId, value: 0"
 
 
 def test_an_unexpected_sdk_exception_is_not_quoted_as_an_internal_error() -> None:
@@ -296,3 +300,16 @@ def test_a_dripped_answer_ends_the_boot_within_its_budget(faulty: Faulty) -> Non
     assert "Traceback" not in proc.stderr
     assert generations.current(faulty.secrets_dir) is None
     assert faulty.results() == ["ABANDON"]
+
+
+@pytest.mark.integration
+def test_any_answer_that_cannot_be_parsed_is_one_line_naming_the_operation(
+        faulty: Faulty) -> None:
+    faulty.proxy.set("DescribeLifecycleHooks", Fault.truncate(-30))
+    faulty.configure(FILES)
+    proc = faulty.run()
+    assert proc.returncode == 1, proc.stderr
+    assert ("autoscaling describe_lifecycle_hooks: an answer that cannot be parsed"
+            in proc.stderr)
+    assert "<" not in faulty.everything() and "Traceback" not in proc.stderr
+    assert phase(faulty.doc(), "lifecycle")["state"] == "failed"
