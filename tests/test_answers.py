@@ -155,12 +155,13 @@ def dripping() -> Iterator[str]:
 @pytest.mark.integration
 def test_a_dripped_answer_ends_at_the_deadline(dripping: str) -> None:
     request = AWSRequest("POST", dripping, data=b"{}").prepare()
+    threads = set(threading.enumerate())
     start = time.monotonic()
     with pytest.raises(ReadTimeoutError):
         Transport().send(request, connect_timeout=1, read_timeout=15,
                          deadline=start + 1.0)
-    assert time.monotonic() - start < 1.5
-    assert threading.active_count() <= 2  # no reader left behind (the server's thread only)
+    assert time.monotonic() - start < 3  # (1 s, and slack for a loaded machine)
+    assert set(threading.enumerate()) <= threads  # no reader left behind
 
 
 # -- against the simulated cloud, behind the fault proxy -------------------------------------
