@@ -13,7 +13,9 @@ connection), Auto Scaling (small quotas shared by the whole account) most patien
 every client has botocore's adaptive client-side rate limiter (``mode = "adaptive"``, which
 still acts with one attempt per call: it watches every answer), so that after a throttle
 the client's own calls are paced. Every attempt is counted by API and outcome
-(:meth:`Aws.request_counts`, for the telemetry).
+(:meth:`Aws.request_counts`, for the telemetry), and sent by :mod:`agent.transport`, which
+bounds the whole exchange (connect, request, every byte of the answer) by the call's budget.
+An SDK failure is told by :func:`describe` alone: its code or kind, never an answer's body.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import botocore.session
@@ -37,15 +41,23 @@ from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
+    CredentialRetrievalError,
     EndpointConnectionError,
     NoCredentialsError,
+    ParamValidationError,
+    PartialCredentialsError,
+    ProxyConnectionError,
     ReadTimeoutError,
+    SSLError,
 )
+from botocore.httpsession import get_cert_path
 from botocore.loaders import Loader
+from botocore.parsers import ResponseParserError
 
 from agent import DATA, models
-from agent.errors import AwsError, ImdsError
+from agent.errors import AgentError, AwsError, ImdsError
 from agent.retry import GaveUp, Pace, retry
+from agent.transport import Transport
 
 if TYPE_CHECKING:
     from agent.config import AwsConfig
@@ -112,13 +124,56 @@ def error_code(exc: BaseException) -> str:
 
 
 def describe(exc: BaseException) -> str:
-    """One line for a botocore failure: code and message, never a request body."""
+    """One line for an SDK failure: its code or kind, never an answer's body nor ``str()``.
+
+    The one describer of AWS failures (callers name the operation and what it concerns). A
+    ClientError keeps AWS's own message only when it looks like one (short, one line, no
+    markup): botocore puts an unparsable error body there verbatim. Any other exception is
+    described by its kind alone (botocore's ResponseParserError embeds the whole answer).
+    """
+    if isinstance(exc, AgentError):
+        return exc.message
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
-        return f"{error.get('Code', 'Error')}: {error.get('Message', '')}".rstrip(": ")
-    if isinstance(exc, NoCredentialsError):
-        return "no AWS credentials (instance profile, environment or config)"
-    return str(exc)
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        code = _word(error.get("Code")) or f"HTTP {status}"
+        message = _aws_message(error.get("Message"))
+        return f"{code}: {message}" if message else code
+    if isinstance(exc, ParamValidationError):  # about the request we made, not an answer
+        return " ".join(str(exc).split())[:300]
+    for kind, text in _KINDS:
+        if isinstance(exc, kind):
+            url = getattr(exc, "kwargs", {}).get("endpoint_url", "")
+            return text.format(url=url if isinstance(url, str) and url.isprintable() else "")
+    return f"{type(exc).__name__} (details withheld: they may quote the answer)"
+
+
+_KINDS: tuple[tuple[type[BaseException], str], ...] = (
+    (NoCredentialsError, "no AWS credentials (instance profile, environment or config)"),
+    (ConnectTimeoutError, "connect timed out ({url})"),
+    (ReadTimeoutError, "no complete answer in time ({url})"),
+    (ConnectionClosedError, "the connection closed before the answer was complete ({url})"),
+    (ProxyConnectionError, "cannot connect to the proxy"),
+    (SSLError, "TLS failed with {url} (certificate validation or handshake)"),
+    (EndpointConnectionError, "cannot connect to {url}"),
+    (ResponseParserError, "an answer that cannot be parsed (cut short, or not the service's "
+                          "format)"),
+    (CredentialRetrievalError, "credentials could not be retrieved"),
+    (PartialCredentialsError, "partial AWS credentials"),
+)
+_MESSAGE = re.compile(r"[^<>{}\x00-\x1f\x7f]{1,300}")
+
+
+def _word(value: Any) -> str:
+    """An error code as AWS writes one (letters, digits, ``.:_-``), else ''."""
+    text = str(value or "")
+    return text if re.fullmatch(r"[A-Za-z0-9.:_-]{1,100}", text) else ""
+
+
+def _aws_message(value: Any) -> str:
+    """AWS's error message when it looks like one (short, one line, no markup), else ''."""
+    text = " ".join(str(value or "").split())
+    return text if _MESSAGE.fullmatch(text) else ""
 
 
 def builtin_handlers(skipped: frozenset[str]) -> list[tuple[Any, ...]]:
@@ -199,6 +254,22 @@ class Role:
     session_name: str = "instance-boot-agent"  # the boot uses the instance id
 
 
+def _assumed(fetch: Callable[[], Any], role: Role) -> Any:
+    """``AssumeRole``'s credentials; an answer without usable ones is an error naming the
+    role (a refusal stays botocore's ClientError, its code saying AssumeRole; a transient
+    error stays as it is, for the call's retries)."""
+    try:
+        return fetch()
+    except ClientError:
+        raise
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        what = ("an answer without usable credentials"
+                if isinstance(exc, KeyError | TypeError | ValueError) else describe(exc))
+        raise AwsError(f"sts AssumeRole {role.arn}: {what}") from None
+
+
 class _Assumed(CredentialProvider):
     """botocore's credential chain of one role session: refreshable AssumeRole credentials."""
 
@@ -235,6 +306,8 @@ class Aws:
             user_agent_extra="instance-boot-agent",
         )
         self._session = self._new_session()
+        self._transport = Transport(lambda: self._session.get_config_variable("ca_bundle")
+                                    or get_cert_path(True))
         if imds is not None:
             self._use_imds_for_role_credentials(imds)
         self._roles: dict[Role, botocore.session.Session] = {}
@@ -287,17 +360,25 @@ class Aws:
             if role.external_id:
                 extra["ExternalId"] = role.external_id
             fetcher = AssumeRoleCredentialFetcher(
-                lambda service, **kw: self._session.create_client(
-                    service, region_name=self.region, endpoint_url=self.endpoint_url,
-                    config=self._config, **kw),
+                lambda service, **kw: self._create_client(self._session, service,
+                                                          self.region, **kw),
                 self._session.get_credentials(), role.arn, extra_args=extra)
-            credentials = DeferredRefreshableCredentials(fetcher.fetch_credentials,
-                                                         "assume-role")
+            credentials = DeferredRefreshableCredentials(
+                partial(_assumed, fetcher.fetch_credentials, role), "assume-role")
             session = self._new_session()
             session.register_component("credential_provider",
                                        CredentialResolver([_Assumed(credentials)]))
             self._roles[role] = session
         return session
+
+    def _create_client(self, session: botocore.session.Session, service: str, region: str,
+                       **kwargs: Any) -> Any:
+        """A botocore client whose every attempt :meth:`_send` sends."""
+        client = session.create_client(service, region_name=region,
+                                       endpoint_url=self.endpoint_url, config=self._config,
+                                       **kwargs)
+        client.meta.events.register("before-send", self._send)
+        return client
 
     def client(self, service: str, region: str | None = None, role: Role | None = None) -> Any:
         """The client for ``service`` in ``region`` (default: ours) signing as ``role`` (default:
@@ -310,13 +391,9 @@ class Aws:
             if key not in self._clients:
                 session = self._session if role is None else self._role_session(role)
                 try:
-                    client = session.create_client(
-                        service, region_name=key[1], endpoint_url=self.endpoint_url,
-                        config=self._config
-                    )
+                    client = self._create_client(session, service, key[1])
                 except BotoCoreError as exc:
                     raise AwsError(f"{service}: cannot create client: {describe(exc)}") from None
-                client.meta.events.register("before-send", self._within_budget)
                 self._clients[key] = client
             return self._clients[key]
 
@@ -329,19 +406,22 @@ class Aws:
         finally:
             self._told.sent = None
 
-    def _within_budget(self, request: Any, **kwargs: Any) -> None:
-        """Each attempt waits for its answer no longer than what is left of the call's budget.
+    def _send(self, request: Any, **kwargs: Any) -> Any:
+        """botocore's ``before-send``: send the attempt ourselves, bounded as a whole.
 
-        botocore takes a per-request ``read_timeout`` from the request context.
+        Connecting waits at most :data:`CONNECT_TIMEOUT`, the answer at most
+        :data:`READ_TIMEOUT`, and the whole attempt never beyond what is left of the call's
+        budget (:mod:`agent.transport`).
         """
         self.sent.set()
         told = getattr(self._told, "sent", None)
         if told is not None:
             told.set()
         left = getattr(self._deadline, "left", None)
-        context = getattr(request, "context", None)
-        if left is not None and isinstance(context, dict):
-            context["read_timeout"] = max(0.05, min(READ_TIMEOUT, left()))
+        budget = max(0.0, left() if left is not None else self.max_wait)
+        return self._transport.send(request, connect_timeout=CONNECT_TIMEOUT,
+                                    read_timeout=READ_TIMEOUT,
+                                    deadline=time.monotonic() + budget)
 
     def call(self, service: str, operation: str, *,
              budget: float | Callable[[], float] | None = None,
@@ -350,8 +430,10 @@ class Aws:
              **params: Any) -> dict[str, Any]:
         """Call ``operation`` (snake_case), retrying transient errors within the budget.
 
-        Raises the botocore error for permanent failures (callers decide what a code means)
-        and :class:`AwsError` when the retry budget runs out or credentials are missing.
+        Raises botocore's ClientError for permanent failures (callers decide what a code
+        means), and :class:`AwsError` when the retry budget runs out, credentials are
+        missing, or the SDK fails otherwise (an answer it cannot parse: described by
+        :func:`describe`, never quoted).
         ``budget``: seconds, or a function giving the seconds left (a deadline that moves);
         ``on_retry`` sees each transient error before its retry.
         """
@@ -393,7 +475,7 @@ class Aws:
                 f"{service} {operation}: gave up after {exc.waited:.1f} s "
                 f"({exc.attempts} attempts): {describe(exc.last)}"
             ) from None
-        except NoCredentialsError as exc:
+        except (BotoCoreError, ResponseParserError) as exc:  # no AWS code for callers to read
             raise AwsError(f"{service} {operation}: {describe(exc)}") from None
         finally:
             self._deadline.left = None

@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING, TypeVar
 
 from agent import configcache
 from agent.boot import Boot
-from agent.errors import EXIT_FAILED, EXIT_OK, AgentError, BootError, ConfigError, LockedError
+from agent.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    AgentError,
+    BootError,
+    ConfigError,
+    LockedError,
+    exception_detail,
+)
 from agent.fsutil import claim_dir
 from agent.imds import ImdsClient
 from agent.sections import ONESHOT_READINESS
@@ -230,7 +238,7 @@ class Resident:
         try:
             return job()
         except Exception as exc:
-            log.error("%s: internal error: %s: %s", what, type(exc).__name__, exc)
+            log.error("%s: internal error: %s: %s", what, type(exc).__name__, exception_detail(exc))
             log.debug("%s", what, exc_info=True)
             self.rec.warn(f"{what}: internal error: {type(exc).__name__} (see the journal)")
             return fallback

@@ -100,9 +100,22 @@ def describe_failure(where: str, exc: BaseException) -> str:
     """One line: an AgentError's own message, else ``internal error`` in ``where``."""
     if isinstance(exc, AgentError):
         return str(exc)
-    detail = escape(" ".join(str(exc).split())[:200])
+    detail = escape(exception_detail(exc))
     return (f"internal error in {where}: {type(exc).__name__}" + (f": {detail}" if detail else "")
             + " (run with -v for the traceback)")
+
+
+FOREIGN = ("botocore", "boto3", "urllib3", "http.client", "s3transfer")
+"""Libraries whose exceptions may quote an answer's body: their text is never shown."""
+
+
+def exception_detail(exc: BaseException) -> str:
+    """An unexpected exception's text, one line of at most 200 characters; '' for an
+    exception of an HTTP or AWS library (botocore's ResponseParserError embeds the body)."""
+    module = type(exc).__module__ or ""
+    if module.startswith(FOREIGN):
+        return ""
+    return " ".join(str(exc).split())[:200]
 
 
 def closest(word: str, known: Iterable[str], cutoff: float = 0.6) -> list[str]:

@@ -235,7 +235,7 @@ class Heartbeater:
                 log.warning("lifecycle heartbeat failed: %s", exc)
                 continue
             except Exception as exc:  # a bug must not kill the boot's keepalive silently
-                log.warning("lifecycle heartbeat failed: internal error: %s", exc)
+                log.warning("lifecycle heartbeat failed: internal error: %s", describe(exc))
                 log.debug("heartbeat", exc_info=True)
                 continue
             self.count += 1
@@ -434,7 +434,7 @@ def signal(cfg: SignalConfig, aws: Aws | None, meta: Metadata | None, ready: boo
             log.info("signal: %s sent to %s/%s", status, cfg.cloudformation_stack,
                      cfg.cloudformation_resource)
         except Exception as exc:
-            message = str(exc) if isinstance(exc, AgentError) else describe(exc)
+            message = describe(exc)
             rec.warn(f"signal: SignalResource {cfg.cloudformation_stack}/"
                      f"{cfg.cloudformation_resource} failed: {message}")
 

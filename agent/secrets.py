@@ -209,6 +209,9 @@ def _fetch_secret(aws: Aws, ref: SecretRef) -> SecretValue:
     text, binary = reply.get("SecretString"), reply.get("SecretBinary")
     if not isinstance(text, str | None) or not isinstance(binary, bytes | None):
         raise SecretsError(f"{ref.label}: GetSecretValue answered a value of the wrong type")
+    if text is None and binary is None:  # botocore reads an unparsable answer as {}
+        raise SecretsError(f"{ref.label}: GetSecretValue answered no value (neither "
+                           "SecretString nor SecretBinary: an empty or garbled answer)")
     return SecretValue(secret_id=ref.name, version_id=str(reply.get("VersionId", "")),
                        arn=str(reply.get("ARN", "")), text=text, binary=binary)
 
@@ -232,6 +235,9 @@ def _parameters(aws: Aws, refs: list[SecretRef], *, decrypt: bool
         for ref in batch:
             if ref.name not in by_name:
                 raise SecretsError(f"{ref.label}: GetParameters did not answer it")
+            if decrypt and not isinstance(by_name[ref.name].get("Value"), str):
+                raise SecretsError(f"{ref.label}: GetParameters answered it without a value "
+                                   "(an empty or garbled answer)")
             found[ref] = by_name[ref.name]
     return found
 
@@ -282,7 +288,7 @@ def fetch_all(aws: Aws, refs: Sequence[SecretRef]) -> dict[SecretRef, SecretValu
             continue
         param = done[("ssm", ref.region, ref.role)][ref]
         values[ref] = SecretValue(secret_id=ref.name, version_id=str(param.get("Version", "")),
-                                  arn=str(param.get("ARN", "")), text=str(param.get("Value", "")))
+                                  arn=str(param.get("ARN", "")), text=param["Value"])
     return values
 
 

@@ -3,7 +3,9 @@
 Under systemd (stderr is the journal stream) log records go to the journal with
 structured fields (``AGENT_PHASE``, ``AGENT_INSTANCE_ID``...); otherwise to stderr. The
 AWS SDK's loggers are held at WARNING whatever the level: at DEBUG botocore logs response
-bodies, which would include secret values.
+bodies, which would include secret values. Another library's record that carries a
+traceback (botocore's credential refresher logs a WARNING with the exception attached) is
+said at debug level only: the failure itself reaches the agent, which says it in one line.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import subprocess
 import sys
 import threading
 
-from agent.errors import escape
+from agent.errors import escape, exception_detail
 
 QUIET_LOGGERS = ("botocore", "urllib3", "s3transfer")
 log = logging.getLogger(__name__)
@@ -55,10 +57,24 @@ def setup_logging(verbose: bool = False) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(OneLineFormatter("agent: %(levelname)s %(message)s"))
+    handler.addFilter(ForeignTracebacks())
     root.handlers[:] = [handler]
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     threading.excepthook = log_thread_exception
+
+
+class ForeignTracebacks(logging.Filter):
+    """Another library's record with a traceback attached is a debug record: shown with
+    ``-v`` only (the agent reports the failure itself, in one line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for such a record when debug records are not shown; else True."""
+        if record.levelno <= logging.DEBUG or record.name.partition(".")[0] == "agent" or \
+                not (record.exc_info or record.exc_text or record.stack_info):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
 
 
 def log_thread_exception(args: threading.ExceptHookArgs) -> None:
@@ -67,7 +83,7 @@ def log_thread_exception(args: threading.ExceptHookArgs) -> None:
         return
     name = args.thread.name if args.thread is not None else "?"
     log.error("internal error in thread %s: %s: %s", name, args.exc_type.__name__,
-              args.exc_value)
+              exception_detail(args.exc_value))
     log.debug("thread %s", name, exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
-from agent.errors import AgentError
+from agent.errors import AgentError, exception_detail
 from agent.fsutil import atomic_write
 
 if TYPE_CHECKING:
@@ -200,7 +200,8 @@ class Telemetry:
             return
         except Exception as exc:  # a bug here must not reach the boot
             log.debug("telemetry textfile", exc_info=True)
-            self._warn(TEXTFILE_WARNING, f"internal error: {type(exc).__name__}: {exc}")
+            self._warn(TEXTFILE_WARNING,
+                       f"internal error: {type(exc).__name__}: {exception_detail(exc)}")
             return
         self.rec.clear_warning(TEXTFILE_WARNING)
 

@@ -1,4 +1,5 @@
-"""The local simulated cloud: an IMDSv2 simulator and moto with lifecycle-hook semantics.
+"""The local simulated cloud: an IMDSv2 simulator and moto with lifecycle-hook semantics,
+and a fault proxy that cuts, garbles or drips its answers.
 
 The re-exports load lazily, so that ``agent.sim.imds`` alone does not import moto.
 """
@@ -12,11 +13,14 @@ if TYPE_CHECKING:
     from agent.sim.autoscaling import LifecycleActionRecord
     from agent.sim.cloud import SimCloud
     from agent.sim.imds import ImdsRequest, ImdsSimulator, SimInstance
+    from agent.sim.proxy import Fault, FaultProxy
     from agent.sim.wire import Call, SimAwsError
     from agent.sim.world import World
 
 _HOMES = {
     "Call": "agent.sim.wire",
+    "Fault": "agent.sim.proxy",
+    "FaultProxy": "agent.sim.proxy",
     "LifecycleActionRecord": "agent.sim.autoscaling",
     "SimAwsError": "agent.sim.wire",
     "SimCloud": "agent.sim.cloud",
@@ -28,6 +32,8 @@ _HOMES = {
 
 __all__ = [
     "Call",
+    "Fault",
+    "FaultProxy",
     "ImdsRequest",
     "ImdsSimulator",
     "LifecycleActionRecord",
