@@ -34,6 +34,18 @@ TEXTFILE_WARNING = "telemetry: textfile"
 CLOUDWATCH_WARNING = "telemetry: CloudWatch"
 
 
+Requests = dict[tuple[str, str], int]
+"""AWS request attempts by (api, outcome)."""
+
+
+def counted(aws: Aws | None, earlier: Requests | None = None) -> Requests:
+    """``aws``'s request counts so far, added to ``earlier``."""
+    total = dict(earlier or {})
+    for key, count in (aws.request_counts() if aws is not None else {}).items():
+        total[key] = total.get(key, 0) + count
+    return total
+
+
 @dataclass
 class Figures:
     """What the boot measured."""
@@ -143,13 +155,14 @@ class Telemetry:
         if self.cfg.cloudwatch_namespace and not self.put(boot, aws):
             self.write(aws)  # now degraded by the warning
 
-    def write(self, aws: Aws | None) -> None:
-        """(Re)write the textfile with the current request counts and condition."""
+    def write(self, aws: Aws | None, earlier: Requests | None = None) -> None:
+        """(Re)write the textfile with the current request counts (``earlier``: those of
+        the processes before this one) and condition."""
         if not self.cfg.textfile or self.boot is None:
             return
         try:
             text = render(self.boot, degraded=self.rec.doc.get("condition") == "degraded",
-                          requests=aws.request_counts() if aws is not None else {})
+                          requests=counted(aws, earlier))
             atomic_write(self.cfg.textfile, text.encode(), mode=0o644, sync=False)
         except OSError as exc:
             self._warn(TEXTFILE_WARNING, f"{self.cfg.textfile}: {exc.strerror or exc}")

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent import generations
 from agent.errors import AgentError
 from agent.service import child_environment, run_command
 from agent.state import utc_now
@@ -77,15 +76,24 @@ def _monotonic_at(stamp: str) -> float | None:
     return time.monotonic() + (epoch - time.time())
 
 
+def drain_deadline(deadline_seconds: float, notice: Notice) -> float:
+    """When the drain must be over (monotonic): ``deadline_seconds`` from now, and for spot
+    ``SPOT_MARGIN`` before the interruption. Taken when the notice is seen."""
+    deadline = time.monotonic() + deadline_seconds
+    if notice.deadline is not None:
+        deadline = min(deadline, notice.deadline - SPOT_MARGIN)
+    return deadline
+
+
 def drain(cfg: Config, notice: Notice, aws: Aws | None, instance_id: str,
-          tags: dict[str, str] | None) -> dict[str, Any]:
-    """Run the drain and complete the termination hook; the record for state.json."""
+          tags: dict[str, str] | None, deadline: float | None = None) -> dict[str, Any]:
+    """Run the drain and complete the termination hook by ``deadline`` (monotonic; default
+    :func:`drain_deadline` from now); the record for state.json."""
     from agent import lifecycle  # noqa: PLC0415 - imports botocore
 
     term = cfg.termination
-    deadline = time.monotonic() + term.deadline_seconds
-    if notice.deadline is not None:
-        deadline = min(deadline, notice.deadline - SPOT_MARGIN)
+    if deadline is None:
+        deadline = drain_deadline(term.deadline_seconds, notice)
     record: dict[str, Any] = {"reason": notice.kind, "notice": notice.detail,
                               "started_at": utc_now(), "steps": [], "hook": None,
                               "secrets_wiped": False}
@@ -141,6 +149,8 @@ def rebalance(cfg: Config, notice: Notice) -> dict[str, Any]:
 
 def wipe(root: Path) -> bool:
     """Remove every published secret file under ``root`` (the directory itself stays)."""
+    from agent import generations  # noqa: PLC0415 - the watch itself stays lean
+
     wiped = generations.wipe(root)
     if wiped:
         log.info("termination: secrets under %s wiped", root)
@@ -204,21 +214,42 @@ def mark_unhealthy(aws: Aws, instance_id: str) -> None:
              InstanceId=instance_id, HealthStatus="Unhealthy", ShouldRespectGracePeriod=False)
 
 
+Marked = tuple[str, str]
+"""How :func:`set_unhealthy` went: ``("sent", "")``, ``("retry", problem)`` (out of retries:
+the next poll tries again) or ``("failed", problem)`` (permanent: not tried again)."""
+
+
+def set_unhealthy(aws: Aws, instance_id: str) -> Marked:
+    """:func:`mark_unhealthy`, its failure worded for state.json."""
+    from agent.aws import describe, error_code  # noqa: PLC0415 - botocore, loaded
+
+    try:
+        mark_unhealthy(aws, instance_id)
+    except AgentError as exc:
+        return "retry", str(exc)
+    except Exception as exc:
+        code = error_code(exc)
+        if code in ("AccessDenied", "AccessDeniedException"):
+            return "failed", ("SetInstanceHealth: access denied: the instance role needs "
+                              "autoscaling:SetInstanceHealth")
+        return "failed", f"SetInstanceHealth failed: {describe(exc)}"
+    return "sent", ""
+
+
 class ScheduledEvents:
     """What the daemon did about each scheduled event; Unhealthy sent once per instance.
 
-    ``previous``: the state document of an earlier run of this boot, so that a restarted
-    daemon does not mark the instance again.
+    ``mark``: sends SetInstanceHealth (:func:`set_unhealthy`, in a job of the resident);
+    ``earlier``: the ``health`` of an earlier run of this boot, so that a restarted daemon
+    does not mark the instance again.
     """
 
-    def __init__(self, rec: Recorder, instance_id: str, group: str, in_group: bool,
-                 clients: Callable[[], Aws], previous: dict[str, Any] | None = None) -> None:
+    def __init__(self, rec: Recorder, group: str, in_group: bool,
+                 mark: Callable[[], Marked], earlier: object = None) -> None:
         self.rec = rec
-        self.instance_id = instance_id
         self.group = group
         self.in_group = in_group
-        self.clients = clients
-        earlier = (previous or {}).get("health")
+        self.mark = mark
         self.health: dict[str, Any] | None = earlier if isinstance(earlier, dict) and \
             earlier.get("status") == "Unhealthy" else None
         self.failed: str = ""  # a permanent SetInstanceHealth failure: not tried again
@@ -252,19 +283,12 @@ class ScheduledEvents:
                     f"{self.health.get('at')}: the group replaces the instance")
         if self.failed:
             return self.failed
-        from agent.aws import describe, error_code  # noqa: PLC0415 - botocore, loaded
-
-        try:
-            mark_unhealthy(self.clients(), self.instance_id)
-        except AgentError as exc:  # out of retries: the next poll tries again
-            self._warn(f"{EVENTS_WARNING}: {when}: SetInstanceHealth: {exc} (retried)")
-            return f"SetInstanceHealth failed (retried at the next poll): {exc}"
-        except Exception as exc:
-            code = error_code(exc)
-            self.failed = ("SetInstanceHealth: access denied: the instance role needs "
-                           "autoscaling:SetInstanceHealth" if code in (
-                               "AccessDenied", "AccessDeniedException")
-                           else f"SetInstanceHealth failed: {describe(exc)}")
+        outcome, problem = self.mark()
+        if outcome == "retry":
+            self._warn(f"{EVENTS_WARNING}: {when}: SetInstanceHealth: {problem} (retried)")
+            return f"SetInstanceHealth failed (retried at the next poll): {problem}"
+        if outcome != "sent":
+            self.failed = problem
             self._warn(f"{EVENTS_WARNING}: {when}: {self.failed}")
             return self.failed
         self.rec.clear_warning(f"{EVENTS_WARNING}: {when}: SetInstanceHealth")
