@@ -22,22 +22,26 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import configcache, termination
-from agent.boot import Boot
-from agent.context import LaunchContext
 from agent.errors import AgentError
 from agent.fsutil import atomic_write
-from agent.imds import Identity, Metadata
 from agent.service import Notifier, setup_logging
 from agent.state import Journal, utc_now
-from agent.telemetry import Figures, Requests, counted
+
+if TYPE_CHECKING:
+    from agent.aws import Aws
+    from agent.boot import Boot
+    from agent.config import Config
+    from agent.telemetry import Requests
 
 log = logging.getLogger("agent.jobs")
+
 REFRESH_FAILED = "secrets: refresh failed"
 
 
@@ -46,6 +50,7 @@ REFRESH_FAILED = "secrets: refresh failed"
 
 def carry(boot: Boot, config_path: str | None, lock_fd: int, verbose: bool) -> dict[str, Any]:
     """The hand-off of a boot that went ready: the resident's part and its jobs' part."""
+    from agent.telemetry import counted  # noqa: PLC0415 - loaded by the boot
     cfg, meta, rec = boot.cfg, boot.meta, boot.rec
     secrets = boot.published.carried() if boot.published is not None else None
     try:
@@ -96,18 +101,40 @@ def write_handoff(path: str, doc: dict[str, Any]) -> None:
 
 
 class Work:
-    """What a job has: the boot as it was (its configuration, instance, published secrets)."""
+    """What a job has: the boot as it was (its configuration, instance, published secrets).
+
+    The boot's objects (and with them the AWS SDK) are made on first use: a drain's commands
+    start before they are loaded.
+    """
 
     def __init__(self, path: str, doc: dict[str, Any]) -> None:
         self.path = path
         self.doc = doc
         job = doc["job"]
         self.job: dict[str, Any] = job
-        cfg = configcache.view(job["config"]) if job["config"] is not None else \
+        self.cfg: Config = configcache.view(job["config"]) if job["config"] is not None else \
             configcache.load(job["config_path"])
-        rec = Journal(doc["resident"]["state_dir"])
-        rec.previous = job["previous"]
-        self.rec = rec
+        self.rec = Journal(doc["resident"]["state_dir"])
+        self.rec.previous = job["previous"]
+        self.earlier: Requests = {(api, outcome): int(n) for api, outcome, n in job["requests"]}
+        self._boot: Boot | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def boot(self) -> Boot:
+        """The boot as it was, rebuilt."""
+        with self._lock:
+            if self._boot is None:
+                self._boot = self._rebuild()
+            return self._boot
+
+    def _rebuild(self) -> Boot:
+        from agent.boot import Boot  # noqa: PLC0415
+        from agent.context import LaunchContext  # noqa: PLC0415
+        from agent.imds import Identity, Metadata  # noqa: PLC0415
+        from agent.telemetry import Figures  # noqa: PLC0415
+
+        job, cfg, rec = self.job, self.cfg, self.rec
         boot = Boot(cfg, rec, Notifier(), time.monotonic())
         if job["meta"] is not None:
             meta = job["meta"]
@@ -121,30 +148,30 @@ class Work:
             boot.published = Secrets.resume(cfg.secrets, rec, job["secrets"], boot.context)
         if job["telemetry"] is not None:
             boot.telemetry.boot = Figures(**job["telemetry"])
-        self.boot = boot
-        self.earlier: Requests = {(api, outcome): int(n) for api, outcome, n in job["requests"]}
+        return boot
 
     @property
     def instance_id(self) -> str:
         """This instance's id."""
-        assert self.boot.meta is not None
-        return self.boot.meta.identity.instance_id
+        return str(self.job["meta"]["identity"]["instance_id"])
 
-    def aws(self) -> Any:
-        """The boot's AWS clients, when the boot had any (else None)."""
-        return self.boot.clients() if self.job["aws"] else None
+    def clients(self) -> Aws:
+        """The boot's AWS clients (made, and the SDK loaded, on first use)."""
+        return self.boot.clients()
 
     def save(self) -> None:
         """What later jobs need: the secrets' versions, the request counts, the instance."""
-        boot = self.boot
-        job = self.job
-        if boot.published is not None:
-            job["secrets"] = boot.published.carried()
-        job["requests"] = [[api, outcome, n] for (api, outcome), n in
-                           counted(boot.aws, self.earlier).items()]
-        job["aws"] = job["aws"] or boot.aws is not None
-        if boot.meta is not None and job["meta"] is not None:
-            job["meta"]["target_state"] = boot.meta.target_state
+        job, boot = self.job, self._boot
+        if boot is not None:
+            from agent.telemetry import counted  # noqa: PLC0415 - loaded with the boot
+
+            if boot.published is not None:
+                job["secrets"] = boot.published.carried()
+            job["requests"] = [[api, outcome, n] for (api, outcome), n in
+                               counted(boot.aws, self.earlier).items()]
+            job["aws"] = job["aws"] or boot.aws is not None
+            if boot.meta is not None and job["meta"] is not None:
+                job["meta"]["target_state"] = boot.meta.target_state
         write_handoff(self.path, self.doc)
 
 
@@ -187,11 +214,10 @@ def refresh(work: Work, arg: Any) -> dict[str, Any]:
 def drain(work: Work, arg: Any) -> dict[str, Any]:
     """A termination notice: the drain, by the deadline the resident took at the notice."""
     kind, detail, deadline = arg
-    meta = work.boot.meta
-    assert meta is not None
     notice = termination.Notice(str(kind), str(detail), float(deadline))
-    record = termination.drain(work.boot.cfg, notice, work.aws(), work.instance_id,
-                               meta.tags, deadline=float(deadline))
+    record = termination.drain(work.cfg, notice, work.clients if work.job["aws"] else None,
+                               work.instance_id, work.job["meta"]["tags"],
+                               deadline=float(deadline))
     work.rec.update(termination=record)
     work.save()
     return {}
@@ -219,7 +245,7 @@ def rebalance(work: Work, arg: Any) -> dict[str, Any]:
     """A rebalance recommendation: its command."""
     kind, detail = arg
     notice = termination.Notice(str(kind), str(detail))
-    work.rec.update(rebalance=termination.rebalance(work.boot.cfg, notice))
+    work.rec.update(rebalance=termination.rebalance(work.cfg, notice))
     return {}
 
 

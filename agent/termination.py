@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import calendar
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from agent.aws import Aws
     from agent.config import Config
     from agent.imds import ImdsClient
+    from agent.lifecycle import Heartbeater, Target
     from agent.state import Recorder
 
 log = logging.getLogger(__name__)
@@ -85,31 +87,76 @@ def drain_deadline(deadline_seconds: float, notice: Notice) -> float:
     return deadline
 
 
-def drain(cfg: Config, notice: Notice, aws: Aws | None, instance_id: str,
+class TerminatingHook(threading.Thread):
+    """The group's termination hook, found (the AWS SDK loaded first) while the drain's
+    commands already run, kept alive by heartbeats, completed after them."""
+
+    def __init__(self, cfg: Config, notice: Notice, clients: Callable[[], Aws],
+                 instance_id: str, tags: dict[str, str] | None) -> None:
+        super().__init__(name="terminating-hook", daemon=True)
+        self.cfg, self.notice, self.clients = cfg, notice, clients
+        self.instance_id, self.tags = instance_id, tags
+        self.aws: Aws | None = None
+        self.target: Target | None = None
+        self.beats: Heartbeater | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        """Find the hook; heartbeats when its action is pending."""
+        from agent import lifecycle  # noqa: PLC0415 - imports botocore
+
+        try:
+            self.aws = aws = self.clients()
+            # the group's termination sets the target state Terminated: its hooks wait
+            known = "Terminating:Wait" if self.notice.kind == "autoscaling" else None
+            self.target = lifecycle.discover(
+                aws, self.instance_id, self.tags, hook_name=self.cfg.termination.hook_name,
+                transition=lifecycle.TERMINATING, setting="termination.hook_name", state=known)
+            if self.target is not None and self.target.pending:
+                self.beats = lifecycle.Heartbeater(aws, self.target, self.instance_id,
+                                                   self.cfg.lifecycle.heartbeat_seconds).start()
+        except Exception as exc:  # said by finish(), in the drain's own thread
+            self.error = exc
+
+    def finish(self) -> dict[str, Any] | None:
+        """CONTINUE once the commands are done; state.json's ``hook`` record."""
+        from agent import lifecycle  # noqa: PLC0415
+
+        self.join()
+        if isinstance(self.error, AgentError):
+            return {"error": str(self.error)}
+        if self.error is not None:
+            raise self.error
+        target, aws = self.target, self.aws
+        if target is None or not target.pending or aws is None:
+            return None
+        assert self.beats is not None
+        try:
+            sent = lifecycle.complete(aws, target, self.instance_id,
+                                      lifecycle.HookResult.CONTINUE)
+        except AgentError as exc:
+            self.beats.stop()
+            return {"group": target.group, "hook": target.hook, "error": str(exc)}
+        return {"group": target.group, "hook": target.hook,
+                "result": "CONTINUE" if sent is lifecycle.Completion.SENT else None,
+                "heartbeats": self.beats.stop()}
+
+
+def drain(cfg: Config, notice: Notice, clients: Callable[[], Aws] | None, instance_id: str,
           tags: dict[str, str] | None, deadline: float | None = None) -> dict[str, Any]:
     """Run the drain and complete the termination hook by ``deadline`` (monotonic; default
-    :func:`drain_deadline` from now); the record for state.json."""
-    from agent import lifecycle  # noqa: PLC0415 - imports botocore
-
+    :func:`drain_deadline` from now); the record for state.json. ``clients``: the AWS
+    clients (None: no hook to complete), made while the commands start."""
     term = cfg.termination
     if deadline is None:
         deadline = drain_deadline(term.deadline_seconds, notice)
     record: dict[str, Any] = {"reason": notice.kind, "notice": notice.detail,
                               "started_at": utc_now(), "steps": [], "hook": None,
                               "secrets_wiped": False}
-    target = beats = None
-    if aws is not None:
-        # the group's termination sets the target state Terminated: its hooks are waiting
-        known = "Terminating:Wait" if notice.kind == "autoscaling" else None
-        try:
-            target = lifecycle.discover(aws, instance_id, tags, hook_name=term.hook_name,
-                                        transition=lifecycle.TERMINATING,
-                                        setting="termination.hook_name", state=known)
-        except AgentError as exc:
-            record["hook"] = {"error": str(exc)}
-        if target is not None and target.pending:
-            beats = lifecycle.Heartbeater(aws, target, instance_id,
-                                          cfg.lifecycle.heartbeat_seconds).start()
+    hook = None
+    if clients is not None:
+        hook = TerminatingHook(cfg, notice, clients, instance_id, tags)
+        hook.start()
     steps = [(argv, " ".join(argv)) for argv in term.commands]
     steps += [(["systemctl", "stop", unit], f"systemctl stop {unit}") for unit in term.stop_units]
     for argv, what in steps:
@@ -120,16 +167,8 @@ def drain(cfg: Config, notice: Notice, aws: Aws | None, instance_id: str,
         problem = run_command(argv, timeout=remaining, what=f"drain: {what}",
                               env=child_environment())
         record["steps"].append({"step": what, "result": problem or "ok"})
-    if target is not None and target.pending and aws is not None:
-        assert beats is not None
-        try:
-            sent = lifecycle.complete(aws, target, instance_id, lifecycle.HookResult.CONTINUE)
-            record["hook"] = {"group": target.group, "hook": target.hook,
-                              "result": "CONTINUE" if sent is lifecycle.Completion.SENT
-                              else None, "heartbeats": beats.stop()}
-        except AgentError as exc:
-            beats.stop()
-            record["hook"] = {"group": target.group, "hook": target.hook, "error": str(exc)}
+    if hook is not None:
+        record["hook"] = hook.finish()
     if term.wipe_secrets:
         record["secrets_wiped"] = wipe(Path(cfg.secrets.dir))
     record["finished_at"] = utc_now()
