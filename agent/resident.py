@@ -123,6 +123,15 @@ class Schedule:
         self.next_refresh = now + self.jitter(every)
 
 
+def interpreter(module: str) -> list[str]:
+    """The command running ``module`` with this interpreter, isolated as this process is
+    (the packages' launcher runs ``python3 -I``); never the working directory on the path."""
+    flags = ["-I"] if sys.flags.isolated else ["-P"] + (["-E"] if sys.flags.ignore_environment
+                                                         else []) + (
+        ["-s"] if sys.flags.no_user_site else [])
+    return [sys.executable, *flags, "-m", module]
+
+
 def become(path: str, lock_fd: int) -> None:
     """Re-execute this process as the resident (never returns; OSError if it cannot)."""
     signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED)  # pending ones survive the exec
@@ -131,7 +140,7 @@ def become(path: str, lock_fd: int) -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
-    os.execv(sys.executable, [sys.executable, "-P", "-m", "agent.resident", path])  # noqa: S606
+    os.execv(sys.executable, [*interpreter("agent.resident"), path])  # noqa: S606
 
 
 def job_environment() -> dict[str, str]:
@@ -230,8 +239,7 @@ class Resident:
         result_path = os.path.join(self.settings["state_dir"], RESULT)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(result_path)
-        argv = [sys.executable, "-P", "-m", "agent.jobs", self.path, kind, result_path,
-                json.dumps(arg)]
+        argv = [*interpreter("agent.jobs"), self.path, kind, result_path, json.dumps(arg)]
         started = self.clock()
         child = subprocess.Popen(argv, env=job_environment(), stdin=subprocess.DEVNULL)
         log.debug("job %s: pid %d", kind, child.pid)
