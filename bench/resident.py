@@ -13,8 +13,10 @@ as the floor, and samples both from the launch on:
 * the steady state, from a minute after READY on (``--seconds``): median, min and max,
   sampled every second;
 * wake-ups per minute in the steady state: the voluntary context switches of every thread of
-  every process of the agent's tree (/proc/PID/task/*/status), a wake-up each; and the
-  notify socket's messages (watchdog pings, status lines).
+  every process of the agent's tree (/proc/PID/task/*/status), a wake-up each (a poll also
+  blocks briefly on each IMDS answer); with ``--strace``, the returns from the daemon's one
+  sleep (``rt_sigtimedwait``), its timer wake-ups; and the notify socket's messages
+  (watchdog pings, status lines).
 
 Each run prints one JSON line; ``--runs N`` repeats the whole measurement and ends with the
 median, min and max of the runs' steady-state medians.
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -104,6 +107,17 @@ class Sampler(threading.Thread):
         return [s for s in self.samples if start <= s[0] < end]
 
 
+def trace(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
+    """strace counting the daemon's returns from its one sleep (``rt_sigtimedwait``), if
+    strace is installed."""
+    if not shutil.which("strace"):
+        return None
+    tracer = subprocess.Popen(["strace", "-qq", "-e", "trace=rt_sigtimedwait", "-o", str(out),
+                               "-p", str(pid)], stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # attached
+    return tracer
+
+
 def spread(values: list[float]) -> dict[str, float]:
     """Median, min and max, in MiB to 0.1."""
     return {"median": round(statistics.median(values), 1), "min": round(min(values), 1),
@@ -157,9 +171,16 @@ def one_run(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915 - one 
             proc.send_signal(1)  # SIGHUP: refresh now
             listen(ready + args.settle)
             sampler.interval = 1.0
+            tracer = trace(proc.pid, root / "strace.out") if args.strace else None
             before, steady = switches(proc.pid), time.monotonic()
             listen(steady + args.seconds)
             after, ended = switches(proc.pid), time.monotonic()
+            sleeps = None
+            if tracer is not None:
+                tracer.terminate()
+                tracer.wait()
+                sleeps = sum(1 for line in (root / "strace.out").read_text().splitlines()
+                             if "rt_sigtimedwait" in line and "= " in line)
             state = json.loads((root / "state" / "state.json").read_text())
         finally:
             sampler.done.set()
@@ -187,6 +208,8 @@ def one_run(args: argparse.Namespace) -> dict[str, Any]:  # noqa: PLR0915 - one 
         "steady_processes": max(s[2] for s in steady_samples),
         "floor_pss_mib": spread([s[3] for s in steady_samples]),
         "wakeups_per_minute": round((after - before) * 60 / (ended - steady), 1),
+        "timer_wakeups_per_minute": None if sleeps is None else round(
+            sleeps * 60 / (ended - steady), 1),
         "notify_messages_per_minute": round(len(window) * 60 / (ended - steady), 1),
         "watchdog_pings": sum(b"WATCHDOG=1" in m for m in window),
     }
@@ -202,6 +225,9 @@ def main() -> None:
                         help="seconds after READY: a secret rotated and SIGHUP sent")
     parser.add_argument("--seconds", type=float, default=60.0,
                         help="seconds of steady state measured")
+    parser.add_argument("--strace", action="store_true",
+                        help="also count the returns from the daemon's one sleep with strace "
+                             "(the timer wake-ups; strace's attach adds one)")
     args = parser.parse_args()
     start = machine()
     runs = []

@@ -96,8 +96,10 @@ def test_rotation_and_scale_in_through_the_lean_resident(booter: Booter,
     b.world.boto3_client("autoscaling").put_lifecycle_hook(
         LifecycleHookName="drain-hook", AutoScalingGroupName="web-asg",
         LifecycleTransition=TERMINATING, HeartbeatTimeout=60, DefaultResult="CONTINUE")
+    textfile = tmp_path / "agent.prom"
     b.configure(FILES, extra=f'\n[termination]\npoll_seconds = 1\ndeadline_seconds = 20\n'
-                             f'commands = [["{drain_step(tmp_path, 1)}"]]\n')
+                             f'commands = [["{drain_step(tmp_path, 1)}"]]\n'
+                             f'\n[telemetry]\ntextfile = "{textfile}"\n')
     cloud = b.world.cloud
     seen: set[int] = set()
     with notified(b) as (notify, env), b.daemon(env=env) as daemon:
@@ -120,6 +122,11 @@ def test_rotation_and_scale_in_through_the_lean_resident(booter: Booter,
         fetched = cloud.calls("GetSecretValue")[fetches:]
         assert [c.params["SecretId"] for c in fetched] == ["prod/plain"]  # only the rotated
         assert (b.secrets_dir / "plain.txt").read_text() == "plain-rotated-in-a-job"
+        # the textfile counts every request since the boot, the jobs' included
+        counts = textfile.read_text().splitlines()
+        ok = 'agent_aws_requests_total{{api="secretsmanager:{}",outcome="ok"}} {}'
+        assert ok.format("DescribeSecret", 6) in counts  # 3 for each refresh
+        assert ok.format("GetSecretValue", 4) in counts  # 3 for the boot, the rotated one
         eventually(lambda: jobs(pid) == [])  # the job is over, its memory given back
 
         eventually(lambda: len(notify.saying("WATCHDOG=1", ready_at)) >= 3, timeout=20)
