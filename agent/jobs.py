@@ -265,12 +265,12 @@ def main(argv: list[str]) -> int:
     try:
         work = Work(path, doc)
         outcome = JOBS[kind](work, json.loads(arg))
-    except Exception as exc:
+        atomic_write(result_path, json.dumps({**outcome, "changes": work.rec.changes}).encode(),
+                     mode=0o600, sync=False)
+    except Exception as exc:  # the resident records that the job ended without a result
         log.error("%s: internal error: %s: %s", kind, type(exc).__name__, exc)
         log.debug("%s", kind, exc_info=True)
         return 1
-    atomic_write(result_path, json.dumps({**outcome, "changes": work.rec.changes}).encode(),
-                 mode=0o600, sync=False)
     return 0
 
 

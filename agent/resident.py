@@ -218,6 +218,10 @@ class Resident:
             self.stopping = True
             self.notify.stopping()
 
+    def stop_requested(self) -> bool:
+        """Whether a stop signal came (a job may have taken it)."""
+        return self.stopping
+
     def guarded(self, what: str, job: Callable[[], T], fallback: T) -> T:
         """Run one timer's job; a bug in it is logged and recorded, and the daemon goes on."""
         try:
@@ -236,6 +240,8 @@ class Resident:
         every signal; its result (its changes applied to state.json), or None when it ended
         without one (logged and recorded). A stop signal ends the job at once, or, with
         ``until`` (a drain), when that monotonic time has passed."""
+        if self.stop_requested():  # no new work once stopping
+            return None
         result_path = os.path.join(self.settings["state_dir"], RESULT)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(result_path)
@@ -338,6 +344,7 @@ class Resident:
         self.notify.status(f"draining: {notice.detail}")
         self.run_job("drain", [notice.kind, notice.detail, deadline], until=deadline)
         self.notify.status(f"drained ({notice.kind}): waiting for the end")
+        self.timers.next_refresh = None  # the secrets are wiped: never published again
         return False
 
     def promote(self) -> None:

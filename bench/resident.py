@@ -15,7 +15,8 @@ as the floor, and samples both from the launch on:
 * wake-ups per minute in the steady state: the voluntary context switches of every thread of
   every process of the agent's tree (/proc/PID/task/*/status), a wake-up each (a poll also
   blocks briefly on each IMDS answer); with ``--strace``, the returns from the daemon's one
-  sleep (``rt_sigtimedwait``), its timer wake-ups; and the notify socket's messages
+  sleep (``rt_sigtimedwait``), its timer wake-ups (strace's stops then inflate the context
+  switches); and the notify socket's messages
   (watchdog pings, status lines).
 
 Each run prints one JSON line; ``--runs N`` repeats the whole measurement and ends with the

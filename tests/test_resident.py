@@ -146,6 +146,10 @@ def test_rotation_and_scale_in_through_the_lean_resident(booter: Booter,
         hook = [a for a in cloud.actions(b.world.instance_id) if a.transition == TERMINATING]
         assert hook[-1].result == "CONTINUE"
         eventually(lambda: notify.saying("STATUS=drained"), timeout=5)
+        assert record["secrets_wiped"] and list(b.secrets_dir.iterdir()) == []
+        daemon.send_signal(signal.SIGHUP)  # drained: the wiped secrets are not published again
+        time.sleep(2)
+        assert b.doc()["refresh"]["count"] == 2 and list(b.secrets_dir.iterdir()) == []
         assert daemon.poll() is None  # stays until the machine stops it
     # the daemon context stopped it (SIGTERM, exit 0): nothing it started is left
     assert seen and not any(psutil.pid_exists(child) for child in seen)
