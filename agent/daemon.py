@@ -53,7 +53,9 @@ def run(config_path: str | None, *, oneshot: bool = False, verbose: bool = False
     setup_logging(verbose)
     cfg = configcache.load(config_path)
     oneshot = oneshot or cfg.mode == "oneshot"
-    notify = Notifier()
+    # daemon mode: a stop signal from READY on waits, blocked, for the resident (which answers
+    # it with STOPPING=1); during the boot it stops the boot at once
+    notify = Notifier(None if oneshot else stop_signals_wait)
     lock_fd = acquire_lock(cfg.state_dir)
     if not oneshot:  # a SIGHUP during the boot must not kill it, nor be lost: it waits (the
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})  # boot's threads inherit
@@ -71,6 +73,12 @@ def run(config_path: str | None, *, oneshot: bool = False, verbose: bool = False
         return EXIT_OK
     go_resident(boot, config_path, lock_fd, verbose)
     return EXIT_FAILED  # not reached: go_resident replaced this process
+
+
+def stop_signals_wait() -> None:
+    """Block SIGTERM/SIGINT in this (the main, by then the only) thread: one that comes from
+    READY on stays pending across the re-execution, for the resident."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
 
 
 def go_resident(boot: Boot, config_path: str | None, lock_fd: int, verbose: bool) -> None:

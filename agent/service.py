@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 
 QUIET_LOGGERS = ("botocore", "urllib3", "s3transfer")
 log = logging.getLogger(__name__)
@@ -62,8 +63,9 @@ def log_thread_exception(args: threading.ExceptHookArgs) -> None:
 class Notifier:
     """``sd_notify`` through systemd-python; a no-op outside a notify-type service."""
 
-    def __init__(self) -> None:
+    def __init__(self, before_ready: Callable[[], object] | None = None) -> None:
         self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
+        self.before_ready = before_ready  # daemon mode: blocks the stop signals for the resident
         self._notify = None
         if self.enabled:
             from systemd.daemon import notify  # noqa: PLC0415
@@ -81,6 +83,8 @@ class Notifier:
 
     def ready(self, text: str) -> None:
         """``READY=1`` with a final status line."""
+        if self.before_ready is not None:
+            self.before_ready()
         self.send("READY=1", f"STATUS={text}")
 
     def stopping(self) -> None:
