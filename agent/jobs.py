@@ -51,6 +51,7 @@ REFRESH_FAILED = "secrets: refresh failed"
 def carry(boot: Boot, config_path: str | None, lock_fd: int, verbose: bool) -> dict[str, Any]:
     """The hand-off of a boot that went ready: the resident's part and its jobs' part."""
     from agent.telemetry import counted  # noqa: PLC0415 - loaded by the boot
+
     cfg, meta, rec = boot.cfg, boot.meta, boot.rec
     secrets = boot.published.carried() if boot.published is not None else None
     try:
