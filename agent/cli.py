@@ -272,7 +272,7 @@ def _directory(text: str) -> str:
 
 def _run(config: str | None, *, oneshot: bool, verbose: bool) -> int:
     """``agent run``. The boot makes little garbage and no cycles worth a collection (about a
-    sixth of its CPU went to the collector): off until the daemon goes resident."""
+    sixth of its CPU went to the collector): off (the resident is a new interpreter: on)."""
     import gc  # noqa: PLC0415
 
     gc.disable()

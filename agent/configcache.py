@@ -180,8 +180,27 @@ def _facts_hold(facts: object) -> bool:
 # -- the dump and its views --------------------------------------------------------------
 
 
+def dump(cfg: Config) -> Any:
+    """A configuration (validated, or rebuilt from the cache) as plain JSON; :func:`view`
+    rebuilds it without pydantic (the resident daemon's jobs get the boot's own)."""
+    return _dump(cfg)
+
+
+def view(dumped: Any) -> Config:
+    """The configuration :func:`dump` gave, as read-only views."""
+    return _view(dumped)  # type: ignore[no-any-return]
+
+
 def _dump(value: Any) -> Any:
     """A plain, tagged JSON form: ``{"m": class, "f": fields}``, ``{"d": {}}``, ``{"l": []}``."""
+    if isinstance(value, View):
+        return {"m": type(value).__name__, "f": {k: _dump(v) for k, v in vars(value).items()}}
+    if isinstance(value, dict):
+        return {"d": {str(k): _dump(v) for k, v in value.items()}}
+    if isinstance(value, list | tuple):
+        return {"l": [_dump(v) for v in value]}
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
     from pydantic import BaseModel  # noqa: PLC0415 - only when storing, after validating
 
     if isinstance(value, BaseModel):
@@ -189,12 +208,6 @@ def _dump(value: Any) -> Any:
         fields.update({name: _dump(item) for name, item in
                        (value.__pydantic_private__ or {}).items()})
         return {"m": type(value).__name__, "f": fields}
-    if isinstance(value, dict):
-        return {"d": {str(k): _dump(v) for k, v in value.items()}}
-    if isinstance(value, list | tuple):
-        return {"l": [_dump(v) for v in value]}
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
     raise TypeError(f"cannot cache a {type(value).__name__}")
 
 

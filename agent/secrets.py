@@ -372,6 +372,11 @@ def dir_mode(outputs: Sequence[Published]) -> int:
 # -- the published set ------------------------------------------------------------------
 
 
+def _index(where: str) -> int:
+    """The position in its list of ``secrets.files[3]``."""
+    return int(where.rpartition("[")[2].rstrip("]"))
+
+
 class Secrets:
     """The secrets of this boot: published by the boot, refreshed by the daemon."""
 
@@ -385,6 +390,43 @@ class Secrets:
         self.published = False
         # after a refresh that reloaded units: called with its (secret, unit) pairs
         self.on_reload: Callable[[list[tuple[str, str]]], None] | None = None
+
+    def carried(self) -> dict[str, Any] | None:
+        """What a later process needs to refresh this published set (:meth:`resume`): the
+        entries kept and what each fetches, the versions published. No value; None when
+        nothing is published."""
+        if not self.published or self.selection is None:
+            return None
+        files = []
+        for kept in self.selection.files:
+            ref = kept.ref
+            role = None if ref.role is None else [ref.role.arn, ref.role.external_id,
+                                                  ref.role.session_name]
+            files.append({"index": _index(kept.where),
+                          "ref": [ref.source, ref.name, ref.stage, ref.version_id, ref.region,
+                                  role],
+                          "version": self.versions.get(ref, "")})
+        return {"files": files, "skipped": self.selection.skipped,
+                "templates": [_index(w) for w, _ in self.selection.templates]}
+
+    @classmethod
+    def resume(cls, cfg: SecretsConfig, rec: Recorder, carried: dict[str, Any],
+               context: LaunchContext) -> Secrets:
+        """The published set :meth:`carried` described, ready to :meth:`refresh`."""
+        secrets = cls(cfg, rec)
+        kept: list[Kept] = []
+        for item in carried["files"]:
+            source, name, stage, version_id, region, role = item["ref"]
+            ref = SecretRef(source, name, stage, version_id, region,
+                            None if role is None else Role(*role))
+            where = f"secrets.files[{item['index']}]"
+            kept.append(Kept(where, cfg.files[item["index"]], ref))
+            secrets.versions[ref] = item["version"]
+        templates = [(f"secrets.templates[{i}]", cfg.templates[i]) for i in carried["templates"]]
+        secrets.selection = Selection(kept, templates, list(carried["skipped"]))
+        secrets.context = context
+        secrets.published = True
+        return secrets
 
     def publish(self, aws: Aws, context: LaunchContext,
                 machine: Callable[[], Mapping[str, Value]], *, warm: bool,

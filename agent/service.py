@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 
 from agent.errors import escape, exception_detail
 
@@ -90,8 +91,9 @@ def log_thread_exception(args: threading.ExceptHookArgs) -> None:
 class Notifier:
     """``sd_notify`` through systemd-python; a no-op outside a notify-type service."""
 
-    def __init__(self) -> None:
+    def __init__(self, before_ready: Callable[[], object] | None = None) -> None:
         self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
+        self.before_ready = before_ready  # daemon mode: blocks the stop signals for the resident
         self._notify = None
         if self.enabled:
             from systemd.daemon import notify  # noqa: PLC0415
@@ -109,6 +111,8 @@ class Notifier:
 
     def ready(self, text: str) -> None:
         """``READY=1`` with a final status line."""
+        if self.before_ready is not None:
+            self.before_ready()
         self.send("READY=1", f"STATUS={text}")
 
     def stopping(self) -> None:

@@ -107,6 +107,17 @@ class Recorder:
             "warnings": [],
         }
 
+    @classmethod
+    def resume(cls, state_dir: str, previous: dict[str, Any] | None = None) -> Recorder:
+        """Go on with the document a boot wrote (the resident daemon, after it re-executed
+        itself); ``previous``: the boot's own ``previous``. Writes from here are immediate."""
+        rec = cls(state_dir)
+        if rec.previous is not None:
+            rec.doc = rec.previous
+            rec._written = True
+        rec.previous = previous
+        return rec
+
     # -- updates (each one writes) -----------------------------------------------------
 
     def start(self) -> None:
@@ -193,6 +204,30 @@ class Recorder:
                         entry["detail"] = "not run: the boot failed"
             self.write()
 
+    def apply(self, changes: list[list[Any]]) -> None:
+        """What a :class:`Journal` kept (in a job of the resident daemon), applied in order."""
+        for change in changes:
+            kind, args = change[0], change[1:]
+            if kind == "phase":
+                name, entry, error = args
+                with self._lock:
+                    self.phase_entry(name).update(entry)
+                    if error is not None:
+                        self.doc["errors"].append(f"{name}: {error}")
+                    self.write()
+            elif kind == "note":
+                self.note(*args)
+            elif kind == "skipped":
+                self.skipped(*args)
+            elif kind == "update":
+                self.update(**args[0])
+            elif kind == "warn":
+                self.warn(*args)
+            elif kind == "clear_warning":
+                self.clear_warning(*args)
+            elif kind == "finish":
+                self.finish(State(args[0]))
+
     # -- output ------------------------------------------------------------------------
 
     def write(self) -> None:
@@ -227,3 +262,58 @@ class Recorder:
             if entry["name"] == name:
                 return entry
         raise KeyError(name)
+
+
+
+class Journal(Recorder):
+    """A Recorder that writes nothing and keeps what it was told (:attr:`changes`).
+
+    A job of the resident daemon runs in a child process with one; the resident, the only
+    writer of state.json, applies the changes to its own document (:meth:`Recorder.apply`).
+    It starts from the document as state.json holds it now.
+    """
+
+    def __init__(self, state_dir: str) -> None:
+        super().__init__(state_dir)
+        if self.previous is not None:
+            self.doc = self.previous
+        self.changes: list[list[Any]] = []
+
+    def write(self) -> None:
+        """Nothing: the resident writes."""
+
+    def phase(self, name: str, state: PhaseState, detail: str | None = None,
+              error: str | None = None) -> None:
+        """As :meth:`Recorder.phase`; kept as the entry it leaves (its times are ours)."""
+        super().phase(name, state, detail, error)
+        self.changes.append(["phase", name, dict(self.phase_entry(name)), error])
+
+    def note(self, name: str, detail: str) -> None:
+        """As :meth:`Recorder.note`, kept."""
+        super().note(name, detail)
+        self.changes.append(["note", name, detail])
+
+    def skipped(self, phase: str, entries: list[dict[str, str]]) -> None:
+        """As :meth:`Recorder.skipped`, kept."""
+        super().skipped(phase, entries)
+        self.changes.append(["skipped", phase, entries])
+
+    def update(self, **fields: Any) -> None:
+        """As :meth:`Recorder.update`, kept."""
+        super().update(**fields)
+        self.changes.append(["update", fields])
+
+    def warn(self, message: str) -> None:
+        """As :meth:`Recorder.warn`, kept."""
+        super().warn(message)
+        self.changes.append(["warn", message])
+
+    def clear_warning(self, prefix: str) -> None:
+        """As :meth:`Recorder.clear_warning`, kept."""
+        super().clear_warning(prefix)
+        self.changes.append(["clear_warning", prefix])
+
+    def finish(self, state: State) -> None:
+        """As :meth:`Recorder.finish`, kept."""
+        super().finish(state)
+        self.changes.append(["finish", state.value])

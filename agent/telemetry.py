@@ -60,6 +60,18 @@ class ImageFigures:
                    str(image.get("os") or ""))
 
 
+Requests = dict[tuple[str, str], int]
+"""AWS request attempts by (api, outcome)."""
+
+
+def counted(aws: Aws | None, earlier: Requests | None = None) -> Requests:
+    """``aws``'s request counts so far, added to ``earlier``."""
+    total = dict(earlier or {})
+    for key, count in (aws.request_counts() if aws is not None else {}).items():
+        total[key] = total.get(key, 0) + count
+    return total
+
+
 @dataclass
 class Figures:
     """What the boot measured."""
@@ -186,13 +198,14 @@ class Telemetry:
         if self.cfg.cloudwatch_namespace and not self.put(boot, aws):
             self.write(aws)  # now degraded by the warning
 
-    def write(self, aws: Aws | None) -> None:
-        """(Re)write the textfile with the current request counts and condition."""
+    def write(self, aws: Aws | None, earlier: Requests | None = None) -> None:
+        """(Re)write the textfile with the current request counts (``earlier``: those of
+        the processes before this one) and condition."""
         if not self.cfg.textfile or self.boot is None:
             return
         try:
             text = render(self.boot, degraded=self.rec.doc.get("condition") == "degraded",
-                          requests=aws.request_counts() if aws is not None else {},
+                          requests=counted(aws, earlier),
                           regates=(self.rec.doc.get("readiness") or {}).get("after_rotation"))
             atomic_write(self.cfg.textfile, text.encode(), mode=0o644, sync=False)
         except OSError as exc:

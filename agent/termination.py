@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import calendar
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent import generations
 from agent.errors import AgentError
 from agent.service import child_environment, run_command
 from agent.state import utc_now
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from agent.aws import Aws
     from agent.config import Config
     from agent.imds import ImdsClient
+    from agent.lifecycle import Heartbeater, Target
     from agent.state import Recorder
 
 log = logging.getLogger(__name__)
@@ -77,31 +78,85 @@ def _monotonic_at(stamp: str) -> float | None:
     return time.monotonic() + (epoch - time.time())
 
 
-def drain(cfg: Config, notice: Notice, aws: Aws | None, instance_id: str,
-          tags: dict[str, str] | None) -> dict[str, Any]:
-    """Run the drain and complete the termination hook; the record for state.json."""
-    from agent import lifecycle  # noqa: PLC0415 - imports botocore
-
-    term = cfg.termination
-    deadline = time.monotonic() + term.deadline_seconds
+def drain_deadline(deadline_seconds: float, notice: Notice) -> float:
+    """When the drain must be over (monotonic): ``deadline_seconds`` from now, and for spot
+    ``SPOT_MARGIN`` before the interruption. Taken when the notice is seen."""
+    deadline = time.monotonic() + deadline_seconds
     if notice.deadline is not None:
         deadline = min(deadline, notice.deadline - SPOT_MARGIN)
+    return deadline
+
+
+class TerminatingHook(threading.Thread):
+    """The group's termination hook, found (the AWS SDK loaded first) while the drain's
+    commands already run, kept alive by heartbeats, completed after them."""
+
+    def __init__(self, cfg: Config, notice: Notice, clients: Callable[[], Aws],
+                 instance_id: str, tags: dict[str, str] | None) -> None:
+        super().__init__(name="terminating-hook", daemon=True)
+        self.cfg, self.notice, self.clients = cfg, notice, clients
+        self.instance_id, self.tags = instance_id, tags
+        self.aws: Aws | None = None
+        self.target: Target | None = None
+        self.beats: Heartbeater | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        """Find the hook; heartbeats when its action is pending."""
+        from agent import lifecycle  # noqa: PLC0415 - imports botocore
+
+        try:
+            self.aws = aws = self.clients()
+            # the group's termination sets the target state Terminated: its hooks wait
+            known = "Terminating:Wait" if self.notice.kind == "autoscaling" else None
+            self.target = lifecycle.discover(
+                aws, self.instance_id, self.tags, hook_name=self.cfg.termination.hook_name,
+                transition=lifecycle.TERMINATING, setting="termination.hook_name", state=known)
+            if self.target is not None and self.target.pending:
+                self.beats = lifecycle.Heartbeater(aws, self.target, self.instance_id,
+                                                   self.cfg.lifecycle.heartbeat_seconds).start()
+        except Exception as exc:  # said by finish(), in the drain's own thread
+            self.error = exc
+
+    def finish(self) -> dict[str, Any] | None:
+        """CONTINUE once the commands are done; state.json's ``hook`` record."""
+        from agent import lifecycle  # noqa: PLC0415
+
+        self.join()
+        if isinstance(self.error, AgentError):
+            return {"error": str(self.error)}
+        if self.error is not None:
+            raise self.error
+        target, aws = self.target, self.aws
+        if target is None or not target.pending or aws is None:
+            return None
+        assert self.beats is not None
+        try:
+            sent = lifecycle.complete(aws, target, self.instance_id,
+                                      lifecycle.HookResult.CONTINUE)
+        except AgentError as exc:
+            self.beats.stop()
+            return {"group": target.group, "hook": target.hook, "error": str(exc)}
+        return {"group": target.group, "hook": target.hook,
+                "result": "CONTINUE" if sent is lifecycle.Completion.SENT else None,
+                "heartbeats": self.beats.stop()}
+
+
+def drain(cfg: Config, notice: Notice, clients: Callable[[], Aws] | None, instance_id: str,
+          tags: dict[str, str] | None, deadline: float | None = None) -> dict[str, Any]:
+    """Run the drain and complete the termination hook by ``deadline`` (monotonic; default
+    :func:`drain_deadline` from now); the record for state.json. ``clients``: the AWS
+    clients (None: no hook to complete), made while the commands start."""
+    term = cfg.termination
+    if deadline is None:
+        deadline = drain_deadline(term.deadline_seconds, notice)
     record: dict[str, Any] = {"reason": notice.kind, "notice": notice.detail,
                               "started_at": utc_now(), "steps": [], "hook": None,
                               "secrets_wiped": False}
-    target = beats = None
-    if aws is not None:
-        # the group's termination sets the target state Terminated: its hooks are waiting
-        known = "Terminating:Wait" if notice.kind == "autoscaling" else None
-        try:
-            target = lifecycle.discover(aws, instance_id, tags, hook_name=term.hook_name,
-                                        transition=lifecycle.TERMINATING,
-                                        setting="termination.hook_name", state=known)
-        except AgentError as exc:
-            record["hook"] = {"error": str(exc)}
-        if target is not None and target.pending:
-            beats = lifecycle.Heartbeater(aws, target, instance_id,
-                                          cfg.lifecycle.heartbeat_seconds).start()
+    hook = None
+    if clients is not None:
+        hook = TerminatingHook(cfg, notice, clients, instance_id, tags)
+        hook.start()
     steps = [(argv, " ".join(argv)) for argv in term.commands]
     steps += [(["systemctl", "stop", unit], f"systemctl stop {unit}") for unit in term.stop_units]
     for argv, what in steps:
@@ -112,16 +167,8 @@ def drain(cfg: Config, notice: Notice, aws: Aws | None, instance_id: str,
         problem = run_command(argv, timeout=remaining, what=f"drain: {what}",
                               env=child_environment())
         record["steps"].append({"step": what, "result": problem or "ok"})
-    if target is not None and target.pending and aws is not None:
-        assert beats is not None
-        try:
-            sent = lifecycle.complete(aws, target, instance_id, lifecycle.HookResult.CONTINUE)
-            record["hook"] = {"group": target.group, "hook": target.hook,
-                              "result": "CONTINUE" if sent is lifecycle.Completion.SENT
-                              else None, "heartbeats": beats.stop()}
-        except AgentError as exc:
-            beats.stop()
-            record["hook"] = {"group": target.group, "hook": target.hook, "error": str(exc)}
+    if hook is not None:
+        record["hook"] = hook.finish()
     if term.wipe_secrets:
         record["secrets_wiped"] = wipe(Path(cfg.secrets.dir))
     record["finished_at"] = utc_now()
@@ -141,6 +188,8 @@ def rebalance(cfg: Config, notice: Notice) -> dict[str, Any]:
 
 def wipe(root: Path) -> bool:
     """Remove every published secret file under ``root`` (the directory itself stays)."""
+    from agent import generations  # noqa: PLC0415 - the watch itself stays lean
+
     wiped = generations.wipe(root)
     if wiped:
         log.info("termination: secrets under %s wiped", root)
@@ -204,21 +253,41 @@ def mark_unhealthy(aws: Aws, instance_id: str) -> None:
              InstanceId=instance_id, HealthStatus="Unhealthy", ShouldRespectGracePeriod=False)
 
 
+Marked = tuple[str, str]
+"""How :func:`set_unhealthy` went: ``("sent", "")``, ``("retry", problem)`` (out of retries:
+the next poll tries again) or ``("failed", problem)`` (permanent: not tried again)."""
+
+
+def set_unhealthy(aws: Aws, instance_id: str) -> Marked:
+    """:func:`mark_unhealthy`, its failure worded for state.json."""
+    from agent.aws import describe, is_access_denied  # noqa: PLC0415 - botocore, loaded
+
+    try:
+        mark_unhealthy(aws, instance_id)
+    except AgentError as exc:
+        return "retry", str(exc)
+    except Exception as exc:
+        if is_access_denied(exc):
+            return "failed", ("SetInstanceHealth: access denied: the instance role needs "
+                              "autoscaling:SetInstanceHealth")
+        return "failed", f"SetInstanceHealth failed: {describe(exc)}"
+    return "sent", ""
+
+
 class ScheduledEvents:
     """What the daemon did about each scheduled event; Unhealthy sent once per instance.
 
-    ``previous``: the state document of an earlier run of this boot, so that a restarted
-    daemon does not mark the instance again.
+    ``mark``: sends SetInstanceHealth (:func:`set_unhealthy`, in a job of the resident);
+    ``earlier``: the ``health`` of an earlier run of this boot, so that a restarted daemon
+    does not mark the instance again.
     """
 
-    def __init__(self, rec: Recorder, instance_id: str, group: str, in_group: bool,
-                 clients: Callable[[], Aws], previous: dict[str, Any] | None = None) -> None:
+    def __init__(self, rec: Recorder, group: str, in_group: bool,
+                 mark: Callable[[], Marked], earlier: object = None) -> None:
         self.rec = rec
-        self.instance_id = instance_id
         self.group = group
         self.in_group = in_group
-        self.clients = clients
-        earlier = (previous or {}).get("health")
+        self.mark = mark
         self.health: dict[str, Any] | None = earlier if isinstance(earlier, dict) and \
             earlier.get("status") == "Unhealthy" else None
         self.failed: str = ""  # a permanent SetInstanceHealth failure: not tried again
@@ -252,17 +321,12 @@ class ScheduledEvents:
                     f"{self.health.get('at')}: the group replaces the instance")
         if self.failed:
             return self.failed
-        from agent.aws import describe, is_access_denied  # noqa: PLC0415 - botocore, loaded
-
-        try:
-            mark_unhealthy(self.clients(), self.instance_id)
-        except AgentError as exc:  # out of retries: the next poll tries again
-            self._warn(f"{EVENTS_WARNING}: {when}: SetInstanceHealth: {exc} (retried)")
-            return f"SetInstanceHealth failed (retried at the next poll): {exc}"
-        except Exception as exc:
-            self.failed = ("SetInstanceHealth: access denied: the instance role needs "
-                           "autoscaling:SetInstanceHealth" if is_access_denied(exc)
-                           else f"SetInstanceHealth failed: {describe(exc)}")
+        outcome, problem = self.mark()
+        if outcome == "retry":
+            self._warn(f"{EVENTS_WARNING}: {when}: SetInstanceHealth: {problem} (retried)")
+            return f"SetInstanceHealth failed (retried at the next poll): {problem}"
+        if outcome != "sent":
+            self.failed = problem
             self._warn(f"{EVENTS_WARNING}: {when}: {self.failed}")
             return self.failed
         self.rec.clear_warning(f"{EVENTS_WARNING}: {when}: SetInstanceHealth")

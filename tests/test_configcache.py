@@ -72,6 +72,17 @@ def test_a_hit_is_the_configuration_that_was_validated(tmp_path: Path) -> None:
         cached.state_dir = "/elsewhere"
 
 
+def test_the_resident_hands_over_the_configuration_it_booted_with(tmp_path: Path) -> None:
+    """A validated configuration and one from the cache dump the same (the resident's jobs
+    rebuild it from the hand-off), and the rebuilt one holds what was validated."""
+    path = everything(tmp_path)
+    validated = configcache.load(str(path))
+    cached = configcache.load(str(path))
+    dumped = configcache.dump(validated)
+    assert configcache.dump(cached) == dumped
+    same(configcache.view(json.loads(json.dumps(dumped))), validated)
+
+
 @pytest.mark.integration
 def test_a_hit_imports_no_pydantic(tmp_path: Path) -> None:
     path = everything(tmp_path)

@@ -167,15 +167,20 @@ def test_a_role_in_another_account(world: World, tmpfs: Path) -> None:
     assert records["mine"]["role"] == ""
 
 
-def test_refreshes_reuse_the_role_until_near_expiry(world: World, tmpfs: Path) -> None:
+def test_a_boot_and_each_refresh_assume_a_role_once(world: World, tmpfs: Path) -> None:
+    """One AssumeRole per role for the boot, and one for each refresh (a refresh is a job of
+    its own: the role's credentials never leave the process that assumed it)."""
     other_account_secret(world, "orders/db", "v1")
+    other_account_secret(world, "orders/api", "v1")
     before = len(world.cloud.calls("AssumeRole"))
-    b = booter(world, tmpfs, [{"secret_id": "orders/db", "path": "db", "role_arn": ROLE}])
+    b = booter(world, tmpfs, [{"secret_id": "orders/db", "path": "db", "role_arn": ROLE},
+                              {"secret_id": "orders/api", "path": "api", "role_arn": ROLE}])
     with b.daemon() as daemon:
+        assert len(world.cloud.calls("AssumeRole")) == before + 1
         for count in (1, 2):
             daemon.send_signal(signal.SIGHUP)
             assert b.refreshed(count)["refresh"]["result"] == "unchanged"
-    assert len(world.cloud.calls("AssumeRole")) == before + 1
+    assert len(world.cloud.calls("AssumeRole")) == before + 3
 
 
 def test_assume_role_denied_names_the_role(world: World, tmpfs: Path) -> None:

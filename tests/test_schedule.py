@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from agent.daemon import IDLE, Schedule
+from agent.resident import IDLE, Schedule
 from agent.retry import GaveUp, backoff_delays, retry
 
 
@@ -192,12 +189,3 @@ def test_a_fixed_budget_gives_up_before_a_pause_that_would_not_fit() -> None:
               sleep=clock.sleep)
     assert clock.now < 3.0  # never sleeps into the end of its budget
 
-
-@pytest.mark.integration
-def test_going_resident_turns_the_collector_back_on() -> None:
-    """Off for the boot (``agent run``), on again once resident, the boot's objects frozen."""
-    code = ("import gc\ngc.disable()\nfrom agent.daemon import release_memory\n"
-            "release_memory()\nprint(gc.isenabled(), gc.get_freeze_count() > 0)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=30, check=False)
-    assert proc.stdout.split() == ["True", "True"], proc.stderr

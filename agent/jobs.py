@@ -1,0 +1,291 @@
+"""The resident daemon's jobs: each in a short-lived child process that exits when done.
+
+``python -m agent.jobs HANDOFF KIND RESULT ARG`` (run by :mod:`agent.resident`, never by
+hand): rebuilds what the boot knew from the hand-off (the boot's own configuration, the
+instance, the published secrets, the telemetry's figures), runs one job, and writes its
+result (JSON) to RESULT: the changes to state.json it made (a :class:`agent.state.Journal`;
+the resident writes them) and what the resident needs to know. What a job changes that a
+later job needs (the secrets' versions, the request counts, a promotion) it writes back to the
+hand-off's ``job`` part.
+
+Jobs: ``refresh`` (the secrets' rotation: :meth:`agent.secrets.Secrets.refresh`),
+``drain`` (a termination notice; ARG: kind, detail, deadline), ``promote`` (a warm pool's
+instance going InService), ``health`` (SetInstanceHealth Unhealthy), ``rebalance`` (the
+rebalance command; ARG: kind, detail).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from agent import configcache, termination
+from agent.errors import AgentError
+from agent.fsutil import atomic_write
+from agent.service import Notifier, setup_logging
+from agent.state import Journal, utc_now
+
+if TYPE_CHECKING:
+    from agent.aws import Aws
+    from agent.boot import Boot
+    from agent.config import Config
+    from agent.telemetry import Requests
+
+log = logging.getLogger("agent.jobs")
+
+REFRESH_FAILED = "secrets: refresh failed"
+
+
+# -- the hand-off ---------------------------------------------------------------------------
+
+
+def carry(boot: Boot, config_path: str | None, lock_fd: int, verbose: bool) -> dict[str, Any]:
+    """The hand-off of a boot that went ready: the resident's part and its jobs' part."""
+    from agent.telemetry import counted  # noqa: PLC0415 - loaded by the boot
+
+    cfg, meta, rec = boot.cfg, boot.meta, boot.rec
+    secrets = boot.published.carried() if boot.published is not None else None
+    try:
+        config: Any = configcache.dump(cfg)
+    except TypeError:  # something the cache cannot hold either: the jobs read the file
+        config = None
+    group = str(rec.doc.get("instance", {}).get("auto_scaling_group") or "")
+    term = cfg.termination
+    earlier = (rec.previous or {}).get("health")
+    figures = boot.telemetry.boot
+    return {
+        "format": 1,
+        "resident": {
+            "state_dir": cfg.state_dir, "lock_fd": lock_fd, "verbose": verbose,
+            "imds": {"endpoint": cfg.imds.endpoint, "token_ttl": cfg.imds.token_ttl_seconds,
+                     "timeout": cfg.imds.timeout_seconds},
+            "termination": {"enabled": term.enabled, "poll_seconds": term.poll_seconds,
+                            "scheduled_events": term.scheduled_events,
+                            "deadline_seconds": term.deadline_seconds},
+            "refresh_seconds": cfg.secrets.refresh_seconds,
+            "refreshing": secrets is not None and bool(cfg.secrets.files),
+            "instance": {"known": meta is not None,
+                         "target_state": meta.target_state if meta else None,
+                         "group": group,
+                         "in_group": bool(group) or (meta is not None
+                                                     and meta.target_state is not None)},
+            "health": earlier if isinstance(earlier, dict) else None,
+        },
+        "job": {
+            "config": config, "config_path": config_path,
+            "meta": None if meta is None else {"identity": asdict(meta.identity),
+                                               "tags": meta.tags,
+                                               "target_state": meta.target_state},
+            "aws": boot.aws is not None,
+            "secrets": secrets,
+            "telemetry": None if figures is None else asdict(figures),
+            "requests": [[api, outcome, n] for (api, outcome), n in
+                         counted(boot.aws).items()],
+            "earlier_boot": boot.earlier_boot,
+            "previous": rec.previous,
+        },
+    }
+
+
+def write_handoff(path: str, doc: dict[str, Any]) -> None:
+    """The hand-off, atomically, private (it holds no secret value, but names them)."""
+    atomic_write(path, json.dumps(doc).encode(), mode=0o600, sync=False)
+
+
+class Work:
+    """What a job has: the boot as it was (its configuration, instance, published secrets).
+
+    The boot's objects (and with them the AWS SDK) are made on first use: a drain's commands
+    start before they are loaded.
+    """
+
+    def __init__(self, path: str, doc: dict[str, Any]) -> None:
+        self.path = path
+        self.doc = doc
+        job = doc["job"]
+        self.job: dict[str, Any] = job
+        self.cfg: Config = configcache.view(job["config"]) if job["config"] is not None else \
+            configcache.load(job["config_path"])
+        self.rec = Journal(doc["resident"]["state_dir"])
+        self.rec.previous = job["previous"]
+        self.earlier: Requests = {(api, outcome): int(n) for api, outcome, n in job["requests"]}
+        self._boot: Boot | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def boot(self) -> Boot:
+        """The boot as it was, rebuilt."""
+        with self._lock:
+            if self._boot is None:
+                self._boot = self._rebuild()
+            return self._boot
+
+    def _rebuild(self) -> Boot:
+        from agent.boot import Boot  # noqa: PLC0415
+        from agent.context import LaunchContext  # noqa: PLC0415
+        from agent.imds import Identity, Metadata  # noqa: PLC0415
+        from agent.telemetry import Figures  # noqa: PLC0415
+
+        job, cfg, rec = self.job, self.cfg, self.rec
+        boot = Boot(cfg, rec, Notifier(), time.monotonic())
+        if job["meta"] is not None:
+            meta = job["meta"]
+            boot.meta = Metadata(Identity(**meta["identity"]), meta["tags"],
+                                 meta["target_state"])
+            boot.context = LaunchContext.at_boot(boot.meta, boot.clients)
+        boot.earlier_boot = job["earlier_boot"]
+        if job["secrets"] is not None and boot.context is not None:
+            from agent.secrets import Secrets  # noqa: PLC0415
+
+            boot.published = Secrets.resume(cfg.secrets, rec, job["secrets"], boot.context)
+        if job["telemetry"] is not None:
+            boot.telemetry.boot = Figures(**job["telemetry"])
+        return boot
+
+    @property
+    def instance_id(self) -> str:
+        """This instance's id."""
+        return str(self.job["meta"]["identity"]["instance_id"])
+
+    def clients(self) -> Aws:
+        """The boot's AWS clients (made, and the SDK loaded, on first use)."""
+        return self.boot.clients()
+
+    def save(self) -> None:
+        """What later jobs need: the secrets' versions, the request counts, the instance."""
+        job, boot = self.job, self._boot
+        if boot is not None:
+            from agent.telemetry import counted  # noqa: PLC0415 - loaded with the boot
+
+            if boot.published is not None:
+                job["secrets"] = boot.published.carried()
+            job["requests"] = [[api, outcome, n] for (api, outcome), n in
+                               counted(boot.aws, self.earlier).items()]
+            job["aws"] = job["aws"] or boot.aws is not None
+            if boot.meta is not None and job["meta"] is not None:
+                job["meta"]["target_state"] = boot.meta.target_state
+        write_handoff(self.path, self.doc)
+
+
+# -- the jobs -------------------------------------------------------------------------------
+
+
+def refresh(work: Work, arg: Any) -> dict[str, Any]:
+    """The secrets' rotation: only DescribeSecret when nothing changed, only the changed ones
+    fetched; a new generation, the hooks and reloads when a file changed. state.json's
+    ``refresh`` counts them and says how the last one ended; the textfile follows."""
+    boot, rec = work.boot, work.rec
+    count = int((rec.doc.get("refresh") or {}).get("count", 0)) + 1
+    failed = False
+    if boot.published is None:
+        result = "nothing published"
+    else:
+        try:
+            publication = boot.published.refresh(boot.clients())
+        except AgentError as exc:
+            log.warning("secret refresh failed: %s", exc)
+            rec.clear_warning(REFRESH_FAILED)
+            rec.warn(f"{REFRESH_FAILED} at {utc_now()}: {exc}")
+            failed, result = True, "failed"
+        else:
+            rec.clear_warning(REFRESH_FAILED)
+            if publication is None:
+                log.info("secrets unchanged")
+                result = "unchanged"
+            else:
+                generation = publication.generation.lstrip(".")
+                log.info("secrets rotated: %s published; changed files: %s", generation,
+                         ", ".join(publication.changed) or "none")
+                result = f"published {generation}"
+    rec.update(refresh={"count": count, "at": utc_now(), "result": result})
+    boot.telemetry.write(boot.aws, work.earlier)  # the request counts, the condition
+    work.save()
+    return {"failed": failed}
+
+
+def drain(work: Work, arg: Any) -> dict[str, Any]:
+    """A termination notice: the drain, by the deadline the resident took at the notice."""
+    kind, detail, deadline = arg
+    notice = termination.Notice(str(kind), str(detail), float(deadline))
+    record = termination.drain(work.cfg, notice, work.clients if work.job["aws"] else None,
+                               work.instance_id, work.job["meta"]["tags"],
+                               deadline=float(deadline))
+    work.rec.update(termination=record)
+    work.save()
+    return {}
+
+
+def promote(work: Work, arg: Any) -> dict[str, Any]:
+    """A warm pool's instance put InService: the secrets and the launch hook, again."""
+    boot = work.boot
+    ready = boot.promote()
+    work.save()
+    return {"ready": ready, "status": f"ready ({work.rec.doc['condition']}), InService"
+            if ready else "boot failed going InService",
+            "refreshing": boot.published is not None and boot.published.published
+            and bool(boot.cfg.secrets.files)}
+
+
+def health(work: Work, arg: Any) -> dict[str, Any]:
+    """SetInstanceHealth Unhealthy (a scheduled event that stops the instance)."""
+    marked = termination.set_unhealthy(work.boot.clients(), work.instance_id)
+    work.save()
+    return {"marked": list(marked)}
+
+
+def rebalance(work: Work, arg: Any) -> dict[str, Any]:
+    """A rebalance recommendation: its command."""
+    kind, detail = arg
+    notice = termination.Notice(str(kind), str(detail))
+    work.rec.update(rebalance=termination.rebalance(work.cfg, notice))
+    return {}
+
+
+JOBS: dict[str, Callable[[Work, Any], dict[str, Any]]] = {
+    "refresh": refresh, "drain": drain, "promote": promote, "health": health,
+    "rebalance": rebalance}
+
+
+def main(argv: list[str]) -> int:
+    """Run one job; 0 when it ran (its outcome is in the result), 1 when it could not."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())  # the resident's mask is not ours
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    path, kind, result_path, arg = argv
+    with open(path, "rb") as file:
+        doc = json.load(file)
+    setup_logging(bool(doc["resident"]["verbose"]))
+    try:
+        work = Work(path, doc)
+        outcome = JOBS[kind](work, json.loads(arg))
+        atomic_write(result_path, json.dumps({**outcome, "changes": work.rec.changes}).encode(),
+                     mode=0o600, sync=False)
+    except Exception as exc:  # the resident records that the job ended without a result
+        log.error("%s: internal error: %s: %s", kind, type(exc).__name__, exc)
+        log.debug("%s", kind, exc_info=True)
+        return 1
+    return 0
+
+
+def program() -> None:
+    """The process: :func:`main`, then leave without the interpreter's teardown (botocore's
+    objects: a tenth of a second); logs and streams flushed first."""
+    code = main(sys.argv[1:])
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    program()
+
