@@ -262,6 +262,24 @@ def test_access_denied_fails_fast(booter: Booter) -> None:
     assert booter.results() == ["ABANDON"]
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("fault", ["secrets", "metadata"])
+def test_a_failure_is_said_once_at_error_level(booter: Booter, fault: str) -> None:
+    if fault == "secrets":
+        booter.world.cloud.fail_next("GetSecretValue", count=1, code="AccessDeniedException",
+                                     message="not authorized")
+        said = "access denied"
+    else:
+        booter.world.imds.instance.update(instance_type=5)
+        said = "instanceType is"
+    proc = booter.run()
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and errors[0].startswith("agent: ERROR boot failed: "), proc.stderr
+    assert proc.stderr.count(said) == 1, proc.stderr  # not again as the phase's line
+    assert re.search(rf"INFO {fault}: failed in \d+ ms\n", proc.stderr), proc.stderr
+
+
 def test_tuning_runs_while_the_secrets_are_answered(booter: Booter) -> None:
     booter.world.cloud.action_latency["GetSecretValue"] = 1.5
     proc = booter.run()
