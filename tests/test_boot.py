@@ -166,14 +166,14 @@ def test_missing_secret_fails_publishes_nothing_and_abandons(booter: Booter) -> 
 
 
 def test_type_too_small_for_the_programs_fails_the_boot(booter: Booter) -> None:
-    """128 MiB left beside the reserve, shared by app.env and a JVM: the JVM cannot fit."""
+    """128 MiB left beside the reserve, all the JVM's (app.env has no share): it cannot fit."""
     booter.configure(extra='[tuning.budget]\nreserve_mib = "memory_mib - 128"\n'
                      f'[[tuning.profiles]]\nuse = "jvm"\npath = "{booter.root}/tuning/jvm.env"\n')
     proc = booter.run()
     assert proc.returncode == 1
     line = (f"tuning: m5.xlarge is too small for profile jvm -> {booter.root}/tuning/jvm.env: "
             "its values add up to 219 MiB at the program's limits (heap 16 + non-heap 171 + "
-            "headroom 32), above its 64 MiB (0.5 of 128 MiB, ")
+            "headroom 32), above its 128 MiB (1 of 128 MiB, ")
     assert line in proc.stderr and "Traceback" not in proc.stderr
     doc = booter.doc()
     assert doc["state"] == "failed" and booter.results() == ["ABANDON"]
