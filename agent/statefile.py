@@ -11,7 +11,8 @@ readers rely on, is a ValueError naming the field. The writer is :mod:`agent.sta
 from __future__ import annotations
 
 import os
-import stat
+
+from agent.readfile import CONFIG_LIMIT, Unreadable, read_regular
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -39,8 +40,7 @@ def resolve_state_dir(explicit: str | None, config_path: str | None = None) -> s
         return env
     path = config_path or os.environ.get("AGENT_CONFIG") or DEFAULT_CONFIG
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        data = read_regular(path, CONFIG_LIMIT)
         value = top_level_string(data, "state_dir")
         if value is None:  # not plain enough for the scan
             import tomllib  # noqa: PLC0415
@@ -48,7 +48,7 @@ def resolve_state_dir(explicit: str | None, config_path: str | None = None) -> s
             value = tomllib.loads(data.decode()).get("state_dir")
         if isinstance(value, str) and value:
             return value
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # ValueError: Unreadable too (a FIFO, a device, too large)
         pass
     return DEFAULT_STATE_DIR
 
@@ -94,26 +94,15 @@ def read(state_dir: str) -> dict[str, Any] | None:
     """The state document, or None when no boot has started (no file).
 
     Opened without blocking and without following a symlink; anything but a regular file of
-    a sane size, or a document of the wrong shape, is a ValueError (OSError for I/O).
+    a sane size, or a document of the wrong shape, is a ValueError naming the problem.
     """
     path = os.path.join(state_dir, STATE_FILE)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        data = read_regular(path, MAX_STATE_BYTES, follow=False)
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        if exc.errno == 40:  # ELOOP: a symlink
-            raise ValueError(f"{path} is a symlink, not a file the agent wrote") from None
-        raise
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ValueError(f"{path} is not a regular file")
-        if st.st_size > MAX_STATE_BYTES:
-            raise ValueError(f"{path} is {st.st_size} bytes, too large for a state file")
-        data = os.read(fd, MAX_STATE_BYTES + 1)
-    finally:
-        os.close(fd)
+    except Unreadable as exc:  # a symlink, a FIFO, too large, refused
+        raise ValueError(f"{path}: {exc}") from None
     try:
         doc = loads(data)
     except ValueError:  # a cut-off or garbled document, or one nested too deep

@@ -147,7 +147,10 @@ def status_main(argv: list[str]) -> int | None:
     state_dir = resolve_state_dir(args.get("--state-dir"))
     try:
         doc = read(state_dir)
-    except (OSError, ValueError) as exc:
+    except ValueError as exc:  # it names the file and the problem
+        print(f"agent: {exc}", file=sys.stderr)
+        return EXIT_NOT_FINISHED
+    except OSError as exc:
         print(f"agent: cannot read {os.path.join(state_dir, 'state.json')}: {exc}",
               file=sys.stderr)
         return EXIT_NOT_FINISHED

@@ -320,7 +320,7 @@ def test_a_fifo_for_state_json_does_not_hang_status_or_wait(tmp_path: Path) -> N
     os.mkfifo(tmp_path / "state.json")
     proc = status_of(tmp_path)  # a hang would time the subprocess out
     assert proc.returncode == 3
-    assert one_line(proc).endswith("is not a regular file")
+    assert one_line(proc).endswith("state.json: a FIFO, not a regular file")
     wait = run_agent("wait", "--timeout", "1", "--state-dir", str(tmp_path), timeout=20)
     assert wait.returncode == 124
 
@@ -378,7 +378,7 @@ def test_a_state_file_nested_deep(tmp_path: Path) -> None:
 def test_a_state_file_that_is_a_symlink_or_huge(tmp_path: Path) -> None:
     (tmp_path / "elsewhere.json").write_text('{"state": "ready"}')
     (tmp_path / "state.json").symlink_to(tmp_path / "elsewhere.json")
-    assert one_line(status_of(tmp_path)).endswith("is a symlink, not a file the agent wrote")
+    assert one_line(status_of(tmp_path)).endswith("state.json: a symlink, not a regular file")
     (tmp_path / "state.json").unlink()
     (tmp_path / "state.json").write_text(" " * (2 << 20) + "{}")
-    assert one_line(status_of(tmp_path)).endswith("too large for a state file")
+    assert one_line(status_of(tmp_path)).endswith("state.json: larger than 1 MiB (2097154 bytes)")

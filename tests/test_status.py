@@ -212,8 +212,8 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
 
 @pytest.mark.parametrize("how", ["--state-dir", "config"])
 def test_status_path_imports_only_what_it_needs(tmp_path: Path, how: str) -> None:
-    """Beyond what the interpreter loads to start and the standard library's json (with what
-    it imports): the agent's own four modules; no SDK, pydantic, argparse, typing, tomllib."""
+    """Beyond what the interpreter loads to start: the agent's own five modules; no SDK,
+    pydantic, argparse, nor json (nor its C scanner), re, enum, typing, tomllib."""
     booted(tmp_path)
     config = tmp_path / "agent.toml"
     config.write_text(f'# the boot agent\nmode = "daemon"\nstate_dir = "{tmp_path}"  # here\n'
@@ -221,7 +221,6 @@ def test_status_path_imports_only_what_it_needs(tmp_path: Path, how: str) -> Non
     args = ["--state-dir", str(tmp_path)] if how == "--state-dir" else []
     code = (
         "import sys\n"
-        "import json\n"
         "before = set(sys.modules)\n"
         "from agent.cli import main\n"
         f"rc = main(['status', *{args!r}])\n"
@@ -230,8 +229,8 @@ def test_status_path_imports_only_what_it_needs(tmp_path: Path, how: str) -> Non
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**env, "AGENT_CONFIG": str(config)}, timeout=30)
-    assert ("LOADED ['agent', 'agent.cli', 'agent.errors', 'agent.statefile', "
-            "'agent.status'] 0") in proc.stdout, proc.stdout + proc.stderr
+    assert ("LOADED ['agent', 'agent.cli', 'agent.errors', 'agent.readfile', "
+            "'agent.statefile', 'agent.status'] 0") in proc.stdout, proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize(("text", "found"), [
