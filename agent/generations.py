@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from agent.errors import SecretsError
-from agent.fsutil import claim_dir, make_dirs, write_new
+from agent.fsutil import claim_dir, fsync_dir, make_dirs, write_new
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def publish(root: Path, items: Sequence[Item], dir_mode: int) -> Publication:
         _undo(staging, made)
         raise
     with contextlib.suppress(OSError):  # the switch is made; the rest is housekeeping
-        _fsync_dir(root)
+        fsync_dir(root)
         _prune(root, set(tops), keep={name, previous.name if previous else ""})
     return Publication(
         name,
@@ -194,7 +194,7 @@ def _write_generation(staging: Path, items: Sequence[Item], dir_mode: int) -> No
             raise SecretsError(
                 f"{item.path}: cannot give it to {item.owner}: the agent runs as uid {euid}, "
                 "and only root can give files away") from None
-    _fsync_dir(staging)
+    fsync_dir(staging)
 
 
 def _symlink(link: Path, target: str) -> bool:
@@ -240,10 +240,3 @@ def _prune(root: Path, tops: set[str], keep: set[str]) -> None:
                 and os.readlink(path).startswith(LINK_PREFIX)):
             path.unlink()
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -75,7 +75,8 @@ def render(doc: dict[str, Any] | None, state_dir: str) -> str:
     lc = doc.get("lifecycle") or {}
     if lc:
         out.append("")
-        out.append(f"lifecycle  {lc.get('result') or 'nothing sent'}"
+        sending = f"{lc['sending']} being sent" if lc.get("sending") else "nothing sent"
+        out.append(f"lifecycle  {lc.get('result') or sending}"
                    f" -> {lc.get('group', '?')}/{lc.get('hook', '?')}")
     out += _secrets(doc)
     out += _termination(doc)
