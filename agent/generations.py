@@ -10,8 +10,11 @@ Layout of a published directory::
 A generation is written under ``.gen-N.tmp`` and renamed when complete; anything named
 ``.*.tmp`` is half-written and :func:`recover` deletes it. Every visible link is created
 *before* the switch (a new one dangles until then), so the set a reader can open changes
-in one step, on the first publish too. A failure at any step before the switch leaves the
-earlier generation current and intact; after it, only pruning is left (best effort).
+in one step. The first publish into an empty directory that is not a mount point goes
+further: the whole directory (generation, ``.current``, every visible name) is built beside
+it and renamed over it, so that a reader listing it sees no name, then all of them. A failure
+at any step before the switch leaves the earlier generation current and intact; after it,
+only pruning is left (best effort).
 
 No AWS here: the caller hands in the bytes (:class:`Item`), whose repr never shows them.
 """
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from agent.errors import SecretsError
-from agent.fsutil import claim_dir, fsync_dir, make_dirs, write_new
+from agent.fsutil import claim_dir, fsync_dir, is_mount_point, make_dirs, write_new
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +124,8 @@ def publish(root: Path, items: Sequence[Item], dir_mode: int) -> Publication:
             raise SecretsError(f"secrets.dir {root}: {problem}")
         recover(root)
         _refuse_foreign(root, tops)
+        if current(root) is None and _replaceable(root):
+            return _publish_whole(root, items, tops, dir_mode)
         before = contents(current(root), [item.path for item in items])
         found = existing(root)
         number = int(found[-1].name[len(GEN_PREFIX):]) + 1 if found else 1
@@ -150,6 +155,42 @@ def publish(root: Path, items: Sequence[Item], dir_mode: int) -> Publication:
         changed=[i.path for i in items if before.get(i.path, i.content) != i.content],
         added=[i.path for i in items if i.path not in before],
     )
+
+
+FIRST_PREFIX = "first-"  # the directory built beside ``root`` for its first publish
+
+
+def _replaceable(root: Path) -> bool:
+    """Whether ``root`` can be replaced by one rename: an empty directory, not a mount point
+    (a rename cannot cross into or replace one)."""
+    return not any(root.iterdir()) and not is_mount_point(root)
+
+
+def _publish_whole(root: Path, items: Sequence[Item], tops: Sequence[str],
+                   dir_mode: int) -> Publication:
+    """The first publish: ``root`` built complete beside it, then renamed over it (empty)."""
+    for stale in root.parent.glob(f".{FIRST_PREFIX}{root.name}.*{TMP_SUFFIX}"):  # a kill's
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = root.with_name(f".{FIRST_PREFIX}{root.name}.{os.urandom(4).hex()}{TMP_SUFFIX}")
+    name = f"{GEN_PREFIX}{1:06d}"
+    try:
+        staging.mkdir(mode=dir_mode)
+        os.chmod(staging, dir_mode)  # whatever the umask
+        _write_generation(staging / name, items, dir_mode)
+        for top in tops:
+            os.symlink(LINK_PREFIX + top, staging / top)
+        os.symlink(name, staging / CURRENT)
+        fsync_dir(staging)
+        os.rename(staging, root)  # the switch: an empty directory, then all of them
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise SecretsError(f"cannot publish to {root}: {_reason(exc)}") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    with contextlib.suppress(OSError):
+        fsync_dir(root.parent)
+    return Publication(name, changed=[], added=[item.path for item in items])
 
 
 def wipe(root: Path) -> bool:
