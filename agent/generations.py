@@ -124,8 +124,10 @@ def publish(root: Path, items: Sequence[Item], dir_mode: int) -> Publication:
             raise SecretsError(f"secrets.dir {root}: {problem}")
         recover(root)
         _refuse_foreign(root, tops)
-        if current(root) is None and _replaceable(root):
-            return _publish_whole(root, items, tops, dir_mode)
+        whole = _publish_whole(root, items, tops, dir_mode) if (
+            current(root) is None and _replaceable(root)) else None
+        if whole is not None:
+            return whole
         before = contents(current(root), [item.path for item in items])
         found = existing(root)
         number = int(found[-1].name[len(GEN_PREFIX):]) + 1 if found else 1
@@ -167,14 +169,22 @@ def _replaceable(root: Path) -> bool:
 
 
 def _publish_whole(root: Path, items: Sequence[Item], tops: Sequence[str],
-                   dir_mode: int) -> Publication:
-    """The first publish: ``root`` built complete beside it, then renamed over it (empty)."""
+                   dir_mode: int) -> Publication | None:
+    """The first publish: ``root`` built complete beside it, then renamed over it (empty).
+
+    None when nothing can be made beside it (a parent the agent may not write): then the
+    links are made inside, as at every later publish.
+    """
     for stale in root.parent.glob(f".{FIRST_PREFIX}{root.name}.*{TMP_SUFFIX}"):  # a kill's
         shutil.rmtree(stale, ignore_errors=True)
     staging = root.with_name(f".{FIRST_PREFIX}{root.name}.{os.urandom(4).hex()}{TMP_SUFFIX}")
     name = f"{GEN_PREFIX}{1:06d}"
     try:
         staging.mkdir(mode=dir_mode)
+    except OSError as exc:
+        log.debug("first publish built in place: %s: %s", staging.parent, exc.strerror)
+        return None
+    try:
         os.chmod(staging, dir_mode)  # whatever the umask
         _write_generation(staging / name, items, dir_mode)
         for top in tops:
