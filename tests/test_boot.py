@@ -42,7 +42,7 @@ def test_happy_boot_publishes_tunes_and_continues(booter: Booter) -> None:
     assert doc["instance"]["instance_id"] == booter.world.instance_id
     assert doc["instance"]["auto_scaling_group"] == "web-asg"
     assert doc["lifecycle"] == {"group": "web-asg", "hook": "agent-ready", "result": "CONTINUE",
-                                "heartbeats": 0}
+                                "heartbeats": 0, "target_lifecycle_state": "InService"}
     assert {s["path"] for s in doc["secrets"]} == {str(root / f["path"]) for f in FILES}
     assert all(s["version_id"] for s in doc["secrets"])
     assert booter.results() == ["CONTINUE"]
