@@ -251,7 +251,8 @@ def test_state_write_failures_never_stop_a_boot(world: World, shm: Path,
 
 def test_a_boot_writes_its_state_ten_times_and_loses_no_field(
         world: World, shm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Start, each phase starting and ending, the finish: field updates ride on those."""
+    """Start, each phase starting and ending, the finish: field updates ride on those; and one
+    more, synced, the launch hook's intent before its completion goes out."""
     (shm / "count").mkdir()
     harness = Harness(world, shm / "count", monkeypatch)
     from agent import fsutil
@@ -267,7 +268,9 @@ def test_a_boot_writes_its_state_ten_times_and_loses_no_field(
     monkeypatch.setattr(fsutil, "atomic_write", counting)
     ok, doc, _, result = harness.boot()
     assert ok and result == "CONTINUE"
-    assert len(written) == 10, [d["phases"] for d in written]
+    assert len(written) == 11, [d["phases"] for d in written]
+    intent = [d["lifecycle"] for d in written if d["lifecycle"].get("sending")]
+    assert [i["sending"] for i in intent] == ["CONTINUE"] and intent[0]["result"] is None
     assert written[-1] == doc and doc["state"] == "ready"
     assert doc["instance"]["instance_id"] == world.instance_id
     assert doc["secrets"] and doc["lifecycle"]["result"] == "CONTINUE"
