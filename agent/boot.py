@@ -103,10 +103,12 @@ class Boot:
             self.rec.phase(name, state, detail=detail)
         except Exception as exc:
             line = describe_failure(f"the {name} phase", exc)
-            log.error("%s: failed: %s", name, line, extra={"AGENT_PHASE": str(name)})
             log.debug("%s: traceback", name, exc_info=not isinstance(exc, AgentError))
             with contextlib.suppress(Exception):  # the state file may be what failed
                 self.rec.phase(name, PhaseState.FAILED, error=line)
+            # the failure itself is said once, at ERROR, by the verdict (announce)
+            log.info("%s: failed in %s ms", name, self.rec.phase_entry(name)["duration_ms"],
+                     extra={"AGENT_PHASE": str(name)})
             return PhaseFailed(name, line)
         log.info("%s: %s in %s ms: %s", name, state, self.rec.phase_entry(name)["duration_ms"],
                  detail, extra={"AGENT_PHASE": str(name)})

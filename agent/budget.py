@@ -2,12 +2,14 @@
 
 ``[tuning.budget] reserve_mib`` (an expression over the facts) is kept back for the OS and
 all that is not tuned; the rest is split between the budget's *members*: every
-``[[tuning.profiles]]`` and ``[[tuning.files]]`` entry that reads ``memory_mib`` or has a
-``share``. A member with a share gets that fraction of it; those without split what the others
-leave, equally. Inside a member ``memory_mib`` is its portion (``machine_memory_mib`` stays the
-whole machine). A profile's values, added up at the program's limits
-(:func:`agent.profiles.limits`), must fit in its portion: a type too small for the configured
-programs is a :class:`~agent.errors.TuningError` naming the type and the program.
+``[[tuning.profiles]]`` entry whose values read ``memory_mib`` or that has a ``share``, and
+every ``[[tuning.files]]`` entry that has a ``share``. A member with a share gets that fraction
+of it; those without split what the others leave, equally. Inside a member ``memory_mib`` is
+its portion (``machine_memory_mib`` stays the whole machine); everywhere else (a file without
+a share, drop-ins, sysctls, templates, the reserve's own expression) it is the machine's.
+A profile's values, added up at the program's limits (:func:`agent.profiles.limits`), must fit
+in its portion: a type too small for the configured programs is a
+:class:`~agent.errors.TuningError` naming the type and the program.
 
 Pure arithmetic: :mod:`agent.tuning_config` checks the shares at load with :func:`split`,
 :mod:`agent.tuning` computes the portions with :func:`portions` and checks each fit with

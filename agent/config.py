@@ -39,6 +39,7 @@ from agent.fields import (
     span,
     zero_or_at_least,
 )
+from agent.readfile import CONFIG_LIMIT, Unreadable, read_regular
 from agent.readiness_config import ReadinessConfig
 from agent.secrets_config import SecretsConfig
 from agent.sections import ENV_PREFIX, ONESHOT_READINESS, config_path
@@ -223,17 +224,16 @@ def _prune(data: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
 
 
 def read_bytes(path: Path, *, must_exist: bool) -> bytes | None:
-    """The file's bytes, or None for an absent default file."""
+    """The file's bytes, or None for an absent default file; a FIFO, a device or a file
+    larger than :data:`~agent.readfile.CONFIG_LIMIT` is refused without blocking."""
     try:
-        return path.read_bytes()
+        return read_regular(path, CONFIG_LIMIT)
     except FileNotFoundError:
         if must_exist:
             raise ConfigError(f"config {path}: no such file") from None
         return None
-    except OSError as exc:
-        raise ConfigError(f"config {path}: cannot read: {exc.strerror or exc}") from None
-    except ValueError as exc:  # e.g. a NUL in the path
-        raise ConfigError(f"config {path}: cannot read: {exc}") from None
+    except Unreadable as exc:
+        raise ConfigError(f"config {path}: {exc}") from None
 
 
 def parse(path: Path, raw: bytes | None) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__, sections
+from agent.readfile import CONFIG_LIMIT, TEMPLATE_LIMIT, Unreadable, read_regular
 from agent.sections import Fact, agent_environment, config_path, file_digest
 
 if TYPE_CHECKING:
@@ -54,10 +55,10 @@ def load(explicit: str | None = None) -> Config:
     """
     path, must_exist = config_path(explicit)
     try:
-        raw: bytes | None = path.read_bytes()
+        raw: bytes | None = read_regular(path, CONFIG_LIMIT)
     except FileNotFoundError:
         raw = None
-    except (OSError, ValueError):
+    except Unreadable:
         raw = None
         must_exist = True  # unreadable: validation below says why, in one line
     where = cache_path()
@@ -163,14 +164,14 @@ def _facts_hold(facts: object) -> bool:
                 now: Any = pwd.getpwnam(key).pw_uid
             elif kind == "group":
                 now = grp.getgrnam(key).gr_gid
-            elif kind == "file":
+            elif kind == "file":  # a template source: read as its validation reads it
                 try:
-                    now = file_digest(Path(key).read_bytes())
+                    now = file_digest(read_regular(key, TEMPLATE_LIMIT))
                 except FileNotFoundError:
                     now = None
             else:
                 return False
-        except (KeyError, OSError):
+        except (KeyError, OSError, ValueError):  # ValueError: Unreadable, a refused file
             return False
         if now != value:
             return False

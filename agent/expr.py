@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from agent.errors import closest
+from agent.readfile import TEMPLATE_LIMIT, read_regular
 
 Value = int | float | str
 Kind = Literal["number", "string", "any"]
@@ -215,12 +216,18 @@ def template_names(text: str) -> list[str]:
 
 
 def read_template(path: str) -> str:
-    """A template's source, whole, as UTF-8 text; ValueError naming why it cannot be read."""
+    """A template's source, whole, as UTF-8 text; ValueError naming why it cannot be read
+    (absent, not a regular file, larger than :data:`~agent.readfile.TEMPLATE_LIMIT`)."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except OSError as exc:
-        raise ValueError(f"cannot read: {exc.strerror or exc}") from None
+        return template_text(read_regular(path, TEMPLATE_LIMIT))
+    except FileNotFoundError as exc:
+        raise ValueError(f"cannot read: {exc.strerror}") from None
+
+
+def template_text(raw: bytes) -> str:
+    """A template source's bytes as text; ValueError when they are not UTF-8."""
+    try:
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError("cannot read: not UTF-8 text") from None
 

@@ -42,6 +42,15 @@ def write_new(path: str | os.PathLike[str], data: bytes, mode: int, uid: int = -
         os.close(fd)
 
 
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make the directory's entries durable (a rename into it, a file created in it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def make_dirs(path: str | os.PathLike[str], mode: int = 0o755) -> list[Path]:
     """Create ``path`` and missing parents with exactly ``mode`` (whatever the umask, which
     ``mkdir(2)`` applies: under the unit's ``UMask=0077`` a 0711 directory would come out

@@ -10,8 +10,11 @@ Layout of a published directory::
 A generation is written under ``.gen-N.tmp`` and renamed when complete; anything named
 ``.*.tmp`` is half-written and :func:`recover` deletes it. Every visible link is created
 *before* the switch (a new one dangles until then), so the set a reader can open changes
-in one step, on the first publish too. A failure at any step before the switch leaves the
-earlier generation current and intact; after it, only pruning is left (best effort).
+in one step. The first publish into an empty directory that is not a mount point goes
+further: the whole directory (generation, ``.current``, every visible name) is built beside
+it and renamed over it, so that a reader listing it sees no name, then all of them. A failure
+at any step before the switch leaves the earlier generation current and intact; after it,
+only pruning is left (best effort).
 
 No AWS here: the caller hands in the bytes (:class:`Item`), whose repr never shows them.
 """
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from agent.errors import SecretsError
-from agent.fsutil import claim_dir, make_dirs, write_new
+from agent.fsutil import claim_dir, fsync_dir, is_mount_point, make_dirs, write_new
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +124,10 @@ def publish(root: Path, items: Sequence[Item], dir_mode: int) -> Publication:
             raise SecretsError(f"secrets.dir {root}: {problem}")
         recover(root)
         _refuse_foreign(root, tops)
+        whole = _publish_whole(root, items, tops, dir_mode) if (
+            current(root) is None and _replaceable(root)) else None
+        if whole is not None:
+            return whole
         before = contents(current(root), [item.path for item in items])
         found = existing(root)
         number = int(found[-1].name[len(GEN_PREFIX):]) + 1 if found else 1
@@ -143,13 +150,57 @@ def publish(root: Path, items: Sequence[Item], dir_mode: int) -> Publication:
         _undo(staging, made)
         raise
     with contextlib.suppress(OSError):  # the switch is made; the rest is housekeeping
-        _fsync_dir(root)
+        fsync_dir(root)
         _prune(root, set(tops), keep={name, previous.name if previous else ""})
     return Publication(
         name,
         changed=[i.path for i in items if before.get(i.path, i.content) != i.content],
         added=[i.path for i in items if i.path not in before],
     )
+
+
+FIRST_PREFIX = "first-"  # the directory built beside ``root`` for its first publish
+
+
+def _replaceable(root: Path) -> bool:
+    """Whether ``root`` can be replaced by one rename: an empty directory, not a mount point
+    (a rename cannot cross into or replace one)."""
+    return not any(root.iterdir()) and not is_mount_point(root)
+
+
+def _publish_whole(root: Path, items: Sequence[Item], tops: Sequence[str],
+                   dir_mode: int) -> Publication | None:
+    """The first publish: ``root`` built complete beside it, then renamed over it (empty).
+
+    None when nothing can be made beside it (a parent the agent may not write): then the
+    links are made inside, as at every later publish.
+    """
+    for stale in root.parent.glob(f".{FIRST_PREFIX}{root.name}.*{TMP_SUFFIX}"):  # a kill's
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = root.with_name(f".{FIRST_PREFIX}{root.name}.{os.urandom(4).hex()}{TMP_SUFFIX}")
+    name = f"{GEN_PREFIX}{1:06d}"
+    try:
+        staging.mkdir(mode=dir_mode)
+    except OSError as exc:
+        log.debug("first publish built in place: %s: %s", staging.parent, exc.strerror)
+        return None
+    try:
+        os.chmod(staging, dir_mode)  # whatever the umask
+        _write_generation(staging / name, items, dir_mode)
+        for top in tops:
+            os.symlink(LINK_PREFIX + top, staging / top)
+        os.symlink(name, staging / CURRENT)
+        fsync_dir(staging)
+        os.rename(staging, root)  # the switch: an empty directory, then all of them
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise SecretsError(f"cannot publish to {root}: {_reason(exc)}") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    with contextlib.suppress(OSError):
+        fsync_dir(root.parent)
+    return Publication(name, changed=[], added=[item.path for item in items])
 
 
 def wipe(root: Path) -> bool:
@@ -194,7 +245,7 @@ def _write_generation(staging: Path, items: Sequence[Item], dir_mode: int) -> No
             raise SecretsError(
                 f"{item.path}: cannot give it to {item.owner}: the agent runs as uid {euid}, "
                 "and only root can give files away") from None
-    _fsync_dir(staging)
+    fsync_dir(staging)
 
 
 def _symlink(link: Path, target: str) -> bool:
@@ -240,10 +291,3 @@ def _prune(root: Path, tops: set[str], keep: set[str]) -> None:
                 and os.readlink(path).startswith(LINK_PREFIX)):
             path.unlink()
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

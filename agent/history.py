@@ -13,6 +13,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from agent.fsutil import atomic_write
+from agent.readfile import read_regular
 from agent.state import utc_now
 from agent.statefile import boot_id
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 Record = dict[str, Any]
 
 
+MAX_BYTES = 1 << 16  # a history is a few hundred bytes
 KEPT = ("instance_type", "target_lifecycle_state", "boot_id", "recorded_at")
 
 
@@ -82,8 +84,7 @@ def read(path: str) -> Record:
     if not path:
         return {}
     try:
-        with open(path, "rb") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError, RecursionError):
+        data = json.loads(read_regular(path, MAX_BYTES))
+    except (OSError, ValueError, RecursionError):  # ValueError: Unreadable too
         return {}
     return data if isinstance(data, dict) else {}

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from agent import __version__
 from agent.errors import escape
 from agent.fsutil import atomic_write, is_memory_fs
+from agent.readfile import read_regular
 
 if TYPE_CHECKING:
     from agent.config import ImageConfig
@@ -45,6 +46,8 @@ CREDENTIAL_PATTERNS: dict[str, re.Pattern[bytes]] = {
 CREDENTIAL_FILES = (".aws/credentials", ".aws/config", ".boto", ".s3cfg")
 CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 ENVIRONMENT_FILES = ("etc/environment", "etc/profile", "etc/bash.bashrc")
+ENVIRONMENT_LIMIT = 1 << 20  # a shell profile larger than this is not read
+MANIFEST_LIMIT = 1 << 20
 UNIT = "agent.service"
 
 
@@ -106,7 +109,7 @@ def check(cfg: ImageConfig, imds: ImdsClient, rec: Recorder) -> None:
 def read_manifest(path: str) -> Manifest | None:
     """The manifest, or None when the image has none (not baked with bake-check)."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(read_regular(path, MANIFEST_LIMIT))
         if not isinstance(data, dict):
             return None
         built = float(data["built_at_epoch"])
@@ -137,9 +140,9 @@ def _credential_variables(root: Path) -> list[str]:
         files += sorted((root / "etc/profile.d").iterdir())
     found = []
     for path in files:
-        try:
-            text = path.read_text(errors="replace")
-        except OSError:
+        try:  # the image's files: a FIFO or a device there must not hang the bake
+            text = read_regular(path, ENVIRONMENT_LIMIT).decode(errors="replace")
+        except (OSError, ValueError):  # ValueError: Unreadable
             continue
         found += [f"{path} sets {variable}" for variable in CREDENTIAL_VARIABLES
                   if re.search(rf"\b{variable}\s*=", text)]

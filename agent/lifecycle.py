@@ -169,13 +169,15 @@ def heartbeat(aws: Aws, target: Target, instance_id: str) -> bool:
     return True
 
 
-def complete(aws: Aws, target: Target, instance_id: str, result: HookResult) -> Completion:
+def complete(aws: Aws, target: Target, instance_id: str, result: HookResult, *,
+             attempted: bool = False) -> Completion:
     """Send ``result``; :attr:`Completion.NOT_PENDING` when no action was pending.
 
     Retried on throttling and transient errors while the action lives (at least 5 s): its
     deadline moves with every heartbeat admitted meanwhile. "No active Lifecycle Action
-    found" after one of our own attempts may have been processed (a timeout, a 5xx) means
-    that attempt completed it: ``"sent"``.
+    found" after one of our own attempts may have been processed (a timeout, a 5xx; or
+    ``attempted``: an earlier run recorded that it was sending, then ended) means that
+    attempt completed it: ``"sent"``.
     """
     maybe_processed: list[BaseException] = []
     floor = time.monotonic() + 5.0
@@ -189,7 +191,7 @@ def complete(aws: Aws, target: Target, instance_id: str, result: HookResult) -> 
               AutoScalingGroupName=target.group, LifecycleHookName=target.hook,
               InstanceId=instance_id, LifecycleActionResult=result.value)
     except _NotPending:
-        if maybe_processed:
+        if maybe_processed or attempted:
             log.info("lifecycle: an earlier attempt completed %s/%s", target.group, target.hook)
             return Completion.SENT
         return Completion.NOT_PENDING
@@ -321,8 +323,11 @@ class LaunchHook:
         """The launch state as IMDS and the earlier runs tell it (None: ask Auto Scaling)."""
         target_state = self.meta.target_state
         group = (self.meta.tags or {}).get(GROUP_TAG, "")
-        if group and target_state and _earlier_run(self.previous, group, target_state):
+        record = _earlier_record(self.previous, group, target_state or "")
+        if group and target_state and record and isinstance(record.get("result"), str):
             return target_state  # an earlier run of this boot completed it: nothing pending
+        if record and isinstance(record.get("sending"), str):
+            return None  # an earlier run was sending when it ended: is the action still there?
         if not self.knows_boots:
             return None  # a reboot would look like a first boot
         return known_state(target_state, self.earlier_boot)
@@ -340,7 +345,7 @@ class LaunchHook:
                                earlier=_earlier(target, rec.previous))
             sent = None
             if decision.send is not None and target is not None:
-                sent = complete(self.aws, target, self.instance_id, decision.send)
+                sent = self._complete(target, decision.send, rec)
         except BaseException:
             with contextlib.suppress(Exception):
                 if self.heartbeats is not None:
@@ -353,6 +358,20 @@ class LaunchHook:
             log.debug("lifecycle", exc_info=True)
             return decision.state, decision.detail
 
+    def _complete(self, target: Target, result: HookResult, rec: Recorder) -> Completion:
+        """Record that ``result`` is being sent (durably, before it goes out), then send it.
+
+        A run killed at any moment leaves the next one either this intent or the result: it
+        then asks Auto Scaling whether the action is still pending rather than assume it,
+        and takes "No active Lifecycle Action found" as this attempt's doing.
+        """
+        record = _earlier_record(rec.previous, target.group, self.meta.target_state or "")
+        attempted = bool(record and record.get("sending"))
+        rec.commit(lifecycle={"group": target.group, "hook": target.hook, "result": None,
+                              "sending": result.value,
+                              "target_lifecycle_state": self.meta.target_state or ""})
+        return complete(self.aws, target, self.instance_id, result, attempted=attempted)
+
     def _record(self, target: Target | None, decision: Decision, sent: Completion | None,
                 rec: Recorder, warm: bool) -> tuple[PhaseState, str]:
         beats = self.heartbeats.stop() if self.heartbeats is not None else 0
@@ -362,7 +381,7 @@ class LaunchHook:
         if not target.hook:
             return decision.state, decision.detail
         record = {"group": target.group, "hook": target.hook, "result": decision.result,
-                  "heartbeats": beats}
+                  "heartbeats": beats, "target_lifecycle_state": self.meta.target_state or ""}
         if sent is Completion.NOT_PENDING:  # at a first boot, or found pending: not as it should
             rec.update(lifecycle={**record, "result": None})
             rec.warn(f"lifecycle: the {target.hook} action was no longer pending "
@@ -372,25 +391,29 @@ class LaunchHook:
         return decision.state, decision.detail + (" (warm pool)" if warm and sent else "")
 
 
-def _earlier_run(previous: dict[str, Any] | None, group: str, target_state: str) -> bool:
-    """Whether an earlier run of this boot sent a result to ``group``'s launch hook for the
-    same launch (a launch into the warm pool is another action than the one into service)."""
+def _earlier_record(previous: dict[str, Any] | None, group: str,
+                    target_state: str) -> dict[str, Any] | None:
+    """What an earlier run of this boot recorded about ``group``'s launch hook (its result,
+    or ``sending``: the result it was sending when it ended) for the same launch (a launch
+    into the warm pool is another action than the one into service); None: nothing."""
     record = (previous or {}).get("lifecycle")
-    instance = (previous or {}).get("instance")
-    if not isinstance(record, dict) or record.get("group") != group:
-        return False
-    if not isinstance(record.get("result"), str) or not isinstance(instance, dict):
-        return False
-    before = str(instance.get("target_lifecycle_state") or "")
-    return before.startswith("Warmed:") == target_state.startswith("Warmed:")
+    if not group or not isinstance(record, dict) or record.get("group") != group:
+        return None
+    before = record.get("target_lifecycle_state")
+    if not isinstance(before, str):  # recorded by an earlier version: the instance's
+        instance = (previous or {}).get("instance")
+        if not isinstance(instance, dict):
+            return None
+        before = str(instance.get("target_lifecycle_state") or "")
+    return record if before.startswith("Warmed:") == target_state.startswith("Warmed:") else None
 
 
 def _earlier(target: Target | None, previous: dict[str, Any] | None) -> str | None:
-    """The result an earlier run of this boot recorded for the same group, if any."""
+    """The result an earlier run of this boot sent (or was sending) to the same group."""
     record = (previous or {}).get("lifecycle")
     if target is None or not isinstance(record, dict) or record.get("group") != target.group:
         return None
-    result = record.get("result")
+    result = record.get("result") or record.get("sending")
     return result if isinstance(result, str) else None
 
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import grp
 import pwd
 import re
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from agent import placeholders
 from agent.errors import closest
-from agent.expr import ExprError, template_names
+from agent.expr import template_names, template_text
 from agent.fields import (
     AbsoluteDir,
     AbsoluteFile,
@@ -32,6 +32,7 @@ from agent.fields import (
     check_path,
     span,
 )
+from agent.readfile import TEMPLATE_LIMIT, Unreadable, read_regular
 from agent.sections import (
     PublishedRules,
     SecretFileRules,
@@ -222,20 +223,16 @@ def template_problem(source: str, names: set[str]) -> str:
     """Why a secrets template cannot render ('' when it can, or when its source is absent:
     then the boot checks it)."""
     try:
-        raw = Path(source).read_bytes()
+        raw = read_regular(source, TEMPLATE_LIMIT)
     except FileNotFoundError:
         observe("file", source, None)
         return ""
-    except OSError as exc:
-        return f"cannot read: {exc.strerror}"
+    except Unreadable as exc:  # a FIFO, a device, too large: never opened for long
+        return str(exc)
     observe("file", source, file_digest(raw))
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return "cannot read: not UTF-8 text"
-    try:
-        used = template_names(text)
-    except ExprError as exc:
+        used = template_names(template_text(raw))
+    except ValueError as exc:  # not UTF-8, or an invalid placeholder
         return str(exc)
     known = names | set(TEMPLATE_FACTS)
     for name in used:

@@ -180,11 +180,9 @@ class TuningFileRules:
 
     @property
     def in_budget(self) -> bool:
-        """Whether it takes a share of the memory budget: it reads memory_mib or has one."""
-        from agent.expr import compile_expression  # noqa: PLC0415
-
-        return self.share is not None or any(
-            "memory_mib" in compile_expression(text).names for text in self.values.values())
+        """Whether it takes a share of the memory budget: only when it has one (without,
+        ``memory_mib`` in its values is the machine's, as everywhere outside a member)."""
+        return self.share is not None
 
 
 class TuningProfileRules:

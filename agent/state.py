@@ -84,6 +84,7 @@ class Recorder:
             self.previous = read(state_dir)
         except (OSError, ValueError):
             self.previous = None
+        this_boot = boot_id()
         self._started: dict[str, float] = {}
         self._booting = False  # between start() and finish(): updates wait for a write
         self._written = False
@@ -93,7 +94,7 @@ class Recorder:
             "state": State.RUNNING.value,
             "condition": Condition.HEALTHY.value,
             "updated_at": utc_now(),
-            "boot_id": boot_id(),
+            "boot_id": this_boot,
             "pid": os.getpid(),
             "instance": {},
             "phases": [
@@ -102,7 +103,9 @@ class Recorder:
                 for name in PHASES
             ],
             "secrets": [],
-            "lifecycle": {},
+            # what an earlier run of this boot did to the launch hook stays on record in every
+            # rewrite, so that a run killed at any moment cannot make the next one forget it
+            "lifecycle": self._carried("lifecycle", this_boot),
             "errors": [],
             "warnings": [],
         }
@@ -117,6 +120,13 @@ class Recorder:
             rec._written = True
         rec.previous = previous
         return rec
+
+    def _carried(self, name: str, this_boot: str) -> dict[str, Any]:
+        """The field ``name`` of an earlier run's document of this same boot ({} if none)."""
+        earlier = self.previous or {}
+        value = earlier.get(name)
+        same_boot = bool(this_boot) and earlier.get("boot_id") == this_boot
+        return dict(value) if same_boot and isinstance(value, dict) else {}
 
     # -- updates (each one writes) -----------------------------------------------------
 
@@ -166,6 +176,14 @@ class Recorder:
         with self._lock:
             self.doc.update(fields)
             self._changed()
+
+    def commit(self, **fields: Any) -> None:
+        """Set top-level fields and write them now, durably (the file, then its directory,
+        synced): for a record that must survive a kill or a power cut, such as the intent
+        to complete the launch hook, written before the request goes out."""
+        with self._lock:
+            self.doc.update(fields)
+            self.write(durable=True)
 
     def _changed(self) -> None:
         if not self._booting:
@@ -230,19 +248,21 @@ class Recorder:
 
     # -- output ------------------------------------------------------------------------
 
-    def write(self) -> None:
-        """Replace state.json atomically (temp file + rename).
+    def write(self, *, durable: bool = False) -> None:
+        """Replace state.json atomically (temp file + rename); ``durable``: synced to disk.
 
         The first write's failure is raised (the caller cannot record anything); later ones
         are logged once and the boot goes on: a full disk must not fail it half-way.
         """
-        from agent.fsutil import atomic_write  # noqa: PLC0415 - keep the read path light
+        from agent.fsutil import atomic_write, fsync_dir  # noqa: PLC0415 - keep the read path light
 
         with self._lock:
             self.doc["updated_at"] = utc_now()
             try:
                 data = json.dumps(self.doc, indent=2).encode() + b"\n"
-                atomic_write(self.path, data, mode=0o644, dir_mode=0o755, sync=False)
+                atomic_write(self.path, data, mode=0o644, dir_mode=0o755, sync=durable)
+                if durable:
+                    fsync_dir(self.state_dir)
                 self._written = True
             except (OSError, TypeError, ValueError) as exc:
                 if not self._written:
@@ -279,8 +299,8 @@ class Journal(Recorder):
             self.doc = self.previous
         self.changes: list[list[Any]] = []
 
-    def write(self) -> None:
-        """Nothing: the resident writes."""
+    def write(self, *, durable: bool = False) -> None:
+        """Nothing: the resident writes (durably, when asked: :meth:`Recorder.apply`)."""
 
     def phase(self, name: str, state: PhaseState, detail: str | None = None,
               error: str | None = None) -> None:

@@ -2,15 +2,17 @@
 
 ``agent status`` and ``agent wait`` import this module and nothing heavier: not json, re,
 enum, typing, threading or tomllib (each of those costs more than the rest of the command).
-The document is parsed by the C scanner behind :mod:`json` (``_json``), the configuration's
-``state_dir`` found by a scan of its top-level lines; either falls back to the standard
-module when the fast way does not apply. The writer is :mod:`agent.state`.
+The document is read by the small strict JSON reader below (:func:`loads`), the
+configuration's ``state_dir`` found by a scan of its top-level lines (tomllib only when they
+are not plain). A document that cannot be read, or whose fields have other types than the
+readers rely on, is a ValueError naming the field. The writer is :mod:`agent.state`.
 """
 
 from __future__ import annotations
 
 import os
-import stat
+
+from agent.readfile import CONFIG_LIMIT, Unreadable, read_regular
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -39,8 +41,7 @@ def resolve_state_dir(explicit: str | None, config_path: str | None = None) -> s
         return env
     path = config_path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        data = read_regular(path, CONFIG_LIMIT)
         value = top_level_string(data, "state_dir")
         if value is None:  # not plain enough for the scan
             import tomllib  # noqa: PLC0415
@@ -48,7 +49,7 @@ def resolve_state_dir(explicit: str | None, config_path: str | None = None) -> s
             value = tomllib.loads(data.decode()).get("state_dir")
         if isinstance(value, str) and value:
             return value
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # ValueError: Unreadable too (a FIFO, a device, too large)
         pass
     return DEFAULT_STATE_DIR
 
@@ -94,67 +95,172 @@ def read(state_dir: str) -> dict[str, Any] | None:
     """The state document, or None when no boot has started (no file).
 
     Opened without blocking and without following a symlink; anything but a regular file of
-    a sane size, or a document of the wrong shape, is a ValueError (OSError for I/O).
+    a sane size, or a document of the wrong shape, is a ValueError naming the problem.
     """
     path = os.path.join(state_dir, STATE_FILE)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        data = read_regular(path, MAX_STATE_BYTES, follow=False)
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        if exc.errno == 40:  # ELOOP: a symlink
-            raise ValueError(f"{path} is a symlink, not a file the agent wrote") from None
-        raise
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ValueError(f"{path} is not a regular file")
-        if st.st_size > MAX_STATE_BYTES:
-            raise ValueError(f"{path} is {st.st_size} bytes, too large for a state file")
-        data = os.read(fd, MAX_STATE_BYTES + 1)
-    finally:
-        os.close(fd)
+    except Unreadable as exc:  # a symlink, a FIFO, too large, refused
+        raise ValueError(f"{path}: {exc}") from None
     try:
         doc = loads(data)
-    except (ValueError, RecursionError):
+    except ValueError:  # a cut-off or garbled document, or one nested too deep
         raise ValueError(f"{path} is not valid JSON") from None
     return check(doc, path)
 
 
-class _Decoding:
-    """What the C scanner reads off its context: :class:`json.JSONDecoder`'s defaults."""
+# -- JSON, without importing json ---------------------------------------------------------
+# The standard module costs `agent status` as much again as the rest of it (json imports re,
+# which imports enum and compiles patterns), so the state document is read by this strict
+# reader of RFC 8259 text: what json.loads(text) accepts it returns the same, anything else
+# (a document cut short, a control character in a string, nesting deeper than MAX_DEPTH)
+# is a ValueError. tests/test_status.py holds it to json.loads on every prefix and on
+# garbled copies of a real document.
 
-    strict = True
-    object_hook = None
-    object_pairs_hook = None
-    parse_float = float
-    parse_int = int
-
-    @staticmethod
-    def parse_constant(name: str) -> float:
-        return {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}[name]
+MAX_DEPTH = 64  # a state document nests 4 deep
+_SPACE = frozenset(" \t\n\r")
+_DIGITS = frozenset("0123456789")
+_HEX = frozenset("0123456789abcdefABCDEF")
+_CONTROL = frozenset(map(chr, range(32)))
+_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r",
+            "t": "\t"}
+_CONSTANTS: dict[str, Any] = {"null": None, "true": True, "false": False, "NaN": float("nan"),
+                              "Infinity": float("inf"), "-Infinity": float("-inf")}
 
 
 def loads(data: bytes) -> Any:
-    """``json.loads`` for a UTF-8 document, by the C scanner (json itself when it is absent)."""
+    """The JSON value of a UTF-8 document, as ``json.loads`` reads it; ValueError."""
     text = data.decode()
-    try:
-        from _json import make_scanner  # noqa: PLC0415
-    except ImportError:
-        import json  # noqa: PLC0415
-
-        return json.loads(text)
-    start = len(text) - len(text.lstrip(" \t\n\r"))
-    try:
-        doc, end = make_scanner(_Decoding)(text, start)  # type: ignore[arg-type]  # duck-typed
-    except StopIteration:
-        raise ValueError("not a JSON document") from None
-    if text[end:].strip(" \t\n\r"):
-        raise ValueError("extra data after the JSON document")
-    return doc
+    value, end = _value(text, _skip(text, 0), 0)
+    if _skip(text, end) != len(text):
+        raise ValueError(f"extra data at {end}")
+    return value
 
 
-_FIELDS: dict[str, type | tuple[type, ...]] = {
+def _skip(text: str, i: int) -> int:
+    while i < len(text) and text[i] in _SPACE:
+        i += 1
+    return i
+
+
+def _value(text: str, i: int, depth: int) -> tuple[Any, int]:
+    """The value starting at ``i`` (no space before it) and where it ends."""
+    char = text[i:i + 1]
+    if char == '"':
+        return _string(text, i + 1)
+    if char in ("{", "["):
+        if depth >= MAX_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_DEPTH} at {i}")
+        return (_object if char == "{" else _array)(text, _skip(text, i + 1), depth + 1)
+    if char == "-" or char in _DIGITS:
+        number = _number(text, i)
+        if number is not None:
+            return number
+    for name, constant in _CONSTANTS.items():
+        if text.startswith(name, i):
+            return constant, i + len(name)
+    raise ValueError(f"expecting a value at {i}")
+
+
+def _object(text: str, i: int, depth: int) -> tuple[dict[str, Any], int]:
+    found: dict[str, Any] = {}
+    if text[i:i + 1] == "}":
+        return found, i + 1
+    while True:
+        if text[i:i + 1] != '"':
+            raise ValueError(f"expecting a property name at {i}")
+        key, i = _string(text, i + 1)
+        i = _skip(text, i)
+        if text[i:i + 1] != ":":
+            raise ValueError(f"expecting ':' at {i}")
+        found[key], i = _value(text, _skip(text, i + 1), depth)
+        i = _skip(text, i)
+        if text[i:i + 1] == "}":
+            return found, i + 1
+        if text[i:i + 1] != ",":
+            raise ValueError(f"expecting ',' or '}}' at {i}")
+        i = _skip(text, i + 1)
+
+
+def _array(text: str, i: int, depth: int) -> tuple[list[Any], int]:
+    found: list[Any] = []
+    if text[i:i + 1] == "]":
+        return found, i + 1
+    while True:
+        item, i = _value(text, i, depth)
+        found.append(item)
+        i = _skip(text, i)
+        if text[i:i + 1] == "]":
+            return found, i + 1
+        if text[i:i + 1] != ",":
+            raise ValueError(f"expecting ',' or ']' at {i}")
+        i = _skip(text, i + 1)
+
+
+def _string(text: str, i: int) -> tuple[str, int]:
+    """The string whose opening quote is before ``i``, and where it ends."""
+    parts = []
+    while True:
+        end = text.find('"', i)
+        escape = text.find("\\", i, end)
+        stop = escape if escape >= 0 else end
+        if end < 0 or not _CONTROL.isdisjoint(text[i:stop]):
+            raise ValueError(f"unterminated string, or a control character in it, at {i}")
+        parts.append(text[i:stop])
+        if escape < 0:
+            return "".join(parts), end + 1
+        code = text[escape + 1:escape + 2]
+        if code in _ESCAPES:
+            parts.append(_ESCAPES[code])
+            i = escape + 2
+            continue
+        unit, i = _unit(text, escape)
+        if 0xD800 <= unit <= 0xDBFF and text.startswith("\\u", i):
+            low, after = _unit(text, i)
+            if 0xDC00 <= low <= 0xDFFF:
+                unit, i = 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00), after
+        parts.append(chr(unit))
+
+
+def _unit(text: str, escape: int) -> tuple[int, int]:
+    """The code unit of the ``\\uXXXX`` at ``escape``, and where it ends."""
+    digits = text[escape + 2:escape + 6]
+    if text[escape + 1:escape + 2] != "u" or len(digits) != 4 or not _HEX.issuperset(digits):
+        raise ValueError(f"invalid escape at {escape}")
+    return int(digits, 16), escape + 6
+
+
+def _number(text: str, i: int) -> tuple[int | float, int] | None:
+    """The number at ``i`` (its longest valid prefix, as json reads it); None when none."""
+    start = i
+    i += text[i] == "-"
+    if text[i:i + 1] == "0":
+        i += 1
+    elif text[i:i + 1] in _DIGITS:
+        i = _digits(text, i)
+    else:
+        return None
+    whole = i
+    if text[i:i + 1] == "." and text[i + 1:i + 2] in _DIGITS:
+        i = _digits(text, i + 1)
+    if text[i:i + 1] in ("e", "E"):
+        sign = i + 1 + (text[i + 1:i + 2] in ("+", "-"))
+        if text[sign:sign + 1] in _DIGITS:
+            i = _digits(text, sign)
+    if i == whole:
+        return int(text[start:i]), i
+    return float(text[start:i]), i
+
+
+def _digits(text: str, i: int) -> int:
+    while i < len(text) and text[i] in _DIGITS:
+        i += 1
+    return i
+
+
+_FIELDS: dict[str, type] = {
     "state": str, "condition": str, "updated_at": str, "instance": dict, "phases": list,
     "secrets": list, "lifecycle": dict, "errors": list, "warnings": list, "pid": int,
     "boot_id": str, "termination": dict, "rebalance": dict, "image": dict, "resize": dict,
@@ -162,24 +268,68 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 
 
+# Inside the records (an object, or each object of a list): the keys the readers format or
+# look into, and their types (absent or null is always allowed).
+_INSIDE: dict[str, dict[str, type]] = {
+    "instance": {key: str for key in ("instance_id", "instance_type", "region",
+                                      "availability_zone", "image_id", "account_id",
+                                      "auto_scaling_group", "target_lifecycle_state")},
+    "phases": {"name": str, "state": str, "detail": str, "error": str,
+               "started_at": str, "finished_at": str, "duration_ms": int},
+    "lifecycle": {"group": str, "hook": str, "result": str, "sending": str},
+    "termination": {"hook": dict, "steps": list, "reason": str},
+}
+
+
+def _kind_error(where: str, value: object, kind: type) -> str:
+    """Why ``value`` is not of ``kind`` ('' when it is, or is absent); a bool is no int."""
+    if value is None or (isinstance(value, kind) and not isinstance(value, bool)):
+        return ""
+    article = "an" if kind.__name__[0] in "aeiou" else "a"
+    return f"{where} is not {article} {kind.__name__}"
+
+
+def _records(doc: dict[str, Any], name: str) -> list[tuple[str, dict[str, Any]]]:
+    """The field's records with where they are (``phases[2]``); the field has its type."""
+    value = doc.get(name)
+    if isinstance(value, list):
+        return [(f"{name}[{i}]", item) for i, item in enumerate(value)]
+    return [(name, value)] if isinstance(value, dict) else []
+
+
 def check(doc: object, path: str = STATE_FILE) -> dict[str, Any]:
     """The document if its fields have the types the readers rely on, else ValueError."""
     if not isinstance(doc, dict):
         raise ValueError(f"{path} is not a JSON object")
-    for name, kind in _FIELDS.items():
-        value = doc.get(name)
-        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-            raise ValueError(f"{path}: {name} is not a {getattr(kind, '__name__', kind)}")
-    for name in ("phases", "secrets"):
-        if not all(isinstance(item, dict) for item in doc.get(name) or []):
-            raise ValueError(f"{path}: {name} holds something other than objects")
-    for name in ("errors", "warnings"):
-        if not all(isinstance(item, str) for item in doc.get(name) or []):
-            raise ValueError(f"{path}: {name} holds something other than strings")
+    problem = _shape_problem(doc)
+    if problem:
+        raise ValueError(f"{path}: {problem}")
     pid = doc.get("pid")
     if isinstance(pid, int) and not 0 < pid < 1 << 22:  # PID_MAX_LIMIT
         raise ValueError(f"{path}: pid {pid} is out of range")
     return doc
+
+
+def _shape_problem(doc: dict[str, Any]) -> str:
+    """The first field of another type than the readers rely on ('' when none)."""
+    for name, kind in _FIELDS.items():
+        problem = _kind_error(name, doc.get(name), kind)
+        if problem:
+            return problem
+    steps = (doc.get("termination") or {}).get("steps")
+    lists = {"phases": (dict, doc.get("phases")), "secrets": (dict, doc.get("secrets")),
+             "errors": (str, doc.get("errors")), "warnings": (str, doc.get("warnings")),
+             "termination.steps": (dict, steps if isinstance(steps, list) else None)}
+    for name, (kind, items) in lists.items():
+        if not all(isinstance(item, kind) for item in items or []):
+            return f"{name} holds something other than {'objects' if kind is dict else 'strings'}"
+    for name, keys in _INSIDE.items():
+        for where, record in _records(doc, name):
+            for key, kind in keys.items():
+                problem = _kind_error(f"{where}.{key}", record.get(key), kind)
+                if problem:
+                    return problem
+    return ""
 
 
 def boot_id() -> str:

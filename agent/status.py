@@ -77,7 +77,8 @@ def render(doc: dict[str, Any] | None, state_dir: str) -> str:
     lc = doc.get("lifecycle") or {}
     if lc:
         out.append("")
-        out.append(f"lifecycle  {lc.get('result') or 'nothing sent'}"
+        sending = f"{lc['sending']} being sent" if lc.get("sending") else "nothing sent"
+        out.append(f"lifecycle  {lc.get('result') or sending}"
                    f" -> {lc.get('group', '?')}/{lc.get('hook', '?')}")
     out += _secrets(doc)
     out += _termination(doc)
@@ -172,7 +173,10 @@ def status_main(argv: list[str]) -> int | None:
     state_dir = resolve_state_dir(args.get("--state-dir"))
     try:
         doc = read(state_dir)
-    except (OSError, ValueError) as exc:
+    except ValueError as exc:  # it names the file and the problem
+        print(escape(f"agent: {exc}"), file=sys.stderr)
+        return EXIT_NOT_FINISHED
+    except OSError as exc:
         print(escape(f"agent: cannot read {os.path.join(state_dir, 'state.json')}: {exc}"),
               file=sys.stderr)
         return EXIT_NOT_FINISHED

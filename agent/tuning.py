@@ -19,7 +19,6 @@ import os
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent import dropins, envfile, files, history
@@ -37,6 +36,7 @@ from agent.expr import (
 )
 from agent.facts import Facts
 from agent.files import Change, FilePlan
+from agent.readfile import read_regular
 from agent.sections import DROPIN_NAME, HUGEPAGES_SYSCTL, clash, labelled, template_problem
 from agent.state import PhaseState
 
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 Record = dict[str, Any]  # what state.json keeps of one output (tuned values are not secret)
 SYSCTL_ROOT = "/proc/sys"
+SYSCTL_LIMIT = 1 << 16  # a sysctl's current value is a line
 DROPIN_HEADER = "# Written by the instance boot agent ([[tuning.dropins]]); do not edit.\n"
 
 
@@ -269,8 +270,8 @@ def _hugepages(output: PlannedOutput, root: str) -> list[PlannedSysctl]:
         return []
     path = sysctl_path(HUGEPAGES_SYSCTL, root)
     try:
-        current: str | None = Path(path).read_text("utf-8").strip()
-    except (OSError, UnicodeDecodeError):
+        current: str | None = read_regular(path, SYSCTL_LIMIT).decode().strip()
+    except (OSError, ValueError):  # absent, Unreadable, not UTF-8
         current = None
     result = value.explanation.result
     planned = PlannedValue(HUGEPAGES_SYSCTL, "PG_NR_HUGEPAGES",
@@ -395,8 +396,8 @@ def _plan_sysctl(key: str, text: str, facts: Mapping[str, Value], root: str) -> 
     except ValueError as exc:
         raise TuningError(f"tuning sysctl {key}: {exc}") from None
     try:
-        current: str | None = Path(path).read_text("utf-8").strip()
-    except (OSError, UnicodeDecodeError):
+        current: str | None = read_regular(path, SYSCTL_LIMIT).decode().strip()
+    except (OSError, ValueError):  # absent, Unreadable, not UTF-8
         current = None
     return PlannedSysctl(key, path, dataclasses.replace(value, written=written), current)
 

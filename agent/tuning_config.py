@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, StrictBool, field_validator, model_validator
 
 from agent import envfile, profiles
 from agent.budget import DEFAULT_RESERVE, split
-from agent.expr import FACTS, ExprError, Value, compile_expression, render_value, template_names
+from agent.expr import (
+    FACTS,
+    ExprError,
+    Value,
+    compile_expression,
+    render_value,
+    template_names,
+    template_text,
+)
 from agent.fields import (
     AbsoluteDir,
     AbsoluteFile,
@@ -21,6 +28,7 @@ from agent.fields import (
     Section,
     ServiceName,
 )
+from agent.readfile import TEMPLATE_LIMIT, Unreadable, read_regular
 from agent.sections import (
     HUGEPAGES_SYSCTL,
     TuningFileRules,
@@ -237,18 +245,16 @@ class TuningConfig(TuningRules, Section):
     def _check_template(self, where: str, entry: TuningTemplate) -> None:
         """A template whose source exists now is checked now: every variable known."""
         try:
-            raw = Path(entry.source).read_bytes()
-            text = raw.decode("utf-8")
+            raw = read_regular(entry.source, TEMPLATE_LIMIT)
         except FileNotFoundError:
             observe("file", entry.source, None)
             return  # checked when the boot renders it
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{where} {entry.source}: cannot read: "
-                             f"{getattr(exc, 'strerror', None) or exc}") from None
+        except Unreadable as exc:  # a FIFO, a device, too large: never opened for long
+            raise ValueError(f"{where} {entry.source}: {exc}") from None
         observe("file", entry.source, file_digest(raw))
         try:
-            names = template_names(text)
-        except ExprError as exc:
+            names = template_names(template_text(raw))
+        except ValueError as exc:  # not UTF-8, or an invalid placeholder
             raise ValueError(f"{where} {entry.source}: {exc}") from None
         known = self.definitions()
         for name in names:

@@ -44,7 +44,7 @@ def test_happy_boot_publishes_tunes_and_continues(booter: Booter) -> None:
     assert doc["instance"]["instance_id"] == booter.world.instance_id
     assert doc["instance"]["auto_scaling_group"] == "web-asg"
     assert doc["lifecycle"] == {"group": "web-asg", "hook": "agent-ready", "result": "CONTINUE",
-                                "heartbeats": 0}
+                                "heartbeats": 0, "target_lifecycle_state": "InService"}
     assert {s["path"] for s in doc["secrets"]} == {str(root / f["path"]) for f in FILES}
     assert all(s["version_id"] for s in doc["secrets"])
     assert booter.results() == ["CONTINUE"]
@@ -168,14 +168,14 @@ def test_missing_secret_fails_publishes_nothing_and_abandons(booter: Booter) -> 
 
 
 def test_type_too_small_for_the_programs_fails_the_boot(booter: Booter) -> None:
-    """128 MiB left beside the reserve, shared by app.env and a JVM: the JVM cannot fit."""
+    """128 MiB left beside the reserve, all the JVM's (app.env has no share): it cannot fit."""
     booter.configure(extra='[tuning.budget]\nreserve_mib = "memory_mib - 128"\n'
                      f'[[tuning.profiles]]\nuse = "jvm"\npath = "{booter.root}/tuning/jvm.env"\n')
     proc = booter.run()
     assert proc.returncode == 1
     line = (f"tuning: m5.xlarge is too small for profile jvm -> {booter.root}/tuning/jvm.env: "
             "its values add up to 219 MiB at the program's limits (heap 16 + non-heap 171 + "
-            "headroom 32), above its 64 MiB (0.5 of 128 MiB, ")
+            "headroom 32), above its 128 MiB (1 of 128 MiB, ")
     assert line in proc.stderr and "Traceback" not in proc.stderr
     doc = booter.doc()
     assert doc["state"] == "failed" and booter.results() == ["ABANDON"]
@@ -262,6 +262,24 @@ def test_access_denied_fails_fast(booter: Booter) -> None:
     assert "access denied" in proc.stderr
     assert len(booter.world.cloud.calls("GetSecretValue")) == 3  # one each: never retried
     assert booter.results() == ["ABANDON"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("fault", ["secrets", "metadata"])
+def test_a_failure_is_said_once_at_error_level(booter: Booter, fault: str) -> None:
+    if fault == "secrets":
+        booter.world.cloud.fail_next("GetSecretValue", count=1, code="AccessDeniedException",
+                                     message="not authorized")
+        said = "access denied"
+    else:
+        booter.world.imds.instance.update(instance_type=5)
+        said = "instanceType is"
+    proc = booter.run()
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and errors[0].startswith("agent: ERROR boot failed: "), proc.stderr
+    assert proc.stderr.count(said) == 1, proc.stderr  # not again as the phase's line
+    assert re.search(rf"INFO {fault}: failed in \d+ ms\n", proc.stderr), proc.stderr
 
 
 def test_tuning_runs_while_the_secrets_are_answered(booter: Booter) -> None:

@@ -218,7 +218,10 @@ def test_a_fault_at_any_step_ends_inside_the_contract(
             assert "\n" not in phase["error"], step
             if fault == "bug" and "internal error" in phase["error"]:
                 assert f"in the {phase['name']} phase" in phase["error"], step
-        known = doc["instance"].get("instance_id") and doc["lifecycle"].get("hook")
+        # a hook found, and no completion of it failed on the way out (its intent is then
+        # left on record for the next run, and nothing was admitted)
+        known = (doc["instance"].get("instance_id") and doc["lifecycle"].get("hook")
+                 and not doc["lifecycle"].get("sending"))
         if known:
             assert result == "ABANDON", f"{step}: the hook got {result}"
         else:
@@ -250,7 +253,8 @@ def test_state_write_failures_never_stop_a_boot(world: World, shm: Path,
 
 def test_a_boot_writes_its_state_at_each_phase_change_and_loses_no_field(
         world: World, shm: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Start, each phase starting and ending, the finish: field updates ride on those."""
+    """Start, each phase starting and ending, the finish: field updates ride on those; and one
+    more, synced, the launch hook's intent before its completion goes out."""
     (shm / "count").mkdir()
     harness = Harness(world, shm / "count", monkeypatch)
     from agent import fsutil
@@ -266,7 +270,9 @@ def test_a_boot_writes_its_state_at_each_phase_change_and_loses_no_field(
     monkeypatch.setattr(fsutil, "atomic_write", counting)
     ok, doc, _, result = harness.boot()
     assert ok and result == "CONTINUE"
-    assert len(written) == 1 + 2 * 5 + 1, [d["phases"] for d in written]
+    assert len(written) == 1 + 2 * 5 + 1 + 1, [d["phases"] for d in written]
+    intent = [d["lifecycle"] for d in written if d["lifecycle"].get("sending")]
+    assert [i["sending"] for i in intent] == ["CONTINUE"] and intent[0]["result"] is None
     assert written[-1] == doc and doc["state"] == "ready"
     assert doc["instance"]["instance_id"] == world.instance_id
     assert doc["secrets"] and doc["lifecycle"]["result"] == "CONTINUE"

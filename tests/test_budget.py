@@ -174,6 +174,22 @@ def test_files_without_memory_take_no_share() -> None:
     assert plan(cfg, nominal_facts("m5.xlarge")).budget is None
 
 
+@pytest.mark.parametrize("profiles", [[], [TuningProfile(use="node")],
+                                      [TuningProfile(use="jvm", share=0.5)]])
+@pytest.mark.parametrize("budget", [{}, {"reserve_mib": "2048"}])
+def test_memory_mib_outside_a_member_is_the_machine(profiles: list[TuningProfile],
+                                                     budget: dict[str, str]) -> None:
+    cfg = TuningConfig.model_validate({
+        "budget": budget, "profiles": [p.model_dump() for p in profiles],
+        "files": [{"path": "/run/app.env", "values": {"HEAP_MB": "int(memory_mib * 0.75)"}}]})
+    result = plan(cfg, nominal_facts("m5.xlarge"))
+    assert _values(result, "/run/app.env") == {"HEAP_MB": "12288"}  # 16384 * 0.75
+    heap = next(o for o in result.outputs if o.label == "/run/app.env").values[0]
+    assert heap.explanation.substituted == "int(16384 * 0.75)"  # what plan shows
+    members = [p.claim.label for p in result.budget.portions] if result.budget else []
+    assert "file /run/app.env" not in members
+
+
 # --- a type too small: one line naming the type and the program ---------------------------
 
 

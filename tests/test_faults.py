@@ -334,7 +334,7 @@ def test_a_fifo_for_state_json_does_not_hang_status_or_wait(tmp_path: Path) -> N
     os.mkfifo(tmp_path / "state.json")
     proc = status_of(tmp_path)  # a hang would time the subprocess out
     assert proc.returncode == 3
-    assert one_line(proc).endswith("is not a regular file")
+    assert one_line(proc).endswith("state.json: a FIFO, not a regular file")
     wait = run_agent("wait", "--timeout", "1", "--state-dir", str(tmp_path), timeout=20)
     assert wait.returncode == 124
 
@@ -346,6 +346,18 @@ def test_a_fifo_for_state_json_does_not_hang_status_or_wait(tmp_path: Path) -> N
     ({"state": "running", "pid": 10**30}, "pid 1000000000000000000000000000000 is out of range"),
     ({"state": "ready", "warnings": [{"a": 1}]}, "warnings holds something other than strings"),
     ([1, 2, 3], "is not a JSON object"),
+    ({"state": "ready", "termination": "draining"}, "termination is not a dict"),
+    ({"state": "ready", "termination": {"hook": "x"}}, "termination.hook is not a dict"),
+    ({"state": "ready", "termination": {"steps": "drain"}}, "termination.steps is not a list"),
+    ({"state": "ready", "termination": {"steps": ["drain"]}},
+     "termination.steps holds something other than objects"),
+    ({"state": "ready", "phases": [{"name": ["metadata"], "state": "done"}]},
+     "phases[0].name is not a str"),
+    ({"state": "ready", "phases": [{"name": "metadata", "state": None, "duration_ms": "5"}]},
+     "phases[0].duration_ms is not an int"),
+    ({"state": "ready", "instance": {"instance_id": 1234}}, "instance.instance_id is not a str"),
+    ({"state": "ready", "lifecycle": {"group": "g", "result": ["CONTINUE"]}},
+     "lifecycle.result is not a str"),
 ])
 @pytest.mark.integration
 def test_a_state_file_of_the_wrong_shape(tmp_path: Path, document: Any, problem: str) -> None:
@@ -354,6 +366,22 @@ def test_a_state_file_of_the_wrong_shape(tmp_path: Path, document: Any, problem:
         proc = run_agent(*args, "--state-dir", str(tmp_path))
         assert proc.returncode == 3
         assert one_line(proc).endswith(problem)
+
+
+@pytest.mark.integration
+def test_a_truncated_state_file(tmp_path: Path) -> None:
+    """Cut anywhere (a disk that filled, a copy cut short): one line, exit 3."""
+    whole = json.dumps({"version": 1, "state": "ready", "condition": "healthy",
+                        "instance": {"instance_id": "i-1"}, "phases": [
+                            {"name": "metadata", "state": "done", "detail": "caf\u00e9"}]},
+                       indent=2, ensure_ascii=False).encode()
+    for cut in sorted({1, 2, 10, 30, len(whole) // 2, len(whole) - 40, len(whole) - 1,
+                       whole.index(b"\xc3") + 1}):
+        (tmp_path / "state.json").write_bytes(whole[:cut])
+        for args in (["status"], ["status", "--json"]):
+            proc = run_agent(*args, "--state-dir", str(tmp_path))
+            assert proc.returncode == 3, (cut, proc.stderr)
+            assert one_line(proc).endswith("is not valid JSON"), cut
 
 
 @pytest.mark.integration
@@ -368,7 +396,7 @@ def test_a_state_file_nested_deep(tmp_path: Path) -> None:
 def test_a_state_file_that_is_a_symlink_or_huge(tmp_path: Path) -> None:
     (tmp_path / "elsewhere.json").write_text('{"state": "ready"}')
     (tmp_path / "state.json").symlink_to(tmp_path / "elsewhere.json")
-    assert one_line(status_of(tmp_path)).endswith("is a symlink, not a file the agent wrote")
+    assert one_line(status_of(tmp_path)).endswith("state.json: a symlink, not a regular file")
     (tmp_path / "state.json").unlink()
     (tmp_path / "state.json").write_text(" " * (2 << 20) + "{}")
-    assert one_line(status_of(tmp_path)).endswith("too large for a state file")
+    assert one_line(status_of(tmp_path)).endswith("state.json: larger than 1 MiB (2097154 bytes)")

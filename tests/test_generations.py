@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from agentproc import FILES
 
 from agent import generations
 from agent.errors import SecretsError
@@ -102,6 +105,100 @@ def test_the_visible_set_changes_in_one_step(tmp_path: Path,
     generations.publish(root, items(one), 0o700)  # and a file removed
     assert all(s in (two, one) for s in snaps.seen)
     assert visible(root, names) == one
+
+
+def listed(root: Path) -> list[str]:
+    """The visible names a reader listing the directory sees now (not the hidden ones)."""
+    try:
+        return sorted(name for name in os.listdir(root) if not name.startswith("."))
+    except FileNotFoundError:
+        return []
+
+
+@pytest.mark.parametrize("made", ["absent", "empty"])
+def test_the_first_publish_lists_no_name_then_all(tmp_path: Path, made: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "secrets"
+    if made == "empty":
+        root.mkdir(mode=0o700)
+    seen: list[list[str]] = []
+    for name in ("rename", "symlink", "mkdir"):
+        real = getattr(os, name)
+
+        def call(*args: Any, _real: Callable[..., None] = real, **kwargs: Any) -> None:
+            seen.append(listed(root))
+            _real(*args, **kwargs)
+            seen.append(listed(root))
+
+        monkeypatch.setattr(os, name, call)
+    tops = sorted({name.split("/")[0] for name in SEVEN})
+    pub = generations.publish(root, items({name: b"1" for name in SEVEN}), 0o711)
+    assert pub.added == SEVEN and pub.generation == ".gen-000001"
+    assert {tuple(names) for names in seen} == {(), tuple(tops)}, seen  # never a part
+    monkeypatch.undo()
+    assert visible(root, SEVEN) == {name: b"1" for name in SEVEN}
+    assert stat.S_IMODE(root.stat().st_mode) == 0o711
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["secrets"]  # nothing left beside
+    second = generations.publish(root, items({name: b"2" for name in SEVEN}), 0o711)
+    assert second.changed == SEVEN and visible(root, SEVEN) == {name: b"2" for name in SEVEN}
+
+
+def test_a_kill_while_building_the_first_publish_beside(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "secrets"
+    real = os.rename
+    with monkeypatch.context() as patch:
+        def dying(src: Any, dst: Any) -> None:
+            if Path(dst) == root:
+                raise Crash
+            real(src, dst)
+        patch.setattr(os, "rename", dying)
+        patch.setattr(generations.shutil, "rmtree", lambda *a, **k: None)  # killed: no undo
+        with pytest.raises(Crash):
+            generations.publish(root, items({"a": b"1"}), 0o700)
+    assert listed(root) == [] and len(list(tmp_path.iterdir())) == 2  # root, and the stray
+    generations.publish(root, items({"a": b"1"}), 0o700)  # the next run clears it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["secrets"]
+    assert visible(root, ["a"]) == {"a": b"1"}
+
+
+READER = """
+import json, os, sys, time
+root, stop = sys.argv[1], sys.argv[2]
+last = None
+while not os.path.exists(stop):
+    try:
+        names = sorted(n for n in os.listdir(root) if not n.startswith("."))
+    except FileNotFoundError:
+        names = []
+    dangling = [n for n in names if not os.path.exists(os.path.join(root, n))]
+    if (names, dangling) != last:
+        last = (names, dangling)
+        print(json.dumps(last), flush=True)
+"""
+
+
+@pytest.mark.integration
+def test_a_reader_polling_a_first_publish_sees_none_then_all(booter: Any) -> None:
+    """A reader process lists the secrets directory (a real tmpfs) while the agent's first
+    publish runs, each GetSecretValue slowed to 0.4 s: no name, then every name."""
+    many = [{"secret_id": "prod/plain", "path": f"plain-{i:02d}.txt"} for i in range(60)]
+    booter.configure(files=[*FILES, *many])  # 65 names: a window a poller cannot miss
+    booter.world.cloud.action_latency["GetSecretValue"] = 0.4
+    stop = booter.root / "stop-reading"
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(booter.secrets_dir), str(stop)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        proc = booter.run()
+    finally:
+        stop.touch()
+        out, _ = reader.communicate(timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    seen = [json.loads(line) for line in out.splitlines()]
+    every = sorted(n for n in os.listdir(booter.secrets_dir) if not n.startswith("."))
+    assert len(every) == 65 and every[:3] == ["app", "db.env", "db.json"]
+    assert seen[0] == [[], []] and seen[-1] == [every, []], seen
+    assert all(snap in ([[], []], [every, []]) for snap in seen), seen
 
 
 class Crash(BaseException):

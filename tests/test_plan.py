@@ -88,18 +88,19 @@ def test_plan_explains_every_output_kind(tmp_path: Path, cfg_path: Path, sysroot
         "drop-in app.service": "new",
         f"template {tmp_path / 'app.conf.in'} -> {out / 'app.conf'}": "new",
         "sysctl net.core.somaxconn": "changed"}
-    # the file and the node profile read memory_mib: half of 16384 - 1639 (the reserve) each
+    # the file has no share: its memory_mib is the machine's (16384), as in its explanation;
+    # the node profile, the budget's one member, has 16384 - 1639 (the reserve)
     heap = outputs[str(out / "app.env")]["values"][0]
     assert heap == {
         "name": "HEAP_MB", "expression": "int(clamp(memory_mib * 0.75, 256, 31744))",
-        "result": 5529, "rendered": "5529",
-        "substituted": "int(clamp(7372 * 0.75, 256, 31744))",
-        "clamps": ["clamp(5529.0, 256, 31744) = 5529.0 (within bounds)"], "current": None}
+        "result": 12288, "rendered": "12288",
+        "substituted": "int(clamp(16384 * 0.75, 256, 31744))",
+        "clamps": ["clamp(12288.0, 256, 31744) = 12288.0 (within bounds)"], "current": None}
     node = outputs[f"profile node -> {out / 'node.json'}"]
     assert node["profile"] == "node"
-    options = "--max-old-space-size=5529 --max-semi-space-size=16"
+    options = "--max-old-space-size=11058 --max-semi-space-size=16"
     assert [(v["name"], v["rendered"]) for v in node["values"]] == [
-        ("NODE_MAX_OLD_SPACE_MB", "5529"), ("NODE_MAX_SEMI_SPACE_MB", "16"),
+        ("NODE_MAX_OLD_SPACE_MB", "11058"), ("NODE_MAX_SEMI_SPACE_MB", "16"),
         ("NODE_OPTIONS", options)]
     assert node["values"][0]["note"].endswith("(accepted: >= 16)")
     dropin = outputs["drop-in app.service"]
@@ -108,7 +109,7 @@ def test_plan_explains_every_output_kind(tmp_path: Path, cfg_path: Path, sysroot
         ("MemoryMax", "14745M", "16384 * 0.9"), ("Environment.WORKERS", "9", "4 * 2 + 1")]
     template = outputs[f"template {tmp_path / 'app.conf.in'} -> {out / 'app.conf'}"]
     assert [(v["name"], v["rendered"], v["origin"]) for v in template["values"]] == [
-        ("HEAP_MB", "5529", str(out / "app.env")),
+        ("HEAP_MB", "12288", str(out / "app.env")),
         ("NODE_OPTIONS", options, f"profile node -> {out / 'node.json'}")]
     sysctl = outputs["sysctl net.core.somaxconn"]
     assert (sysctl["values"][0]["rendered"], sysctl["values"][0]["current"]) == ("8192", "4096")
@@ -118,12 +119,11 @@ def test_plan_explains_every_output_kind(tmp_path: Path, cfg_path: Path, sysroot
     assert budget["reserve"]["substituted"] == "clamp(16384 * 0.1, 256, 4096)"
     assert [(m["label"], m["share"], m["equal_part"], m["memory_mib"], m["total_mib"])
             for m in budget["members"]] == [
-        (f"profile node -> {out / 'node.json'}", 0.5, True, 7372, 5577),  # 5529 + 3 x 16
-        (f"file {out / 'app.env'}", 0.5, True, 7372, None)]
+        (f"profile node -> {out / 'node.json'}", 1.0, True, 14745, 11106)]  # 11058 + 3 x 16
     assert budget["members"][0]["terms"] == [
-        {"name": "old space", "mib": 5529, "detail": ""},
+        {"name": "old space", "mib": 11058, "detail": ""},
         {"name": "young generation", "mib": 48, "detail": "3 x 16 semi-space"}]
-    assert (budget["total_mib"], budget["outside"]) == (5577, [])
+    assert (budget["total_mib"], budget["outside"]) == (11106, [])
     json.dumps(doc)
 
     text = render(doc)
@@ -133,17 +133,17 @@ def test_plan_explains_every_output_kind(tmp_path: Path, cfg_path: Path, sysroot
                  f"  template {tmp_path}/app.conf.in -> {out}/app.conf (0644): new",
                  f"  sysctl net.core.somaxconn ({sysroot}/net/core/somaxconn): changed",
                  "    net.core.somaxconn = 8192   (now 4096)",
-                 "    ${HEAP_MB} = 5529   (from " + str(out / "app.env") + ")",
+                 "    ${HEAP_MB} = 12288   (from " + str(out / "app.env") + ")",
+                 "      int(clamp(memory_mib * 0.75, 256, 31744))",
+                 "      = int(clamp(16384 * 0.75, 256, 31744))",
                  "    MemoryMax = 14745M", "      memory_mib * 0.9", "      = 16384 * 0.9",
                  "budget: 16384 MiB, less a 1639 MiB reserve: 14745 MiB for the programs",
                  "  reserve_mib = 1639", "      clamp(memory_mib * 0.1, 256, 4096)",
-                 f"  profile node -> {out / 'node.json'}: share 0.5 (an equal part) = 7372 MiB; "
-                 "at its limits 5577 MiB",
-                 "    old space 5529 + young generation 48",
+                 f"  profile node -> {out / 'node.json'}: share 1 (an equal part) = 14745 MiB; "
+                 "at its limits 11106 MiB",
+                 "    old space 11058 + young generation 48",
                  "    young generation: 3 x 16 semi-space",
-                 f"  file {out / 'app.env'}: share 0.5 (an equal part) = 7372 MiB; its values "
-                 "are its own",
-                 "  the profiles at their limits: 5577 of 14745 MiB"):
+                 "  the profiles at their limits: 11106 of 14745 MiB"):
         assert line in text.splitlines(), line
 
     apply(plan(cfg.tuning, facts, sysctl_root=str(sysroot)))
@@ -153,10 +153,10 @@ def test_plan_explains_every_output_kind(tmp_path: Path, cfg_path: Path, sysroot
     outputs = _by_label(doc)
     assert {o["change"] for o in doc["tuning"]} == {"changed"}
     heap = outputs[str(out / "app.env")]["values"][0]
-    assert (heap["rendered"], heap["current"]) == ("11058", "5529")  # (32768 - 3277) / 2 * 0.75
+    assert (heap["rendered"], heap["current"]) == ("24576", "12288")  # 32768 * 0.75
     assert [(v["rendered"], v["current"]) for v in outputs["drop-in app.service"]["values"]] == [
         ("29491M", "14745M"), ("17", "9")]  # drop-ins read the whole machine
-    assert "    HEAP_MB = 11058   (now 5529)" in render(doc).splitlines()
+    assert "    HEAP_MB = 24576   (now 12288)" in render(doc).splitlines()
 
     (out / "units/other.service.d").mkdir()
     (out / "units/other.service.d/60-agent-tuning.conf").write_text("[Service]\n")
@@ -183,7 +183,7 @@ def test_plan_writes_nothing(tmp_path: Path, cfg_path: Path) -> None:
                   cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "JVM" not in proc.stdout
-    assert "NODE_OPTIONS = --max-old-space-size=195072 --max-semi-space-size=16" in proc.stdout
+    assert "NODE_OPTIONS = --max-old-space-size=390144 --max-semi-space-size=16" in proc.stdout
     as_json = _agent("plan", "--config", str(cfg_path), "--instance-type", "t3.nano", "--json",
                      cwd=tmp_path)
     assert as_json.returncode == 0, as_json.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -236,8 +237,8 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
 @pytest.mark.parametrize("how", ["--state-dir", "config"])
 @pytest.mark.integration
 def test_status_path_imports_only_what_it_needs(tmp_path: Path, how: str) -> None:
-    """Beyond what the interpreter loads to start: the agent's own five modules and the
-    C JSON scanner; no SDK, pydantic, argparse, nor json, re, enum, typing, tomllib."""
+    """Beyond what the interpreter loads to start: the agent's own modules; no SDK,
+    pydantic, argparse, nor json (nor its C scanner), re, enum, typing, tomllib."""
     booted(tmp_path)
     config = tmp_path / "agent.toml"
     config.write_text(f'# the boot agent\nmode = "daemon"\nstate_dir = "{tmp_path}"  # here\n'
@@ -253,7 +254,7 @@ def test_status_path_imports_only_what_it_needs(tmp_path: Path, how: str) -> Non
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_")}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**env, "AGENT_CONFIG": str(config)}, timeout=30)
-    assert ("LOADED ['_json', 'agent', 'agent.cli', 'agent.errors', 'agent.quickargs', "
+    assert ("LOADED ['agent', 'agent.cli', 'agent.errors', 'agent.quickargs', 'agent.readfile', "
             "'agent.statefile', 'agent.status'] 0") in proc.stdout, proc.stdout + proc.stderr
 
 
@@ -280,20 +281,89 @@ def test_state_dir_from_a_config_the_scan_cannot_read(tmp_path: Path,
     assert statefile.resolve_state_dir(None, str(config)) == "/srv/A"  # by tomllib
 
 
-@pytest.mark.parametrize("text", [
-    '{"state": "ready", "n": [1, 2.5, -3e2, true, null, "\\u00e9"]}',
-    '  {"a": {"b": []}}\n\n', '{"x": NaN}', "[]",
-])
-def test_the_scanner_reads_what_json_reads(text: str) -> None:
-    assert repr(statefile.loads(text.encode())) == repr(json.loads(text))
+def _read_as_json_does(text: str) -> None:
+    """statefile.loads returns what json.loads returns, or both refuse the text."""
+    try:
+        want: tuple[object, ...] = ("value", json.loads(text))
+    except (ValueError, RecursionError):
+        want = ("refused",)
+    try:
+        got: tuple[object, ...] = ("value", statefile.loads(text.encode("utf-8", "surrogatepass")))
+    except ValueError:
+        got = ("refused",)
+    assert repr(got) == repr(want), text
 
 
-@pytest.mark.parametrize("text", ["", "   ", '{"a": 1} x', '{"a": 1}{}', '{"a": 1', "\xff"])
-def test_the_scanner_refuses_what_json_refuses(text: str) -> None:
+EDGES = ['"\\ud83d\\ude00"', '"\\ud83d"', '"\\ude00\\ud83d"', '"\\ud83dx"', '"\\u12"',
+         '"\\uzzzz"', '"\\u00E9 \\/ \\b\\f\\n\\r\\t"', '"\\x"', '"a\x01"', '"a\x7f"',
+         '"\u2028"', '"\\"', "01", "-",
+         "-0", "1.", ".5", "1e", "1e+", "1E-5", "-1.5e+300", "1e400", "12345678901234567890",
+         "-Infinity", "Infinity", "NaN", "nan", "[1,]", '{"a":1,}', "{,}", "[,1]", " [ ] ",
+         "\ufeff{}", '{"a" : 1 , "a" : 2}', "[1 2]", '{"a" 1}', "{1:2}", "tru", "nul", "\u0661",
+         "1_0", "0x10", "[" * 60 + "]" * 60, "\x0c1", "1\x0c", "", "   ", '{"a": 1} x',
+         '{"a": 1}{}', "[true, false, null]"]
+
+
+@pytest.mark.parametrize("text", EDGES)
+def test_the_state_reader_reads_what_json_reads(text: str) -> None:
+    _read_as_json_does(text)
+
+
+def test_the_state_reader_on_cut_and_garbled_documents() -> None:
+    doc = json.loads(STATE_EXAMPLE)
+    rnd = random.Random(19)
+    alphabet = [*'{}[]":,.-+eE019 \n\\utfnal', "\x01", "\u00e9"]
+    for text in (json.dumps(doc, indent=2), json.dumps(doc, ensure_ascii=False)):
+        for cut in range(len(text) + 1):
+            _read_as_json_does(text[:cut])
+        for _ in range(1500):
+            chars = list(text)
+            for _ in range(rnd.randint(1, 3)):
+                k = rnd.randrange(len(chars))
+                action = rnd.randrange(3)
+                if action == 0:
+                    del chars[k]
+                elif action == 1:
+                    chars.insert(k, rnd.choice(alphabet))
+                else:
+                    chars[k] = rnd.choice(alphabet)
+            _read_as_json_does("".join(chars))
+
+
+def test_the_state_reader_refuses_deep_nesting_and_other_encodings() -> None:
+    with pytest.raises(ValueError, match="nested deeper than 64"):
+        statefile.loads(b"[" * 65 + b"]" * 65)
     with pytest.raises(ValueError):
-        json.loads(text.encode("latin-1"))
-    with pytest.raises(ValueError):
-        statefile.loads(text.encode("latin-1"))
+        statefile.loads('{"a": "caf\u00e9"}'.encode("latin-1"))
+
+
+STATE_EXAMPLE = """{"version": 1, "state": "ready", "condition": "degraded",
+ "updated_at": "2026-11-26T12:00:01Z", "pid": 4242, "boot_id": "b",
+ "instance": {"instance_id": "i-0abc", "instance_type": "m5.xlarge", "region": "us-east-1"},
+ "phases": [{"name": "metadata", "state": "done", "duration_ms": 12,
+             "detail": "caf\\u00e9 \\ud83d\\ude00 \\"q\\" \\\\ /", "error": null}],
+ "secrets": [{"secret_id": "prod/db", "path": "/run/agent/secrets/db.json", "version_id": "v1"}],
+ "lifecycle": {"group": "web-asg", "hook": "agent-ready", "result": "CONTINUE", "heartbeats": 0},
+ "numbers": [0, -0, 1.5, -2e10, 3E-2, 12345678901234567890, true, false, null, {}, []],
+ "warnings": ["tuning: noswap unavailable"], "errors": []}"""
+
+
+def test_the_package_imports_no_private_module() -> None:
+    """Public interfaces only: no ``_json``-style module of another library, in the agent's
+    own modules (the simulated cloud in agent/sim, a test tool, is not shipped to run)."""
+    import ast
+
+    package = Path(statefile.__file__).parent
+    found = []
+    for source in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text(), str(source))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and
+                     not node.level else [])
+            found += [f"{source.name}: {name}" for name in names
+                      if any(part.startswith("_") and part != "__future__"
+                             for part in name.split("."))]
+    assert found == []
 
 
 @pytest.mark.integration

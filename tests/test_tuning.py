@@ -44,24 +44,24 @@ def _config(tmp_path: Path, **extra: str) -> TuningConfig:
     ])
 
 
-# Both files read memory_mib, so they share the memory budget: on an m5.xlarge 16384 MiB less
-# the default reserve (clamp(1638.4, 256, 4096), rounded up) is 14745, half of it 7372 each.
+# Neither file has a share: memory_mib in their values is the machine's (16384 MiB on an
+# m5.xlarge), whatever the memory budget.
 
 
 def test_plan_computes_and_writes_nothing(tmp_path: Path) -> None:
     result = plan(_config(tmp_path), nominal_facts("m5.xlarge"))
     assert not (tmp_path / "out").exists()
     env, js = result.outputs
-    assert env.content == (b'HEAP_MB="5529"\nWORKERS="9"\nRATIO="2457.3333333333335"\n'
+    assert env.content == (b'HEAP_MB="12288"\nWORKERS="9"\nRATIO="5461.333333333333"\n'
                            b'FAMILY="m5"\n')
     assert env.mode == 0o644 and js.mode == 0o600
     assert [v.name for v in env.values] == ["HEAP_MB", "WORKERS", "RATIO", "FAMILY"]
     heap = env.values[0]
     assert heap.expression == "int(clamp(memory_mib * 0.75, 256, 31744))"
-    assert heap.explanation.substituted == "int(clamp(7372 * 0.75, 256, 31744))"
+    assert heap.explanation.substituted == "int(clamp(16384 * 0.75, 256, 31744))"
     assert [str(c) for c in heap.explanation.clamps] == [
-        "clamp(5529.0, 256, 31744) = 5529.0 (within bounds)"]
-    assert js.content == (b'{\n  "arch": "x86_64",\n  "heap": 5529,\n  "ratio": 0.25,\n'
+        "clamp(12288.0, 256, 31744) = 12288.0 (within bounds)"]
+    assert js.content == (b'{\n  "arch": "x86_64",\n  "heap": 12288,\n  "ratio": 0.25,\n'
                           b'  "workers": 9\n}\n')
     assert result.facts.instance_type == "m5.xlarge"
 
@@ -71,11 +71,11 @@ def test_env_output_reads_back_exactly(tmp_path: Path) -> None:
     records = apply(plan(cfg, nominal_facts("r6g.16xlarge"))).records
     written = envfile.parse((tmp_path / "out/app.env").read_text())
     assert written == records[0]["values"]
-    # 524288 less the 4096 reserve, halved: 260096 each
-    assert written == {"HEAP_MB": "31744", "WORKERS": "129", "RATIO": "86698.66666666667",
+    # the machine's 524288 MiB (neither file has a share)
+    assert written == {"HEAP_MB": "31744", "WORKERS": "129", "RATIO": "174762.66666666666",
                        "FAMILY": "r6g", "QUOTED": 'a $b `c` \\ d'}
     assert json.loads((tmp_path / "out/app.json").read_text()) == {
-        "arch": "arm64", "heap": 195072, "ratio": 0.5, "workers": 129}
+        "arch": "arm64", "heap": 393216, "ratio": 0.5, "workers": 129}
 
 
 def test_apply_writes_modes_and_reports_changes(tmp_path: Path) -> None:
@@ -89,10 +89,10 @@ def test_apply_writes_modes_and_reports_changes(tmp_path: Path) -> None:
     assert stat.S_IMODE(json_path.stat().st_mode) == 0o600
     assert records == [
         {"kind": "file", "path": str(env_path), "format": "env", "changed": True,
-         "values": {"HEAP_MB": "5529", "WORKERS": "9", "RATIO": "2457.3333333333335",
+         "values": {"HEAP_MB": "12288", "WORKERS": "9", "RATIO": "5461.333333333333",
                     "FAMILY": "m5"}},
         {"kind": "file", "path": str(json_path), "format": "json", "changed": True,
-         "values": {"workers": "9", "heap": "5529", "arch": "x86_64", "ratio": "0.25"}},
+         "values": {"workers": "9", "heap": "12288", "arch": "x86_64", "ratio": "0.25"}},
     ]
     json.dumps(records)  # JSON-able, for state.json
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["app.env", "app.json"]
@@ -113,10 +113,10 @@ def test_apply_replaces_atomically(tmp_path: Path) -> None:
     env_path = tmp_path / "out/app.env"
     with env_path.open("rb") as reader:  # a reader of the old file keeps the old content
         records = apply(plan(_config(tmp_path), nominal_facts("t3.nano"))).records
-        assert reader.read() == (b'HEAP_MB="5529"\nWORKERS="9"\nRATIO="2457.3333333333335"\n'
+        assert reader.read() == (b'HEAP_MB="12288"\nWORKERS="9"\nRATIO="5461.333333333333"\n'
                                  b'FAMILY="m5"\n')
     assert [r["changed"] for r in records] == [True, True]
-    assert envfile.parse(env_path.read_text())["HEAP_MB"] == "256"  # 128 each: clamp(96, 256..)
+    assert envfile.parse(env_path.read_text())["HEAP_MB"] == "384"  # 512 * 0.75
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["app.env", "app.json"]
 
 
@@ -131,8 +131,8 @@ def test_failing_value_writes_nothing(tmp_path: Path) -> None:
     assert str(caught.value) == (f"tuning {tmp_path / 'second.env'}: PER_CPU: division by zero "
                                  "in memory_mib // (vcpus - 4)")
     assert list(tmp_path.iterdir()) == []
-    # the second file alone takes the budget: 32768 - 3277 = 29491 MiB, // 4
-    assert plan(cfg, nominal_facts("m5.2xlarge")).outputs[1].values[1].explanation.result == 7372
+    # the machine's 32768 MiB, // 4
+    assert plan(cfg, nominal_facts("m5.2xlarge")).outputs[1].values[1].explanation.result == 8192
 
 
 def test_value_the_env_file_cannot_hold(tmp_path: Path) -> None:
@@ -492,7 +492,7 @@ def test_template_checked_at_run_when_absent_at_load(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.in"]  # nothing written
     source.write_text("heap ${HEAP_MB}m, $vcpus CPUs, $$5\n")
     apply(plan(cfg, nominal_facts("m5.xlarge")))
-    assert (tmp_path / "t.out").read_text() == "heap 7372m, 4 CPUs, $5\n"  # 14745 // 2
+    assert (tmp_path / "t.out").read_text() == "heap 8192m, 4 CPUs, $5\n"  # 16384 // 2
 
 
 def test_template_ambiguous_name(tmp_path: Path) -> None:
@@ -507,7 +507,7 @@ def test_template_ambiguous_name(tmp_path: Path) -> None:
     same = [two[0], two[0].model_copy(update={"path": str(tmp_path / "b.env")})]
     cfg = TuningConfig(files=same, templates=[TuningTemplate(source=str(source),
                                                             path=str(tmp_path / "t.out"))])
-    assert plan(cfg, nominal_facts("m5.xlarge")).outputs[2].content == b"3686\n"  # 7372 // 2
+    assert plan(cfg, nominal_facts("m5.xlarge")).outputs[2].content == b"8192\n"  # 16384 // 2
 
 
 # --- a value failing at run writes nothing -----------------------------------------------
