@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from agent.errors import closest
-from agent.readfile import TEMPLATE_LIMIT, read_regular
+from agent.readfile import read_template
 
 Value = int | float | str
 Kind = Literal["number", "string", "any"]
@@ -213,23 +213,6 @@ def template_names(text: str) -> list[str]:
             raise ExprError(f"invalid placeholder {near!r} at line {line}, column {column} "
                             "(write $$ for a literal $)")
     return template.get_identifiers()
-
-
-def read_template(path: str) -> str:
-    """A template's source, whole, as UTF-8 text; ValueError naming why it cannot be read
-    (absent, not a regular file, larger than :data:`~agent.readfile.TEMPLATE_LIMIT`)."""
-    try:
-        return template_text(read_regular(path, TEMPLATE_LIMIT))
-    except FileNotFoundError as exc:
-        raise ValueError(f"cannot read: {exc.strerror}") from None
-
-
-def template_text(raw: bytes) -> str:
-    """A template source's bytes as text; ValueError when they are not UTF-8."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError("cannot read: not UTF-8 text") from None
 
 
 def template_file_names(path: str) -> list[str]:

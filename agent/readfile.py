@@ -70,3 +70,20 @@ def size_text(size: int) -> str:
         if size >= 1 << shift and size % (1 << shift) == 0:
             return f"{size >> shift} {unit}"
     return f"{size} bytes"
+
+
+def read_template(path: str) -> str:
+    """A template's source, whole, as UTF-8 text; ValueError naming why it cannot be read
+    (absent, not a regular file, larger than :data:`TEMPLATE_LIMIT`)."""
+    try:
+        return template_text(read_regular(path, TEMPLATE_LIMIT))
+    except FileNotFoundError as exc:
+        raise ValueError(f"cannot read: {exc.strerror}") from None
+
+
+def template_text(raw: bytes) -> str:
+    """A template source's bytes as text; ValueError when they are not UTF-8."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("cannot read: not UTF-8 text") from None

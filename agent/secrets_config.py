@@ -18,7 +18,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from agent import placeholders
 from agent.errors import closest
-from agent.expr import template_names, template_text
+from agent.expr import template_names
 from agent.fields import (
     AbsoluteDir,
     AbsoluteFile,
@@ -32,7 +32,7 @@ from agent.fields import (
     check_path,
     span,
 )
-from agent.readfile import TEMPLATE_LIMIT, Unreadable, read_regular
+from agent.readfile import TEMPLATE_LIMIT, Unreadable, read_regular, template_text
 from agent.sections import (
     PublishedRules,
     SecretFileRules,

@@ -29,14 +29,13 @@ from agent.expr import (
     Expression,
     Value,
     compile_expression,
-    read_template,
     render_value,
     template_file_names,
     template_names,
 )
 from agent.facts import Facts
 from agent.files import Change, FilePlan
-from agent.readfile import read_regular
+from agent.readfile import read_regular, read_template
 from agent.sections import DROPIN_NAME, HUGEPAGES_SYSCTL, clash, labelled, template_problem
 from agent.state import PhaseState
 

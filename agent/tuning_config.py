@@ -17,7 +17,6 @@ from agent.expr import (
     compile_expression,
     render_value,
     template_names,
-    template_text,
 )
 from agent.fields import (
     AbsoluteDir,
@@ -28,7 +27,7 @@ from agent.fields import (
     Section,
     ServiceName,
 )
-from agent.readfile import TEMPLATE_LIMIT, Unreadable, read_regular
+from agent.readfile import TEMPLATE_LIMIT, Unreadable, read_regular, template_text
 from agent.sections import (
     HUGEPAGES_SYSCTL,
     TuningFileRules,
