@@ -17,14 +17,14 @@ from agent.quickargs import quick_args
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the status path)
 if TYPE_CHECKING:
     import argparse
-    from typing import NoReturn
+    from typing import Any, NoReturn
 
 # What --help says after the commands, and the man page agent(8) in its own sections.
 EXIT_CODES = [
     ("0", "success (status, wait: ready, healthy or degraded)"),
     ("1", "failed (the boot; plan: a value cannot be computed; bake-check: a problem found)"),
     ("2", "usage error"),
-    ("3", "not finished: not started or still running (status)"),
+    ("3", "not finished: not started, still running, or no valid state.json (status)"),
     ("75", "another agent run holds the lock (run)"),
     ("78", "invalid configuration"),
     ("124", "timed out (wait)"),
@@ -112,10 +112,12 @@ def sim_available() -> bool:
         return False
 
 
-def parser(*, demo: bool | None = None) -> argparse.ArgumentParser:
+def command_line(*, demo: bool | None = None,
+                 complete: dict[str, Any] | None = None) -> CommandLine:
     """The command line: ``--help``, the man page agent(8) and the shell completion.
 
-    ``demo`` (default: whether agent.sim is installed) lists the ``demo`` command.
+    ``demo`` (default: whether agent.sim is installed) lists the ``demo`` command;
+    ``complete``: what a shell completes for an option's metavar (``PATH``, ``DIR``).
     """
     import argparse  # noqa: PLC0415
 
@@ -127,85 +129,116 @@ def parser(*, demo: bool | None = None) -> argparse.ArgumentParser:
                     "systemd runs `agent run` at boot (agent.service); operators use status, "
                     "wait and plan.",
     )
-    sub = top.add_subparsers(title="commands", dest="command", required=True,
-                             metavar="COMMAND")
+    line = CommandLine(top, top.add_subparsers(title="commands", dest="command", required=True,
+                                               metavar="COMMAND"), complete or {})
 
-    run = sub.add_parser("run", help="the boot sequence; then stay resident unless --oneshot",
-                         description="Read the instance's metadata, publish its secrets, tune, "
-                         "signal readiness; then stay resident (daemon mode) unless oneshot.")
-    run.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
-    run.add_argument("--oneshot", action="store_true",
-                     help="exit after the boot (default: the configuration's mode, by default "
-                          "daemon: stay resident to refresh secrets and watch for termination)")
-    run.add_argument("-v", "--verbose", action="store_true",
-                     help="log at debug level, tracebacks included (default: info)")
+    line.command("run", help="the boot sequence; then stay resident unless --oneshot",
+                 description="Read the instance's metadata, publish its secrets, tune, "
+                 "signal readiness; then stay resident (daemon mode) unless oneshot.")
+    line.option("run", "--config", metavar="PATH", help=CONFIG_HELP)
+    line.option("run", "--oneshot", action="store_true",
+                help="exit after the boot (default: the configuration's mode, by default "
+                "daemon: stay resident to refresh secrets and watch for termination)")
+    line.option("run", "-v", "--verbose", action="store_true",
+                help="log at debug level, tracebacks included (default: info)")
 
-    status = sub.add_parser("status", help="what the last/current boot did, phase by phase",
-                            description="Show what the last or current boot did, phase by "
-                            "phase. Exit 0 ready, 1 failed, 3 not finished.")
-    status.add_argument("--json", action="store_true",
-                        help="print state.json itself (default: a table)")
-    status.add_argument("--state-dir", metavar="DIR", help=STATE_DIR_HELP)
+    line.command("status", help="what the last/current boot did, phase by phase",
+                 description="Show what the last or current boot did, phase by "
+                 "phase. Exit 0 ready, 1 failed, 3 not finished.")
+    line.option("status", "--json", action="store_true",
+                help="print state.json itself (default: a table)")
+    line.option("status", "--state-dir", metavar="DIR", help=STATE_DIR_HELP)
 
-    wait = sub.add_parser("wait", help="block until the boot is ready or failed",
-                          description="Block until the boot is ready (exit 0) or failed "
-                          "(exit 1); 124 when --timeout runs out first.")
-    wait.add_argument("--timeout", metavar="SECONDS", type=_seconds,
-                      help="give up after SECONDS, exit 124 (default: none, wait forever)")
-    wait.add_argument("--state-dir", metavar="DIR", help=STATE_DIR_HELP)
+    line.command("wait", help="block until the boot is ready or failed",
+                 description="Block until the boot is ready (exit 0) or failed "
+                 "(exit 1); 124 when --timeout runs out first.")
+    line.option("wait", "--timeout", metavar="SECONDS", type=_seconds,
+                help="give up after SECONDS, exit 124 (default: none, wait forever)")
+    line.option("wait", "--state-dir", metavar="DIR", help=STATE_DIR_HELP)
 
-    plan = sub.add_parser("plan", help="dry run: what run would publish and set",
-                          description="Dry run: what `agent run` would publish and write, each "
-                          "tuned value explained. Writes nothing, fetches no secret, calls no "
-                          "mutating API. With --instance-type it is offline, for the launch the "
-                          "other options describe.")
-    plan.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
-    plan.add_argument("--instance-type", metavar="TYPE", type=_instance_type,
-                      help="plan for TYPE offline, with its nominal memory and vCPUs from the "
-                           "bundled table (default: this machine: its type from IMDS, its "
-                           "measured memory and CPUs, its tags)")
+    line.command("plan", help="dry run: what run would publish and set",
+                 description="Dry run: what `agent run` would publish and write, each "
+                 "tuned value explained. Writes nothing, fetches no secret, calls no "
+                 "mutating API. With --instance-type it is offline, for the launch the "
+                 "other options describe.")
+    line.option("plan", "--config", metavar="PATH", help=CONFIG_HELP)
+    line.option("plan", "--instance-type", metavar="TYPE", type=_instance_type,
+                help="plan for TYPE offline, with its nominal memory and vCPUs from the "
+                "bundled table (default: this machine: its type from IMDS, its "
+                "measured memory and CPUs, its tags)")
     unset = ("(default: not given; a placeholder or condition reading it is then an error "
              "naming this option)")
-    plan.add_argument("--tag", metavar="KEY=VALUE", action="append", type=_tag,
-                      help=f"offline: an instance tag; repeat for each {unset}")
-    plan.add_argument("--region", metavar="REGION",
-                      help=f"offline: the instance's region {unset}")
-    plan.add_argument("--account", metavar="ACCOUNT",
-                      help=f"offline: the instance's account id {unset}")
-    plan.add_argument("--group", metavar="NAME",
-                      help=f"offline: its Auto Scaling group, '' for none {unset}")
-    plan.add_argument("--availability-zone", metavar="ZONE", dest="zone",
-                      help=f"offline: its availability zone {unset}")
-    plan.add_argument("--json", action="store_true",
-                      help="print the plan as JSON (default: text)")
+    line.option("plan", "--tag", metavar="KEY=VALUE", action="append", type=_tag,
+                help=f"offline: an instance tag; repeat for each {unset}")
+    line.option("plan", "--region", metavar="REGION",
+                help=f"offline: the instance's region {unset}")
+    line.option("plan", "--account", metavar="ACCOUNT",
+                help=f"offline: the instance's account id {unset}")
+    line.option("plan", "--group", metavar="NAME",
+                help=f"offline: its Auto Scaling group, '' for none {unset}")
+    line.option("plan", "--availability-zone", metavar="ZONE", dest="zone",
+                help=f"offline: its availability zone {unset}")
+    line.option("plan", "--json", action="store_true",
+                help="print the plan as JSON (default: text)")
 
     if demo:
-        demo_cmd = sub.add_parser("demo", help="the whole boot against a local simulated cloud",
-                                  description="Boot an instance against a simulated cloud on "
-                                  "loopback (IMDS and AWS), then show its status.")
-        demo_cmd.add_argument("--keep", action="store_true",
-                              help="keep the scratch directory (configuration, state, secrets, "
-                                   "tuning) and say where (default: removed at the end)")
+        line.command("demo", help="the whole boot against a local simulated cloud",
+                     description="Boot an instance against a simulated cloud on "
+                     "loopback (IMDS and AWS), then show its status.")
+        line.option("demo", "--keep", action="store_true",
+                    help="keep the scratch directory (configuration, state, secrets, "
+                    "tuning) and say where (default: removed at the end)")
 
-    bake = sub.add_parser("bake-check", help="fail an image bake that would carry "
-                          "credentials; write the image manifest",
-                          description="The last step of an image bake: fail (exit 1) when the "
-                          "image would carry credentials, leftover secrets or state, or a disabled "
-                          "unit, has security updates pending, or would make every instance a "
-                          "clone (machine-id, SSH host keys, authorized_keys, histories, the "
-                          "build's journal and logs); 78 for an "
-                          "invalid configuration; else write the image manifest.")
-    bake.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
-    bake.add_argument("--root", metavar="DIR", default="/", type=_directory,
-                      help="root directory of the image to check (default: /)")
-    bake.add_argument("--manifest", metavar="PATH",
-                      help="where to write the image manifest (default: the configuration's "
-                           "image.manifest, /etc/agent/image.json, under --root)")
-    bake.add_argument("--fix", action="store_true",
-                      help="first empty the machine-id and remove SSH host keys, authorized_keys, "
-                           "histories, the journal and logs, saying what was done (never "
-                           "packages); then check (default: check only, change nothing)")
-    return top
+    line.command("bake-check", help="fail an image bake that would carry "
+                 "credentials; write the image manifest",
+                 description="The last step of an image bake: fail (exit 1) when the "
+                 "image would carry credentials, leftover secrets or state, or a disabled "
+                 "unit, has security updates pending, or would make every instance a "
+                 "clone (machine-id, SSH host keys, authorized_keys, histories, the "
+                 "build's journal and logs); 78 for an "
+                 "invalid configuration; else write the image manifest.")
+    line.option("bake-check", "--config", metavar="PATH", help=CONFIG_HELP)
+    line.option("bake-check", "--root", metavar="DIR", default="/", type=_directory,
+                help="root directory of the image to check (default: /)")
+    line.option("bake-check", "--manifest", metavar="PATH",
+                help="where to write the image manifest (default: the configuration's "
+                "image.manifest, /etc/agent/image.json, under --root)")
+    line.option("bake-check", "--fix", action="store_true",
+                help="first empty the machine-id and remove SSH host keys, authorized_keys, "
+                "histories, the journal and logs, saying what was done (never "
+                "packages); then check (default: check only, change nothing)")
+    return line
+
+
+def parser(*, demo: bool | None = None) -> argparse.ArgumentParser:
+    """The command line's parser (:func:`command_line`)."""
+    return command_line(demo=demo).parser
+
+
+class CommandLine:
+    """The command line as it is built: the parser, and each command's parser and options
+    (what the man page, the completion and the tests walk: argparse has no public walk)."""
+
+    def __init__(self, top: argparse.ArgumentParser, sub: Any, complete: dict[str, Any]) -> None:
+        self.parser = top
+        self.sub = sub
+        self.complete = complete
+        self.commands: dict[str, argparse.ArgumentParser] = {}
+        self.options: dict[str, list[argparse.Action]] = {}
+
+    def command(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        """A command (``agent NAME``)."""
+        self.commands[name] = self.sub.add_parser(name, **kwargs)
+        self.options[name] = []
+        return self.commands[name]
+
+    def option(self, name: str, *flags: str, **kwargs: Any) -> argparse.Action:
+        """An option of the command ``name``; its completion by its metavar."""
+        action = self.commands[name].add_argument(*flags, **kwargs)
+        if kwargs.get("metavar") in self.complete:
+            action.complete = self.complete[kwargs["metavar"]]  # type: ignore[attr-defined]
+        self.options[name].append(action)
+        return action
 
 
 def epilog(demo: bool) -> str:

@@ -33,15 +33,13 @@ def agent(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[st
                           text=True, env=env, cwd=cwd, timeout=60, check=False)
 
 
-def surface(parser: argparse.ArgumentParser) -> dict[str, list[argparse.Action]]:
+def surface(line: cli.CommandLine) -> dict[str, list[argparse.Action]]:
     """Each command and its options (without -h)."""
-    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    return {name: [a for a in command._actions if not isinstance(a, argparse._HelpAction)]
-            for name, command in sub.choices.items()}
+    return line.options
 
 
 def test_the_commands_of_the_design() -> None:
-    commands = surface(cli.parser(demo=True))
+    commands = surface(cli.command_line(demo=True))
     assert list(commands) == ["run", "status", "wait", "plan", "demo", "bake-check"]
     options = {name: [o for a in actions for o in a.option_strings]
                for name, actions in commands.items()}
@@ -58,7 +56,7 @@ def test_the_commands_of_the_design() -> None:
 def test_every_option_is_described_with_its_default(command: str) -> None:
     proc = agent(command, "--help")
     assert proc.returncode == 0, proc.stderr
-    for action in surface(cli.parser(demo=True))[command]:
+    for action in surface(cli.command_line(demo=True))[command]:
         assert action.help and "(default: " in action.help, action.option_strings
         first = " ".join(action.help.split()[:3])
         assert first in " ".join(proc.stdout.split()), (action.option_strings, proc.stdout)
@@ -148,7 +146,7 @@ def test_the_packaged_agent_does_not_offer_demo(tmp_path: Path) -> None:
         assert proc.returncode == 2
         assert proc.stderr == f"agent: {cli.NO_DEMO}\n"
         assert "make demo" in proc.stderr
-    assert "demo" not in surface(cli.parser(demo=False))
+    assert "demo" not in surface(cli.command_line(demo=False))
 
 
 def load_generator() -> ModuleType:
@@ -167,7 +165,7 @@ def test_man_page_and_completion_carry_every_command_and_option(tmp_path: Path) 
     roff = (tmp_path / "agent.8").read_text()
     assert roff.startswith('.TH AGENT "8"')
     text = roff.replace("\\-", "-")
-    commands = surface(cli.parser())
+    commands = surface(cli.command_line())
     for name, actions in commands.items():
         assert f"agent {name}" in text, name
         for action in actions:
@@ -220,3 +218,18 @@ def test_demo_without_the_simulators_dependencies(monkeypatch: pytest.MonkeyPatc
     assert capsys.readouterr().err == (
         "agent: agent demo needs the simulated cloud's dependencies (moto is not installed): "
         "in the source checkout, make venv (or pip install '.[sim]')\n")
+
+
+def test_the_command_reference_carries_every_command_and_option() -> None:
+    """docs/reference/cli.md's generated part (``scripts/gen_cli_docs.py --markdown``) names
+    every command and option of the parser (its exact wording follows the Python that made it)."""
+    text = (REPO / "docs" / "reference" / "cli.md").read_text()
+    assert load_generator().MARKER in text
+    generated = text.split(load_generator().MARKER)[1]
+    for name, actions in surface(cli.command_line(demo=True)).items():
+        assert f"## `agent {name}`" in generated, name
+        for action in actions:
+            for option in action.option_strings:
+                assert option in generated.split(f"## `agent {name}`")[1].split("\n## ")[0], option
+    for code, _ in cli.EXIT_CODES:
+        assert f"| `{code}` |" in generated, code

@@ -457,21 +457,18 @@ def below(names: set[str], directory: str) -> set[str]:
 def assert_cli_docs(man_page: Path, completion: Path) -> None:
     """agent(8) and the completion of the packaged agent: every command and option of its
     parser (which has no demo: agent.sim is not packaged), and how to get the demo."""
-    import argparse
-
-    from agent.cli import parser
+    from agent.cli import command_line
 
     roff = gzip.decompress(man_page.read_bytes()).decode().replace("\\-", "-")
     script = completion.read_text()
-    (sub,) = [a for a in parser(demo=False)._actions
-              if isinstance(a, argparse._SubParsersAction)]
-    for name, command in sub.choices.items():
+    line = command_line(demo=False)
+    for name in line.commands:
         assert f"agent {name}" in roff, name
         assert name in script.split("_shtab_agent_subparsers=(")[1].split(")")[0], name
-        for action in command._actions:
+        for action in line.options[name]:
             for option in action.option_strings:
                 assert option in script, (name, option)
-                assert isinstance(action, argparse._HelpAction) or option in roff, option
+                assert option in roff, option
     assert "agent demo" not in roff.split(".SH NOTES")[0], "demo listed in the man page"
     assert "make demo" in roff.split(".SH NOTES")[1]
     assert "demo" not in script
