@@ -33,9 +33,9 @@ def e2e_setup() -> Iterator[harness.Setup]:
     try:
         with harness.locked(harness.CACHE / "run.lock"):
             _REPORT.append(f"machine at start: {harness.machine()}")
+            _REPORT.append(f"release: {harness.RELEASE.title} (AGENT_E2E_DIST={harness.SUITE})")
             harness.sweep_stale()
-            debs = harness.CACHE / "debs"
-            warm = debs.is_dir() and any(debs.glob("*.deb"))
+            warm = harness.DEBS.is_dir() and any(harness.DEBS.glob("*.deb"))
             rootfs, seconds = harness.ensure_rootfs()
             built = (f"built in {seconds:.0f} s (debootstrap, package cache "
                      f"{'warm' if warm else 'cold'})" if seconds else "cached")
