@@ -54,9 +54,11 @@ unit: $(STAMP)
 	$(PY) -m pytest -q -m 'not e2e and not programs and not fleet'
 
 # The unit tests under Debian 13's Python 3.13, inside a Debian 13 root (scripts/debian-root:
-# debootstrapped once into .cache/roots/trixie) with its own venv, .venv-trixie.
+# debootstrapped once into .cache/roots/trixie) with its own venv, .venv-trixie; what 3.13
+# deprecates fails the run.
 unit-trixie: | e2e-deps
-	scripts/debian-root trixie -- make --no-print-directory unit VENV=.venv-trixie PYTHON=/usr/bin/python3
+	scripts/debian-root trixie -- env PYTEST_ADDOPTS='-W error::DeprecationWarning' \
+	  make --no-print-directory unit VENV=.venv-trixie PYTHON=/usr/bin/python3
 
 # 50 agents booting at once against one simulated account with AWS-like quotas (a few minutes).
 fleet: $(STAMP)

@@ -18,8 +18,8 @@
 # path recorded, and /usr/bin/agent is a tiny script whose shebang is the venv's python.
 #
 # Inputs are hashed: an unchanged tree reuses the last .deb (make e2e calls this each run).
-# Caches: .cache/pip (wheels, e.g. systemd-python compiled once per interpreter),
-# .cache/deb/<release> (staging).
+# Caches: .cache/pip (wheels, e.g. systemd-python compiled once per interpreter; under
+# $AGENT_CACHE when set, like the releases' roots), .cache/deb/<release> (staging).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -35,7 +35,7 @@ esac
 CACHE=$ROOT/.cache/deb/$DIST
 STAGE=$CACHE/root
 OUTDIR=$ROOT/dist/$DIST
-export PIP_CACHE_DIR=$ROOT/.cache/pip PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+export PIP_CACHE_DIR=${AGENT_CACHE:-$ROOT/.cache}/pip PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 
 inputs_hash() {
   { echo "$DIST $PYTHON"

@@ -14,7 +14,7 @@ cd "$(dirname "$0")/../.."
 ROOT=$PWD
 NAME=instance-boot-agent
 CACHE=$ROOT/.cache/rpm
-export PIP_CACHE_DIR=$ROOT/.cache/pip PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+export PIP_CACHE_DIR=${AGENT_CACHE:-$ROOT/.cache}/pip PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 
 PYTHON=${RPM_PYTHON:-${PYTHON:-python3}}
 case "$PYTHON" in /*) ;; *) PYTHON=/usr/bin/$PYTHON ;; esac

@@ -3,12 +3,14 @@
 The release under test is ``$AGENT_E2E_DIST`` (``make e2e DIST=trixie``; default bookworm):
 its package is built with ``make deb DIST=...`` into ``dist/<release>/`` and booted under
 that release's own systemd. A minimal root of the release is debootstrapped once into
-``.cache/e2e/<release>/rootfs`` (rebuilt only when missing or when its recipe changes).
+``.cache/e2e/<release>/rootfs`` (``$AGENT_CACHE/e2e/...`` when set; rebuilt only when
+missing or when its recipe changes).
 Each scenario mounts an overlay over it, installs the agent's ``.deb`` inside (postinst
 runs with systemd not running, as in an image build), creates a network namespace where the
 simulated IMDS answers on 169.254.169.254:80 and the simulated AWS on a veth address the
-host can reach too, and boots the tree with ``systemd-nspawn --boot``. The test drives the container's systemd through ``nsenter``.
-Every step has a timeout; everything is torn down in ``finally`` blocks.
+host can reach too, and boots the tree with ``systemd-nspawn --boot``. The test drives the
+container's systemd through ``nsenter``. Every step has a timeout; everything is torn down
+in ``finally`` blocks.
 """
 
 from __future__ import annotations
@@ -66,10 +68,12 @@ def selected_release() -> Release:
 
 RELEASE = selected_release()
 SUITE = RELEASE.name
-CACHE = REPO / ".cache" / "e2e" / SUITE
+# the slow caches: roots, downloaded packages, wheels ($AGENT_CACHE: shared by clones)
+CACHE_ROOT = Path(os.environ.get("AGENT_CACHE") or REPO / ".cache")
+CACHE = CACHE_ROOT / "e2e" / SUITE
 ROOTFS = CACHE / "rootfs"
 REPORT = CACHE / "report.txt"
-DEBS = REPO / ".cache" / "debs" / SUITE  # downloaded packages, shared with scripts/debian-root
+DEBS = CACHE_ROOT / "debs" / SUITE  # downloaded packages, shared with scripts/debian-root
 SIM_PYTHON = REPO / ".venv" / "bin" / "python"
 INCLUDE = ("systemd", "systemd-sysv", "dbus", "python3", "libsystemd0")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -100,7 +104,7 @@ class Setup:
     report: list[str]
 
     def note(self, line: str) -> None:
-        """A line for the e2e report (terminal summary and .cache/e2e/report.txt)."""
+        """A line for the e2e report (terminal summary and CACHE/report.txt)."""
         self.report.append(line)
 
 
