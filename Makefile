@@ -71,6 +71,8 @@ lint: $(STAMP)
 # The package of release DIST (default: this machine's), installed and booted under that
 # release's own systemd; e2e-bookworm, e2e-trixie: one release each.
 e2e: $(STAMP) | e2e-deps
+	@case " $(RELEASES) " in *" $(DIST) "*) ;; *) \
+	  echo "e2e: DIST=$(DIST) is not a release the e2e tests boot ($(RELEASES))" >&2; exit 2 ;; esac
 	AGENT_E2E_DIST=$(DIST) $(PY) -m pytest -q -m e2e
 
 $(RELEASES:%=e2e-%): e2e-%:

@@ -65,8 +65,8 @@ if [ "$DIST" != "$HOST_RELEASE" ]; then
 fi
 
 case "$PYTHON" in /*) ;; *) PYTHON=/usr/bin/$PYTHON ;; esac
-[ -x "$PYTHON" ] || { echo "deb: no interpreter $PYTHON (install it, or choose one: PYTHON=python3.12)" >&2
-                      exit 1; }
+[ -x "$PYTHON" ] || { echo "deb: no interpreter $PYTHON (install it, or choose another:" \
+                           "PYTHON=python3.12)" >&2; exit 1; }
 BASE_PYTHON=$(readlink -f "$PYTHON")   # e.g. /usr/bin/python3.13
 PYVER=$("$BASE_PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 if ! "$BASE_PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then

@@ -21,7 +21,7 @@ case "$PYTHON" in /*) ;; *) PYTHON=/usr/bin/$PYTHON ;; esac
 if [ "$PYTHON" = /usr/bin/python3 ] && [ -x /usr/bin/python3.11 ] && [ -f /etc/system-release ]
 then PYTHON=/usr/bin/python3.11   # AL2023, RHEL 9: python3 is 3.9
 fi
-[ -x "$PYTHON" ] || { echo "rpm: no interpreter $PYTHON (install it, or PYTHON=python3.12)" >&2
+[ -x "$PYTHON" ] || { echo "rpm: no interpreter $PYTHON (install it, or choose another: PYTHON=python3.12)" >&2
                       exit 1; }
 PYTHON=$(readlink -f "$PYTHON")   # /usr/bin/python3.11: the spec requires its package
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
