@@ -60,7 +60,7 @@ if [ "$DIST" != "$HOST_RELEASE" ]; then
          "on $DIST itself (roots of other releases are made on Debian only)" >&2
     exit 1
   fi
-  echo "deb: building for $DIST inside its own root (.cache/roots/$DIST)"
+  echo "deb: building for $DIST inside its own root (scripts/debian-root $DIST)"
   exec scripts/debian-root "$DIST" -- env DIST="$DIST" PYTHON="$PYTHON" packaging/deb/build.sh
 fi
 
