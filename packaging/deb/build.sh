@@ -1,32 +1,44 @@
 #!/usr/bin/env bash
-# Build dist/instance-boot-agent_<version>_<arch>.deb with dpkg-deb (no debhelper needed).
+# Build dist/<release>/instance-boot-agent_<version>+<os><n>_<arch>.deb with dpkg-deb (no
+# debhelper needed), for one release with that release's own interpreter and libraries.
+#
+#   DIST=trixie packaging/deb/build.sh      (make deb DIST=trixie)
+#
+# DIST defaults to this machine's release. On a machine of that release the package is built
+# here; for another Debian release, inside that release's own root (scripts/debian-root: made
+# once with debootstrap, cached in .cache/roots/<release>) by this same script.
+# PYTHON picks the interpreter where the release's default is too old (Ubuntu 22.04:
+# PYTHON=python3.11): a name under /usr/bin or an absolute path, never a pyenv/other one on
+# PATH. The package depends on that interpreter's own package (python3.11, python3.13, ...).
 #
 # The package carries its own virtual environment at /opt/instance-boot-agent, made with
-# Debian's interpreter (/usr/bin/python3 -> python3.11 on bookworm, never a pyenv/other one
-# on PATH), holding the agent and its runtime dependencies only. The venv is built in a
-# staging directory: its text files that name the staging path (console-script shebangs,
+# that interpreter, holding the agent and its runtime dependencies only. The venv is built in
+# a staging directory: its text files that name the staging path (console-script shebangs,
 # activate scripts) are rewritten to the final path, byte code is compiled with the final
 # path recorded, and /usr/bin/agent is a tiny script whose shebang is the venv's python.
 #
 # Inputs are hashed: an unchanged tree reuses the last .deb (make e2e calls this each run).
-# Caches: .cache/pip (wheels, e.g. systemd-python compiled once), .cache/deb (staging).
+# Caches: .cache/pip (wheels, e.g. systemd-python compiled once per interpreter; under
+# $AGENT_CACHE when set, like the releases' roots), .cache/deb/<release> (staging).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 NAME=instance-boot-agent
 PREFIX=/opt/$NAME
-BASE_PYTHON=$(readlink -f "${DEB_PYTHON:-/usr/bin/python3}")   # e.g. /usr/bin/python3.11
-PYVER=$("$BASE_PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-VERSION=$("$BASE_PYTHON" -c \
-  'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
-ARCH=$(dpkg --print-architecture)
-CACHE=$ROOT/.cache/deb
+HOST_RELEASE=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+DIST=${DIST:-$HOST_RELEASE}
+PYTHON=${PYTHON:-python3}
+case "$DIST" in
+  "" | *[!a-z]*) echo "deb: DIST must name a release (bookworm, trixie, ...), not '$DIST'" >&2
+                 exit 2 ;;
+esac
+CACHE=$ROOT/.cache/deb/$DIST
 STAGE=$CACHE/root
-OUT=$ROOT/dist/${NAME}_${VERSION}_${ARCH}.deb
-export PIP_CACHE_DIR=$ROOT/.cache/pip PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+OUTDIR=$ROOT/dist/$DIST
+export PIP_CACHE_DIR=${AGENT_CACHE:-$ROOT/.cache}/pip PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 
 inputs_hash() {
-  { echo "$BASE_PYTHON $PYVER $VERSION $ARCH"
+  { echo "$DIST $PYTHON"
     find agent systemd packaging/deb packaging/bin packaging/slim-venv.sh packaging/agent.toml \
       pyproject.toml setup.py \
       scripts/gen_cli_docs.py \
@@ -35,10 +47,43 @@ inputs_hash() {
   } | sha256sum | cut -d' ' -f1
 }
 HASH=$(inputs_hash)
-if [ -f "$OUT" ] && [ "$(cat "$CACHE/inputs.sha256" 2>/dev/null)" = "$HASH" ]; then
-  echo "deb: $OUT is up to date"
+BUILT=$(find "$OUTDIR" -maxdepth 1 -name "${NAME}_*.deb" 2>/dev/null | head -1 || true)
+if [ -n "$BUILT" ] && [ "$(cat "$CACHE/inputs.sha256" 2>/dev/null)" = "$HASH" ]; then
+  echo "deb: $BUILT is up to date"
   exit 0
 fi
+
+if [ "$DIST" != "$HOST_RELEASE" ]; then
+  # Another release: this same script, inside that release's root.
+  if [ "$(. /etc/os-release && echo "${ID:-}")" != debian ]; then
+    echo "deb: this machine runs ${HOST_RELEASE:-an unknown release}; build the $DIST package" \
+         "on $DIST itself (roots of other releases are made on Debian only)" >&2
+    exit 1
+  fi
+  echo "deb: building for $DIST inside its own root (scripts/debian-root $DIST)"
+  exec scripts/debian-root "$DIST" -- env DIST="$DIST" PYTHON="$PYTHON" packaging/deb/build.sh
+fi
+
+case "$PYTHON" in /*) ;; *) PYTHON=/usr/bin/$PYTHON ;; esac
+[ -x "$PYTHON" ] || { echo "deb: no interpreter $PYTHON (install it, or choose another:" \
+                           "PYTHON=python3.12)" >&2; exit 1; }
+BASE_PYTHON=$(readlink -f "$PYTHON")   # e.g. /usr/bin/python3.13
+PYVER=$("$BASE_PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+if ! "$BASE_PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "deb: $BASE_PYTHON is Python $PYVER; the agent needs 3.11 or newer" \
+       "(e.g. PYTHON=python3.11 where the release has it)" >&2
+  exit 1
+fi
+VERSION=$("$BASE_PYTHON" -c \
+  'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+# One package per release: the version says which (0.1.0+deb13, 0.1.0+ubuntu24.04), so that
+# one repository can hold them all.
+# shellcheck disable=SC1091
+OS_TAG=$(. /etc/os-release && case "$ID" in debian) echo "deb${VERSION_ID:-$VERSION_CODENAME}" ;;
+         *) echo "$ID${VERSION_ID:-$VERSION_CODENAME}" ;; esac)
+DEB_VERSION=$VERSION+$OS_TAG
+ARCH=$(dpkg --print-architecture)
+OUT=$OUTDIR/${NAME}_${DEB_VERSION}_${ARCH}.deb
 
 # systemd-python compiles against libsystemd and Python.h of the interpreter we use.
 need=()
@@ -50,9 +95,9 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-echo "deb: building $NAME $VERSION ($ARCH) with $BASE_PYTHON"
+echo "deb: building $NAME $DEB_VERSION ($ARCH) for $DIST with $BASE_PYTHON"
 rm -rf "$STAGE" "$CACHE/src" "$CACHE/doctools" "$CACHE/docs"
-mkdir -p "$STAGE" "$CACHE/src" "$ROOT/dist"
+mkdir -p "$STAGE" "$CACHE/src" "$OUTDIR"
 # Build from a copy: no build/ or egg-info litter in the shared tree.
 cp -a agent pyproject.toml setup.py "$CACHE/src/"
 mkdir -p "$CACHE/src/packaging" && cp -a packaging/bin "$CACHE/src/packaging/"
@@ -85,7 +130,7 @@ grep -rlI --null -F "$STAGE" "$VENV" | xargs -0 -r sed -i "s|$STAGE||g"
 "$VENV/bin/python" -m compileall -q -j0 --invalidation-mode unchecked-hash \
   -s "$STAGE" -p / "$VENV/lib"
 
-install -d "$STAGE/usr/bin" "$STAGE/lib/systemd/system" "$STAGE/lib/systemd/system-preset" \
+install -d "$STAGE/usr/bin" "$STAGE/usr/lib/systemd/system" "$STAGE/usr/lib/systemd/system-preset" \
   "$STAGE/etc/agent" "$STAGE/usr/share/doc/$NAME" "$STAGE/usr/share/man/man8" \
   "$STAGE/usr/share/bash-completion/completions" "$STAGE/DEBIAN"
 # The launcher, run by the agent's own environment; -I: isolated from PYTHON* variables and
@@ -93,8 +138,8 @@ install -d "$STAGE/usr/bin" "$STAGE/lib/systemd/system" "$STAGE/lib/systemd/syst
 sed "1s|^#!python\$|#!$PREFIX/bin/python3 -I|" packaging/bin/agent >"$STAGE/usr/bin/agent"
 chmod 0755 "$STAGE/usr/bin/agent"
 install -m 0644 systemd/agent.service systemd/agent-ready.target systemd/run-agent-secrets.mount \
-  "$STAGE/lib/systemd/system/"
-install -m 0644 systemd/90-agent.preset "$STAGE/lib/systemd/system-preset/"
+  "$STAGE/usr/lib/systemd/system/"
+install -m 0644 systemd/90-agent.preset "$STAGE/usr/lib/systemd/system-preset/"
 install -m 0644 packaging/agent.toml "$STAGE/etc/agent/agent.toml"
 printf 'instance-boot-agent\nLicense: Apache-2.0\n' >"$STAGE/usr/share/doc/$NAME/copyright"
 gzip -9n <"$CACHE/docs/agent.8" >"$STAGE/usr/share/man/man8/agent.8.gz"
@@ -103,12 +148,12 @@ install -m 0644 "$CACHE/docs/agent.bash" "$STAGE/usr/share/bash-completion/compl
 install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm "$STAGE/DEBIAN/"
 install -m 0644 packaging/deb/conffiles "$STAGE/DEBIAN/"
 SIZE=$(du -sk --exclude=DEBIAN "$STAGE" | cut -f1)
-sed -e "s/@VERSION@/$VERSION/" -e "s/@ARCH@/$ARCH/" -e "s/@PYVER@/$PYVER/" \
+sed -e "s/@VERSION@/$DEB_VERSION/" -e "s/@ARCH@/$ARCH/" -e "s/@PYVER@/$PYVER/" \
     -e "s/@SIZE@/$SIZE/" packaging/deb/control.in >"$STAGE/DEBIAN/control"
 find "$STAGE" -type d -exec chmod 0755 {} +
 chmod -R go-w "$STAGE"
 
-rm -f "$ROOT"/dist/"${NAME}"_*_"$ARCH".deb
+rm -f "$OUTDIR"/"${NAME}"_*_"$ARCH".deb
 dpkg-deb --root-owner-group -Zxz -z6 --build "$STAGE" "$OUT" >/dev/null
 echo "$HASH" >"$CACHE/inputs.sha256"
 echo "deb: $OUT ($(du -h "$OUT" | cut -f1))"

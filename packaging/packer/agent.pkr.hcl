@@ -1,9 +1,10 @@
-# Example: bake the instance boot agent into an AMI (Debian 12; adapt the source for AL2023
-# with the .rpm and dnf). The image carries no credential and no secret: the agent fetches
-# them at each boot.
+# Example: bake the instance boot agent into an AMI (Debian 12; for Debian 13 take its own
+# package and AMI; adapt the source for AL2023 with the .rpm and dnf). The image carries no
+# credential and no secret: the agent fetches them at each boot.
 #
-#   make deb
-#   packer build -var deb=dist/instance-boot-agent_0.1.0_amd64.deb packaging/packer/agent.pkr.hcl
+#   make deb DIST=bookworm
+#   packer build -var deb=dist/bookworm/instance-boot-agent_0.1.0+deb12_amd64.deb \
+#     packaging/packer/agent.pkr.hcl
 #
 # Written for the amazon-ebs builder that Debian's packer (1.6) has built in, so that
 # `packer validate` works with it; with Packer >= 1.7 first run
@@ -18,7 +19,7 @@
 
 variable "deb" {
   type        = string
-  description = "Path of the built package, dist/instance-boot-agent_<version>_<arch>.deb."
+  description = "Path of the built package of the image's release, dist/<release>/instance-boot-agent_<version>+deb<n>_<arch>.deb."
 }
 
 variable "region" {

@@ -4,19 +4,30 @@
 # First a wheelhouse (.cache/rpm/wheels) is built with the target interpreter, so that the
 # spec's %install is offline; then rpmbuild runs with its _topdir under .cache/rpm.
 # Inputs are hashed: an unchanged tree reuses the last .rpm.
-# On Amazon Linux 2023 (production) the interpreter is /usr/bin/python3.11 and BuildRequires
-# are checked. Elsewhere (this Debian host: a smoke test of the spec) it is /usr/bin/python3
-# and --nodeps is passed, since no RPM database lists the build dependencies.
+# On Amazon Linux 2023 and RHEL 9 (production) the interpreter is /usr/bin/python3.11, or the
+# one PYTHON names (PYTHON=python3.12: a name under /usr/bin or an absolute path), and
+# BuildRequires are checked. Elsewhere (a Debian host: a check of the spec) it is the
+# system's python3 and --nodeps is passed, since no RPM database lists the build dependencies.
+# The RPM requires the interpreter it was built with.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 NAME=instance-boot-agent
 CACHE=$ROOT/.cache/rpm
-export PIP_CACHE_DIR=$ROOT/.cache/pip PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+export PIP_CACHE_DIR=${AGENT_CACHE:-$ROOT/.cache}/pip PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 
-if [ -n "${RPM_PYTHON:-}" ]; then PYTHON=$RPM_PYTHON
-elif [ -x /usr/bin/python3.11 ] && [ -f /etc/system-release ]; then PYTHON=/usr/bin/python3.11
-else PYTHON=$(readlink -f /usr/bin/python3); fi
+PYTHON=${RPM_PYTHON:-${PYTHON:-python3}}
+case "$PYTHON" in /*) ;; *) PYTHON=/usr/bin/$PYTHON ;; esac
+if [ "$PYTHON" = /usr/bin/python3 ] && [ -x /usr/bin/python3.11 ] && [ -f /etc/system-release ]
+then PYTHON=/usr/bin/python3.11   # AL2023, RHEL 9: python3 is 3.9
+fi
+[ -x "$PYTHON" ] || { echo "rpm: no interpreter $PYTHON (install it, or choose another: PYTHON=python3.12)" >&2
+                      exit 1; }
+PYTHON=$(readlink -f "$PYTHON")   # /usr/bin/python3.11: the spec requires its package
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "rpm: $PYTHON is older than Python 3.11 (the agent's minimum): PYTHON=python3.11" >&2
+  exit 1
+fi
 NODEPS=()
 rpm -q rpm >/dev/null 2>&1 || NODEPS=(--nodeps)   # not an RPM-based host
 VERSION=$("$PYTHON" -c \

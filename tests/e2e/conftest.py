@@ -33,15 +33,15 @@ def e2e_setup() -> Iterator[harness.Setup]:
     try:
         with harness.locked(harness.CACHE / "run.lock"):
             _REPORT.append(f"machine at start: {harness.machine()}")
+            _REPORT.append(f"release: {harness.RELEASE.title} (AGENT_E2E_DIST={harness.SUITE})")
             harness.sweep_stale()
-            debs = harness.CACHE / "debs"
-            warm = debs.is_dir() and any(debs.glob("*.deb"))
+            warm = harness.DEBS.is_dir() and any(harness.DEBS.glob("*.deb"))
             rootfs, seconds = harness.ensure_rootfs()
             built = (f"built in {seconds:.0f} s (debootstrap, package cache "
                      f"{'warm' if warm else 'cold'})" if seconds else "cached")
             _REPORT.append(f"rootfs: {built} ({rootfs})")
             started = time.monotonic()
-            found = sorted((harness.REPO / "dist").glob("instance-boot-agent_*.deb"))
+            found = sorted((harness.REPO / "dist" / harness.SUITE).glob("*.deb"))
             before = {p: p.stat().st_mtime_ns for p in found}
             deb = harness.build_deb()
             how = "up to date, reused" if before.get(deb) == deb.stat().st_mtime_ns else "built"
@@ -52,7 +52,7 @@ def e2e_setup() -> Iterator[harness.Setup]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Print the e2e report and keep it in .cache/e2e/report.txt."""
+    """Print the e2e report and keep it in the release's cache (report.txt)."""
     if not _REPORT:
         return
     lines = [*_REPORT, f"e2e total: {time.monotonic() - _STARTED:.0f} s",

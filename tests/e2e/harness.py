@@ -1,12 +1,16 @@
 """Real-systemd end-to-end harness.
 
-A minimal Debian root is debootstrapped once into ``.cache/e2e/rootfs`` (rebuilt only when
-missing or when its recipe changes). Each scenario mounts an overlay over it, installs the
-agent's ``.deb`` inside (postinst runs with systemd not running, as in an image build),
-creates a network namespace where the simulated IMDS answers on 169.254.169.254:80 and the
-simulated AWS on a veth address the host can reach too, and boots the tree with
-``systemd-nspawn --boot``. The test drives the container's systemd through ``nsenter``.
-Every step has a timeout; everything is torn down in ``finally`` blocks.
+The release under test is ``$AGENT_E2E_DIST`` (``make e2e DIST=trixie``; default bookworm):
+its package is built with ``make deb DIST=...`` into ``dist/<release>/`` and booted under
+that release's own systemd. A minimal root of the release is debootstrapped once into
+``.cache/e2e/<release>/rootfs`` (``$AGENT_CACHE/e2e/...`` when set; rebuilt only when
+missing or when its recipe changes).
+Each scenario mounts an overlay over it, installs the agent's ``.deb`` inside (postinst
+runs with systemd not running, as in an image build), creates a network namespace where the
+simulated IMDS answers on 169.254.169.254:80 and the simulated AWS on a veth address the
+host can reach too, and boots the tree with ``systemd-nspawn --boot``. The test drives the
+container's systemd through ``nsenter``. Every step has a timeout; everything is torn down
+in ``finally`` blocks.
 """
 
 from __future__ import annotations
@@ -30,12 +34,47 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+
+class HarnessError(Exception):
+    """A harness step failed (not an assertion about the agent)."""
+
+
+@dataclass(frozen=True)
+class Release:
+    """A Debian release the packages are built for and booted on, and what it ships."""
+
+    name: str
+    title: str  # as its /etc/os-release PRETTY_NAME says
+    python: str  # the interpreter the package is built with and depends on
+    systemd: int  # the major version of its systemd
+
+
+RELEASES = {r.name: r for r in (
+    Release("bookworm", "Debian GNU/Linux 12 (bookworm)", "3.11", 252),
+    Release("trixie", "Debian GNU/Linux 13 (trixie)", "3.13", 257),
+)}
+DEFAULT_RELEASE = "bookworm"
 REPO = Path(__file__).resolve().parents[2]
-CACHE = REPO / ".cache" / "e2e"
+
+
+def selected_release() -> Release:
+    """``$AGENT_E2E_DIST`` (default bookworm); an unknown name is a HarnessError."""
+    name = os.environ.get("AGENT_E2E_DIST") or DEFAULT_RELEASE
+    if name not in RELEASES:
+        raise HarnessError(f"AGENT_E2E_DIST={name!r}: the e2e tests know "
+                           f"{', '.join(sorted(RELEASES))}")
+    return RELEASES[name]
+
+
+RELEASE = selected_release()
+SUITE = RELEASE.name
+# the slow caches: roots, downloaded packages, wheels ($AGENT_CACHE: shared by clones)
+CACHE_ROOT = Path(os.environ.get("AGENT_CACHE") or REPO / ".cache")
+CACHE = CACHE_ROOT / "e2e" / SUITE
 ROOTFS = CACHE / "rootfs"
 REPORT = CACHE / "report.txt"
+DEBS = CACHE_ROOT / "debs" / SUITE  # downloaded packages, shared with scripts/debian-root
 SIM_PYTHON = REPO / ".venv" / "bin" / "python"
-SUITE = "bookworm"
 INCLUDE = ("systemd", "systemd-sysv", "dbus", "python3", "libsystemd0")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 IMDS_ADDRESS = "169.254.169.254"
@@ -56,10 +95,6 @@ NSPAWN_COMMON = (
 )
 
 
-class HarnessError(Exception):
-    """A harness step failed (not an assertion about the agent)."""
-
-
 @dataclass
 class Setup:
     """What every scenario boots (the cached root, the package) and the run's report."""
@@ -69,7 +104,7 @@ class Setup:
     report: list[str]
 
     def note(self, line: str) -> None:
-        """A line for the e2e report (terminal summary and .cache/e2e/report.txt)."""
+        """A line for the e2e report (terminal summary and CACHE/report.txt)."""
         self.report.append(line)
 
 
@@ -181,9 +216,9 @@ def ensure_rootfs() -> tuple[Path, float]:
             if old.exists():
                 shutil.rmtree(old)
         stamp.unlink(missing_ok=True)
-        (CACHE / "debs").mkdir(parents=True, exist_ok=True)
+        DEBS.mkdir(parents=True, exist_ok=True)
         run(["debootstrap", "--variant=minbase", f"--include={','.join(INCLUDE)}",
-             f"--cache-dir={CACHE / 'debs'}", SUITE, fresh, mirror()], timeout=1200)
+             f"--cache-dir={DEBS}", SUITE, fresh, mirror()], timeout=1200)
         prepare_rootfs(fresh)
         fresh.rename(ROOTFS)
         stamp.write_text(wanted)
@@ -200,12 +235,17 @@ def machine() -> str:
 
 
 def build_deb() -> Path:
-    """``make deb`` (a no-op when nothing changed); the package's path."""
-    run(["make", "-C", REPO, "--no-print-directory", "deb"], timeout=900,
+    """``make deb DIST=<release>`` (a no-op when nothing changed); the package's path.
+
+    For a release other than this machine's the build runs inside that release's root
+    (debootstrapped the first time: allow for it).
+    """
+    run(["make", "-C", REPO, "--no-print-directory", "deb", f"DIST={SUITE}"], timeout=2400,
         env={**os.environ, "PATH": os.environ.get("PATH", PATH)})
-    debs = sorted((REPO / "dist").glob("instance-boot-agent_*.deb"), key=os.path.getmtime)
+    debs = sorted((REPO / "dist" / SUITE).glob("instance-boot-agent_*.deb"),
+                  key=os.path.getmtime)
     if not debs:
-        raise HarnessError("make deb produced no dist/instance-boot-agent_*.deb")
+        raise HarnessError(f"make deb produced no dist/{SUITE}/instance-boot-agent_*.deb")
     return debs[-1]
 
 
