@@ -57,3 +57,23 @@ def test_the_docs_speak_of_the_product(page: Path) -> None:
     text = page.read_text()
     for said in (r"\bissue \d+", r"\bthis stop\b", r"\bthe seed's\b", r"DESIGN\.md"):
         assert not re.search(said, text, re.IGNORECASE), f"{page.name}: {said}"
+
+
+@pytest.mark.integration
+def test_the_readmes_minimal_configuration_plans(tmp_path: Path) -> None:
+    """The README's production configuration is valid and plans offline (its owner, a user
+    of the image, replaced by one this machine has)."""
+    import subprocess
+    import sys
+
+    section = (REPO / "README.md").read_text().split("## A minimal production configuration")[1]
+    toml = re.search(r"```toml\n(.*?)```", section, re.DOTALL)
+    assert toml is not None
+    config = tmp_path / "agent.toml"
+    config.write_text(toml.group(1).replace('owner = "orders"', 'owner = "root"'))
+    proc = subprocess.run([sys.executable, "-m", "agent", "plan", "--config", str(config),
+                           "--instance-type", "m5.large", "--tag", "Environment=prod"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "prod/orders/db" in proc.stdout and "JAVA_TOOL_OPTIONS" in proc.stdout
+    assert "http://127.0.0.1:8080/healthz" in proc.stdout  # what the gate waits for
