@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration  # runs the build scripts (bash) as processes
+
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "packaging" / "deb" / "build.sh"
 
