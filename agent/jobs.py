@@ -34,7 +34,7 @@ from agent import configcache, termination
 from agent.errors import AgentError
 from agent.fsutil import atomic_write
 from agent.service import Notifier, setup_logging
-from agent.state import Journal, utc_now
+from agent.state import Journal, progress_path, utc_now
 
 if TYPE_CHECKING:
     from agent.aws import Aws
@@ -110,14 +110,14 @@ class Work:
     start before they are loaded.
     """
 
-    def __init__(self, path: str, doc: dict[str, Any]) -> None:
+    def __init__(self, path: str, doc: dict[str, Any], progress: str | None = None) -> None:
         self.path = path
         self.doc = doc
         job = doc["job"]
         self.job: dict[str, Any] = job
         self.cfg: Config = configcache.view(job["config"]) if job["config"] is not None else \
             configcache.load(job["config_path"])
-        self.rec = Journal(doc["resident"]["state_dir"])
+        self.rec = Journal(doc["resident"]["state_dir"], progress)
         self.rec.previous = job["previous"]
         self.earlier: Requests = {(api, outcome): int(n) for api, outcome, n in job["requests"]}
         self._boot: Boot | None = None
@@ -282,7 +282,7 @@ def main(argv: list[str]) -> int:
         doc = json.load(file)
     setup_logging(bool(doc["resident"]["verbose"]))
     try:
-        work = Work(path, doc)
+        work = Work(path, doc, progress_path(result_path))
         outcome = JOBS[kind](work, json.loads(arg))
         atomic_write(result_path, json.dumps({**outcome, "changes": work.rec.changes}).encode(),
                      mode=0o600, sync=False)

@@ -36,7 +36,7 @@ from agent import termination
 from agent.errors import EXIT_OK, AgentError
 from agent.imds import ImdsClient
 from agent.service import Notifier, setup_logging
-from agent.state import Recorder, utc_now
+from agent.state import Recorder, progress_path, utc_now
 
 log = logging.getLogger("agent.resident")
 T = TypeVar("T")
@@ -255,14 +255,18 @@ class Resident:
         if self.stop_requested() or (self.noticed is not None and kind != "drain"):
             return None
         result_path = os.path.join(self.settings["state_dir"], RESULT)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(result_path)
+        progress = progress_path(result_path)
+        for stale in (result_path, progress):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stale)
+        applied = 0  # of the job's changes, applied while it ran
         argv = [*interpreter("agent.jobs"), self.path, kind, result_path, json.dumps(arg)]
         started = self.clock()
         child = subprocess.Popen(argv, env=job_environment(), stdin=subprocess.DEVNULL)
         log.debug("job %s: pid %d", kind, child.pid)
         kill_at: float | None = None  # after SIGTERM to the job: SIGKILL then
         while child.poll() is None:
+            applied = self._progress(progress, applied)
             now = self.clock()
             if kind != "drain" and self.timers.tick_due(now):
                 self.timers.ticked(now, again=True)
@@ -290,9 +294,21 @@ class Resident:
             else:
                 self.stop(info.si_signo)
         log.debug("job %s: exit %s after %.2f s", kind, child.returncode, self.clock() - started)
-        return self._result(kind, result_path, child.returncode)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(progress)
+        return self._result(kind, result_path, child.returncode, applied)
 
-    def _result(self, kind: str, path: str, code: int) -> dict[str, Any] | None:
+    def _progress(self, path: str, applied: int) -> int:
+        """The changes a running job made since the last look, applied; how many are."""
+        try:
+            with open(path, "rb") as file:
+                changes: list[list[Any]] = json.load(file)
+        except (OSError, ValueError):
+            return applied
+        self.rec.apply(changes[applied:])
+        return max(applied, len(changes))
+
+    def _result(self, kind: str, path: str, code: int, applied: int) -> dict[str, Any] | None:
         try:
             with open(path, "rb") as file:
                 result: dict[str, Any] = json.load(file)
@@ -303,7 +319,7 @@ class Resident:
                 self.rec.warn(f"{kind}: internal error: the job exited {code} "
                               "(see the journal)")
             return None
-        self.rec.apply(result.get("changes") or [])
+        self.rec.apply((result.get("changes") or [])[applied:])
         return result
 
     def refresh(self) -> float:
