@@ -168,10 +168,6 @@ class Boot:
         from agent.secrets import Secrets  # noqa: PLC0415 - botocore, loaded by clients()
         assert self.meta is not None and self.context is not None
         self.published = self.published or Secrets(self.cfg.secrets, self.rec)
-        if self.cfg.readiness.enabled and self.published.on_reload is None:
-            from agent.readiness import Regate  # noqa: PLC0415
-            self.published.on_reload = Regate(self.cfg.readiness, self.rec,
-                                              lambda: self.telemetry.write(self.aws))
         return self.published.publish(
             aws, self.context, lambda: self.machine().as_dict(), warm=self.meta.warm,
             warm_pool_secrets=self.cfg.lifecycle.warm_pool_secrets)

@@ -8,7 +8,9 @@ the resident writes them) and what the resident needs to know. What a job change
 later job needs (the secrets' versions, the request counts, a promotion) it writes back to the
 hand-off's ``job`` part.
 
-Jobs: ``refresh`` (the secrets' rotation: :meth:`agent.secrets.Secrets.refresh`),
+Jobs: ``refresh`` (the secrets' rotation: :meth:`agent.secrets.Secrets.refresh`; with
+``[readiness]``, the (secret, unit) pairs it reloaded come back as ``regate``), ``regate``
+(the readiness gate again for those units: :class:`agent.readiness.Regate`; ARG: the pairs),
 ``drain`` (a termination notice; ARG: kind, detail, deadline), ``promote`` (a warm pool's
 instance going InService), ``health`` (SetInstanceHealth Unhealthy), ``rebalance`` (the
 rebalance command; ARG: kind, detail).
@@ -32,7 +34,7 @@ from agent import configcache, termination
 from agent.errors import AgentError
 from agent.fsutil import atomic_write
 from agent.service import Notifier, setup_logging
-from agent.state import Journal, utc_now
+from agent.state import Journal, progress_path, utc_now
 
 if TYPE_CHECKING:
     from agent.aws import Aws
@@ -108,14 +110,14 @@ class Work:
     start before they are loaded.
     """
 
-    def __init__(self, path: str, doc: dict[str, Any]) -> None:
+    def __init__(self, path: str, doc: dict[str, Any], progress: str | None = None) -> None:
         self.path = path
         self.doc = doc
         job = doc["job"]
         self.job: dict[str, Any] = job
         self.cfg: Config = configcache.view(job["config"]) if job["config"] is not None else \
             configcache.load(job["config_path"])
-        self.rec = Journal(doc["resident"]["state_dir"])
+        self.rec = Journal(doc["resident"]["state_dir"], progress)
         self.rec.previous = job["previous"]
         self.earlier: Requests = {(api, outcome): int(n) for api, outcome, n in job["requests"]}
         self._boot: Boot | None = None
@@ -182,13 +184,18 @@ class Work:
 def refresh(work: Work, arg: Any) -> dict[str, Any]:
     """The secrets' rotation: only DescribeSecret when nothing changed, only the changed ones
     fetched; a new generation, the hooks and reloads when a file changed. state.json's
-    ``refresh`` counts them and says how the last one ended; the textfile follows."""
+    ``refresh`` counts them and says how the last one ended; the textfile follows. With
+    ``[readiness]``, the (secret, unit) pairs reloaded are returned (``regate``): the
+    resident runs the gate again for them in its own job."""
     boot, rec = work.boot, work.rec
     count = int((rec.doc.get("refresh") or {}).get("count", 0)) + 1
     failed = False
+    reloaded: list[tuple[str, str]] = []
     if boot.published is None:
         result = "nothing published"
     else:
+        if work.cfg.readiness.enabled:
+            boot.published.on_reload = reloaded.extend
         try:
             publication = boot.published.refresh(boot.clients())
         except AgentError as exc:
@@ -209,7 +216,18 @@ def refresh(work: Work, arg: Any) -> dict[str, Any]:
     rec.update(refresh={"count": count, "at": utc_now(), "result": result})
     boot.telemetry.write(boot.aws, work.earlier)  # the request counts, the condition
     work.save()
-    return {"failed": failed}
+    return {"failed": failed, "regate": [list(pair) for pair in reloaded]}
+
+
+def regate(work: Work, arg: Any) -> dict[str, Any]:
+    """The readiness gate again for the units a rotation reloaded (ARG: [secret, unit]
+    pairs): a failure degrades, naming them; the next passing gate clears it. The outcome
+    is counted in state.json, and the textfile follows."""
+    from agent.readiness import Regate  # noqa: PLC0415
+
+    passed = Regate(work.cfg.readiness, work.rec).run([(str(s), str(u)) for s, u in arg])
+    work.boot.telemetry.write(None, work.earlier)  # the counter, the condition
+    return {"passed": passed}
 
 
 def drain(work: Work, arg: Any) -> dict[str, Any]:
@@ -251,7 +269,7 @@ def rebalance(work: Work, arg: Any) -> dict[str, Any]:
 
 
 JOBS: dict[str, Callable[[Work, Any], dict[str, Any]]] = {
-    "refresh": refresh, "drain": drain, "promote": promote, "health": health,
+    "refresh": refresh, "regate": regate, "drain": drain, "promote": promote, "health": health,
     "rebalance": rebalance}
 
 
@@ -264,7 +282,7 @@ def main(argv: list[str]) -> int:
         doc = json.load(file)
     setup_logging(bool(doc["resident"]["verbose"]))
     try:
-        work = Work(path, doc)
+        work = Work(path, doc, progress_path(result_path))
         outcome = JOBS[kind](work, json.loads(arg))
         atomic_write(result_path, json.dumps({**outcome, "changes": work.rec.changes}).encode(),
                      mode=0o600, sync=False)

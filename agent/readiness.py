@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -270,25 +269,16 @@ def phase(cfg: ReadinessConfig, rec: Recorder, notify: Notifier, *,
 
 
 class Regate:
-    """After a rotation that reloaded units: the gate again for them, in a thread (the
-    resident loop goes on). A failure is a warning naming the secret and the unit."""
+    """After a rotation that reloaded units: the gate again for them (the resident's
+    ``regate`` job). A failure is a warning naming the secret and the unit; the outcomes are
+    counted in state.json's ``readiness.after_rotation``, from the counts already there."""
 
-    def __init__(self, cfg: ReadinessConfig, rec: Recorder,
-                 done: Callable[[], None] = lambda: None) -> None:
-        self.cfg, self.rec, self.done = cfg, rec, done
-        self.counts = {"passed": 0, "failed": 0}
-        self.threads: list[threading.Thread] = []
-
-    def __call__(self, reloaded: list[tuple[str, str]]) -> None:
-        """``reloaded``: (secret, unit) pairs whose unit was reloaded for that secret."""
-        if not systemd_running():
-            return  # nothing was reloaded (handoff reloads under systemd only)
-        thread = threading.Thread(target=self.run, args=(reloaded,), name="regate", daemon=True)
-        self.threads.append(thread)
-        thread.start()
+    def __init__(self, cfg: ReadinessConfig, rec: Recorder) -> None:
+        self.cfg, self.rec = cfg, rec
 
     def run(self, reloaded: list[tuple[str, str]]) -> bool:
-        """One gate on the reloaded units; True when they serve again."""
+        """One gate on the units ``reloaded`` ((secret, unit) pairs); True when they serve
+        again."""
         units = list(dict.fromkeys(unit for _, unit in reloaded))
         try:
             gate(self.cfg, units, Watch(self.cfg, self.rec, None))
@@ -299,16 +289,14 @@ class Regate:
             self._count("failed")
             self.rec.clear_warning(ROTATION_WARNING)
             self.rec.warn(f"{ROTATION_WARNING} {names}: {line}")
-            passed = False
-        else:
-            log.info("readiness after rotation: %s serve again", ", ".join(units))
-            self._count("passed")
-            self.rec.clear_warning(ROTATION_WARNING)
-            passed = True
-        self.done()
-        return passed
+            return False
+        log.info("readiness after rotation: %s serve again", ", ".join(units))
+        self._count("passed")
+        self.rec.clear_warning(ROTATION_WARNING)
+        return True
 
     def _count(self, outcome: str) -> None:
-        self.counts[outcome] += 1
-        self.rec.update(readiness={**self.rec.doc.get("readiness", {}),
-                                   "after_rotation": dict(self.counts)})
+        readiness = self.rec.doc.get("readiness") or {}
+        counts = {"passed": 0, "failed": 0, **(readiness.get("after_rotation") or {})}
+        counts[outcome] += 1
+        self.rec.update(readiness={**readiness, "after_rotation": counts})

@@ -8,11 +8,13 @@ next timer (secret refresh, termination poll, watchdog ping), and reads IMDS its
 
 Work that needs AWS or the configuration (a refresh, a drain, a warm pool's promotion,
 SetInstanceHealth, a rebalance's command) is a job: a child process (:mod:`agent.jobs`) that
-exits when done. The resident waits for it still pinging the watchdog; a SIGHUP meanwhile
-refreshes again afterwards, a SIGTERM ends the job (a drain is given until its deadline) and
-then the resident. The job's changes to state.json come back in its result and are written
-here: the resident is state.json's only writer. :class:`Schedule` is the timer arithmetic
-alone, with the clock passed in.
+exits when done. The resident waits for it still pinging the watchdog and polling IMDS for
+termination notices; a SIGHUP meanwhile refreshes again afterwards, a SIGTERM ends the job (a
+drain is given until its deadline) and then the resident, a termination or spot notice ends
+the job and starts the drain at once. A refresh that reloaded units is followed by a
+``regate`` job (the readiness gate again, for those units). The job's changes to state.json
+come back in its result and are written here: the resident is state.json's only writer.
+:class:`Schedule` is the timer arithmetic alone, with the clock passed in.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from agent import termination
 from agent.errors import EXIT_OK, AgentError
 from agent.imds import ImdsClient
 from agent.service import Notifier, setup_logging
-from agent.state import Recorder, utc_now
+from agent.state import Recorder, progress_path, utc_now
 
 log = logging.getLogger("agent.resident")
 T = TypeVar("T")
@@ -84,9 +86,12 @@ class Schedule:
         deadlines = [d for d in (self.next_refresh, self.next_tick, ping) if d is not None]
         return max(0.0, min(deadlines) - now) if deadlines else IDLE
 
-    def ping_sleep(self, now: float) -> float:
-        """While a job runs (no ticks): how long until the watchdog must be pinged."""
-        return IDLE if self.next_ping is None else max(0.0, self.next_ping - now)
+    def job_sleep(self, now: float, *, ticking: bool) -> float:
+        """While a job runs: how long until the watchdog must be pinged or (``ticking``:
+        any job but a drain) the termination poll is due."""
+        tick = self.next_tick if ticking else None
+        deadlines = [d for d in (self.next_ping, tick) if d is not None]
+        return max(0.0, min(deadlines) - now) if deadlines else IDLE
 
     def ping_due(self, now: float, *, ticking: bool = True) -> bool:
         """Whether to ping now: the next tick (if any, and ``ticking``) would come too late
@@ -171,6 +176,8 @@ class Resident:
         self.imds_down = False
         self.hup = False  # a SIGHUP came while a job ran: refresh once it is over
         self.stopping = False  # a SIGTERM/SIGINT came while a job ran
+        self.noticed: tuple[termination.Notice, float] | None = None  # to drain, by then
+        self.drained = False
         self._events: termination.ScheduledEvents | None = None
         imds = carried["imds"]
         self.poller = ImdsClient(imds["endpoint"], token_ttl=int(imds["token_ttl"]),
@@ -203,12 +210,16 @@ class Resident:
                 timers.ticked(now, again=self.guarded("termination watch", self.poll, True))
             hup = self.hup or (info is not None and info.si_signo == signal.SIGHUP)
             self.hup = False
-            while not self.stopping and timers.refresh_due(self.clock(), hup=hup):
+            while not self.stopping and self.noticed is None \
+                    and timers.refresh_due(self.clock(), hup=hup):
                 if hup:
                     log.info("SIGHUP: refreshing secrets now")
                 delay = self.guarded("secret refresh", self.refresh, self.retry_delay)
                 timers.refreshed(self.clock(), delay)
                 hup, self.hup = self.hup, False  # one that came during the refresh
+            if self.noticed is not None and not self.drained and not self.stopping:
+                # seen while a job ran
+                timers.ticked(self.clock(), again=self.guarded("drain", self.drain, False))
         return EXIT_OK
 
     def stop(self, signo: int) -> None:
@@ -237,30 +248,42 @@ class Resident:
     def run_job(self, kind: str, arg: Any = None, *, until: float | None = None
                 ) -> dict[str, Any] | None:
         """Run one job in a child process and wait for it, pinging the watchdog and keeping
-        every signal; its result (its changes applied to state.json), or None when it ended
-        without one (logged and recorded). A stop signal ends the job at once, or, with
-        ``until`` (a drain), when that monotonic time has passed."""
-        if self.stop_requested():  # no new work once stopping
+        every signal and polling IMDS for termination notices; its result (its changes applied
+        to state.json), or None when it ended without one (logged and recorded). A stop
+        signal ends the job at once, or, with ``until`` (a drain), when that monotonic time
+        has passed; a termination notice ends any other job at once (the drain follows)."""
+        if self.stop_requested() or (self.noticed is not None and kind != "drain"):
             return None
         result_path = os.path.join(self.settings["state_dir"], RESULT)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(result_path)
+        progress = progress_path(result_path)
+        for stale in (result_path, progress):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stale)
+        applied = 0  # of the job's changes, applied while it ran
         argv = [*interpreter("agent.jobs"), self.path, kind, result_path, json.dumps(arg)]
         started = self.clock()
         child = subprocess.Popen(argv, env=job_environment(), stdin=subprocess.DEVNULL)
         log.debug("job %s: pid %d", kind, child.pid)
         kill_at: float | None = None  # after SIGTERM to the job: SIGKILL then
         while child.poll() is None:
+            applied = self._progress(progress, applied)
             now = self.clock()
-            if self.stopping and kill_at is None and (until is None or now >= until):
+            if kind != "drain" and self.timers.tick_due(now):
+                self.timers.ticked(now, again=True)
+                self.guarded("termination watch", self.glance, None)
+                now = self.clock()
+            ending = self.stopping or (self.noticed is not None and kind != "drain")
+            if ending and kill_at is None and (until is None or now >= until):
+                if not self.stopping:
+                    log.warning("termination: ending the %s job to drain", kind)
                 child.terminate()
                 kill_at = now + GRACE
             if kill_at is not None and now >= kill_at:
                 child.kill()
             if self.timers.ping_due(now, ticking=False):
                 self.notify.watchdog()
-            wait = self.timers.ping_sleep(now)
-            if self.stopping:  # wake up for what comes next: the end of the drain, SIGKILL
+            wait = self.timers.job_sleep(now, ticking=kind != "drain")
+            if ending:  # wake up for what comes next: the end of the drain, SIGKILL
                 wait = min(wait, max(0.05, (kill_at or until or now) - now))
             info = signal.sigtimedwait(BLOCKED, wait)
             if info is None or info.si_signo == signal.SIGCHLD:
@@ -271,20 +294,32 @@ class Resident:
             else:
                 self.stop(info.si_signo)
         log.debug("job %s: exit %s after %.2f s", kind, child.returncode, self.clock() - started)
-        return self._result(kind, result_path, child.returncode)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(progress)
+        return self._result(kind, result_path, child.returncode, applied)
 
-    def _result(self, kind: str, path: str, code: int) -> dict[str, Any] | None:
+    def _progress(self, path: str, applied: int) -> int:
+        """The changes a running job made since the last look, applied; how many are."""
+        try:
+            with open(path, "rb") as file:
+                changes: list[list[Any]] = json.load(file)
+        except (OSError, ValueError):
+            return applied
+        self.rec.apply(changes[applied:])
+        return max(applied, len(changes))
+
+    def _result(self, kind: str, path: str, code: int, applied: int) -> dict[str, Any] | None:
         try:
             with open(path, "rb") as file:
                 result: dict[str, Any] = json.load(file)
             os.unlink(path)
         except (OSError, ValueError):
-            if not self.stopping:
+            if not self.stopping and (self.noticed is None or kind == "drain"):
                 log.error("job %s: ended without a result (exit %s)", kind, code)
                 self.rec.warn(f"{kind}: internal error: the job exited {code} "
                               "(see the journal)")
             return None
-        self.rec.apply(result.get("changes") or [])
+        self.rec.apply((result.get("changes") or [])[applied:])
         return result
 
     def refresh(self) -> float:
@@ -295,6 +330,8 @@ class Resident:
             self.retry_delay = min(self.retry_delay * 2, self.refresh_seconds)
             return delay
         self.retry_delay = self.first_retry
+        if result.get("regate"):
+            self.run_job("regate", result["regate"])
         return jittered(self.refresh_seconds)
 
     # -- the termination watch -------------------------------------------------------------
@@ -311,25 +348,52 @@ class Resident:
         return (self.spot or self.instance["target_state"] is not None
                 or self.term["scheduled_events"])
 
-    def poll(self) -> bool:
-        """One look at IMDS for notices; False once there is nothing left to watch."""
+    def look(self, *, events: bool) -> tuple[termination.Notice | None, str | None,
+                                             Any] | None:
+        """One look at IMDS: the notice, the target lifecycle state, the scheduled events
+        (when ``events`` and they are watched); None when IMDS does not answer (a warning
+        until it does again)."""
         try:
             notice, target_state = termination.poll(self.poller, spot=self.spot)
-            events = (termination.scheduled(self.poller)
-                      if self.term["scheduled_events"] else None)
+            scheduled = (termination.scheduled(self.poller)
+                         if events and self.term["scheduled_events"] else None)
         except AgentError as exc:
             if not self.imds_down:
                 self.imds_down = True
                 log.warning("termination watch: %s", exc)
                 self.rec.warn(f"{IMDS_DOWN} since {utc_now()}: {exc}")
-            return True
+            return None
         if self.imds_down:
             self.imds_down = False
             log.info("termination watch: IMDS answers again")
             self.rec.clear_warning(IMDS_DOWN)
+        return notice, target_state, scheduled
+
+    def notice(self, notice: termination.Notice) -> None:
+        """A termination or spot notice: the drain's deadline, taken now."""
+        if self.noticed is None:
+            log.warning("termination: %s: draining", notice.detail)
+            self.noticed = notice, termination.drain_deadline(self.term["deadline_seconds"],
+                                                               notice)
+
+    def glance(self) -> None:
+        """While a job runs: one look for a termination or spot notice (the rest waits for
+        the next poll between jobs)."""
+        seen = self.look(events=False)
+        if seen is not None and seen[0] is not None and seen[0].kind != "rebalance":
+            self.notice(seen[0])
+
+    def poll(self) -> bool:
+        """One look at IMDS for notices; False once there is nothing left to watch."""
+        seen = self.look(events=True)
+        if seen is None:
+            return True
+        notice, target_state, events = seen
         if (self.instance["target_state"] or "").startswith("Warmed:") \
                 and target_state == "InService":
             self.promote()
+            if self.noticed is not None:  # seen while the promotion ran
+                return self.drain()
         if events is not None and (notice is None or notice.kind == "rebalance"):
             self.scheduled_events().seen(events)
         if notice is None:
@@ -339,11 +403,19 @@ class Resident:
                 self.rebalance_seen = notice.detail
                 self.run_job("rebalance", [notice.kind, notice.detail])
             return True
-        deadline = termination.drain_deadline(self.term["deadline_seconds"], notice)
-        log.warning("termination: %s: draining", notice.detail)
-        self.notify.status(f"draining: {notice.detail}")
-        self.run_job("drain", [notice.kind, notice.detail, deadline], until=deadline)
-        self.notify.status(f"drained ({notice.kind}): waiting for the end")
+        self.notice(notice)
+        return self.drain()
+
+    def drain(self) -> bool:
+        """The drain of the notice seen (a job), by the deadline taken when it was seen;
+        False: nothing left to watch."""
+        assert self.noticed is not None
+        notice, deadline = self.noticed
+        if not self.drained:
+            self.drained = True
+            self.notify.status(f"draining: {notice.detail}")
+            self.run_job("drain", [notice.kind, notice.detail, deadline], until=deadline)
+            self.notify.status(f"drained ({notice.kind}): waiting for the end")
         self.timers.next_refresh = None  # the secrets are wiped: never published again
         return False
 

@@ -285,55 +285,74 @@ class Recorder:
 
 
 
+def progress_path(result: str) -> str:
+    """Where a job writes its changes so far, beside its result file ``result``."""
+    return result + ".progress"
+
+
 class Journal(Recorder):
     """A Recorder that writes nothing and keeps what it was told (:attr:`changes`).
 
     A job of the resident daemon runs in a child process with one; the resident, the only
     writer of state.json, applies the changes to its own document (:meth:`Recorder.apply`).
-    It starts from the document as state.json holds it now.
+    It starts from the document as state.json holds it now. With ``progress`` (a path), the
+    changes so far are also written there at each one, for the resident to apply while the
+    job still runs (a gate's rounds, seen in ``agent status`` as they come).
     """
 
-    def __init__(self, state_dir: str) -> None:
+    def __init__(self, state_dir: str, progress: str | None = None) -> None:
         super().__init__(state_dir)
         if self.previous is not None:
             self.doc = self.previous
         self.changes: list[list[Any]] = []
+        self.progress = progress
 
     def write(self, *, durable: bool = False) -> None:
         """Nothing: the resident writes (durably, when asked: :meth:`Recorder.apply`)."""
+
+    def _keep(self, change: list[Any]) -> None:
+        self.changes.append(change)
+        if self.progress is not None:
+            from agent.fsutil import atomic_write  # noqa: PLC0415 - as Recorder.write
+
+            try:
+                atomic_write(self.progress, json.dumps(self.changes).encode(), mode=0o600,
+                             sync=False)
+            except (OSError, TypeError, ValueError):
+                self.progress = None  # the result still carries every change
 
     def phase(self, name: str, state: PhaseState, detail: str | None = None,
               error: str | None = None) -> None:
         """As :meth:`Recorder.phase`; kept as the entry it leaves (its times are ours)."""
         super().phase(name, state, detail, error)
-        self.changes.append(["phase", name, dict(self.phase_entry(name)), error])
+        self._keep(["phase", name, dict(self.phase_entry(name)), error])
 
     def note(self, name: str, detail: str) -> None:
         """As :meth:`Recorder.note`, kept."""
         super().note(name, detail)
-        self.changes.append(["note", name, detail])
+        self._keep(["note", name, detail])
 
     def skipped(self, phase: str, entries: list[dict[str, str]]) -> None:
         """As :meth:`Recorder.skipped`, kept."""
         super().skipped(phase, entries)
-        self.changes.append(["skipped", phase, entries])
+        self._keep(["skipped", phase, entries])
 
     def update(self, **fields: Any) -> None:
         """As :meth:`Recorder.update`, kept."""
         super().update(**fields)
-        self.changes.append(["update", fields])
+        self._keep(["update", fields])
 
     def warn(self, message: str) -> None:
         """As :meth:`Recorder.warn`, kept."""
         super().warn(message)
-        self.changes.append(["warn", message])
+        self._keep(["warn", message])
 
     def clear_warning(self, prefix: str) -> None:
         """As :meth:`Recorder.clear_warning`, kept."""
         super().clear_warning(prefix)
-        self.changes.append(["clear_warning", prefix])
+        self._keep(["clear_warning", prefix])
 
     def finish(self, state: State) -> None:
         """As :meth:`Recorder.finish`, kept."""
         super().finish(state)
-        self.changes.append(["finish", state.value])
+        self._keep(["finish", state.value])

@@ -123,11 +123,12 @@ class Booter:
         assert proc.returncode == 0, proc.stdout + proc.stderr
 
     @contextmanager
-    def daemon(self, *extra: str, env: dict[str, str] | None = None,
-               ready: bool = True) -> Iterator[subprocess.Popen[str]]:
+    def daemon(self, *extra: str, env: dict[str, str] | None = None, ready: bool = True,
+               prefix: tuple[str, ...] = ()) -> Iterator[subprocess.Popen[str]]:
         """`agent run` resident in the background: ready (unless not asked), then stopped
-        with SIGTERM, which must end it with exit 0."""
-        proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config",
+        with SIGTERM, which must end it with exit 0. ``prefix``: a command that ends by
+        executing the rest (the same PID)."""
+        proc = subprocess.Popen([*prefix, sys.executable, "-m", "agent", "run", "--config",
                                  str(self.config_path), *extra], env=env or self.env(),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:

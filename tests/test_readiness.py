@@ -356,14 +356,12 @@ def test_a_failed_unit_after_a_rotation_degrades_naming_the_secret_and_unit(
     rec = Recorder(str(tmp_path / "state"))
     rec.start()
     rec.finish(State.READY)
-    written: list[int] = []
-    regate = Regate(cfg, rec, lambda: written.append(1))
+    regate = Regate(cfg, rec)
     assert not regate.run([("prod/db", "app.service")])
     assert rec.doc["condition"] == "degraded" and rec.doc["state"] == "ready"
     assert rec.doc["warnings"] == ["readiness after rotation: prod/db -> app.service: "
                                    "app.service failed (exit-code, status 1)"]
     assert rec.doc["readiness"]["after_rotation"] == {"passed": 0, "failed": 1}
-    assert written == [1]  # the telemetry rewritten
     argv = (tmp_path / "argv.txt").read_text().split()
     assert argv[-2:] == ["--", "app.service"]  # the reloaded unit only
     text = telemetry.render(telemetry.Figures(True, 1.0, 0.0), degraded=True, requests={},
@@ -374,22 +372,10 @@ def test_a_failed_unit_after_a_rotation_degrades_naming_the_secret_and_unit(
     assert regate.run([("prod/db", "app.service")])
     assert rec.doc["condition"] == "healthy" and rec.doc["warnings"] == []
     assert rec.doc["readiness"]["after_rotation"] == {"passed": 1, "failed": 1}
-
-
-@pytest.mark.integration  # starts systemd-analyze or a systemctl
-def test_a_rotation_reloading_units_starts_the_gate_in_a_thread(tmp_path: Path,
-                                                                systemctl: Path) -> None:
-    systemctl.write_text(ACTIVE_SHOW)
-    cfg = load(tmp_path, '[readiness]\nunits = ["app.service"]\nsettle_seconds = 0\n'
-                         'timeout_seconds = 5\n').readiness
-    rec = Recorder(str(tmp_path / "state"))
-    rec.start()
-    rec.finish(State.READY)
-    regate = Regate(cfg, rec)
-    regate([("prod/db", "app.service")])
-    (thread,) = regate.threads
-    thread.join(10)
-    assert rec.doc["readiness"]["after_rotation"] == {"passed": 1, "failed": 0}
+    # another job's gate goes on from the counts state.json holds
+    again = Recorder.resume(str(tmp_path / "state"))
+    assert Regate(cfg, again).run([("prod/db", "app.service")])
+    assert again.doc["readiness"]["after_rotation"] == {"passed": 2, "failed": 1}
 
 
 def test_plan_shows_what_the_gate_waits_for(tmp_path: Path) -> None:

@@ -241,3 +241,24 @@ def test_a_jobs_changes_replayed_make_the_same_document(tmp_path: Path) -> None:
         assert written[key] == journal.doc[key], key
     lifecycle = next(p for p in written["phases"] if p["name"] == "lifecycle")
     assert lifecycle["detail"] == "CONTINUE"
+
+
+def test_a_running_jobs_changes_so_far_are_in_its_progress_file(tmp_path: Path) -> None:
+    """Each change a job's Journal keeps is also written at once to its progress file, for
+    the resident to apply while the job still runs."""
+    rec = Recorder(str(tmp_path))
+    rec.start()
+    rec.finish(State.READY)
+    progress = tmp_path / "resident-job.json.progress"
+    journal = Journal(str(tmp_path), str(progress))
+    journal.update(readiness={"seen": [{"name": "app.service", "ready": False}]})
+    so_far = json.loads(progress.read_text())
+    assert so_far == [["update", {"readiness": {"seen": [{"name": "app.service",
+                                                          "ready": False}]}}]]
+    resident = Recorder.resume(str(tmp_path))
+    resident.apply(so_far)
+    assert json.loads((tmp_path / "state.json").read_text())["readiness"]["seen"][0][
+        "name"] == "app.service"
+    journal.warn("readiness after rotation: prod/db -> app.service: boom")
+    assert json.loads(progress.read_text())[len(so_far):] == [
+        ["warn", "readiness after rotation: prod/db -> app.service: boom"]]

@@ -54,6 +54,16 @@ def test_a_poll_with_nothing_left_to_watch_stops_the_ticks() -> None:
     assert timers.next_tick is None and timers.sleep(5.0) == IDLE
 
 
+def test_a_job_wakes_the_resident_for_the_termination_poll_but_a_drain_does_not() -> None:
+    timers = Schedule(tick_every=5.0, ping_every=90.0, jitter=fixed)
+    timers.start(100.0)
+    assert timers.job_sleep(101.0, ticking=True) == 4.0  # the poll goes on during a job
+    assert timers.job_sleep(101.0, ticking=False) == 89.0  # a drain: only the watchdog
+    timers.ticked(105.0, again=False)  # nothing left to watch
+    assert timers.job_sleep(106.0, ticking=True) == 84.0
+    assert Schedule(jitter=fixed).job_sleep(0.0, ticking=True) == IDLE
+
+
 def test_refreshes_are_jittered_and_sighup_refreshes_now() -> None:
     timers = Schedule(refresh_every=3600.0, jitter=lambda s: s * 1.2)
     timers.start(0.0)
