@@ -15,57 +15,26 @@ Run: .venv/bin/python bench/readiness.py [--runs 5] [--settle 2] [--interval 0.5
 from __future__ import annotations
 
 import argparse
-import http.server
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from conditions import machine
 
 from agent.sim import World
+from agent.sim.app import HealthApp
 
 ROUND_TRIP = 0.25
 
 
-class Health:
-    """A /healthz that answers 503 until :meth:`healthy`."""
-
-    def __init__(self) -> None:
-        self.status = 503
-        self.healthy_at = 0.0
-        owner = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(owner.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/healthz"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def healthy(self) -> None:
-        self.healthy_at = time.monotonic()
-        self.status = 200
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def one_run(settle: float, interval: float) -> float:
     """Seconds from healthy to CONTINUE in one boot."""
-    health = Health()
+    health = HealthApp().start()
     with World() as world, tempfile.TemporaryDirectory(dir="/dev/shm") as tmp:
         root = Path(tmp)
         world.seed(secrets={"bench/s": "value"})
@@ -95,11 +64,12 @@ def one_run(settle: float, interval: float) -> float:
                 if time.monotonic() > deadline:
                     raise SystemExit("no CompleteLifecycleAction within 60 s")
                 time.sleep(0.01)
-            return float(world.cloud.calls("CompleteLifecycleAction")[0].at - health.healthy_at)
+            done = world.cloud.calls("CompleteLifecycleAction")[0].at
+            return float(done - (health.healthy_at or 0.0))
         finally:
             proc.terminate()
             proc.wait(timeout=15)
-            health.close()
+            health.stop()
 
 
 def main() -> None:

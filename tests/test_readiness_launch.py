@@ -4,7 +4,6 @@ keeping it alive meanwhile), abandoned when they never do, ``READY=1`` before th
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import re
@@ -19,6 +18,7 @@ import pytest
 from agentproc import DB, PLAIN, Booter, eventually
 
 from agent.sim import World
+from agent.sim.app import HealthApp
 
 pytestmark = pytest.mark.integration
 
@@ -28,46 +28,10 @@ HEARTBEAT_TIMEOUT = 8  # the hook's: shorter than the waits below, longer than a
 BODY_MARKER = "body-secret-5e1d"  # what the application answers: never recorded or logged
 
 
-class App:
-    """An HTTP health endpoint that answers what the test says, in a thread of this process."""
-
-    def __init__(self) -> None:
-        self.status = 503
-        self.statuses: list[int] | None = None  # answered in turn, when set (flapping)
-        self.healthy_at: float | None = None
-        app = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                status = app.statuses.pop(0) if app.statuses else app.status
-                body = f"{BODY_MARKER} {status}".encode()
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/healthz"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def healthy(self) -> None:
-        self.healthy_at = time.monotonic()
-        self.status = 200
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def app() -> Iterator[App]:
-    served = App()
-    yield served
-    served.close()
+def app() -> Iterator[HealthApp]:
+    with HealthApp(BODY_MARKER) as served:
+        yield served
 
 
 @pytest.fixture
@@ -134,7 +98,7 @@ def one_error_line(stderr: str) -> str:
     return lines[0]
 
 
-def test_continue_only_after_the_application_serves_and_held(cloud: Booter, app: App,
+def test_continue_only_after_the_application_serves_and_held(cloud: Booter, app: HealthApp,
                                                              tcp_server: int) -> None:
     flag = cloud.root / "warmed-up"
     readiness(cloud, [f'http = "{app.url}"', f'tcp = "127.0.0.1:{tcp_server}"',
@@ -212,7 +176,7 @@ class Notifications:
 
 
 def test_an_application_that_never_serves_is_abandoned_within_the_bound(
-        cloud: Booter, app: App, tmp_path: Path) -> None:
+        cloud: Booter, app: HealthApp, tmp_path: Path) -> None:
     marker = tmp_path / "ready"
     cloud.world.cloud.signals.expect("web-stack", "WebGroup")
     cloud.config_path.write_text(cloud.config_path.read_text() + (
@@ -236,7 +200,7 @@ def test_an_application_that_never_serves_is_abandoned_within_the_bound(
     assert {p["name"]: p for p in doc["phases"]}["lifecycle"]["detail"].startswith("ABANDON")
 
 
-def test_a_flapping_application_never_settles(cloud: Booter, app: App) -> None:
+def test_a_flapping_application_never_settles(cloud: Booter, app: HealthApp) -> None:
     app.statuses = [200, 503] * 50  # healthy every other answer
     readiness(cloud, [f'http = "{app.url}"'], timeout_seconds=5, settle_seconds=2,
               interval_seconds=0.3)
@@ -292,7 +256,7 @@ def test_a_check_aimed_at_another_machine_fails_the_boot(cloud: Booter) -> None:
     assert cloud.results() == ["ABANDON"]
 
 
-def test_readiness_in_oneshot_mode_is_a_configuration_error(cloud: Booter, app: App) -> None:
+def test_readiness_in_oneshot_mode_is_a_configuration_error(cloud: Booter, app: HealthApp) -> None:
     readiness(cloud, [f'http = "{app.url}"'])
     proc = cloud.run()  # --oneshot
     assert proc.returncode == 78
@@ -310,7 +274,7 @@ def test_without_the_section_the_phase_is_skipped(cloud: Booter) -> None:
 
 
 def test_a_warm_pool_boot_skips_the_gate_and_the_promotion_runs_it(tmpfs: Path,
-                                                                   app: App) -> None:
+                                                                   app: HealthApp) -> None:
     with World() as world:
         instance = world.seed(secrets=SECRETS, warm_pool="Warmed:Running", heartbeat_timeout=60)
         b = Booter(world, tmpfs)
