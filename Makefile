@@ -99,6 +99,7 @@ test: lint unit integration unit-user unit-trixie programs fleet $(RELEASES:%=e2
 bench: $(STAMP)
 	$(PY) bench/boot.py
 	$(PY) bench/fleet.py
+	$(PY) bench/readiness.py
 
 # Keeps .cache (the releases' roots, downloaded packages, wheels): `rm -rf .cache` for those.
 clean:
