@@ -48,6 +48,8 @@ class Boot:
         self.hook: LaunchHook | None = None
         self.earlier_boot: dict[str, Any] | None = None  # this instance's boot before this one
         self._aws_lock = threading.Lock()
+        self._facts: Facts | None = None
+        self._facts_lock = threading.Lock()
         self._asked = threading.Event()  # a first request is out to AWS, or secrets are done
         self.ended = threading.Event()  # every phase has ended
 
@@ -176,8 +178,11 @@ class Boot:
         """This machine's facts (for tuning, and for conditions that read them)."""
         from agent.facts import read_facts  # noqa: PLC0415
         assert self.meta is not None
-        return read_facts(self.meta.identity.instance_type, describe=lambda name: (
-            self.clients().describe_instance_type(name)))
+        with self._facts_lock:  # read once, by whichever phase asks first
+            if self._facts is None:
+                self._facts = read_facts(self.meta.identity.instance_type, describe=lambda name: (
+                    self.clients().describe_instance_type(name)))
+            return self._facts
 
     def tune(self) -> tuple[PhaseState, str]:
         """Every tuned value computed for this machine, then written."""
