@@ -8,6 +8,7 @@ it was asked and answers ``show`` with the file the test writes."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -78,6 +79,8 @@ def metric(tmp_path: Path, line: str) -> bool:
 
 
 @pytest.mark.integration
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="a private /run needs a mount namespace: root")
 def test_a_rotation_whose_unit_then_fails_degrades_until_a_passing_gate(
         booter: Booter, tmp_path: Path) -> None:
     """The refresh reloads app.service; the gate run again finds it failed: degraded, the
@@ -121,6 +124,8 @@ def test_a_rotation_whose_unit_then_fails_degrades_until_a_passing_gate(
 
 
 @pytest.mark.integration
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="a private /run needs a mount namespace: root")
 def test_a_spot_notice_during_a_long_gate_ends_it_and_drains_in_time(
         booter: Booter, tmp_path: Path) -> None:
     """A gate after a rotation that would wait two hours (the unit never starts): a spot
