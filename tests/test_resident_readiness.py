@@ -145,8 +145,7 @@ def test_a_spot_notice_during_a_long_gate_ends_it_and_drains_in_time(
         daemon.send_signal(signal.SIGHUP)
 
         def gating() -> list[psutil.Process]:
-            return [p for p in psutil.Process(daemon.pid).children()
-                    if "regate" in p.cmdline()]
+            return [p for p in psutil.Process(daemon.pid).children() if "regate" in argv(p)]
         (job,) = eventually(gating, timeout=30)
         time.sleep(2)  # the gate waits
         assert job.is_running()
@@ -162,3 +161,12 @@ def test_a_spot_notice_during_a_long_gate_ends_it_and_drains_in_time(
         assert not job.is_running()  # the gate was ended for the drain
         assert counted(b) == {}  # an ended gate is no verdict
         assert daemon.poll() is None
+
+
+def argv(process: psutil.Process) -> list[str]:
+    """A child's command line; [] once it has ended (a job that just exited, not yet reaped,
+    is a zombie)."""
+    try:
+        return process.cmdline()
+    except psutil.NoSuchProcess:  # ZombieProcess too
+        return []
