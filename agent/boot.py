@@ -1,8 +1,6 @@
-"""The boot: metadata; the secrets asked for, then the hook's lookup, then tuning while AWS
-answers; then readiness (``READY=1``, the applications proven to serve); then lifecycle.
-Rules live with their subjects; this says what runs when, and how any failure (an
-:class:`AgentError`, an ``OSError``, a bug) ends the boot: that phase failed with one line,
-``on_failure`` sent."""
+"""The boot: metadata; secrets, the hook's lookup and tuning while AWS answers; readiness;
+lifecycle. Rules live with their subjects; this says what runs when, and how any failure
+(an AgentError, an OSError, a bug) ends the boot: that phase failed, ``on_failure`` sent."""
 
 from __future__ import annotations
 
@@ -34,9 +32,7 @@ class Boot:
     """One boot: the phases, the clients they share, and the state they record."""
 
     def __init__(self, cfg: Config, rec: Recorder, notify: Notifier, started: float) -> None:
-        self.cfg = cfg
-        self.rec = rec
-        self.notify = notify
+        self.cfg, self.rec, self.notify = cfg, rec, notify
         self.started = started  # time.monotonic() when agent run began
         self.telemetry = telemetry.Telemetry(cfg.telemetry, rec)
         self.imds = ImdsClient.from_config(cfg.imds)
@@ -47,9 +43,8 @@ class Boot:
         self.published: Secrets | None = None  # the secrets, for the resident daemon
         self.hook: LaunchHook | None = None
         self.earlier_boot: dict[str, Any] | None = None  # this instance's boot before this one
-        self._aws_lock = threading.Lock()
+        self._lock = threading.RLock()  # the clients and the facts: made once
         self._facts: Facts | None = None
-        self._facts_lock = threading.Lock()
         self._asked = threading.Event()  # a first request is out to AWS, or secrets are done
         self.ended = threading.Event()  # every phase has ended
 
@@ -73,9 +68,8 @@ class Boot:
                 failure = publishing.result() or tuned  # every phase that started ends first
             failure = failure or self.attempt(Phase.READINESS, self.await_ready)
             hooked = self.attempt(Phase.LIFECYCLE, self.finish_hook, found, failure is not None)
-            failure = failure or hooked
         self.ended.set()
-        return self.announce(failure)
+        return self.announce(failure or hooked)
 
     def promote(self) -> bool:
         """A ``Warmed:Running`` instance put InService: the secrets and the hook, again."""
@@ -108,7 +102,6 @@ class Boot:
             log.debug("%s: traceback", name, exc_info=not isinstance(exc, AgentError))
             with contextlib.suppress(Exception):  # the state file may be what failed
                 self.rec.phase(name, PhaseState.FAILED, error=line)
-            # the failure itself is said once, at ERROR, by the verdict (announce)
             log.info("%s: failed in %s ms", name, self.rec.phase_entry(name)["duration_ms"],
                      extra={"AGENT_PHASE": str(name)})
             return PhaseFailed(name, line)
@@ -118,11 +111,8 @@ class Boot:
 
     def announce(self, failure: PhaseFailed | None) -> bool:
         """The verdict: the other readiness signals, state.json, systemd (READY only if ok)."""
-        try:
-            from agent import lifecycle  # noqa: PLC0415 - botocore, loaded by now
-            lifecycle.signal(self.cfg.signal, self.aws, self.meta, failure is None, self.rec)
-        except Exception as exc:  # signals never fail a boot
-            self.rec.warn(f"signal: {describe_failure('the signals', exc)}")
+        from agent import lifecycle  # noqa: PLC0415 - botocore, loaded by now
+        lifecycle.signal(self.cfg.signal, self.aws, self.meta, failure is None, self.rec)
         if failure is not None:
             log.error("boot failed: %s", failure)
             with contextlib.suppress(Exception):
@@ -135,22 +125,16 @@ class Boot:
             except Exception as exc:  # the hook has its CONTINUE: the boot stays ready
                 self.rec.warn(f"systemd: READY=1 not sent: {describe_failure('notify', exc)}")
             log.info("boot ready (%s)", self.rec.doc["condition"])
-        try:  # the telemetry, after the verdict (and READY): whatever happens, a warning
-            self.telemetry.report(ready=failure is None, started=self.started, aws=self.aws,
-                                  make_aws=self.clients if self.meta is not None else None)
-        except Exception as exc:
-            log.debug("telemetry", exc_info=True)
-            with contextlib.suppress(Exception):
-                self.rec.warn(f"telemetry: {describe_failure('the telemetry', exc)}")
+        self.telemetry.report(ready=failure is None, started=self.started, aws=self.aws,
+                              make_aws=self.clients if self.meta is not None else None)
         return failure is None
 
     def clients(self) -> Aws:
         """The AWS clients' home, made (and botocore loaded) on first use: by the secrets."""
-        with self._aws_lock:
+        with self._lock:
             if self.aws is None:
                 assert self.meta is not None
                 from agent.aws import Aws  # noqa: PLC0415  (botocore: loaded on first use)
-
                 self.aws = Aws.from_config(
                     self.cfg.aws, self.meta.identity.region, imds=self.imds, sent=self._asked)
             return self.aws
@@ -170,15 +154,15 @@ class Boot:
         from agent.secrets import Secrets  # noqa: PLC0415 - botocore, loaded by clients()
         assert self.meta is not None and self.context is not None
         self.published = self.published or Secrets(self.cfg.secrets, self.rec)
-        return self.published.publish(
-            aws, self.context, lambda: self.machine().as_dict(), warm=self.meta.warm,
-            warm_pool_secrets=self.cfg.lifecycle.warm_pool_secrets)
+        return self.published.publish(aws, self.context, lambda: self.machine().as_dict(),
+                                      warm=self.meta.warm,
+                                      warm_pool_secrets=self.cfg.lifecycle.warm_pool_secrets)
 
     def machine(self) -> Facts:
         """This machine's facts (for tuning, and for conditions that read them)."""
         from agent.facts import read_facts  # noqa: PLC0415
         assert self.meta is not None
-        with self._facts_lock:  # read once, by whichever phase asks first
+        with self._lock:  # read once, by whichever phase asks first
             if self._facts is None:
                 self._facts = read_facts(self.meta.identity.instance_type, describe=lambda name: (
                     self.clients().describe_instance_type(name)))
@@ -197,8 +181,7 @@ class Boot:
         return readiness.phase(self.cfg.readiness, self.rec, self.notify, warm=self.meta.warm)
 
     def find_hook(self, looking: threading.Event) -> Target | None:
-        """The launch hook to signal (kept alive by heartbeats until it is completed);
-        ``looking`` is set once its first request is out, or it has ended."""
+        """The launch hook, heartbeated until completed; ``looking``: set once asked."""
         try:
             from agent.lifecycle import LaunchHook  # noqa: PLC0415
             assert self.meta is not None

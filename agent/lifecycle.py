@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.aws import Aws, describe, error_code, is_access_denied, is_throttling
-from agent.errors import AgentError, LifecycleError
+from agent.errors import AgentError, LifecycleError, describe_failure
 from agent.fsutil import atomic_write
 from agent.imds import GROUP_TAG
 from agent.state import PhaseState, utc_now
@@ -436,8 +436,16 @@ def signal(cfg: SignalConfig, aws: Aws | None, meta: Metadata | None, ready: boo
     """The other readiness signals: a marker file, CloudFormation ``SignalResource`` (with
     ``meta``, the instance's, when IMDS was read).
 
-    Neither fails the boot: a problem is a warning.
+    Neither fails the boot: a problem, a bug too, is a warning.
     """
+    try:
+        _signal(cfg, aws, meta, ready, rec)
+    except Exception as exc:
+        rec.warn(f"signal: {describe_failure('the signals', exc)}")
+
+
+def _signal(cfg: SignalConfig, aws: Aws | None, meta: Metadata | None, ready: bool,
+            rec: Recorder) -> None:
     instance_id = meta.identity.instance_id if meta is not None else None
     if cfg.marker_file:
         marker = Path(cfg.marker_file)

@@ -15,6 +15,7 @@ library on the boot path).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
-from agent.errors import AgentError, exception_detail
+from agent.errors import AgentError, describe_failure, exception_detail
 from agent.fsutil import atomic_write
 
 if TYPE_CHECKING:
@@ -182,14 +183,20 @@ class Telemetry:
 
     def report(self, *, ready: bool, started: float, aws: Aws | None,
                make_aws: Callable[[], Aws] | None) -> None:
-        """The boot's figures published (a failure to publish is a warning). ``make_aws``:
-        the boot's clients, for CloudWatch when the boot failed before its first AWS call."""
+        """The boot's figures published. Telemetry never fails a boot: any failure, a bug
+        too, is a warning. ``make_aws``: the boot's clients, for CloudWatch when the boot
+        failed before its first AWS call."""
         if not self.enabled:
             return
-        boot = figures(self.rec.doc, ready=ready, started=started)
-        if aws is None and make_aws is not None and self.cfg.cloudwatch_namespace:
-            aws = make_aws()
-        self.booted(boot, aws)
+        try:
+            boot = figures(self.rec.doc, ready=ready, started=started)
+            if aws is None and make_aws is not None and self.cfg.cloudwatch_namespace:
+                aws = make_aws()
+            self.booted(boot, aws)
+        except Exception as exc:
+            log.debug("telemetry", exc_info=True)
+            with contextlib.suppress(Exception):
+                self.rec.warn(f"telemetry: {describe_failure('the telemetry', exc)}")
 
     def booted(self, boot: Figures, aws: Aws | None) -> None:
         """After the verdict: the textfile, and the boot's one CloudWatch data point."""
