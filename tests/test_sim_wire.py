@@ -48,13 +48,10 @@ def environ_of(request: AWSPreparedRequest) -> dict[str, Any]:
         "CONTENT_LENGTH": str(len(body)),
         "wsgi.input": io.BytesIO(body),
     }
-    for name, value in request.headers.items():
-        value = value.decode() if isinstance(value, bytes) else value
+    for name, raw in request.headers.items():
+        value = raw.decode() if isinstance(raw, bytes) else raw
         key = name.upper().replace("-", "_")
-        if key == "CONTENT_TYPE":
-            environ[key] = value
-        else:
-            environ[f"HTTP_{key}"] = value
+        environ[key if key == "CONTENT_TYPE" else f"HTTP_{key}"] = value
     return environ
 
 
