@@ -87,7 +87,8 @@ def _seed_arguments(path: Path | None) -> dict[str, Any]:
         raise ValueError(f"unknown keys {unknown} (known: {', '.join(SEED_KEYS)})")
     secrets = arguments.get("secrets") or {}
     arguments["secrets"] = {
-        name: base64.b64decode(value["base64"]) if isinstance(value, dict) else value
+        name: base64.b64decode(value["base64"], validate=True) if isinstance(value, dict)
+        else value
         for name, value in secrets.items()
     }
     return arguments
