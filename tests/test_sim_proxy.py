@@ -5,9 +5,11 @@ proxy in front of the simulated cloud."""
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
@@ -161,16 +163,34 @@ def test_the_last_bytes_cut_are_missing_from_moto_s_answer(proxy: FaultProxy) ->
 
 
 @pytest.mark.integration
-def test_a_slow_drip_is_a_read_timeout_and_stopping_ends_it(proxy: FaultProxy) -> None:
+def test_a_slow_drip_is_a_read_timeout(proxy: FaultProxy) -> None:
     seen = Seen(proxy, "secretsmanager", read_timeout=0.3)
     proxy.set("GetSecretValue", Fault.drip(5.0))
     started = time.monotonic()
     with pytest.raises(ReadTimeoutError):
         get_secret(seen)
     assert time.monotonic() - started < 2
-    started = time.monotonic()
-    proxy.stop()  # while the answer is still dripping
+
+
+@pytest.mark.integration
+def test_stopping_the_proxy_ends_a_dripping_answer(proxy: FaultProxy) -> None:
+    """The client waiting on a drip sees the connection close, not the rest of the answer
+    trickling in after the proxy stopped."""
+    proxy.set("GetSecretValue", Fault.drip(0.2))
+    parts = urlsplit(proxy.endpoint_url)
+    body = b'{"SecretId": "prod/db"}'
+    with socket.create_connection((parts.hostname or "", parts.port or 0), timeout=5) as conn:
+        conn.sendall(b"POST / HTTP/1.1\r\nHost: sim\r\nX-Amz-Target: secretsmanager."
+                     b"GetSecretValue\r\nContent-Type: application/x-amz-json-1.1\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        assert conn.recv(1) == b"H"
+        started = time.monotonic()
+        proxy.stop()
+        rest = b""
+        while chunk := conn.recv(100):
+            rest += chunk
     assert time.monotonic() - started < 2
+    assert len(rest) < 10  # of an answer of hundreds of bytes
 
 
 @pytest.mark.integration
