@@ -25,6 +25,7 @@ from agent.sim.wire import (
     THROTTLED,
     THROTTLING_CODES,
     Call,
+    SimAwsError,
     empty_response,
     error_response,
     namespace,
@@ -254,3 +255,41 @@ def test_an_empty_answer_is_in_the_call_s_own_document() -> None:
                            "<SignalResourceResult/>".encode())
     assert namespace(call) == NAMESPACES["cloudformation"]
     assert namespace(Call("secretsmanager", "GetSecretValue", {}, "us-east-1", "json")) == ""
+
+
+@pytest.mark.integration
+def test_over_http_the_simulated_cloud_s_answers_parse_the_same() -> None:
+    """Through the simulated cloud's server: an interceptor's error in each protocol, and its
+    empty success, reach a botocore client as AWS's would."""
+    from agent.sim.cloud import SimCloud
+
+    def refuse(call: Call) -> None:
+        raise SimAwsError("AccessDenied" if call.protocol != "json" else "AccessDeniedException",
+                          f"not authorized to perform {call.action} <on> this")
+
+    with SimCloud() as cloud:
+        cloud.interceptors.update({("ssm", "GetParameter"): refuse,
+                                   ("sts", "GetCallerIdentity"): refuse,
+                                   ("ec2", "DescribeInstances"): refuse,
+                                   ("secretsmanager", "TagResource"): lambda call: None})
+        clients = {service: SESSION.client(service, region_name="eu-west-1",
+                                           endpoint_url=cloud.endpoint_url)
+                   for service in ("ssm", "sts", "ec2", "secretsmanager")}
+        answers = []
+        for service, call, kwargs in (("ssm", "get_parameter", {"Name": "x"}),
+                                      ("sts", "get_caller_identity", {}),
+                                      ("ec2", "describe_instances", {})):
+            with pytest.raises(ClientError) as error:
+                getattr(clients[service], call)(**kwargs)
+            answers.append((error.value.response["Error"]["Code"],
+                            error.value.response["Error"]["Message"],
+                            error.value.response["ResponseMetadata"]["HTTPStatusCode"]))
+        tagged = clients["secretsmanager"].tag_resource(SecretId="x", Tags=[])
+        assert tagged["ResponseMetadata"]["HTTPStatusCode"] == 200
+        assert [(c.service, c.region, c.protocol) for c in cloud.calls()] == [
+            ("ssm", "eu-west-1", "json"), ("sts", "eu-west-1", "query"),
+            ("ec2", "eu-west-1", "ec2"), ("secretsmanager", "eu-west-1", "json")]
+    assert answers == [
+        ("AccessDeniedException", "not authorized to perform GetParameter <on> this", 400),
+        ("AccessDenied", "not authorized to perform GetCallerIdentity <on> this", 400),
+        ("AccessDenied", "not authorized to perform DescribeInstances <on> this", 400)]
