@@ -98,7 +98,7 @@ def test_a_moving_deadline_cuts_the_pause_short_and_reads_it_again() -> None:
 
 def test_pace_chooses_the_backoff_per_error() -> None:
     clock = Clock()
-    calls, call = failing(20)
+    _, call = failing(20)
     retry(call, transient=lambda e: True, budget=10**6, base=100.0, cap=100.0, clock=clock,
           sleep=clock.sleep, pace=lambda exc: (0.001, 0.001))
     assert max(clock.pauses) <= 0.001
