@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_bake_check import apt_root, repo  # noqa: F401 - the repository fixture
+from test_bake_check import SECURITY, apt_root, repo  # noqa: F401 - the repository fixture
 
 from agent import packages
 from agent.packages import INST, Inventory, ToolError, Update
@@ -63,6 +63,21 @@ def test_apts_simulated_install_lines(line: str, name: str, installed: str, cand
         name, installed, candidate, releases)
     assert INST.match("Conf libfoo (1.0-3 Debian-Security:12/stable-security [all])") is None
     assert INST.match("Inst newpkg (1.0 Debian:12/stable [all])") is None  # a new install
+
+
+def test_security_releases() -> None:
+    assert packages.is_security_release(SECURITY)
+    assert packages.is_security_release("Ubuntu:22.04/jammy-security")
+    assert packages.is_security_release("Debian:12.8/stable, Debian-Security:12/stable-security")
+    assert not packages.is_security_release("Debian:12.8/stable")
+    assert not packages.is_security_release("Ubuntu:22.04/jammy-updates")
+    assert not packages.is_security_release("localhost")
+    assert packages.is_security_release("12/stable-security")  # a release without a label
+
+
+def test_a_security_label_alone_makes_a_security_release() -> None:
+    assert packages.is_security_release("Debian-Security:12/bookworm")
+    assert not packages.is_security_release("Debian:12/bookworm")
 
 
 def test_apt_argv_points_every_directory_at_the_image(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ the daemon does about scheduled events (Unhealthy once, warnings that clear)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -148,10 +149,13 @@ def test_a_failed_mark_is_retried_or_given_up_and_its_warning_clears(tmp_path: P
     assert rec.doc["warnings"] == [] and rec.doc["condition"] == "healthy"
 
 
-def test_outside_a_group_a_stopping_event_is_a_warning_once(tmp_path: Path) -> None:
+def test_outside_a_group_a_stopping_event_is_a_warning_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     rec = Recorder(str(tmp_path))
     events = ScheduledEvents(rec, "", False, lambda: pytest.fail("no group to mark in"))
-    events.seen([event()])
-    events.seen([event()])
+    with caplog.at_level(logging.WARNING, logger="agent.termination"):
+        events.seen([event()])
+        events.seen([event()])  # the poll sees it again a few seconds later
+    assert len(caplog.records) == 1  # said once, not at every poll
     assert len(rec.doc["warnings"]) == 1
     assert "not in an Auto Scaling group: stop and start this instance" in rec.doc["warnings"][0]
