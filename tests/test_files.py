@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import IS_ROOT, mount_tmpfs, umount
+from agentproc import IS_ROOT
 
 from agent.files import Change, Existing, FilePlan, Writer, remove
 
@@ -72,11 +73,12 @@ def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
     if not IS_ROOT:
         pytest.skip("mounting a tmpfs needs root")
     mount = tmp_path / "tiny"
-    mount_tmpfs(mount, size="64k")
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
     try:
         yield mount
     finally:
-        umount(mount)
+        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_failed_stage_leaves_nothing_behind(tiny_tmpfs: Path) -> None:
