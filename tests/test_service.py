@@ -114,8 +114,8 @@ def test_the_keepalive_asks_for_time_until_the_boot_is_done(
     assert notify_socket.recv(4096) == b"EXTEND_TIMEOUT_USEC=100000"
     assert notify_socket.recv(4096) == b"EXTEND_TIMEOUT_USEC=100000"
     done.set()
-    time.sleep(0.2)
-    notify_socket.settimeout(0.2)
+    time.sleep(0.1)
+    notify_socket.settimeout(0.15)
     while True:  # at most one more, sent before it saw done
         try:
             notify_socket.recv(4096)
@@ -130,7 +130,7 @@ def test_the_keepalive_stops_at_its_budget(notify_socket: socket.socket,
     monkeypatch.setattr(Keepalive, "STEP", 0.1)
     Keepalive(Notifier(), threading.Event(), budget=0.0).start()  # the boot's budgets: spent
     got = []
-    notify_socket.settimeout(0.5)
+    notify_socket.settimeout(0.3)
     with pytest.raises(TimeoutError):
         while True:
             got.append(notify_socket.recv(4096))
