@@ -241,7 +241,8 @@ def test_the_first_write_fails_loudly_later_ones_once_in_the_log(
         "one", "two", "three"]
 
 
-def test_a_commit_is_durable_and_immediate(tmp_path: Path) -> None:
+def test_a_commit_is_durable_and_immediate(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
     rec = Recorder(str(tmp_path))
     rec.start()
     synced: list[int] = []
@@ -250,13 +251,10 @@ def test_a_commit_is_durable_and_immediate(tmp_path: Path) -> None:
     def counted(fd: int) -> None:
         synced.append(fd)
         fsync(fd)
-    os.fsync = counted  # type: ignore[assignment]
-    try:
-        rec.update(lifecycle={"sending": "CONTINUE"})
-        assert synced == []
-        rec.commit(lifecycle={"sending": "CONTINUE"})
-    finally:
-        os.fsync = fsync
+    monkeypatch.setattr(os, "fsync", counted)
+    rec.update(lifecycle={"sending": "CONTINUE"})
+    assert synced == []
+    rec.commit(lifecycle={"sending": "CONTINUE"})
     assert len(synced) == 2  # the file, then its directory
     assert statefile.read(str(tmp_path))["lifecycle"] == {  # type: ignore[index]
         "sending": "CONTINUE"}
