@@ -116,7 +116,7 @@ def read(state_dir: str) -> dict[str, Any] | None:
 # which imports enum and compiles patterns), so the state document is read by this strict
 # reader of RFC 8259 text: what json.loads(text) accepts it returns the same, anything else
 # (a document cut short, a control character in a string, nesting deeper than MAX_DEPTH)
-# is a ValueError. tests/test_status.py holds it to json.loads on every prefix and on
+# is a ValueError. tests/test_statefile.py holds it to json.loads on every prefix and on
 # garbled copies of a real document.
 
 MAX_DEPTH = 64  # a state document nests 4 deep

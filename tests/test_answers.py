@@ -1,8 +1,8 @@
 """Hostile AWS answers: cut short, empty, garbled, dripped, refused.
 
 Integration tests run the agent as a process against the simulated cloud behind the fault
-proxy (:mod:`agent.sim.proxy`); the unit tests check the one describer of SDK failures, the
-logging filter and the transport's deadline on their own.
+proxy (:mod:`agent.sim.proxy`); the unit tests check the one describer of SDK failures and
+the logging filter on their own (the transport's deadline: tests/test_transport.py).
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +17,6 @@ from typing import Any
 
 import pytest
 from agentproc import Booter
-from botocore.awsrequest import AWSRequest
 from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
@@ -35,7 +32,6 @@ from agent.aws import describe
 from agent.errors import SecretsError, describe_failure
 from agent.service import ForeignTracebacks
 from agent.sim import Fault, FaultProxy, World
-from agent.transport import Transport
 
 OTHER = "222222222222"
 ROLE = f"arn:aws:iam::{OTHER}:role/orders-secrets"
@@ -116,52 +112,6 @@ def test_other_libraries_tracebacks_are_debug_records() -> None:
         assert keep.filter(shown) and shown.levelname == "DEBUG"
     finally:
         root.setLevel(level)
-
-
-# -- the transport: every attempt ends by its deadline ---------------------------------------
-
-
-@pytest.fixture
-def dripping() -> Iterator[str]:
-    """A server that answers one byte every 0.2 s (the status line included), forever."""
-    server = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def serve() -> None:
-        server.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.recv(65536)
-                while not stop.wait(0.2):
-                    try:
-                        conn.sendall(b"H")
-                    except OSError:
-                        break
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.getsockname()[1]}/"
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        server.close()
-
-
-@pytest.mark.integration
-def test_a_dripped_answer_ends_at_the_deadline(dripping: str) -> None:
-    request = AWSRequest("POST", dripping, data=b"{}").prepare()
-    threads = set(threading.enumerate())
-    start = time.monotonic()
-    with pytest.raises(ReadTimeoutError):
-        Transport().send(request, connect_timeout=1, read_timeout=15,
-                         deadline=start + 1.0)
-    assert time.monotonic() - start < 3  # (1 s, and slack for a loaded machine)
-    assert set(threading.enumerate()) <= threads  # no reader left behind
 
 
 # -- against the simulated cloud, behind the fault proxy -------------------------------------

@@ -204,16 +204,6 @@ def test_a_root_without_a_package_database_says_so(tmp_path: Path) -> None:
     assert data["installed_packages"] is None and data["security_updates_pending"] is None
 
 
-def test_security_releases() -> None:
-    assert packages.is_security_release(SECURITY)
-    assert packages.is_security_release("Ubuntu:22.04/jammy-security")
-    assert packages.is_security_release("Debian:12.8/stable, Debian-Security:12/stable-security")
-    assert not packages.is_security_release("Debian:12.8/stable")
-    assert not packages.is_security_release("Ubuntu:22.04/jammy-updates")
-    assert not packages.is_security_release("localhost")
-    assert packages.is_security_release("12/stable-security")  # a release without a label
-
-
 # -- clone hygiene -------------------------------------------------------------------------
 
 MACHINE_ID = "0123456789abcdef0123456789abcdef\n"

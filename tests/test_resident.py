@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
 import struct
@@ -17,7 +16,6 @@ import pytest
 from agentproc import FILES, PLAIN, Booter, eventually
 
 from agent.sim.cloud import TERMINATING
-from agent.state import Journal, PhaseState, Recorder, State
 
 
 class Notify:
@@ -217,48 +215,3 @@ def test_a_spot_drain_ends_before_the_interruption(booter: Booter, tmp_path: Pat
         assert "timed out" in record["steps"][0]["result"]
         assert (tmp_path / "drain.log").read_text() == "start\n"  # it ran, and was cut
         assert done < interruption - 5 + 1.5  # the margin held (second-precision notice)
-
-
-def test_a_jobs_changes_replayed_make_the_same_document(tmp_path: Path) -> None:
-    """What a job records (a Journal, which writes nothing) applied by the resident gives
-    the document the job saw."""
-    rec = Recorder(str(tmp_path))
-    rec.start()
-    rec.finish(State.READY)
-    journal = Journal(str(tmp_path))
-    journal.warn("secrets: refresh failed at now: boom")
-    journal.update(refresh={"count": 1, "result": "failed"})
-    journal.clear_warning("secrets: refresh failed")
-    journal.phase("lifecycle", PhaseState.RUNNING)
-    journal.phase("lifecycle", PhaseState.DONE, detail="CONTINUE")
-    journal.skipped("secrets", [{"entry": "secrets.files[1]", "reason": "when"}])
-    on_disk = json.loads((tmp_path / "state.json").read_text())
-    assert "refresh" not in on_disk  # the journal wrote nothing
-    resident = Recorder.resume(str(tmp_path))
-    resident.apply(json.loads(json.dumps(journal.changes)))  # as the result file carries it
-    written = json.loads((tmp_path / "state.json").read_text())
-    for key in ("refresh", "warnings", "condition", "phases", "skipped", "state"):
-        assert written[key] == journal.doc[key], key
-    lifecycle = next(p for p in written["phases"] if p["name"] == "lifecycle")
-    assert lifecycle["detail"] == "CONTINUE"
-
-
-def test_a_running_jobs_changes_so_far_are_in_its_progress_file(tmp_path: Path) -> None:
-    """Each change a job's Journal keeps is also written at once to its progress file, for
-    the resident to apply while the job still runs."""
-    rec = Recorder(str(tmp_path))
-    rec.start()
-    rec.finish(State.READY)
-    progress = tmp_path / "resident-job.json.progress"
-    journal = Journal(str(tmp_path), str(progress))
-    journal.update(readiness={"seen": [{"name": "app.service", "ready": False}]})
-    so_far = json.loads(progress.read_text())
-    assert so_far == [["update", {"readiness": {"seen": [{"name": "app.service",
-                                                          "ready": False}]}}]]
-    resident = Recorder.resume(str(tmp_path))
-    resident.apply(so_far)
-    assert json.loads((tmp_path / "state.json").read_text())["readiness"]["seen"][0][
-        "name"] == "app.service"
-    journal.warn("readiness after rotation: prod/db -> app.service: boom")
-    assert json.loads(progress.read_text())[len(so_far):] == [
-        ["warn", "readiness after rotation: prod/db -> app.service: boom"]]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 import threading
@@ -42,91 +41,6 @@ def booted(tmp_path: Path, final: State | None = State.READY) -> Recorder:
     if final is not None:
         rec.finish(final)
     return rec
-
-
-def test_document_has_the_designed_shape(tmp_path: Path) -> None:
-    booted(tmp_path)
-    doc = json.loads((tmp_path / "state.json").read_text())
-    assert doc["version"] == 1
-    assert doc["state"] == "ready"
-    assert doc["condition"] == "healthy"
-    assert [p["name"] for p in doc["phases"]] == ["metadata", "secrets", "tuning", "readiness",
-                                            "lifecycle"]
-    meta = doc["phases"][0]
-    assert meta["state"] == "done"
-    assert set(meta) == {"name", "state", "started_at", "finished_at", "duration_ms", "detail",
-                         "error"}
-    assert isinstance(meta["duration_ms"], int)
-    assert meta["started_at"].endswith("Z")
-    assert doc["instance"]["auto_scaling_group"] == "web-asg"
-    assert doc["lifecycle"] == {"group": "web-asg", "hook": "agent-ready", "result": "CONTINUE"}
-    assert doc["updated_at"].endswith("Z")
-
-
-def test_failed_phase_records_error_and_skips_the_rest(tmp_path: Path) -> None:
-    rec = Recorder(str(tmp_path))
-    rec.start()
-    rec.phase("metadata", PhaseState.RUNNING)
-    rec.phase("metadata", PhaseState.FAILED, error="IMDS unavailable")
-    rec.finish(State.FAILED)
-    doc = statefile.read(str(tmp_path))
-    assert doc is not None
-    assert doc["state"] == "failed" and doc["condition"] == "error"
-    assert doc["phases"][0]["state"] == "failed"
-    assert doc["phases"][0]["error"] == "IMDS unavailable"
-    assert all(p["state"] == "skipped" for p in doc["phases"][1:])
-    assert doc["errors"] == ["metadata: IMDS unavailable"]
-
-
-def test_warning_degrades_and_clears(tmp_path: Path) -> None:
-    rec = booted(tmp_path)
-    rec.warn("secrets: refresh failed")
-    assert statefile.read(str(tmp_path))["condition"] == "degraded"  # type: ignore[index]
-    rec.clear_warning("secrets:")
-    assert statefile.read(str(tmp_path))["condition"] == "healthy"  # type: ignore[index]
-
-
-def test_writes_are_atomic_under_concurrent_readers(tmp_path: Path) -> None:
-    """A reader never sees a partial document, with reads proven to overlap the writes:
-    the writer goes on until enough reads began or ended while a write was under way."""
-    rec = booted(tmp_path, final=None)
-    stop = threading.Event()
-    bad: list[str] = []
-    writes = {"started": 0, "finished": 0}
-    overlapped = [0]
-    seen: set[str] = set()
-
-    def reader() -> None:
-        while not stop.is_set():
-            finished = writes["finished"]
-            try:
-                doc = statefile.read(str(tmp_path))
-            except ValueError as exc:
-                bad.append(str(exc))
-                continue
-            if writes["started"] > finished:  # a write under way when the read began or ended
-                overlapped[0] += 1
-            if doc and doc.get("secrets"):
-                seen.add(doc["secrets"][0]["secret_id"])
-
-    thread = threading.Thread(target=reader)
-    thread.start()
-    count = 0
-    try:
-        while count < 300 or (overlapped[0] < 20 and count < 20000):
-            rec.update(secrets=[{"secret_id": f"s{count}", "path": "/x" * (count % 50)}])
-            writes["started"] += 1
-            rec.write()  # during a boot an update waits for the next write: this one
-            writes["finished"] += 1
-            count += 1
-    finally:
-        stop.set()
-        thread.join()
-    assert bad == []
-    assert overlapped[0] >= 20, f"only {overlapped[0]} of the reads overlapped {count} writes"
-    assert len(seen) > 1  # the reads saw the document change
-    assert statefile.read(str(tmp_path))["secrets"][0]["secret_id"] == f"s{count - 1}"  # type: ignore[index]
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 @pytest.mark.parametrize(("final", "code"), [(State.READY, 0), (State.FAILED, 1), (None, 3)])
@@ -178,19 +92,6 @@ def test_status_flags_a_dead_runner(tmp_path: Path, capsys: pytest.CaptureFixtur
     rec.write()  # (mid-boot, an update waits for the next write)
     assert main(["status", "--state-dir", str(tmp_path)]) == 3
     assert f"the agent (pid {proc.pid}) is gone" in capsys.readouterr().out
-
-
-def test_state_dir_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = tmp_path / "agent.toml"
-    cfg.write_text('state_dir = "/from/config"\n[imds]\nbogus = "unvalidated"\n')
-    monkeypatch.setenv("AGENT_CONFIG", str(cfg))
-    assert statefile.resolve_state_dir(None) == "/from/config"
-    monkeypatch.setenv("AGENT_STATE_DIR", "/from/env")
-    assert statefile.resolve_state_dir(None) == "/from/env"
-    assert statefile.resolve_state_dir("/from/flag") == "/from/flag"
-    monkeypatch.delenv("AGENT_STATE_DIR")
-    cfg.write_text("not toml = = =")
-    assert statefile.resolve_state_dir(None) == statefile.DEFAULT_STATE_DIR
 
 
 def test_wait_returns_when_ready(tmp_path: Path) -> None:
@@ -256,96 +157,6 @@ def test_status_path_imports_only_what_it_needs(tmp_path: Path, how: str) -> Non
                           env={**env, "AGENT_CONFIG": str(config)}, timeout=30)
     assert ("LOADED ['agent', 'agent.cli', 'agent.errors', 'agent.quickargs', 'agent.readfile', "
             "'agent.statefile', 'agent.status'] 0") in proc.stdout, proc.stdout + proc.stderr
-
-
-@pytest.mark.parametrize(("text", "found"), [
-    ('state_dir = "/srv/state"\n', "/srv/state"),
-    ("state_dir = '/srv/state'  # literal\n", "/srv/state"),
-    ("# state_dir = '/nope'\nmode = 'oneshot'\n[secrets]\nstate_dir = 'x'\n", False),
-    ('state_dir = "/srv/\\u0041"\n', None),  # an escape: tomllib decides
-    ('"state_dir" = "/srv/state"\n', None),  # a quoted key
-    ('notes = """\nstate_dir = "/nope"\n"""\n', None),  # a multi-line string
-    ("state_dir = 5\n", None),
-    ('state_dir = "/srv/state" extra\n', None),
-])
-def test_the_top_level_scan_answers_only_what_it_can_tell(text: str,
-                                                          found: str | bool | None) -> None:
-    assert statefile.top_level_string(text.encode(), "state_dir") == found
-
-
-def test_state_dir_from_a_config_the_scan_cannot_read(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    config = tmp_path / "agent.toml"
-    config.write_text('notes = """\nstate_dir = "/nope"\n"""\nstate_dir = "/srv/\\u0041"\n')
-    monkeypatch.delenv("AGENT_STATE_DIR", raising=False)
-    assert statefile.resolve_state_dir(None, str(config)) == "/srv/A"  # by tomllib
-
-
-def _read_as_json_does(text: str) -> None:
-    """statefile.loads returns what json.loads returns, or both refuse the text."""
-    try:
-        want: tuple[object, ...] = ("value", json.loads(text))
-    except (ValueError, RecursionError):
-        want = ("refused",)
-    try:
-        got: tuple[object, ...] = ("value", statefile.loads(text.encode("utf-8", "surrogatepass")))
-    except ValueError:
-        got = ("refused",)
-    assert repr(got) == repr(want), text
-
-
-EDGES = ['"\\ud83d\\ude00"', '"\\ud83d"', '"\\ude00\\ud83d"', '"\\ud83dx"', '"\\u12"',
-         '"\\uzzzz"', '"\\u00E9 \\/ \\b\\f\\n\\r\\t"', '"\\x"', '"a\x01"', '"a\x7f"',
-         '"\u2028"', '"\\"', "01", "-",
-         "-0", "1.", ".5", "1e", "1e+", "1E-5", "-1.5e+300", "1e400", "12345678901234567890",
-         "-Infinity", "Infinity", "NaN", "nan", "[1,]", '{"a":1,}', "{,}", "[,1]", " [ ] ",
-         "\ufeff{}", '{"a" : 1 , "a" : 2}', "[1 2]", '{"a" 1}', "{1:2}", "tru", "nul", "\u0661",
-         "1_0", "0x10", "[" * 60 + "]" * 60, "\x0c1", "1\x0c", "", "   ", '{"a": 1} x',
-         '{"a": 1}{}', "[true, false, null]"]
-
-
-@pytest.mark.parametrize("text", EDGES)
-def test_the_state_reader_reads_what_json_reads(text: str) -> None:
-    _read_as_json_does(text)
-
-
-def test_the_state_reader_on_cut_and_garbled_documents() -> None:
-    doc = json.loads(STATE_EXAMPLE)
-    rnd = random.Random(19)
-    alphabet = [*'{}[]":,.-+eE019 \n\\utfnal', "\x01", "\u00e9"]
-    for text in (json.dumps(doc, indent=2), json.dumps(doc, ensure_ascii=False)):
-        for cut in range(len(text) + 1):
-            _read_as_json_does(text[:cut])
-        for _ in range(1500):
-            chars = list(text)
-            for _ in range(rnd.randint(1, 3)):
-                k = rnd.randrange(len(chars))
-                action = rnd.randrange(3)
-                if action == 0:
-                    del chars[k]
-                elif action == 1:
-                    chars.insert(k, rnd.choice(alphabet))
-                else:
-                    chars[k] = rnd.choice(alphabet)
-            _read_as_json_does("".join(chars))
-
-
-def test_the_state_reader_refuses_deep_nesting_and_other_encodings() -> None:
-    with pytest.raises(ValueError, match="nested deeper than 64"):
-        statefile.loads(b"[" * 65 + b"]" * 65)
-    with pytest.raises(ValueError):
-        statefile.loads('{"a": "caf\u00e9"}'.encode("latin-1"))
-
-
-STATE_EXAMPLE = """{"version": 1, "state": "ready", "condition": "degraded",
- "updated_at": "2026-11-26T12:00:01Z", "pid": 4242, "boot_id": "b",
- "instance": {"instance_id": "i-0abc", "instance_type": "m5.xlarge", "region": "us-east-1"},
- "phases": [{"name": "metadata", "state": "done", "duration_ms": 12,
-             "detail": "caf\\u00e9 \\ud83d\\ude00 \\"q\\" \\\\ /", "error": null}],
- "secrets": [{"secret_id": "prod/db", "path": "/run/agent/secrets/db.json", "version_id": "v1"}],
- "lifecycle": {"group": "web-asg", "hook": "agent-ready", "result": "CONTINUE", "heartbeats": 0},
- "numbers": [0, -0, 1.5, -2e10, 3E-2, 12345678901234567890, true, false, null, {}, []],
- "warnings": ["tuning: noswap unavailable"], "errors": []}"""
 
 
 def test_the_package_imports_no_private_module() -> None:
