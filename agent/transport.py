@@ -190,9 +190,11 @@ class Transport:
         body = request.body
         if body is not None and not isinstance(body, str | bytes | bytearray):
             body = body.read()  # a file-like body (not one of the agent's calls)
+        headers = dict(request.headers.items())
+        if proxy and scheme == "http":  # (an https endpoint's tunnel carries it instead)
+            headers.update(_proxy_auth(urllib.parse.urlsplit(proxy)))
         try:
-            conn.request(request.method or "GET", target, body=body,
-                         headers=dict(request.headers.items()))
+            conn.request(request.method or "GET", target, body=body, headers=headers)
             response = conn.getresponse()
             content = response.read()
         except TimeoutError as exc:

@@ -156,6 +156,16 @@ def test_an_http_proxy_gets_the_absolute_url(
     assert said[1:3] == ["POST", "http://sts.example.internal/path?q=1"]
 
 
+@pytest.mark.integration
+def test_an_http_proxy_with_credentials_is_told_them(
+        echo: http.server.ThreadingHTTPServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    port = echo.server_address[1]
+    monkeypatch.setenv("HTTP_PROXY", f"http://us%40r:p%3Ass@127.0.0.1:{port}")
+    said = post(Transport(), "http://sts.example.internal/path")
+    assert said[4].split(" ", 1)[1].strip() == transport._proxy_auth(
+        urllib.parse.urlsplit(f"http://us%40r:p%3Ass@127.0.0.1:{port}"))["Proxy-Authorization"]
+
+
 def test_the_proxy_of_an_endpoint_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert transport._proxy_for("https", "sts.amazonaws.com") == ""
     monkeypatch.setenv("HTTPS_PROXY", "proxy.internal:3128")
