@@ -70,9 +70,9 @@ class Boot:
             read = self.attempt(Phase.METADATA, self.read_metadata)
             instance, failure = read.value, read.failure
             if instance is not None:
-                asked = threading.Event()  # a first secret is asked for, or the phase ended
+                asked = self.outgoing.first  # a secret is asked for (or their phase ended)
                 publishing = pool.submit(self.attempt, Phase.SECRETS, self.publish_secrets,
-                                         instance, None, asked)
+                                         instance, None)
                 publishing.add_done_callback(lambda _: asked.set())
                 asked.wait()  # one core: what asks AWS first, what computes meanwhile
                 if self.cfg.lifecycle.enabled:
@@ -93,7 +93,7 @@ class Boot:
         instance = instance.in_service()
         self.rec.update(instance=instance.meta.record())
         published = Ended(secrets) if secrets is not None and secrets.published else \
-            self.attempt(Phase.SECRETS, self.publish_secrets, instance, secrets, threading.Event())
+            self.attempt(Phase.SECRETS, self.publish_secrets, instance, secrets)
         secrets, failure = published.value or secrets, published.failure
         with ThreadPoolExecutor(1, "promote") as pool:  # its failure: the lifecycle phase's
             lookup = pool.submit(self.find_hook, instance, threading.Event())
@@ -158,16 +158,16 @@ class Boot:
         image.check(self.cfg.image, self.imds, self.rec)
         return PhaseState.DONE, meta.summary(), instance
 
-    def publish_secrets(self, instance: Instance, secrets: Secrets | None,
-                        asked: threading.Event) -> tuple[PhaseState, str, Secrets]:
-        """Every secret fetched, rendered, published in one switch; ``asked``: set once asked."""
-        with self.outgoing.watch(asked):
-            aws = instance.clients()
-            from agent.secrets import Secrets  # noqa: PLC0415 - botocore, loaded by clients()
-            secrets = secrets or Secrets(self.cfg.secrets, self.rec)
-            state, detail = secrets.publish(
-                aws, instance.context, lambda: instance.facts().as_dict(), warm=instance.meta.warm,
-                warm_pool_secrets=self.cfg.lifecycle.warm_pool_secrets)
+    def publish_secrets(self, instance: Instance,
+                        secrets: Secrets | None) -> tuple[PhaseState, str, Secrets]:
+        """Every secret fetched, rendered and published in one switch (to ``secrets``, or to a
+        new set): the set."""
+        aws = instance.clients()
+        from agent.secrets import Secrets  # noqa: PLC0415 - botocore, loaded by clients()
+        secrets = secrets or Secrets(self.cfg.secrets, self.rec)
+        state, detail = secrets.publish(
+            aws, instance.context, lambda: instance.facts().as_dict(), warm=instance.meta.warm,
+            warm_pool_secrets=self.cfg.lifecycle.warm_pool_secrets)
         return state, detail, secrets
 
     def tune(self, instance: Instance) -> tuple[PhaseState, str, None]:

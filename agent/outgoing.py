@@ -5,8 +5,9 @@ secrets' first request is out, then until the hook lookup's is, before it comput
 tuning (:mod:`agent.boot`). :class:`Outgoing` tells those moments. Its handler is registered
 on every AWS client the boot makes, on botocore's documented ``request-created`` event, which
 botocore emits for each attempt once its request is made and signed, just before it is sent
-(a request that cannot be made, or signed, tells nothing). A request is recognised by the
-thread that makes it: the boot's phases each run in a thread of their own.
+(a request that cannot be made, or signed, tells nothing). The first request of all sets
+:attr:`Outgoing.first` (the secrets are fetched by threads of their own); a request of a
+thread that watches (the hook's lookup, in its thread) sets that thread's event.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ EVENT = "request-created"  # botocore's: an attempt's request made, signed, abou
 
 
 class Outgoing:
-    """Events set when a thread's request goes out: ``with outgoing.watch(event):``."""
+    """Events set when requests go out: :attr:`first`, and ``with outgoing.watch(event):``."""
 
     def __init__(self) -> None:
+        self.first = threading.Event()  # set when a first request goes out, from any thread
         self._watched = threading.local()  # .event: what this thread's next request sets
 
     def handlers(self) -> list[tuple[str, Callable[..., None]]]:
@@ -31,6 +33,7 @@ class Outgoing:
 
     def request_made(self, **kwargs: Any) -> None:
         """botocore's ``request-created``: a request of this thread is going out."""
+        self.first.set()
         event = getattr(self._watched, "event", None)
         if event is not None:
             event.set()

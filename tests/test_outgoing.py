@@ -32,21 +32,24 @@ def clients(cloud: SimCloud, outgoing: Outgoing) -> Aws:
                events=outgoing.handlers())
 
 
-def test_a_watched_thread_is_told_as_its_request_goes_out(cloud: SimCloud) -> None:
-    """Set by this thread's request while it is out (before its answer), not by another
-    thread's, not by a client made nor a call refused before anything is sent; after the
-    block, nothing more."""
+def test_the_first_request_and_a_watched_threads_are_told_as_they_go_out(
+        cloud: SimCloud) -> None:
+    """``first``: set by the first request, of any thread; a watched thread's event: set by
+    its own request while it is out (before its answer), not by another thread's. Neither
+    by a client made nor by a call refused before anything is sent; after the block, the
+    thread's event no more."""
     outgoing = Outgoing()
     aws = clients(cloud, outgoing)
     mine = threading.Event()
     with outgoing.watch(mine):
         aws.client("secretsmanager")  # made: nothing sent
+        with pytest.raises(AwsError):
+            aws.call("secretsmanager", "get_secret_value")  # no SecretId: refused unsent
+        assert not outgoing.first.is_set()
         other = threading.Thread(target=aws.call, args=("secretsmanager", "list_secrets"))
         other.start()
         other.join()
-        with pytest.raises(AwsError):
-            aws.call("secretsmanager", "get_secret_value")  # no SecretId: refused unsent
-        assert not mine.is_set()
+        assert outgoing.first.is_set() and not mine.is_set()
         assert len(cloud.calls("ListSecrets")) == 1  # the other thread's did go out
 
     cloud.action_latency["ListSecrets"] = 1.0
@@ -79,5 +82,5 @@ def test_a_request_that_cannot_be_signed_tells_nothing(
     asked = threading.Event()
     with outgoing.watch(asked), pytest.raises(AwsError, match="no AWS credentials"):
         aws.call("secretsmanager", "list_secrets")
-    assert not asked.is_set()
+    assert not asked.is_set() and not outgoing.first.is_set()
     assert cloud.calls("ListSecrets") == []
