@@ -62,7 +62,7 @@ class Boot:
     def run(self) -> Booted:
         """The whole sequence; ready when the boot is."""
         lookup: Future[Lookup] | None = None
-        published: Secrets | None = None
+        secrets: Ended[Secrets] = Ended()
         with contextlib.suppress(Exception):  # more start time from systemd: a nicety
             Keepalive(self.notify, self.ended, self.cfg.imds.max_wait_seconds
                       + 3 * self.cfg.aws.max_wait_seconds).start()
@@ -81,20 +81,20 @@ class Boot:
                     looking.wait()  # the hook's lookup is out (or over)
                 tuned = self.attempt(Phase.TUNING, self.tune, instance)
                 secrets = publishing.result()  # every phase that started ends first
-                published = secrets.value
                 failure = secrets.failure or tuned.failure or self.attempt(
                     Phase.READINESS, self.await_ready, instance).failure
             hooked = self.attempt(Phase.LIFECYCLE, self.finish_hook, lookup, failure is not None)
         self.ended.set()
-        return Booted(self.announce(failure or hooked.failure, instance), instance, published)
+        return Booted(self.announce(failure or hooked.failure, instance), instance, secrets.value)
 
     def promote(self, instance: Instance, secrets: Secrets | None) -> Booted:
         """A ``Warmed:Running`` instance put InService: the secrets and the hook, again."""
         instance = instance.in_service()
         self.rec.update(instance=instance.meta.record())
-        published = Ended(secrets) if secrets is not None and secrets.published else \
-            self.attempt(Phase.SECRETS, self.publish_secrets, instance, secrets)
-        secrets, failure = published.value or secrets, published.failure
+        failure = None
+        if secrets is None or not secrets.published:
+            published = self.attempt(Phase.SECRETS, self.publish_secrets, instance, secrets)
+            secrets, failure = published.value or secrets, published.failure
         with ThreadPoolExecutor(1, "promote") as pool:  # its failure: the lifecycle phase's
             lookup = pool.submit(self.find_hook, instance, threading.Event())
             failure = failure or self.attempt(Phase.READINESS, self.await_ready, instance).failure
@@ -160,8 +160,7 @@ class Boot:
 
     def publish_secrets(self, instance: Instance,
                         secrets: Secrets | None) -> tuple[PhaseState, str, Secrets]:
-        """Every secret fetched, rendered and published in one switch (to ``secrets``, or to a
-        new set): the set."""
+        """Every secret fetched, rendered, published in one switch: to ``secrets``, or a new set."""
         aws = instance.clients()
         from agent.secrets import Secrets  # noqa: PLC0415 - botocore, loaded by clients()
         secrets = secrets or Secrets(self.cfg.secrets, self.rec)
