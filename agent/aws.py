@@ -20,14 +20,13 @@ An SDK failure is told by :func:`describe` alone: its code or kind, never an ans
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -65,6 +64,8 @@ if TYPE_CHECKING:
     from agent.instance_types import InstanceType
 
 log = logging.getLogger(__name__)
+
+Handler = tuple[str, Callable[..., Any]]  # a botocore event's name, and a handler of it
 
 # A request refused for the rate: the quota is spent (retried, patiently).
 THROTTLING = frozenset({
@@ -293,9 +294,9 @@ class Aws:
     HANDLERS = builtin_handlers(models.skipped_handlers())
 
     def __init__(self, region: str, *, endpoint_url: str = "", max_wait: float = 300.0,
-                 imds: ImdsClient | None = None, sent: threading.Event | None = None) -> None:
+                 imds: ImdsClient | None = None, events: Sequence[Handler] = ()) -> None:
         self.region = region
-        self.sent = sent or threading.Event()  # set when a first request goes out
+        self.events = tuple(events)  # botocore event handlers every client gets
         self.endpoint_url = endpoint_url or None
         self.max_wait = max_wait
         self._config = BotoConfig(  # adaptive: botocore's client-side rate limiter, which
@@ -314,7 +315,6 @@ class Aws:
         self._clients: dict[tuple[str, str, Role | None], Any] = {}
         self._lock = threading.Lock()
         self._deadline = threading.local()  # of the call this thread is making
-        self._told = threading.local()  # .sent: the event this thread's next request sets
         self._requests: Counter[tuple[str, str]] = Counter()  # (api, outcome): attempts
         self._requests_lock = threading.Lock()
 
@@ -332,10 +332,11 @@ class Aws:
 
     @classmethod
     def from_config(cls, cfg: AwsConfig, instance_region: str, *,
-                    imds: ImdsClient | None = None, sent: threading.Event | None = None) -> Aws:
-        """The clients ``[aws]`` describes, in ``aws.region`` or else the instance's region."""
+                    imds: ImdsClient | None = None, events: Sequence[Handler] = ()) -> Aws:
+        """The clients ``[aws]`` describes, in ``aws.region`` or else the instance's region;
+        ``events``: botocore event handlers (name, handler) every client gets."""
         return cls(cfg.region or instance_region, endpoint_url=cfg.endpoint_url,
-                   max_wait=cfg.max_wait_seconds, imds=imds, sent=sent)
+                   max_wait=cfg.max_wait_seconds, imds=imds, events=events)
 
     def _use_imds_for_role_credentials(self, imds: ImdsClient) -> None:
         """Swap botocore's instance-role provider for one backed by ``imds``, in place."""
@@ -373,10 +374,13 @@ class Aws:
 
     def _create_client(self, session: botocore.session.Session, service: str, region: str,
                        **kwargs: Any) -> Any:
-        """A botocore client whose every attempt :meth:`_send` sends."""
+        """A botocore client whose every attempt :meth:`_send` sends, with :attr:`events`'
+        handlers registered (on ``client.meta.events``, botocore's event system)."""
         client = session.create_client(service, region_name=region,
                                        endpoint_url=self.endpoint_url, config=self._config,
                                        **kwargs)
+        for name, handler in self.events:
+            client.meta.events.register(name, handler)
         client.meta.events.register("before-send", self._send)
         return client
 
@@ -397,15 +401,6 @@ class Aws:
                 self._clients[key] = client
             return self._clients[key]
 
-    @contextlib.contextmanager
-    def telling(self, sent: threading.Event) -> Iterator[None]:
-        """Within the block, ``sent`` is set when this thread sends a request."""
-        self._told.sent = sent
-        try:
-            yield
-        finally:
-            self._told.sent = None
-
     def _send(self, request: Any, **kwargs: Any) -> Any:
         """botocore's ``before-send``: send the attempt ourselves, bounded as a whole.
 
@@ -413,10 +408,6 @@ class Aws:
         :data:`READ_TIMEOUT`, and the whole attempt never beyond what is left of the call's
         budget (:mod:`agent.transport`).
         """
-        self.sent.set()
-        told = getattr(self._told, "sent", None)
-        if told is not None:
-            told.set()
         left = getattr(self._deadline, "left", None)
         budget = max(0.0, left() if left is not None else self.max_wait)
         return self._transport.send(request, connect_timeout=CONNECT_TIMEOUT,

@@ -1,6 +1,7 @@
 """The boot: metadata; secrets, the hook's lookup and tuning while AWS answers; readiness;
-lifecycle. Rules live with their subjects; this says what runs when, and how any failure
-(an AgentError, an OSError, a bug) ends the boot: that phase failed, ``on_failure`` sent."""
+lifecycle. Rules live with their subjects; this says what runs when, what each phase hands
+to the next, and how any failure (an AgentError, an OSError, a bug) ends the boot: that
+phase failed, ``on_failure`` sent."""
 
 from __future__ import annotations
 
@@ -9,27 +10,45 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from agent import history, image, telemetry
-from agent.context import LaunchContext
 from agent.errors import AgentError, PhaseFailed, describe_failure
 from agent.imds import ImdsClient, Metadata
+from agent.instance import Instance
+from agent.outgoing import Outgoing
 from agent.service import Keepalive, Notifier
 from agent.state import Phase, PhaseState, Recorder, State
 
 if TYPE_CHECKING:
-    from agent.aws import Aws
     from agent.config import Config
-    from agent.facts import Facts
-    from agent.lifecycle import LaunchHook, Target
+    from agent.lifecycle import Lookup
     from agent.secrets import Secrets
 
 log = logging.getLogger("agent.boot")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Ended(Generic[T]):
+    """How a phase ended: what it produced, or its failure (one line)."""
+
+    value: T | None = None
+    failure: PhaseFailed | None = None
+
+
+@dataclass(frozen=True)
+class Booted:
+    """A boot's verdict, and what the resident daemon carries on with (None: not produced)."""
+
+    ready: bool
+    instance: Instance | None
+    secrets: Secrets | None
 
 
 class Boot:
-    """One boot: the phases, the clients they share, and the state they record."""
+    """One boot: its phases in order, each given what the ones before it produced."""
 
     def __init__(self, cfg: Config, rec: Recorder, notify: Notifier, started: float) -> None:
         self.cfg, self.rec, self.notify = cfg, rec, notify
@@ -37,65 +56,63 @@ class Boot:
         self.telemetry = telemetry.Telemetry(cfg.telemetry, rec)
         self.imds = ImdsClient.from_config(cfg.imds)
         self.imds.on_notice = lambda text: rec.note(Phase.METADATA, text)
-        self.meta: Metadata | None = None
-        self.context: LaunchContext | None = None
-        self.aws: Aws | None = None
-        self.published: Secrets | None = None  # the secrets, for the resident daemon
-        self.hook: LaunchHook | None = None
-        self.earlier_boot: dict[str, Any] | None = None  # this instance's boot before this one
-        self._lock = threading.RLock()  # the clients and the facts: made once
-        self._facts: Facts | None = None
-        self._asked = threading.Event()  # a first request is out to AWS, or secrets are done
+        self.outgoing = Outgoing()  # tells when a phase's first request is out to AWS
         self.ended = threading.Event()  # every phase has ended
 
-    def run(self) -> bool:
-        """The whole sequence; True when the boot is ready."""
-        found: Future[Target | None] | None = None
+    def run(self) -> Booted:
+        """The whole sequence; ready when the boot is."""
+        lookup: Future[Lookup] | None = None
+        secrets: Ended[Secrets] = Ended()
         with contextlib.suppress(Exception):  # more start time from systemd: a nicety
             Keepalive(self.notify, self.ended, self.cfg.imds.max_wait_seconds
                       + 3 * self.cfg.aws.max_wait_seconds).start()
         with ThreadPoolExecutor(2, "boot") as pool:
-            failure = self.attempt(Phase.METADATA, self.read_metadata)
-            if failure is None:
-                publishing = pool.submit(self.attempt, Phase.SECRETS, self.publish_secrets)
-                publishing.add_done_callback(lambda _: self._asked.set())
-                self._asked.wait()  # one core: what asks AWS first, what computes meanwhile
+            read = self.attempt(Phase.METADATA, self.read_metadata)
+            instance, failure = read.value, read.failure
+            if instance is not None:
+                asked = self.outgoing.first  # a secret is asked for (or their phase ended)
+                publishing = pool.submit(self.attempt, Phase.SECRETS, self.publish_secrets,
+                                         instance, None)
+                publishing.add_done_callback(lambda _: asked.set())
+                asked.wait()  # one core: what asks AWS first, what computes meanwhile
                 if self.cfg.lifecycle.enabled:
                     looking = threading.Event()
-                    found = pool.submit(self.find_hook, looking)
+                    lookup = pool.submit(self.find_hook, instance, looking)
                     looking.wait()  # the hook's lookup is out (or over)
-                tuned = self.attempt(Phase.TUNING, self.tune)
-                failure = publishing.result() or tuned  # every phase that started ends first
-            failure = failure or self.attempt(Phase.READINESS, self.await_ready)
-            hooked = self.attempt(Phase.LIFECYCLE, self.finish_hook, found, failure is not None)
+                tuned = self.attempt(Phase.TUNING, self.tune, instance)
+                secrets = publishing.result()  # every phase that started ends first
+                failure = secrets.failure or tuned.failure or self.attempt(
+                    Phase.READINESS, self.await_ready, instance).failure
+            hooked = self.attempt(Phase.LIFECYCLE, self.finish_hook, lookup, failure is not None)
         self.ended.set()
-        return self.announce(failure or hooked)
+        return Booted(self.announce(failure or hooked.failure, instance), instance, secrets.value)
 
-    def promote(self) -> bool:
+    def promote(self, instance: Instance, secrets: Secrets | None) -> Booted:
         """A ``Warmed:Running`` instance put InService: the secrets and the hook, again."""
-        assert self.meta is not None
-        self.meta = self.meta.in_service()
-        self.rec.update(instance=self.meta.record())
-        unpublished = self.published is None or not self.published.published
-        failure = self.attempt(Phase.SECRETS, self.publish_secrets) if unpublished else None
+        instance = instance.in_service()
+        self.rec.update(instance=instance.meta.record())
+        failure = None
+        if secrets is None or not secrets.published:
+            published = self.attempt(Phase.SECRETS, self.publish_secrets, instance, secrets)
+            secrets, failure = published.value or secrets, published.failure
         with ThreadPoolExecutor(1, "promote") as pool:  # its failure: the lifecycle phase's
-            found = pool.submit(self.find_hook, threading.Event())
-            failure = failure or self.attempt(Phase.READINESS, self.await_ready)
-        hooked = self.attempt(Phase.LIFECYCLE, self.finish_hook, found, failure is not None)
-        if failure or hooked:
-            log.error("boot failed going InService: %s", failure or hooked)
+            lookup = pool.submit(self.find_hook, instance, threading.Event())
+            failure = failure or self.attempt(Phase.READINESS, self.await_ready, instance).failure
+        hooked = self.attempt(Phase.LIFECYCLE, self.finish_hook, lookup, failure is not None)
+        if failure or hooked.failure:
+            log.error("boot failed going InService: %s", failure or hooked.failure)
             self.rec.finish(State.FAILED)
-            return False
+            return Booted(False, instance, secrets)
         self.notify.status(f"ready ({self.rec.doc['condition']}), InService")
-        return True
+        return Booted(True, instance, secrets)
 
-    def attempt(self, name: Phase, body: Callable[..., tuple[PhaseState, str]],
-                *args: Any) -> PhaseFailed | None:
-        """Run one phase: done/skipped with its detail, or failed with one line (returned)."""
+    def attempt(self, name: Phase, body: Callable[..., tuple[PhaseState, str, T]],
+                *args: Any) -> Ended[T]:
+        """Run one phase: done/skipped with its detail and product, or failed with one line."""
         try:
             self.notify.status(f"{name}…")
             self.rec.phase(name, PhaseState.RUNNING)
-            state, detail = body(*args)
+            state, detail, value = body(*args)
             self.rec.phase(name, state, detail=detail)
         except Exception as exc:
             line = describe_failure(f"the {name} phase", exc)
@@ -104,15 +121,17 @@ class Boot:
                 self.rec.phase(name, PhaseState.FAILED, error=line)
             log.info("%s: failed in %s ms", name, self.rec.phase_entry(name)["duration_ms"],
                      extra={"AGENT_PHASE": str(name)})
-            return PhaseFailed(name, line)
+            return Ended(failure=PhaseFailed(name, line))
         log.info("%s: %s in %s ms: %s", name, state, self.rec.phase_entry(name)["duration_ms"],
                  detail, extra={"AGENT_PHASE": str(name)})
-        return None
+        return Ended(value)
 
-    def announce(self, failure: PhaseFailed | None) -> bool:
+    def announce(self, failure: PhaseFailed | None, instance: Instance | None) -> bool:
         """The verdict: the other readiness signals, state.json, systemd (READY only if ok)."""
         from agent import lifecycle  # noqa: PLC0415 - botocore, loaded by now
-        lifecycle.signal(self.cfg.signal, self.aws, self.meta, failure is None, self.rec)
+        aws, meta, clients = (None, None, None) if instance is None else (
+            instance.clients.value, instance.meta, instance.clients)
+        lifecycle.signal(self.cfg.signal, aws, meta, failure is None, self.rec)
         if failure is not None:
             log.error("boot failed: %s", failure)
             with contextlib.suppress(Exception):
@@ -125,76 +144,56 @@ class Boot:
             except Exception as exc:  # the hook has its CONTINUE: the boot stays ready
                 self.rec.warn(f"systemd: READY=1 not sent: {describe_failure('notify', exc)}")
             log.info("boot ready (%s)", self.rec.doc["condition"])
-        self.telemetry.report(ready=failure is None, started=self.started, aws=self.aws,
-                              make_aws=self.clients if self.meta is not None else None)
+        self.telemetry.report(ready=failure is None, started=self.started, aws=aws,
+                              make_aws=clients)
         return failure is None
 
-    def clients(self) -> Aws:
-        """The AWS clients' home, made (and botocore loaded) on first use: by the secrets."""
-        with self._lock:
-            if self.aws is None:
-                assert self.meta is not None
-                from agent.aws import Aws  # noqa: PLC0415  (botocore: loaded on first use)
-                self.aws = Aws.from_config(
-                    self.cfg.aws, self.meta.identity.region, imds=self.imds, sent=self._asked)
-            return self.aws
-
-    def read_metadata(self) -> tuple[PhaseState, str]:
+    def read_metadata(self) -> tuple[PhaseState, str, Instance]:
         """Identity, tags, target state, this instance's earlier boot; the image's checks."""
-        self.meta = Metadata.read(self.imds)
-        self.context = LaunchContext.at_boot(self.meta, self.clients)
-        self.rec.update(instance=self.meta.record())
-        self.earlier_boot = history.before(self.cfg.tuning.history_file, self.meta.identity)
+        meta = Metadata.read(self.imds)
+        self.rec.update(instance=meta.record())
+        instance = Instance.known(meta, history.before(self.cfg.tuning.history_file,
+                                                       meta.identity),
+                                  aws=self.cfg.aws, imds=self.imds, events=self.outgoing.handlers())
         image.check(self.cfg.image, self.imds, self.rec)
-        return PhaseState.DONE, self.meta.summary()
+        return PhaseState.DONE, meta.summary(), instance
 
-    def publish_secrets(self) -> tuple[PhaseState, str]:
-        """Every secret fetched, rendered and published in one switch."""
-        aws = self.clients()
+    def publish_secrets(self, instance: Instance,
+                        secrets: Secrets | None) -> tuple[PhaseState, str, Secrets]:
+        """Every secret fetched, rendered, published in one switch: to ``secrets``, or a new set."""
+        aws = instance.clients()
         from agent.secrets import Secrets  # noqa: PLC0415 - botocore, loaded by clients()
-        assert self.meta is not None and self.context is not None
-        self.published = self.published or Secrets(self.cfg.secrets, self.rec)
-        return self.published.publish(aws, self.context, lambda: self.machine().as_dict(),
-                                      warm=self.meta.warm,
-                                      warm_pool_secrets=self.cfg.lifecycle.warm_pool_secrets)
+        secrets = secrets or Secrets(self.cfg.secrets, self.rec)
+        state, detail = secrets.publish(
+            aws, instance.context, lambda: instance.facts().as_dict(), warm=instance.meta.warm,
+            warm_pool_secrets=self.cfg.lifecycle.warm_pool_secrets)
+        return state, detail, secrets
 
-    def machine(self) -> Facts:
-        """This machine's facts (for tuning, and for conditions that read them)."""
-        from agent.facts import read_facts  # noqa: PLC0415
-        assert self.meta is not None
-        with self._lock:  # read once, by whichever phase asks first
-            if self._facts is None:
-                self._facts = read_facts(self.meta.identity.instance_type, describe=lambda name: (
-                    self.clients().describe_instance_type(name)))
-            return self._facts
-
-    def tune(self) -> tuple[PhaseState, str]:
+    def tune(self, instance: Instance) -> tuple[PhaseState, str, None]:
         """Every tuned value computed for this machine, then written."""
         from agent import tuning  # noqa: PLC0415
-        assert self.meta is not None and self.context is not None
-        return tuning.phase(self.cfg.tuning, self.meta, self.rec, self.machine, self.context)
+        return (*tuning.phase(self.cfg.tuning, instance.meta, self.rec, instance.facts,
+                              instance.context), None)
 
-    def await_ready(self) -> tuple[PhaseState, str]:
+    def await_ready(self, instance: Instance) -> tuple[PhaseState, str, None]:
         """``READY=1`` (the applications start), then the wait until they serve."""
         from agent import readiness  # noqa: PLC0415
-        assert self.meta is not None
-        return readiness.phase(self.cfg.readiness, self.rec, self.notify, warm=self.meta.warm)
+        return (*readiness.phase(self.cfg.readiness, self.rec, self.notify,
+                                 warm=instance.meta.warm), None)
 
-    def find_hook(self, looking: threading.Event) -> Target | None:
-        """The launch hook, heartbeated until completed; ``looking``: set once asked."""
+    def find_hook(self, instance: Instance, looking: threading.Event) -> Lookup:
+        """The launch hook and its target (heartbeated); ``looking``: set once asked."""
         try:
             from agent.lifecycle import LaunchHook  # noqa: PLC0415
-            assert self.meta is not None
-            aws = self.clients()
-            self.hook = LaunchHook.at_boot(self.cfg, aws, self.meta, self.rec, self.earlier_boot)
-            with aws.telling(looking):
-                return self.hook.find()
+            hook = LaunchHook.at_boot(self.cfg, instance.clients(), instance.meta, self.rec,
+                                      instance.earlier_boot)
+            with self.outgoing.watch(looking):
+                return hook, hook.find()
         finally:
             looking.set()
 
-    def finish_hook(self, found: Future[Target | None] | None,
-                    failed: bool) -> tuple[PhaseState, str]:
+    def finish_hook(self, lookup: Future[Lookup] | None,
+                    failed: bool) -> tuple[PhaseState, str, None]:
         """CONTINUE the launch hook, or ``lifecycle.on_failure`` when the boot failed."""
         from agent import lifecycle  # noqa: PLC0415
-        return lifecycle.phase(self.cfg.lifecycle, self.hook, found, self.meta, self.rec,
-                               failed=failed)
+        return (*lifecycle.phase(self.cfg.lifecycle, lookup, self.rec, failed=failed), None)

@@ -14,7 +14,7 @@ import signal
 import time
 
 from agent import configcache
-from agent.boot import Boot
+from agent.boot import Boot, Booted
 from agent.errors import EXIT_FAILED, EXIT_OK, BootError, ConfigError, LockedError
 from agent.fsutil import claim_dir
 from agent.sections import ONESHOT_READINESS
@@ -70,11 +70,12 @@ def run(config_path: str | None, *, oneshot: bool = False, verbose: bool = False
         raise BootError(f"state_dir {cfg.state_dir}: cannot write state.json: "
                         f"{exc.strerror or exc}") from None
     boot = Boot(cfg, rec, notify, started)
-    if not boot.run():
+    booted = boot.run()
+    if not booted.ready:
         return EXIT_FAILED
     if oneshot:
         return EXIT_OK
-    go_resident(boot, config_path, lock_fd, verbose)
+    go_resident(boot, booted, config_path, lock_fd, verbose)
     return EXIT_FAILED  # not reached: go_resident replaced this process
 
 
@@ -84,13 +85,14 @@ def stop_signals_wait() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
 
 
-def go_resident(boot: Boot, config_path: str | None, lock_fd: int, verbose: bool) -> None:
+def go_resident(boot: Boot, booted: Booted, config_path: str | None, lock_fd: int,
+                verbose: bool) -> None:
     """Hand over and re-execute this process as the resident (:mod:`agent.resident`)."""
     from agent import jobs, resident  # noqa: PLC0415
 
     path = os.path.join(boot.cfg.state_dir, resident.HANDOFF)
     try:
-        jobs.write_handoff(path, jobs.carry(boot, config_path, lock_fd, verbose))
+        jobs.write_handoff(path, jobs.carry(boot, booted, config_path, lock_fd, verbose))
         resident.become(path, lock_fd)
     except OSError as exc:
         raise BootError(f"cannot stay resident: {path}: {exc.strerror or exc}") from None

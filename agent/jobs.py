@@ -38,8 +38,9 @@ from agent.state import Journal, progress_path, utc_now
 
 if TYPE_CHECKING:
     from agent.aws import Aws
-    from agent.boot import Boot
+    from agent.boot import Boot, Booted
     from agent.config import Config
+    from agent.instance import Instance
     from agent.telemetry import Requests
 
 log = logging.getLogger("agent.jobs")
@@ -50,12 +51,14 @@ REFRESH_FAILED = "secrets: refresh failed"
 # -- the hand-off ---------------------------------------------------------------------------
 
 
-def carry(boot: Boot, config_path: str | None, lock_fd: int, verbose: bool) -> dict[str, Any]:
+def carry(boot: Boot, booted: Booted, config_path: str | None, lock_fd: int,
+          verbose: bool) -> dict[str, Any]:
     """The hand-off of a boot that went ready: the resident's part and its jobs' part."""
     from agent.telemetry import counted  # noqa: PLC0415 - loaded by the boot
 
-    cfg, meta, rec = boot.cfg, boot.meta, boot.rec
-    secrets = boot.published.carried() if boot.published is not None else None
+    cfg, rec, instance = boot.cfg, boot.rec, booted.instance
+    meta = instance.meta if instance is not None else None
+    secrets = booted.secrets.carried() if booted.secrets is not None else None
     try:
         config: Any = configcache.dump(cfg)
     except TypeError:  # something the cache cannot hold either: the jobs read the file
@@ -87,15 +90,20 @@ def carry(boot: Boot, config_path: str | None, lock_fd: int, verbose: bool) -> d
             "meta": None if meta is None else {"identity": asdict(meta.identity),
                                                "tags": meta.tags,
                                                "target_state": meta.target_state},
-            "aws": boot.aws is not None,
+            "aws": made(booted) is not None,
             "secrets": secrets,
             "telemetry": None if figures is None else asdict(figures),
             "requests": [[api, outcome, n] for (api, outcome), n in
-                         counted(boot.aws).items()],
-            "earlier_boot": boot.earlier_boot,
+                         counted(made(booted)).items()],
+            "earlier_boot": instance.earlier_boot if instance is not None else None,
             "previous": rec.previous,
         },
     }
+
+
+def made(booted: Booted) -> Aws | None:
+    """The boot's AWS clients, if they were made."""
+    return booted.instance.clients.value if booted.instance is not None else None
 
 
 def write_handoff(path: str, doc: dict[str, Any]) -> None:
@@ -120,38 +128,54 @@ class Work:
         self.rec = Journal(doc["resident"]["state_dir"], progress)
         self.rec.previous = job["previous"]
         self.earlier: Requests = {(api, outcome): int(n) for api, outcome, n in job["requests"]}
-        self._boot: Boot | None = None
+        self._rebuilt: tuple[Boot, Booted] | None = None
         self._lock = threading.Lock()
 
     @property
     def boot(self) -> Boot:
         """The boot as it was, rebuilt."""
-        with self._lock:
-            if self._boot is None:
-                self._boot = self._rebuild()
-            return self._boot
+        return self._rebuild()[0]
 
-    def _rebuild(self) -> Boot:
-        from agent.boot import Boot  # noqa: PLC0415
-        from agent.context import LaunchContext  # noqa: PLC0415
+    @property
+    def booted(self) -> Booted:
+        """What the boot ended with (or its promotion since), rebuilt."""
+        return self._rebuild()[1]
+
+    def _rebuild(self) -> tuple[Boot, Booted]:
+        with self._lock:
+            if self._rebuilt is None:
+                self._rebuilt = self._rebuilt_boot()
+            return self._rebuilt
+
+    def _rebuilt_boot(self) -> tuple[Boot, Booted]:
+        from agent.boot import Boot, Booted  # noqa: PLC0415
         from agent.imds import Identity, Metadata  # noqa: PLC0415
+        from agent.instance import Instance  # noqa: PLC0415
         from agent.telemetry import Figures  # noqa: PLC0415
 
         job, cfg, rec = self.job, self.cfg, self.rec
         boot = Boot(cfg, rec, Notifier(), time.monotonic())
+        instance = secrets = None
         if job["meta"] is not None:
             meta = job["meta"]
-            boot.meta = Metadata(Identity(**meta["identity"]), meta["tags"],
-                                 meta["target_state"])
-            boot.context = LaunchContext.at_boot(boot.meta, boot.clients)
-        boot.earlier_boot = job["earlier_boot"]
-        if job["secrets"] is not None and boot.context is not None:
-            from agent.secrets import Secrets  # noqa: PLC0415
+            instance = Instance.known(Metadata(Identity(**meta["identity"]), meta["tags"],
+                                               meta["target_state"]), job["earlier_boot"],
+                                      aws=cfg.aws, imds=boot.imds)
+            if job["secrets"] is not None:
+                from agent.secrets import Secrets  # noqa: PLC0415
 
-            boot.published = Secrets.resume(cfg.secrets, rec, job["secrets"], boot.context)
+                secrets = Secrets.resume(cfg.secrets, rec, job["secrets"], instance.context)
         if job["telemetry"] is not None:
             boot.telemetry.boot = Figures(**job["telemetry"])
-        return boot
+        return boot, Booted(True, instance, secrets)
+
+    @property
+    def instance(self) -> Instance:
+        """The instance the boot knew."""
+        instance = self.booted.instance
+        if instance is None:  # a boot that went ready knew it: a hand-off made otherwise
+            raise AgentError("the hand-off names no instance")
+        return instance
 
     @property
     def instance_id(self) -> str:
@@ -160,21 +184,30 @@ class Work:
 
     def clients(self) -> Aws:
         """The boot's AWS clients (made, and the SDK loaded, on first use)."""
-        return self.boot.clients()
+        return self.instance.clients()
+
+    def promote(self) -> Booted:
+        """The boot completed for a warm pool's instance going InService."""
+        boot, booted = self._rebuild()
+        promoted = boot.promote(self.instance, booted.secrets)
+        with self._lock:
+            self._rebuilt = boot, promoted
+        return promoted
 
     def save(self) -> None:
         """What later jobs need: the secrets' versions, the request counts, the instance."""
-        job, boot = self.job, self._boot
-        if boot is not None:
+        job = self.job
+        if self._rebuilt is not None:
             from agent.telemetry import counted  # noqa: PLC0415 - loaded with the boot
 
-            if boot.published is not None:
-                job["secrets"] = boot.published.carried()
+            booted = self._rebuilt[1]
+            if booted.secrets is not None:
+                job["secrets"] = booted.secrets.carried()
             job["requests"] = [[api, outcome, n] for (api, outcome), n in
-                               counted(boot.aws, self.earlier).items()]
-            job["aws"] = job["aws"] or boot.aws is not None
-            if boot.meta is not None and job["meta"] is not None:
-                job["meta"]["target_state"] = boot.meta.target_state
+                               counted(made(booted), self.earlier).items()]
+            job["aws"] = job["aws"] or made(booted) is not None
+            if booted.instance is not None and job["meta"] is not None:
+                job["meta"]["target_state"] = booted.instance.meta.target_state
         write_handoff(self.path, self.doc)
 
 
@@ -191,13 +224,14 @@ def refresh(work: Work, arg: Any) -> dict[str, Any]:
     count = int((rec.doc.get("refresh") or {}).get("count", 0)) + 1
     failed = False
     reloaded: list[tuple[str, str]] = []
-    if boot.published is None:
+    secrets = work.booted.secrets
+    if secrets is None:
         result = "nothing published"
     else:
         if work.cfg.readiness.enabled:
-            boot.published.on_reload = reloaded.extend
+            secrets.on_reload = reloaded.extend
         try:
-            publication = boot.published.refresh(boot.clients())
+            publication = secrets.refresh(work.clients())
         except AgentError as exc:
             log.warning("secret refresh failed: %s", exc)
             rec.clear_warning(REFRESH_FAILED)
@@ -214,7 +248,7 @@ def refresh(work: Work, arg: Any) -> dict[str, Any]:
                          ", ".join(publication.changed) or "none")
                 result = f"published {generation}"
     rec.update(refresh={"count": count, "at": utc_now(), "result": result})
-    boot.telemetry.write(boot.aws, work.earlier)  # the request counts, the condition
+    boot.telemetry.write(made(work.booted), work.earlier)  # the request counts, the condition
     work.save()
     return {"failed": failed, "regate": [list(pair) for pair in reloaded]}
 
@@ -244,18 +278,17 @@ def drain(work: Work, arg: Any) -> dict[str, Any]:
 
 def promote(work: Work, arg: Any) -> dict[str, Any]:
     """A warm pool's instance put InService: the secrets and the launch hook, again."""
-    boot = work.boot
-    ready = boot.promote()
+    booted = work.promote()
     work.save()
-    return {"ready": ready, "status": f"ready ({work.rec.doc['condition']}), InService"
-            if ready else "boot failed going InService",
-            "refreshing": boot.published is not None and boot.published.published
-            and bool(boot.cfg.secrets.files)}
+    return {"ready": booted.ready, "status": f"ready ({work.rec.doc['condition']}), InService"
+            if booted.ready else "boot failed going InService",
+            "refreshing": booted.secrets is not None and booted.secrets.published
+            and bool(work.cfg.secrets.files)}
 
 
 def health(work: Work, arg: Any) -> dict[str, Any]:
     """SetInstanceHealth Unhealthy (a scheduled event that stops the instance)."""
-    marked = termination.set_unhealthy(work.boot.clients(), work.instance_id)
+    marked = termination.set_unhealthy(work.clients(), work.instance_id)
     work.save()
     return {"marked": list(marked)}
 

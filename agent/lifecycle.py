@@ -332,15 +332,14 @@ class LaunchHook:
             return None  # a reboot would look like a first boot
         return known_state(target_state, self.earlier_boot)
 
-    def finish(self, found: Future[Target | None], rec: Recorder, *, failed: bool,
-               warm: bool) -> tuple[PhaseState, str]:
-        """The lifecycle phase: CONTINUE the launch hook, or ``on_failure``.
+    def finish(self, target: Target | None, rec: Recorder, *,
+               failed: bool) -> tuple[PhaseState, str]:
+        """The lifecycle phase: CONTINUE the launch hook :meth:`find` found, or ``on_failure``.
 
         Heartbeats go on until the completion is admitted (it may be throttled for long).
         Once a result is sent nothing may fail the phase: it would contradict what was sent.
         """
         try:
-            target = found.result()
             decision = outcome(target, failed=failed, on_failure=self.cfg.on_failure,
                                earlier=_earlier(target, rec.previous))
             sent = None
@@ -352,7 +351,7 @@ class LaunchHook:
                     self.heartbeats.stop()
             raise
         try:
-            return self._record(target, decision, sent, rec, warm)
+            return self._record(target, decision, sent, rec, self.meta.warm)
         except Exception as exc:
             log.warning("lifecycle: recording the result: %s", exc)
             log.debug("lifecycle", exc_info=True)
@@ -417,18 +416,20 @@ def _earlier(target: Target | None, previous: dict[str, Any] | None) -> str | No
     return result if isinstance(result, str) else None
 
 
-def phase(cfg: LifecycleConfig, hook: LaunchHook | None, found: Future[Target | None] | None,
-          meta: Metadata | None, rec: Recorder, *, failed: bool) -> tuple[PhaseState, str]:
+Lookup = tuple[LaunchHook, Target | None]  # what the hook's lookup found: the hook, its target
+
+
+def phase(cfg: LifecycleConfig, lookup: Future[Lookup] | None, rec: Recorder, *,
+          failed: bool) -> tuple[PhaseState, str]:
     """The lifecycle phase of a boot: skipped when off or when the boot never knew the
-    instance; else the hook found (``found``, which raises the lookup's failure) finished."""
+    instance (no ``lookup``); else the hook the lookup found (it raises the lookup's failure)
+    finished."""
     if not cfg.enabled:
         return PhaseState.SKIPPED, "lifecycle.enabled = false"
-    if found is None or meta is None:
+    if lookup is None:
         return PhaseState.SKIPPED, "not run: the boot failed before the instance was known"
-    if hook is None:  # the lookup failed before it began: its error says why
-        found.result()
-    assert hook is not None, "the lookup makes the hook before anything else"
-    return hook.finish(found, rec, failed=failed, warm=meta.warm)
+    hook, target = lookup.result()
+    return hook.finish(target, rec, failed=failed)
 
 
 def signal(cfg: SignalConfig, aws: Aws | None, meta: Metadata | None, ready: bool,

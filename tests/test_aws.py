@@ -4,7 +4,6 @@ adaptive client-side rate limit, the backoff per error and service, the request 
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +25,7 @@ from agent.aws import (
     is_transient,
     pace,
 )
+from agent.errors import AwsError
 from agent.sim.cloud import SimCloud
 
 
@@ -77,22 +77,23 @@ def test_adaptive_rate_limit_acts_with_one_attempt_per_call(
 
 
 @pytest.mark.integration
-def test_telling_sets_an_event_on_a_request_of_this_thread_only(cloud: SimCloud) -> None:
-    client = aws(cloud)
-    mine, other = threading.Event(), threading.Event()
-    with client.telling(mine):
-        worker = threading.Thread(target=client.call, args=("secretsmanager", "list_secrets"))
-        worker.start()
-        worker.join()
-        assert client.sent.is_set() and not mine.is_set()  # another thread's request
-        client.call("secretsmanager", "list_secrets")
-        assert mine.is_set()
-    mine.clear()
-    client.call("secretsmanager", "list_secrets")  # after the block: nothing more is told
-    assert not mine.is_set()
-    with client.telling(other):
-        client.call("secretsmanager", "list_secrets")
-    assert other.is_set() and not mine.is_set()
+def test_every_client_gets_the_event_handlers_and_each_attempt_tells_them(
+        cloud: SimCloud) -> None:
+    """``events``: botocore event handlers registered on every client the clients' home
+    makes; ``request-created`` comes once per attempt that goes out (a throttled call
+    retried: twice), and not for a call refused before any request is made."""
+    seen: list[str] = []
+    client = Aws("us-east-1", endpoint_url=cloud.endpoint_url, max_wait=60,
+                 events=[("request-created", lambda event_name, **_: seen.append(event_name))])
+    client.call("autoscaling", "describe_auto_scaling_groups")
+    cloud.fail_next("ListSecrets", code="Throttling")
+    client.call("secretsmanager", "list_secrets")
+    with pytest.raises(AwsError):
+        client.call("secretsmanager", "get_secret_value")  # no SecretId: nothing is sent
+    assert seen == ["request-created.auto-scaling.DescribeAutoScalingGroups",
+                    "request-created.secrets-manager.ListSecrets",
+                    "request-created.secrets-manager.ListSecrets"]
+    assert len(cloud.calls("ListSecrets")) == 2
 
 
 @pytest.mark.integration

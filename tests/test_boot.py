@@ -6,13 +6,18 @@ import json
 import os
 import re
 import stat
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from agentproc import BINARY, DB, FILES, PLAIN, Booter, eventually
 
-from agent import envfile
+from agent import config, envfile, facts
+from agent.boot import Boot
+from agent.service import Notifier
 from agent.sim import World
+from agent.state import Recorder
 
 pytestmark = pytest.mark.integration  # every test here starts servers or processes
 
@@ -301,6 +306,35 @@ def test_tuning_does_not_wait_for_the_hook_lookups_answer(booter: Booter) -> Non
     # tuning ended with the lookup's answer still outstanding: the lifecycle phase waited
     assert durations["tuning"] < 1000 and durations["lifecycle"] >= 300
     assert booter.results()[-1] == "CONTINUE"
+
+
+def test_the_machines_facts_are_read_once_per_boot(
+        booter: Booter, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A secret's condition (in the secrets phase) and the tuning (in the boot's own thread)
+    both read this machine's facts: measured once per boot. The boot's result holds what
+    the resident daemon carries on with: the instance, its clients, the published secrets."""
+    real, reads = facts.read_facts, []
+
+    def counting(instance_type: str, **kwargs: Any) -> facts.Facts:
+        reads.append(instance_type)
+        return real(instance_type, **kwargs)
+
+    monkeypatch.setattr(facts, "read_facts", counting)
+    booter.configure([{**f, "when": "vcpus >= 1"} if f["path"] == "plain.txt" else f
+                      for f in FILES])
+    for name, value in booter.world.env().items():
+        monkeypatch.setenv(name, value)
+    rec = Recorder(str(booter.state_dir))
+    rec.start()
+    booted = Boot(config.load(str(booter.config_path)), rec, Notifier(), time.monotonic()).run()
+    assert booted.ready and booted.instance is not None and booted.secrets is not None
+    assert (booter.secrets_dir / "plain.txt").read_text() == PLAIN  # the condition held
+    tuned = envfile.parse((booter.root / "tuning" / "app.env").read_text())
+    assert int(tuned["WORKERS"]) == 2 * len(os.sched_getaffinity(0)) + 1
+    assert reads == ["m5.xlarge"]
+    assert booted.instance.meta.identity.instance_id == booter.world.instance_id
+    assert booted.instance.clients.value is not None and booted.secrets.published
+    assert booted.secrets.carried() is not None
 
 
 def test_a_boot_with_nothing_to_ask_aws_does_not_wait_for_it(tmpfs: Path) -> None:

@@ -94,7 +94,7 @@ class Harness:
             sys.setprofile(profile)
         try:
             with during():
-                ok = boot.run()
+                ok = boot.run().ready
         finally:
             if profile is not None:
                 sys.setprofile(None)
