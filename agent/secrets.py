@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from agent import generations, handoff, render
 from agent.aws import Aws, Role, describe, error_code, is_access_denied
 from agent.context import LaunchContext
+from agent.entries import labelled
 from agent.errors import AgentError, SecretsError
 from agent.expr import MACHINE_FACTS, Value
 from agent.fsutil import fs_name, fs_type, is_memory_fs, is_mount_point, mount_tmpfs
 from agent.readfile import read_template
 from agent.render import SecretValue
-from agent.sections import labelled
 from agent.state import PhaseState, utc_now
 
 if TYPE_CHECKING:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agent import dropins, envfile, files, history
+from agent.dropins import DROPIN_NAME
+from agent.entries import clash, labelled
 from agent.errors import TuningError
 from agent.expr import (
     Explanation,
@@ -36,8 +38,8 @@ from agent.expr import (
 from agent.facts import Facts
 from agent.files import Change, FilePlan
 from agent.readfile import read_regular, read_template
-from agent.sections import DROPIN_NAME, HUGEPAGES_SYSCTL, clash, labelled, template_problem
 from agent.state import PhaseState
+from agent.tuning_config import HUGEPAGES_SYSCTL, variable_problem
 
 if TYPE_CHECKING:
     from agent import profiles
@@ -163,7 +165,7 @@ def plan(cfg: TuningConfig, facts: Facts, *, sysctl_root: str = SYSCTL_ROOT,
         return names if portion is None else {**names, "memory_mib": portion.memory_mib}
 
     outputs = [_plan_values_file(entry.path, "file", entry.path, entry.format, entry.mode,
-                                 _explain_all(entry.path, entry.values, scope(where)), {})
+                                 _explain_all(entry.path, entry.expressions, scope(where)), {})
                for where, entry in labelled("files", cfg.files) if where in kept]
     sysctls = []
     for where, entry in labelled("profiles", cfg.profiles):
@@ -233,7 +235,7 @@ def _kept(cfg: TuningConfig, names: Mapping[str, Value],
             continue
         where = f"tuning.{key}"
         try:
-            holds = bool(compile_expression(entry.when).evaluate(names))
+            holds = bool(entry.condition.evaluate(names))
         except ExprError as exc:
             raise TuningError(f"{where}: when = {entry.when!r}: {exc}") from None
         if holds:
@@ -280,15 +282,15 @@ def _hugepages(output: PlannedOutput, root: str) -> list[PlannedSysctl]:
     return [PlannedSysctl(HUGEPAGES_SYSCTL, path, planned, current)]
 
 
-def _explain_all(label: str, values: Mapping[str, str],
+def _explain_all(label: str, values: Mapping[str, Expression],
                  facts: Mapping[str, Value]) -> list[PlannedValue]:
     planned = []
-    for name, text in values.items():
+    for name, expression in values.items():
         try:
-            explanation = compile_expression(text).explain(facts)
+            explanation = expression.explain(facts)
         except ExprError as exc:
             raise TuningError(f"tuning {label}: {name}: {exc}") from None
-        planned.append(PlannedValue(name, text, explanation))
+        planned.append(PlannedValue(name, expression.text, explanation))
     return planned
 
 
@@ -308,8 +310,7 @@ def _plan_profile(entry: TuningProfile,
     label = entry.label
     scope: dict[str, Value] = {**facts, **profiles.option_values(entry.use, entry.options)}
     try:
-        results = profiles.evaluate(
-            profiles.compile_profile(entry.use, entry.overrides, entry.options), scope)
+        results = profiles.evaluate(entry.settings, scope)
     except (ExprError, ValueError) as exc:
         raise TuningError(f"tuning {label}: {exc}") from None
     values = [PlannedValue(item.name, item.text, explanation, note=_note(item))
@@ -427,7 +428,7 @@ def _plan_template(entry: TuningTemplate,
     distinct = {name: {v.rendered for v in values} for name, values in scope.items()}
     used = []
     for name in names:
-        problem = template_problem(name, distinct)
+        problem = variable_problem(name, distinct)
         if problem:
             raise TuningError(f"tuning {label}: {problem}")
         used.append(scope[name][0])
