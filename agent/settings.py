@@ -13,9 +13,9 @@ import json
 import os
 import typing
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any, TypeVar, get_args, get_origin
 
-from pydantic import ValidationError, create_model
+from pydantic import TypeAdapter, ValidationError, create_model
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -27,6 +27,7 @@ from pydantic_settings import (
 from agent.config import ENV_PREFIX, Config
 from agent.errors import ConfigError, closest
 
+T = TypeVar("T")
 UNKNOWN = ("extra_forbidden", "unexpected_keyword_argument")  # a key no section has
 
 
@@ -204,3 +205,9 @@ def _env_source(loc: tuple[int | str, ...]) -> str | None:
         if candidate in names:
             return candidate
     return None
+
+
+def section(kind: type[T], **values: Any) -> T:
+    """One section or entry validated from its keys (as a configuration file gives them):
+    ValidationError naming the key on a problem."""
+    return TypeAdapter(kind).validate_python(values)

@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from agent import envfile, profiles
+from agent import envfile
 from agent.budget import DEFAULT_RESERVE, split
 from agent.dropins import DROPIN_NAME
 from agent.entries import clash, labelled
@@ -39,6 +39,9 @@ from agent.readfile import TEMPLATE_LIMIT, Unreadable, read_regular, template_te
 
 if TYPE_CHECKING:
     from agent.budget import Claim
+    from agent.profiles import CompiledSetting
+else:
+    CompiledSetting = object  # agent.profiles is loaded only where a profile is configured
 
 HUGEPAGES_SYSCTL = "vm.nr_hugepages"  # set by a postgres profile with reserve_huge_pages
 entry = dataclasses.dataclass(frozen=True, kw_only=True)
@@ -71,6 +74,8 @@ def _compiled(when: str) -> Expression | None:
 
 
 def _known_profile(value: str) -> str:
+    from agent import profiles  # noqa: PLC0415 - only for its entries
+
     profiles.check_profile(value)
     return value
 
@@ -129,9 +134,11 @@ class TuningProfile:
         default_factory=dict)  # the profile's switches, e.g. redis persistence
     share: Share | None = None  # of the memory budget (memory_mib inside the profile)
     condition: Expression | None = _compiled_field()  # ``when``, compiled
-    settings: list[profiles.CompiledSetting] = _compiled_field()  # the profile, compiled
+    settings: list[CompiledSetting] = _compiled_field()  # the profile, compiled
 
     def __post_init__(self) -> None:
+        from agent import profiles  # noqa: PLC0415 - only for its entries
+
         object.__setattr__(self, "condition", _compiled(self.when))
         object.__setattr__(self, "settings",
                            profiles.compile_profile(self.use, self.overrides, self.options))
@@ -145,6 +152,8 @@ class TuningProfile:
     def in_budget(self) -> bool:
         """Whether it takes a share of the memory budget: some value reads memory_mib (every
         profile but nginx, as shipped), or it has one."""
+        from agent import profiles  # noqa: PLC0415 - only for its entries
+
         return self.share is not None or profiles.reads_memory(self.settings)
 
 
@@ -168,6 +177,8 @@ def _at_least_zero(value: Value) -> None:
 
 
 def _service_keys(values: dict[str, str | dict[str, str]]) -> dict[str, str | dict[str, str]]:
+    from agent import profiles  # noqa: PLC0415 - only for its entries
+
     for key, text in values.items():
         profiles.check_service_key(key)
         if key == profiles.ENVIRONMENT:
@@ -203,6 +214,8 @@ class TuningDropin:
 
 
 def _environment_value(value: Value) -> str:
+    from agent import profiles  # noqa: PLC0415 - only for its entries
+
     return profiles.environment_word("X", render_value(value))
 
 
@@ -239,6 +252,8 @@ SYSCTL_PART = re.compile(r"[A-Za-z0-9_@:+/-]{1,64}\Z")
 
 
 def _sysctl(values: dict[str, str]) -> dict[str, str]:
+    from agent import profiles  # noqa: PLC0415 - only for its entries
+
     for key, text in values.items():
         parts = key.split(".")
         if len(parts) < 2 or not all(SYSCTL_PART.match(p) and p.replace("/", ".") not in (
@@ -322,6 +337,8 @@ class TuningConfig:
             for name, text in file.values.items():
                 found.setdefault(name, set()).add(f"expression {text}")
         for profile in self.profiles:
+            from agent import profiles  # noqa: PLC0415 - only for its entries
+
             key = f"profile {profile.use} {sorted(profile.overrides.items())}"
             for setting in profiles.PROFILES[profile.use].settings:
                 found.setdefault(setting.name, set()).add(key)
