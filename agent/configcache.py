@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 DEFAULT_CACHE = "/var/lib/agent/config-cache.json"
 FORMAT = 2
 MAX_BYTES = 4 << 20
-SCHEMA = ("config.py", "fields.py", "secrets_config.py", "tuning_config.py", "settings.py",
-          "readiness_config.py", "entries.py", "observed.py", "placeholders.py",
+SCHEMA = ("config.py", "schema.py", "fields.py", "secrets_config.py", "tuning_config.py",
+          "settings.py", "readiness_config.py", "entries.py", "observed.py", "placeholders.py",
           "context.py", "expr.py", "profiles.py", "envfile.py", "configcache.py")
 
 

@@ -24,8 +24,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from agent.config import ENV_PREFIX, Config
 from agent.errors import ConfigError, closest
+from agent.schema import ENV_PREFIX, Config
 
 T = TypeVar("T")
 UNKNOWN = ("extra_forbidden", "unexpected_keyword_argument")  # a key no section has
