@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from agent.errors import TuningError
 from agent.expr import Explanation, ExprError, Value, compile_expression, render_value
 
-DEFAULT_RESERVE = "clamp(memory_mib * 0.1, 256, 4096)"
 _EPSILON = 1e-9  # 0.1 + 0.2 + 0.7 is 1 here
 
 

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from agent import envfile
-from agent.budget import DEFAULT_RESERVE, split
 from agent.dropins import DROPIN_NAME
 from agent.entries import clash, labelled
 from agent.errors import closest
@@ -43,6 +42,7 @@ if TYPE_CHECKING:
 else:
     CompiledSetting = object  # agent.profiles is loaded only where a profile is configured
 
+DEFAULT_RESERVE = "clamp(memory_mib * 0.1, 256, 4096)"  # [tuning.budget] reserve_mib
 HUGEPAGES_SYSCTL = "vm.nr_hugepages"  # set by a postgres profile with reserve_huge_pages
 entry = dataclasses.dataclass(frozen=True, kw_only=True)
 
@@ -281,7 +281,11 @@ class TuningConfig:
     history_file: OptionalFile = "/var/lib/agent/instance.json"  # the previous boot's type
 
     def __post_init__(self) -> None:
-        split(self.claims())
+        claims = self.claims()
+        if claims:  # agent.budget is loaded only when some entry takes a share
+            from agent.budget import split  # noqa: PLC0415
+
+            split(claims)
         reserving = [where for where, e in labelled("profiles", self.profiles)
                      if e.options.get("reserve_huge_pages")]
         if len(reserving) > 1:
@@ -324,11 +328,14 @@ class TuningConfig:
     def claims(self) -> list[Claim]:
         """The members of the memory budget (``agent.budget.Claim``), in configuration order
         (profiles, then files)."""
-        from agent.budget import Claim  # noqa: PLC0415
-
         entries: list[tuple[str, TuningProfile | TuningFile]] = [
             *labelled("profiles", self.profiles), *labelled("files", self.files)]
-        return [Claim(key, e.label, e.share) for key, e in entries if e.in_budget]
+        members = [(key, entry) for key, entry in entries if entry.in_budget]
+        if not members:
+            return []
+        from agent.budget import Claim  # noqa: PLC0415
+
+        return [Claim(key, e.label, e.share) for key, e in members]
 
     def definitions(self) -> dict[str, set[str]]:
         """Every name a template may use (facts, file and profile values): its definitions."""

@@ -3,6 +3,7 @@ up to a stated size; anything else is one line naming the file and what it is.""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from agent import readfile
 from agent.errors import TuningError
 from agent.facts import nominal_facts
 from agent.readfile import TEMPLATE_LIMIT, Unreadable, read_regular
+from agent.settings import section
 from agent.tuning import plan
 from agent.tuning_config import TuningConfig
 
@@ -96,12 +98,12 @@ def test_a_file_whose_size_stat_does_not_tell(tmp_path: Path) -> None:
 def test_a_source_that_became_a_fifo_fails_the_tuning_phase(tmp_path: Path, kind: str) -> None:
     """Absent at load (checked when the boot renders it), then not a regular file."""
     where = tmp_path / "app.conf.in"
-    cfg = TuningConfig.model_validate({"templates": [
+    cfg = section(TuningConfig, **{"templates": [
         {"source": str(where if kind != "dev-zero" else tmp_path / "absent"),
          "path": str(tmp_path / "app.conf")}]})
     if kind == "dev-zero":  # the same entry, pointed at /dev/zero after its validation
-        cfg = cfg.model_copy(update={"templates": [
-            cfg.templates[0].model_copy(update={"source": "/dev/zero"})]})
+        cfg = dataclasses.replace(cfg, templates=[
+            dataclasses.replace(cfg.templates[0], source="/dev/zero")])
     else:
         make_source(kind, where)
     result = within(5, lambda: plan(cfg, nominal_facts("m5.xlarge")))
