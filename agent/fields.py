@@ -61,14 +61,18 @@ class Wrap:
 
 
 class Bounds:
-    """Constraints of a number (or a string's pattern), as pydantic's own checks word them."""
+    """Constraints of a number (or a string's pattern), as pydantic's own checks word them;
+    the first rule of its field (they constrain the type itself)."""
 
     def __init__(self, **constraints: Any) -> None:
         self.constraints = constraints
 
     def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
         """pydantic's documented hook for ``Annotated`` metadata."""
-        return {**handler(source), **self.constraints}
+        schema = handler(source)
+        if "function" in schema["type"]:
+            raise TypeError("Bounds must come before the field's Check rules")
+        return {**schema, **self.constraints}
 
 
 def span(low: float, high: float) -> Bounds:

@@ -34,17 +34,13 @@ from agent.tuning_config import TuningConfig
 
 ENV_PREFIX = "AGENT_"
 
-section = dataclasses.dataclass(frozen=True)
-"""A configuration section: a frozen dataclass (with ``__pydantic_config__ = SECTION``)."""
-
-
 def _http_only(value: str) -> str:
     if not value.startswith("http://") or len(value) <= len("http://"):
         raise ValueError("must be an http:// URL (IMDS speaks plain HTTP)")
     return value.rstrip("/")
 
 
-@section
+@dataclasses.dataclass(frozen=True)
 class ImdsConfig:
     """``[imds]``: where and how patiently to read instance metadata."""
 
@@ -56,7 +52,7 @@ class ImdsConfig:
     max_wait_seconds: Annotated[float, span(1, 3600)] = 120.0
 
 
-@section
+@dataclasses.dataclass(frozen=True)
 class AwsConfig:
     """``[aws]``: region, endpoint and the retry budget of each call."""
 
@@ -67,7 +63,7 @@ class AwsConfig:
     max_wait_seconds: Annotated[float, span(1, 3600)] = 300.0
 
 
-@section
+@dataclasses.dataclass(frozen=True)
 class LifecycleConfig:
     """``[lifecycle]``: the Auto Scaling launch hook."""
 
@@ -80,7 +76,7 @@ class LifecycleConfig:
     warm_pool_secrets: bool = False  # publish secrets in a warm-pool boot too
 
 
-@section
+@dataclasses.dataclass(frozen=True)
 class TerminationConfig:
     """``[termination]``: watching for the instance's end, and draining before it."""
 
@@ -97,7 +93,7 @@ class TerminationConfig:
     scheduled_events: bool = True  # a retirement or stop event: SetInstanceHealth Unhealthy
 
 
-@section
+@dataclasses.dataclass(frozen=True)
 class ImageConfig:
     """``[image]``: the baked image's manifest, its age, user-data hygiene."""
 
@@ -127,7 +123,7 @@ def _namespace(value: str) -> str:
     return value
 
 
-@section
+@dataclasses.dataclass(frozen=True)
 class TelemetryConfig:
     """``[telemetry]``: the boot's metrics, for Prometheus and CloudWatch (off by default)."""
 
@@ -137,7 +133,7 @@ class TelemetryConfig:
     cloudwatch_namespace: Annotated[Text, Check(_namespace)] = ""  # PutMetricData per boot
 
 
-@section
+@dataclasses.dataclass(frozen=True)
 class SignalConfig:
     """``[signal]``: readiness signals besides systemd and the lifecycle hook."""
 
@@ -152,7 +148,7 @@ class SignalConfig:
             raise ValueError("set both cloudformation_stack and cloudformation_resource")
 
 
-@section
+@dataclasses.dataclass(frozen=True)
 class Config:
     """The whole configuration (DESIGN.md, "Configuration"); :func:`load` gives it."""
 

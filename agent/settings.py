@@ -67,10 +67,11 @@ def _default(field: dataclasses.Field[Any]) -> Any:
     return field.default
 
 
+_FIELDS: dict[str, Any] = {field.name: (keys(Config)[field.name], _default(field))
+                           for field in dataclasses.fields(Config)}
 Settings = create_model(  # Config's fields, read by pydantic-settings
     "Settings", __base__=_Sources, __doc__="The configuration as pydantic-settings reads it.",
-    **{field.name: (keys(Config)[field.name], _default(field))
-       for field in dataclasses.fields(Config)})
+    **_FIELDS)
 
 
 class _KnownEnvSource(EnvSettingsSource):

@@ -44,7 +44,6 @@ else:
 
 DEFAULT_RESERVE = "clamp(memory_mib * 0.1, 256, 4096)"  # [tuning.budget] reserve_mib
 HUGEPAGES_SYSCTL = "vm.nr_hugepages"  # set by a postgres profile with reserve_huge_pages
-entry = dataclasses.dataclass(frozen=True, kw_only=True)
 
 
 def _number(value: object) -> object:
@@ -53,7 +52,7 @@ def _number(value: object) -> object:
     return value
 
 
-Share = Annotated[float, Check(_number, before=True), Bounds(gt=0, le=1, allow_inf_nan=False)]
+Share = Annotated[float, Bounds(gt=0, le=1, allow_inf_nan=False), Check(_number, before=True)]
 """A fraction of the memory budget."""
 
 
@@ -85,7 +84,7 @@ def _compiled_field() -> Any:
     return dataclasses.field(init=False, default=None, repr=False, compare=False)
 
 
-@entry
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class TuningFile:
     """One ``[[tuning.files]]`` entry: computed values written as an env or JSON file."""
 
@@ -118,7 +117,7 @@ class TuningFile:
         return self.share is not None
 
 
-@entry
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class TuningProfile:
     """One ``[[tuning.profiles]]`` entry: a program's well-known values (agent.profiles)."""
 
@@ -197,7 +196,7 @@ def _service_keys(values: dict[str, str | dict[str, str]]) -> dict[str, str | di
     return values
 
 
-@entry
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class TuningDropin:
     """One ``[[tuning.dropins]]`` entry: ``[Service]`` settings of a unit, as a drop-in."""
 
@@ -232,7 +231,7 @@ def _constant(name: str, text: str, check: Callable[[Value], object], *,
         raise ValueError(f"{name} = {text!r}: {exc}") from None
 
 
-@entry
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class TuningTemplate:
     """One ``[[tuning.templates]]`` entry: ``${NAME}`` substitution into a runtime file."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -181,7 +182,9 @@ def test_files_without_memory_take_no_share() -> None:
 def test_memory_mib_outside_a_member_is_the_machine(profiles: list[TuningProfile],
                                                      budget: dict[str, str]) -> None:
     cfg = section(TuningConfig, **{
-        "budget": budget, "profiles": [p.model_dump() for p in profiles],
+        "budget": budget,
+        "profiles": [{f.name: getattr(p, f.name) for f in dataclasses.fields(p) if f.init}
+                     for p in profiles],
         "files": [{"path": "/run/app.env", "values": {"HEAP_MB": "int(memory_mib * 0.75)"}}]})
     result = plan(cfg, nominal_facts("m5.xlarge"))
     assert _values(result, "/run/app.env") == {"HEAP_MB": "12288"}  # 16384 * 0.75

@@ -193,7 +193,7 @@ from agent.tuning_config import TuningConfig, TuningFile
 files = TuningConfig(files=[TuningFile(path={str(tmp_path / "a.env")!r}, values={{"A": "vcpus"}})])
 sysctl = TuningConfig(sysctl={{"vm.swappiness": "10"}})
 for name in ("profiles", "budget"):
-    del sys.modules["agent." + name], agent.__dict__[name]
+    sys.modules.pop("agent." + name, None), agent.__dict__.pop(name, None)
 loaded = lambda: sorted(m for m in ("agent.profiles", "agent.budget") if m in sys.modules)
 plan(files, nominal_facts("m5.xlarge"))
 print(loaded())
