@@ -80,7 +80,8 @@ def _known_profile(value: str) -> str:
 
 
 def _compiled_field() -> Any:
-    """A form made once from the fields (not a key of the configuration)."""
+    """A form made once from the fields by ``__post_init__`` (not a key of the
+    configuration, not compared: it follows from the keys)."""
     return dataclasses.field(init=False, default=None, repr=False, compare=False)
 
 
@@ -97,8 +98,8 @@ class TuningFile:
     values: Annotated[dict[str, str], Check(_expressions)] = dataclasses.field(
         default_factory=dict)
     share: Share | None = None  # of the memory budget (memory_mib in its values)
-    condition: Expression | None = _compiled_field()  # ``when``, compiled
-    expressions: dict[str, Expression] = _compiled_field()  # ``values``, compiled
+    condition: Expression | None = _compiled_field()  # noqa: RUF009 - ``when``, compiled
+    expressions: dict[str, Expression] = _compiled_field()  # noqa: RUF009 - ``values``, compiled
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "condition", _compiled(self.when))
@@ -132,8 +133,8 @@ class TuningProfile:
     options: dict[str, Annotated[bool, Bounds(strict=True)]] = dataclasses.field(
         default_factory=dict)  # the profile's switches, e.g. redis persistence
     share: Share | None = None  # of the memory budget (memory_mib inside the profile)
-    condition: Expression | None = _compiled_field()  # ``when``, compiled
-    settings: list[CompiledSetting] = _compiled_field()  # the profile, compiled
+    condition: Expression | None = _compiled_field()  # noqa: RUF009 - ``when``, compiled
+    settings: list[CompiledSetting] = _compiled_field()  # noqa: RUF009 - the profile, compiled
 
     def __post_init__(self) -> None:
         from agent import profiles  # noqa: PLC0415 - only for its entries
@@ -168,6 +169,10 @@ class TuningBudget:
     __pydantic_config__ = SECTION
 
     reserve_mib: Annotated[str, Check(_reserve)] = DEFAULT_RESERVE  # memory_mib: the machine
+    reserve: Expression = _compiled_field()  # noqa: RUF009 - ``reserve_mib``, compiled
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reserve", compile_expression(self.reserve_mib))
 
 
 def _at_least_zero(value: Value) -> None:
@@ -206,10 +211,15 @@ class TuningDropin:
     when: Condition = ""  # the entry is kept only where this is true
     service: Annotated[dict[str, str | dict[str, str]], Check(_service_keys)] = \
         dataclasses.field(default_factory=dict)  # key -> expression; Environment: a table
-    condition: Expression | None = _compiled_field()  # ``when``, compiled
+    condition: Expression | None = _compiled_field()  # noqa: RUF009 - ``when``, compiled
+    expressions: dict[str, Expression | dict[str, Expression]] = _compiled_field()  # noqa: RUF009
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "condition", _compiled(self.when))
+        object.__setattr__(self, "expressions", {
+            key: ({name: compile_expression(text) for name, text in value.items()}
+                  if isinstance(value, dict) else compile_expression(value))
+            for key, value in self.service.items()})
 
 
 def _environment_value(value: Value) -> str:
@@ -241,7 +251,7 @@ class TuningTemplate:
     when: Condition = ""  # the entry is kept only where this is true
     path: AbsoluteFile
     mode: Mode = 0o644
-    condition: Expression | None = _compiled_field()  # ``when``, compiled
+    condition: Expression | None = _compiled_field()  # noqa: RUF009 - ``when``, compiled
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "condition", _compiled(self.when))
@@ -278,8 +288,11 @@ class TuningConfig:
     budget: TuningBudget = dataclasses.field(default_factory=TuningBudget)
     unit_dir: AbsoluteDir = "/run/systemd/system"  # where drop-ins go
     history_file: OptionalFile = "/var/lib/agent/instance.json"  # the previous boot's type
+    sysctl_expressions: dict[str, Expression] = _compiled_field()  # noqa: RUF009 - sysctl
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "sysctl_expressions", {
+            key: compile_expression(text) for key, text in self.sysctl.items()})
         claims = self.claims()
         if claims:  # agent.budget is loaded only when some entry takes a share
             from agent.budget import split  # noqa: PLC0415
@@ -335,6 +348,25 @@ class TuningConfig:
         from agent.budget import Claim  # noqa: PLC0415
 
         return [Claim(key, e.label, e.share) for key, e in members]
+
+    def expressions(self) -> list[tuple[str, Expression]]:
+        """Every expression of the section, compiled, with its key
+        (``tuning.files[0].values.HEAP_MB``)."""
+        entries: list[tuple[str, Any]] = [
+            *labelled("files", self.files), *labelled("profiles", self.profiles),
+            *labelled("dropins", self.dropins), *labelled("templates", self.templates)]
+        found = [(f"tuning.{key}.when", e.condition) for key, e in entries
+                 if e.condition is not None]
+        found += [(f"tuning.files[{i}].values.{name}", expression)
+                  for i, e in enumerate(self.files) for name, expression in e.expressions.items()]
+        found += [(f"tuning.profiles[{i}].overrides.{item.name}", item.expression)
+                  for i, e in enumerate(self.profiles) for item in e.settings
+                  if item.overridden and item.expression is not None]
+        found += [(f"tuning.dropins[{i}].service.{key}", expression)
+                  for i, e in enumerate(self.dropins) for key, value in e.expressions.items()
+                  for expression in (value.values() if isinstance(value, dict) else [value])]
+        found += [(f"tuning.sysctl.{key}", e) for key, e in self.sysctl_expressions.items()]
+        return [*found, ("tuning.budget.reserve_mib", self.budget.reserve)]
 
     def definitions(self) -> dict[str, set[str]]:
         """Every name a template may use (facts, file and profile values): its definitions."""
