@@ -181,8 +181,8 @@ def _facts_hold(facts: object) -> bool:
 # -- the dump and its rebuild -------------------------------------------------------------
 
 
-def dump(cfg: Config) -> Any:
-    """A configuration (validated, or rebuilt from the cache) as plain JSON: each section's
+def dump(cfg: Any) -> Any:
+    """A configuration or a section (validated, or rebuilt from the cache) as plain JSON: its
     fields (``dataclasses.fields``, the keys only); :func:`view` rebuilds it without pydantic
     (the resident daemon's jobs get the boot's own)."""
     return _plain(cfg)
@@ -204,24 +204,25 @@ def _plain(value: Any) -> Any:
 def view(dumped: Any) -> Config:
     """The configuration :func:`dump` gave, rebuilt by the sections' own constructors (their
     compiled forms made again; a dump that does not fit is a TypeError or a ValueError)."""
-    built = _build(Config, dumped)
+    built = rebuild(Config, dumped)
     if not isinstance(built, Config):
         raise TypeError("not a configuration")
     return built
 
 
-def _build(kind: Any, value: Any) -> Any:
-    """``value`` (plain JSON) as the type ``kind`` of a section's field."""
+def rebuild(kind: Any, value: Any) -> Any:
+    """``value`` (plain JSON, as :func:`dump` gave it) as ``kind``: a section, a list of
+    entries or a plain value, by the sections' own constructors."""
     while get_origin(kind) is typing.Annotated:
         kind = get_args(kind)[0]
     if isinstance(kind, type) and dataclasses.is_dataclass(kind):
         if not isinstance(value, dict):
             raise TypeError(f"{kind.__name__}: not a table")
         hints = _hints(kind)
-        return kind(**{name: _build(hints[name], item) for name, item in value.items()})
+        return kind(**{name: rebuild(hints[name], item) for name, item in value.items()})
     if get_origin(kind) is list:
         (item,) = get_args(kind)
-        return [_build(item, v) for v in value]
+        return [rebuild(item, v) for v in value]
     return value
 
 
