@@ -10,10 +10,8 @@ addresses) or ``localhost``; a host name could resolve anywhere. The gate itself
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 from collections.abc import Callable
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 from agent.fields import SECTION, Bounds, Check, Command, Text, UnitName, span
 
@@ -26,6 +24,8 @@ def _host(host: str, what: str) -> str:
     """An IP literal or ``localhost`` (a name could resolve to another machine)."""
     if host.lower() in LOCAL_NAMES:
         return host
+    import ipaddress  # noqa: PLC0415 - only to validate
+
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -37,6 +37,8 @@ def _host(host: str, what: str) -> str:
 def _url(value: str) -> str:
     if not value:
         return value
+    from urllib.parse import urlsplit  # noqa: PLC0415 - only to validate
+
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{value!r} is not an http:// or https:// URL")

@@ -104,7 +104,7 @@ class ImageConfig:
     check_user_data: bool = True  # flag user-data that looks like it holds a credential
 
 
-CLOUDWATCH_NAMESPACE = re.compile(r"[0-9A-Za-z.\-_/#:]{1,255}")
+CLOUDWATCH_NAMESPACE = r"[0-9A-Za-z.\-_/#:]{1,255}"
 
 
 def _prom(value: str) -> str:
@@ -115,7 +115,7 @@ def _prom(value: str) -> str:
 
 
 def _namespace(value: str) -> str:
-    if value and not CLOUDWATCH_NAMESPACE.fullmatch(value):
+    if value and not re.fullmatch(CLOUDWATCH_NAMESPACE, value):
         raise ValueError(f"{value!r} is not a CloudWatch namespace (1 to 255 of "
                          "A-Z a-z 0-9 . - _ / # :)")
     if value.startswith("AWS/"):

@@ -37,10 +37,10 @@ from agent.fields import (
 from agent.observed import file_digest, observe
 from agent.readfile import TEMPLATE_LIMIT, Unreadable, read_regular, template_text
 
-CREDENTIAL_NAME = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9_.-]{1,255}\Z")  # as systemd; not '.' or '..'
-VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")  # a template variable (string.Template)
+CREDENTIAL_NAME = r"(?!\.\.?\Z)[A-Za-z0-9_.-]{1,255}\Z"  # as systemd; not '.' or '..'
+VARIABLE = r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z"  # a template variable (string.Template)
 TEMPLATE_FACTS = placeholders.PLACEHOLDER_FACTS  # what a template may use besides the secrets
-ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::(\d{12}|\{[^{}]+\}):role/\S+\Z")
+ROLE_ARN = r"arn:aws[a-z-]*:iam::(\d{12}|\{[^{}]+\}):role/\S+\Z"
 
 
 def _lookup(name: str, kind: Literal["owner", "group"]) -> int:
@@ -78,7 +78,7 @@ def _relative_inside(value: str) -> str:
 
 
 def _variable(value: str) -> str:
-    if value and not VARIABLE.match(value):
+    if value and not re.match(VARIABLE, value):
         raise ValueError(f"{value!r} is not a template variable name (letters, digits, '_')")
     if value in TEMPLATE_FACTS:
         raise ValueError(f"{value!r} is a launch fact's name: templates would not know "
@@ -125,7 +125,7 @@ class Published:
         if self.units and self.path.endswith((" ", "\\")):
             raise ValueError(f"path {self.path!r} ends with {self.path[-1]!r}, which systemd "
                              "would drop from LoadCredential=: rename it")
-        if self.units and not CREDENTIAL_NAME.match(self.credential_name):
+        if self.units and not re.match(CREDENTIAL_NAME, self.credential_name):
             raise ValueError(f"credential name {self.credential_name!r} is not valid "
                              "(1 to 255 letters, digits, '_', '.', '-'; not '.' or '..'): "
                              "set credential")
@@ -159,7 +159,7 @@ class SecretFile(Published):
                 raise ValueError("give version_stage or version_id, not both")
         elif not self.parameter or self.secret_id or self.version_stage or self.version_id:
             raise ValueError("an ssm entry needs parameter (and no secret_id or version)")
-        if self.role_arn and not ROLE_ARN.match(self.role_arn):
+        if self.role_arn and not re.match(ROLE_ARN, self.role_arn):
             raise ValueError(f"role_arn {self.role_arn!r} is not a role ARN such as "
                              "arn:aws:iam::123456789012:role/name")
         if self.external_id and not self.role_arn:

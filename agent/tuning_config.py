@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from agent import envfile
-from agent.dropins import DROPIN_NAME
 from agent.entries import clash, labelled
 from agent.errors import closest
 from agent.expr import (
@@ -257,7 +256,7 @@ class TuningTemplate:
         object.__setattr__(self, "condition", _compiled(self.when))
 
 
-SYSCTL_PART = re.compile(r"[A-Za-z0-9_@:+/-]{1,64}\Z")
+SYSCTL_PART = r"[A-Za-z0-9_@:+/-]{1,64}\Z"
 
 
 def _sysctl(values: dict[str, str]) -> dict[str, str]:
@@ -265,7 +264,7 @@ def _sysctl(values: dict[str, str]) -> dict[str, str]:
 
     for key, text in values.items():
         parts = key.split(".")
-        if len(parts) < 2 or not all(SYSCTL_PART.match(p) and p.replace("/", ".") not in (
+        if len(parts) < 2 or not all(re.match(SYSCTL_PART, p) and p.replace("/", ".") not in (
                 ".", "..") and not p.startswith("/") for p in parts):
             raise ValueError(f"{key!r} is not a kernel setting name such as "
                              "\"net.core.somaxconn\"")
@@ -325,6 +324,8 @@ class TuningConfig:
 
     def dropin_path(self, unit: str) -> str:
         """Where the drop-in of ``unit`` goes."""
+        from agent.dropins import DROPIN_NAME  # noqa: PLC0415 - only where drop-ins are
+
         return os.path.join(self.unit_dir, f"{unit}.d", DROPIN_NAME)
 
     def outputs(self) -> list[tuple[str, str, Any]]:
