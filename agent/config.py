@@ -12,7 +12,6 @@ key. The validated-configuration cache (:mod:`agent.configcache`) rebuilds the s
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +70,8 @@ def parse(path: Path, raw: bytes | None) -> dict[str, Any]:
     """The file's table (``{}`` for none)."""
     if raw is None:
         return {}
+    import tomllib  # noqa: PLC0415 - only to validate (a cache hit reads no TOML)
+
     try:
         return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
