@@ -114,7 +114,7 @@ class ReadinessConfig:
     def __post_init__(self) -> None:
         if len(set(self.units)) != len(self.units):
             raise ValueError("units: a unit is named twice")
-        if self.settle_seconds >= self.timeout_seconds:
+        if self.enabled and self.settle_seconds >= self.timeout_seconds:  # else: no gate
             raise ValueError(f"settle_seconds ({self.settle_seconds:g}) must be shorter than "
                              f"timeout_seconds ({self.timeout_seconds:g})")
 

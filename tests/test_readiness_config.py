@@ -30,6 +30,14 @@ def test_a_section_that_is_there_waits_for_something(tmp_path: Path, text: str) 
                                     "(or remove the section)")
 
 
+def test_waiting_for_nothing_is_said_before_the_timings(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r": readiness: waits for nothing"):
+        load(tmp_path, "[readiness]\nsettle_seconds = 700\n")
+    with pytest.raises(ConfigError, match=r": readiness: settle_seconds \(700\) must be shorter "
+                       r"than timeout_seconds \(600\)"):
+        load(tmp_path, '[readiness]\nunits = ["a.service"]\nsettle_seconds = 700\n')
+
+
 def test_the_rule_holds_for_the_environment_too(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENT_READINESS__TIMEOUT_SECONDS", "30")
