@@ -23,9 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from agent.errors import TuningError
-from agent.expr import Explanation, ExprError, Value, compile_expression, render_value
+from agent.expr import Explanation, ExprError, Expression, Value, render_value
 
-DEFAULT_RESERVE = "clamp(memory_mib * 0.1, 256, 4096)"
 _EPSILON = 1e-9  # 0.1 + 0.2 + 0.7 is 1 here
 
 
@@ -104,10 +103,10 @@ class Budget:
         return next((p for p in self.portions if p.claim.key == key), None)
 
 
-def reserve(expression: str, facts: Mapping[str, Value]) -> tuple[Explanation, int]:
+def reserve(expression: Expression, facts: Mapping[str, Value]) -> tuple[Explanation, int]:
     """The reserve's explanation and its whole MiB (a fraction rounds up); TuningError."""
     try:
-        explanation = compile_expression(expression).explain(facts)
+        explanation = expression.explain(facts)
     except ExprError as exc:
         raise TuningError(f"tuning budget.reserve_mib: {exc}") from None
     value = explanation.result
@@ -119,7 +118,7 @@ def reserve(expression: str, facts: Mapping[str, Value]) -> tuple[Explanation, i
     return explanation, math.ceil(value)
 
 
-def portions(claims: Sequence[Claim], expression: str, facts: Mapping[str, Value],
+def portions(claims: Sequence[Claim], expression: Expression, facts: Mapping[str, Value],
              outside: Sequence[str] = ()) -> Budget:
     """Each claim's portion of this machine's memory less the reserve; TuningError when
     nothing is left for them."""
@@ -140,7 +139,7 @@ def portions(claims: Sequence[Claim], expression: str, facts: Mapping[str, Value
                               f"{max(available, 0)} MiB" + (
                                   f", {fraction:g} of it under 1 MiB" if available > 0 else ""))
         found.append(Portion(claim, fraction, mib))
-    return Budget(memory, expression, explanation, reserved, found, list(outside))
+    return Budget(memory, expression.text, explanation, reserved, found, list(outside))
 
 
 def check_fit(budget: Budget, portion: Portion, instance_type: str) -> None:

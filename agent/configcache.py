@@ -6,8 +6,8 @@ as a plain dump, keyed by everything the validation read: the configuration file
 the ``AGENT_*`` environment, the schema itself (the agent's version and the source of its
 configuration modules), and every outside fact a validator looked up (a user's or group's
 id, a template source's content), which are looked up again before a hit counts. A boot
-whose key matches rebuilds the configuration from the dump as read-only views that behave
-as the models do (:mod:`agent.sections`), and never imports pydantic.
+whose key matches rebuilds the configuration from the dump by calling the same frozen
+section classes validation gives (:mod:`agent.config`), and never imports pydantic.
 
 The cache lives at ``/var/lib/agent/config-cache.json`` (``$AGENT_CONFIG_CACHE``; "" turns
 it off), root's (or the agent's) and 0600. A cache that is missing, corrupt, stale, foreign
@@ -16,6 +16,7 @@ or readable by others is a miss, never an error.
 
 from __future__ import annotations
 
+import dataclasses
 import grp
 import hashlib
 import json
@@ -23,23 +24,22 @@ import logging
 import os
 import pwd
 import stat
+import typing
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, get_args, get_origin
 
-from agent import __version__, sections
+from agent import __version__, observed
+from agent.config import Config, agent_environment, config_path
+from agent.observed import Fact, file_digest
 from agent.readfile import CONFIG_LIMIT, TEMPLATE_LIMIT, Unreadable, read_regular
-from agent.sections import Fact, agent_environment, config_path, file_digest
-
-if TYPE_CHECKING:
-    from agent.config import Config
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE = "/var/lib/agent/config-cache.json"
-FORMAT = 1
+FORMAT = 2
 MAX_BYTES = 4 << 20
-SCHEMA = ("config.py", "fields.py", "secrets_config.py", "tuning_config.py", "sections.py",
-          "readiness_config.py",
+SCHEMA = ("config.py", "schema.py", "fields.py", "secrets_config.py", "tuning_config.py",
+          "settings.py", "readiness_config.py", "entries.py", "observed.py", "placeholders.py",
           "context.py", "expr.py", "profiles.py", "envfile.py", "configcache.py")
 
 
@@ -67,16 +67,16 @@ def load(explicit: str | None = None) -> Config:
         hit = _lookup(where, key)
         if hit is not None:
             log.debug("configuration from the cache %s", where)
-            return hit  # type: ignore[no-any-return]
+            return hit
     from agent import config  # noqa: PLC0415 - pydantic only on a miss
 
     if raw is None and must_exist:
         config.read_bytes(path, must_exist=True)  # raises ConfigError naming the problem
-    facts, token = sections.observing()
+    facts, token = observed.observing()
     try:
         cfg = config.validate(path, raw)
     finally:
-        sections.stop(token)
+        observed.stop(token)
     if where:
         store(where, key, cfg, facts)
     return cfg
@@ -89,11 +89,11 @@ def prime(explicit: str | None, where: str) -> tuple[Config, bool]:
 
     path, must_exist = config_path(explicit)
     raw = config.read_bytes(path, must_exist=must_exist)
-    facts, token = sections.observing()
+    facts, token = observed.observing()
     try:
         cfg = config.validate(path, raw)
     finally:
-        sections.stop(token)
+        observed.stop(token)
     return cfg, store(where, _key(path, raw), cfg, facts)
 
 
@@ -102,7 +102,7 @@ def store(where: str, key: str, cfg: Config, facts: list[Fact]) -> bool:
     time, nothing worse)."""
     from agent.fsutil import atomic_write  # noqa: PLC0415
 
-    document = {"format": FORMAT, "key": key, "facts": facts, "config": _dump(cfg)}
+    document = {"format": FORMAT, "key": key, "facts": facts, "config": dump(cfg)}
     try:
         atomic_write(where, json.dumps(document, separators=(",", ":")).encode(), mode=0o600,
                      dir_mode=0o755)
@@ -126,8 +126,8 @@ def _key(path: Path, raw: bytes | None) -> str:
     return digest.hexdigest()
 
 
-def _lookup(where: str, key: str) -> Any:
-    """The views of a matching cache, else None (every problem is a miss)."""
+def _lookup(where: str, key: str) -> Config | None:
+    """The configuration of a matching cache, else None (every problem is a miss)."""
     try:
         fd = os.open(where, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -148,7 +148,7 @@ def _lookup(where: str, key: str) -> Any:
         if (not isinstance(document, dict) or document.get("format") != FORMAT
                 or document.get("key") != key or not _facts_hold(document.get("facts"))):
             return None
-        return _view(document["config"])
+        return view(document["config"])
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         log.debug("configuration cache %s ignored: corrupt", where)
         return None
@@ -178,75 +178,59 @@ def _facts_hold(facts: object) -> bool:
     return True
 
 
-# -- the dump and its views --------------------------------------------------------------
+# -- the dump and its rebuild -------------------------------------------------------------
 
 
-def dump(cfg: Config) -> Any:
-    """A configuration (validated, or rebuilt from the cache) as plain JSON; :func:`view`
-    rebuilds it without pydantic (the resident daemon's jobs get the boot's own)."""
-    return _dump(cfg)
+def dump(cfg: Any) -> Any:
+    """A configuration or a section (validated, or rebuilt from the cache) as plain JSON: its
+    fields (``dataclasses.fields``, the keys only); :func:`view` rebuilds it without pydantic
+    (the resident daemon's jobs get the boot's own)."""
+    return _plain(cfg)
 
 
-def view(dumped: Any) -> Config:
-    """The configuration :func:`dump` gave, as read-only views."""
-    return _view(dumped)  # type: ignore[no-any-return]
-
-
-def _dump(value: Any) -> Any:
-    """A plain, tagged JSON form: ``{"m": class, "f": fields}``, ``{"d": {}}``, ``{"l": []}``."""
-    if isinstance(value, View):
-        return {"m": type(value).__name__, "f": {k: _dump(v) for k, v in vars(value).items()}}
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: _plain(getattr(value, field.name))
+                for field in dataclasses.fields(value) if field.init}
     if isinstance(value, dict):
-        return {"d": {str(k): _dump(v) for k, v in value.items()}}
+        return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return {"l": [_dump(v) for v in value]}
+        return [_plain(v) for v in value]
     if value is None or isinstance(value, bool | int | float | str):
         return value
-    from pydantic import BaseModel  # noqa: PLC0415 - only when storing, after validating
-
-    if isinstance(value, BaseModel):
-        fields = {name: _dump(getattr(value, name)) for name in type(value).model_fields}
-        fields.update({name: _dump(item) for name, item in
-                       (value.__pydantic_private__ or {}).items()})
-        return {"m": type(value).__name__, "f": fields}
     raise TypeError(f"cannot cache a {type(value).__name__}")
 
 
-class View:
-    """A read-only section rebuilt from the cache: attributes as the model's fields."""
-
-    def __init__(self, fields: dict[str, Any]) -> None:
-        for name, value in fields.items():
-            object.__setattr__(self, name, value)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"{type(self).__name__} is read-only")
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and vars(other) == vars(self)
-
-    def __hash__(self) -> int:
-        return id(self)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(cached)"
+def view(dumped: Any) -> Config:
+    """The configuration :func:`dump` gave, rebuilt by the sections' own constructors (their
+    compiled forms made again; a dump that does not fit is a TypeError or a ValueError)."""
+    built = rebuild(Config, dumped)
+    if not isinstance(built, Config):
+        raise TypeError("not a configuration")
+    return built
 
 
-_CLASSES: dict[str, type] = {}
+def rebuild(kind: Any, value: Any) -> Any:
+    """``value`` (plain JSON, as :func:`dump` gave it) as ``kind``: a section, a list of
+    entries or a plain value, by the sections' own constructors."""
+    while get_origin(kind) is typing.Annotated:
+        kind = get_args(kind)[0]
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise TypeError(f"{kind.__name__}: not a table")
+        hints = _hints(kind)
+        return kind(**{name: rebuild(hints[name], item) for name, item in value.items()})
+    if get_origin(kind) is list:
+        (item,) = get_args(kind)
+        return [rebuild(item, v) for v in value]
+    return value
 
 
-def _view_class(name: str) -> type:
-    if name not in _CLASSES:
-        rules = sections.RULES.get(name)
-        _CLASSES[name] = type(name, (rules, View) if rules else (View,), {})
-    return _CLASSES[name]
+_HINTS: dict[type, dict[str, Any]] = {}
 
 
-def _view(node: Any) -> Any:
-    if isinstance(node, dict):
-        if "m" in node:
-            return _view_class(node["m"])({k: _view(v) for k, v in node["f"].items()})
-        if "d" in node:
-            return {k: _view(v) for k, v in node["d"].items()}
-        return [_view(v) for v in node["l"]]
-    return node
+def _hints(kind: type) -> dict[str, Any]:
+    """A section's fields with their types (looked up once per class)."""
+    if kind not in _HINTS:
+        _HINTS[kind] = typing.get_type_hints(kind)
+    return _HINTS[kind]

@@ -17,7 +17,7 @@ from agent import configcache
 from agent.boot import Boot, Booted
 from agent.errors import EXIT_FAILED, EXIT_OK, BootError, ConfigError, LockedError
 from agent.fsutil import claim_dir
-from agent.sections import ONESHOT_READINESS
+from agent.readiness_config import ONESHOT_READINESS
 from agent.service import Notifier, setup_logging
 from agent.state import Recorder
 

@@ -17,6 +17,8 @@ from agent import files
 from agent.files import Change, FilePlan
 from agent.service import daemon_reload, dropin_blocked
 
+DROPIN_NAME = "60-agent-tuning.conf"  # [[tuning.dropins]]: <unit_dir>/<unit>.d/<this>
+
 MODE = 0o644
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import functools
 import math
 import string
 import warnings
@@ -166,8 +167,14 @@ def compile_expression(text: str, names: Mapping[str, Kind] | None = None) -> Ex
     """Parse and check ``text``; raise ExprError naming the problem.
 
     ``names`` are variables it may read besides the facts (a profile's earlier values), each
-    with its kind.
+    with its kind. A text is compiled once: the configuration's field rules and the compiled
+    forms its sections hold share the result (an Expression is immutable).
     """
+    return _compiled(text, tuple(sorted((names or {}).items())))
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(text: str, names: tuple[tuple[str, Kind], ...]) -> Expression:
     source = text.strip()
     if not source:
         raise ExprError("empty expression")
@@ -185,7 +192,7 @@ def compile_expression(text: str, names: Mapping[str, Kind] | None = None) -> Ex
         raise ExprError("expression is too complex") from None
     _check_depth(tree)
     known = {name: _KINDS[FACTS[name]] for name in FACTS}
-    known.update({name: _KIND_SETS[kind] for name, kind in (names or {}).items()})
+    known.update({name: _KIND_SETS[kind] for name, kind in names})
     checker = _Checker(known)
     kinds = checker.check(tree)
     _check_constants(tree)

@@ -1,32 +1,94 @@
 """The configuration's field types: each rule once, as an ``Annotated`` type.
 
-Every section of :mod:`agent.config` builds on these: octal modes, user and group ids,
-absolute paths, unit names, commands (argv lists) and bounded numbers. A validator raises
-``ValueError``; its text becomes the one-line configuration error that names the key.
-Text that ends up in a file name, a drop-in or a command line may hold no control
-character (a newline in a path would inject a line into a generated drop-in).
+Every section (:mod:`agent.config` and the section modules) is a frozen stdlib dataclass
+whose fields use these types. A rule is a small marker in the ``Annotated`` metadata that
+tells pydantic (the one validator, imported only when it validates) how to check the field;
+the markers are inert otherwise, so a section rebuilt from the validated-configuration cache
+never loads pydantic. A rule raises ``ValueError``; its text becomes the one-line
+configuration error that names the key. Text that ends up in a file name, a drop-in or a
+command line may hold no control character (a newline in a path would inject a line into a
+generated drop-in).
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from typing import Annotated, Any
-
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from agent.errors import control_at
 
-
-class Section(BaseModel):
-    """A configuration section: unknown keys are errors; read-only once loaded."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+SECTION = {"extra": "forbid", "frozen": True, "arbitrary_types_allowed": True}
+"""Each section's ``__pydantic_config__``: unknown keys are errors; read-only once loaded
+(the forms compiled from the fields, never keys, are of the agent's own types)."""
 
 PATH_MAX = 4096  # bytes of a path (Linux PATH_MAX)
 NAME_MAX = 255  # bytes of one path component (Linux NAME_MAX)
 ID_MAX = 2**32 - 2  # uid_t/gid_t; (uid_t)-1 means "unchanged" to chown(2)
+
+
+class Check:
+    """A field rule: ``func`` runs after the field's type is validated (``before``: on the
+    raw value, instead of the type's own conversion rules coming first)."""
+
+    def __init__(self, func: Callable[[Any], Any], *, before: bool = False) -> None:
+        self.func = func
+        self.before = before
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        """pydantic's documented hook for ``Annotated`` metadata."""
+        from pydantic_core import core_schema  # noqa: PLC0415 - only when validating
+
+        schema = handler(source)
+        if self.before:
+            return core_schema.no_info_before_validator_function(self.func, schema)
+        return core_schema.no_info_after_validator_function(self.func, schema)
+
+
+class Wrap:
+    """A rule over a whole section: ``func(raw, validate)`` validates ``raw`` (by calling
+    ``validate``) and may refuse the result, knowing what was given."""
+
+    def __init__(self, func: Callable[[Any, Callable[[Any], Any]], Any]) -> None:
+        self.func = func
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        """pydantic's documented hook for ``Annotated`` metadata."""
+        from pydantic_core import core_schema  # noqa: PLC0415 - only when validating
+
+        return core_schema.no_info_wrap_validator_function(self.func, handler(source))
+
+
+class Bounds:
+    """Constraints of a number (or a string's pattern), as pydantic's own checks word them;
+    the first rule of its field (they constrain the type itself)."""
+
+    def __init__(self, **constraints: Any) -> None:
+        self.constraints = constraints
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        """pydantic's documented hook for ``Annotated`` metadata."""
+        schema = handler(source)
+        if "function" in schema["type"]:
+            raise TypeError("Bounds must come before the field's Check rules")
+        return {**schema, **self.constraints}
+
+
+def span(low: float, high: float) -> Bounds:
+    """Bounds for a finite number in ``[low, high]`` (``Annotated[float, span(1, 60)]``)."""
+    return Bounds(ge=low, le=high, allow_inf_nan=False)
+
+
+def zero_or_at_least(low: float) -> Check:
+    """0 (meaning "automatic") or at least ``low``."""
+
+    def check(value: float) -> float:
+        if value != 0 and value < low:
+            raise ValueError(f"must be 0 (automatic) or at least {low:g}, got {value:g}")
+        return value
+
+    return Check(check)
 
 
 def no_control(value: str, what: str = "value") -> str:
@@ -42,7 +104,7 @@ def _text(value: str) -> str:
     return no_control(value)
 
 
-Text = Annotated[str, AfterValidator(_text)]
+Text = Annotated[str, Check(_text)]
 """A string with no control characters (names, ARNs, ids)."""
 
 
@@ -78,9 +140,9 @@ def _optional_file(value: str) -> str:
     return value and _absolute_file(value)
 
 
-AbsoluteDir = Annotated[str, AfterValidator(_absolute_dir)]
-AbsoluteFile = Annotated[str, AfterValidator(_absolute_file)]
-OptionalFile = Annotated[str, AfterValidator(_optional_file)]
+AbsoluteDir = Annotated[str, Check(_absolute_dir)]
+AbsoluteFile = Annotated[str, Check(_absolute_file)]
+OptionalFile = Annotated[str, Check(_optional_file)]
 """``""`` (off) or an absolute file path."""
 
 
@@ -103,7 +165,7 @@ def _mode(value: object) -> int:
     return mode
 
 
-Mode = Annotated[int, BeforeValidator(_mode)]
+Mode = Annotated[int, Check(_mode, before=True)]
 
 
 def _account(value: object) -> str | int:
@@ -121,26 +183,27 @@ def _account(value: object) -> str | int:
     return text
 
 
-Account = Annotated[str, BeforeValidator(_account)]
+Account = Annotated[str, Check(_account, before=True)]
 
 
-UNIT_NAME = re.compile(r"[A-Za-z0-9:_.\\@-]{1,250}\.(service|socket|target|timer|path|mount)\Z")
+UNIT_NAME = r"[A-Za-z0-9:_.\\@-]{1,250}\.(service|socket|target|timer|path|mount)\Z"
+# patterns stay text until a rule first uses them (re caches them): no cost to a cache hit
 
 
 def _unit(value: str) -> str:
-    if not UNIT_NAME.match(value):
+    if not re.match(UNIT_NAME, value):
         raise ValueError(f"{value!r} is not a unit name such as \"app.service\"")
     return value
 
 
 def _service(value: str) -> str:
-    if not UNIT_NAME.match(value) or not value.endswith(".service"):
+    if not re.match(UNIT_NAME, value) or not value.endswith(".service"):
         raise ValueError(f"{value!r} is not a service name such as \"app.service\"")
     return value
 
 
-UnitName = Annotated[str, AfterValidator(_unit)]
-ServiceName = Annotated[str, AfterValidator(_service)]
+UnitName = Annotated[str, Check(_unit)]
+ServiceName = Annotated[str, Check(_service)]
 
 
 def _command(value: list[str]) -> list[str]:
@@ -159,8 +222,8 @@ def _commands(value: list[list[str]]) -> list[list[str]]:
     return value
 
 
-Command = Annotated[list[str], AfterValidator(_command)]
-Commands = Annotated[list[Command], AfterValidator(_commands)]
+Command = Annotated[list[str], Check(_command)]
+Commands = Annotated[list[Command], Check(_commands)]
 
 
 def _condition(value: str) -> str:
@@ -171,21 +234,5 @@ def _condition(value: str) -> str:
     return value
 
 
-Condition = Annotated[str, AfterValidator(_condition)]
+Condition = Annotated[str, Check(_condition)]
 """A ``when`` expression: the entry is kept only where it is true ('' : always)."""
-
-
-def span(low: float, high: float) -> Any:
-    """Field bounds for a finite number in ``[low, high]`` (``Annotated[float, span(1, 60)]``)."""
-    return Field(ge=low, le=high, allow_inf_nan=False)
-
-
-def zero_or_at_least(low: float) -> AfterValidator:
-    """0 (meaning "automatic") or at least ``low``."""
-
-    def check(value: float) -> float:
-        if value != 0 and value < low:
-            raise ValueError(f"must be 0 (automatic) or at least {low:g}, got {value:g}")
-        return value
-
-    return AfterValidator(check)

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from agent import generations, handoff, render
 from agent.aws import Aws, Role, describe, error_code, is_access_denied
 from agent.context import LaunchContext
+from agent.entries import labelled
 from agent.errors import AgentError, SecretsError
 from agent.expr import MACHINE_FACTS, Value
 from agent.fsutil import fs_name, fs_type, is_memory_fs, is_mount_point, mount_tmpfs
 from agent.readfile import read_template
 from agent.render import SecretValue
-from agent.sections import labelled
 from agent.state import PhaseState, utc_now
 
 if TYPE_CHECKING:
@@ -145,27 +145,26 @@ def select(cfg: SecretsConfig, context: LaunchContext,
     ``machine`` gives the machine's facts, for conditions that read them. Raises
     ContextError (one line: the entry and the missing value) before anything is fetched.
     """
-    from agent.placeholders import condition  # noqa: PLC0415
 
     facts: dict[str, Value] = {}
     skipped: list[dict[str, str]] = []
 
-    def kept(where: str, when: str) -> bool:
-        if not when:
+    def kept(where: str, entry: Published) -> bool:
+        expression = entry.condition
+        if expression is None:
             return True
-        expression = condition(when)
         if expression.names & set(MACHINE_FACTS) and not facts:
             facts.update(machine())
         if context.holds(expression, facts, where):
             return True
-        skipped.append({"entry": where, "reason": f"when = {when!r} is false"})
+        skipped.append({"entry": where, "reason": f"when = {entry.when!r} is false"})
         return False
 
     session = context.facts.get("instance_id") or "instance-boot-agent"
     files = [Kept(where, e, SecretRef.of(e, context, where, session))
-             for where, e in labelled("secrets.files", cfg.files) if kept(where, e.when)]
+             for where, e in labelled("secrets.files", cfg.files) if kept(where, e)]
     templates = [(where, t) for where, t in labelled("secrets.templates", cfg.templates)
-                 if kept(where, t.when)]
+                 if kept(where, t)]
     chosen = Selection(files, templates, skipped)
     named = [k for k in files if k.entry.name]
     problem = cfg.clashes([(w, e, False) for w, e in

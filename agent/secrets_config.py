@@ -8,44 +8,39 @@ resolved at boot (:mod:`agent.context`).
 
 from __future__ import annotations
 
+import dataclasses
 import grp
 import pwd
 import re
 from pathlib import PurePosixPath
-from typing import Annotated, Literal
-
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from typing import Annotated, Any, Literal
 
 from agent import placeholders
+from agent.entries import clash, labelled
 from agent.errors import closest
-from agent.expr import template_names
+from agent.expr import Expression, template_names
 from agent.fields import (
+    SECTION,
     AbsoluteDir,
     AbsoluteFile,
     Account,
+    Bounds,
+    Check,
     Commands,
     Condition,
     Mode,
-    Section,
     Text,
     UnitName,
     check_path,
     span,
 )
+from agent.observed import file_digest, observe
 from agent.readfile import TEMPLATE_LIMIT, Unreadable, read_regular, template_text
-from agent.sections import (
-    PublishedRules,
-    SecretFileRules,
-    SecretsRules,
-    file_digest,
-    labelled,
-    observe,
-)
 
-CREDENTIAL_NAME = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9_.-]{1,255}\Z")  # as systemd; not '.' or '..'
-VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")  # a template variable (string.Template)
+CREDENTIAL_NAME = r"(?!\.\.?\Z)[A-Za-z0-9_.-]{1,255}\Z"  # as systemd; not '.' or '..'
+VARIABLE = r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z"  # a template variable (string.Template)
 TEMPLATE_FACTS = placeholders.PLACEHOLDER_FACTS  # what a template may use besides the secrets
-ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::(\d{12}|\{[^{}]+\}):role/\S+\Z")
+ROLE_ARN = r"arn:aws[a-z-]*:iam::(\d{12}|\{[^{}]+\}):role/\S+\Z"
 
 
 def _lookup(name: str, kind: Literal["owner", "group"]) -> int:
@@ -78,25 +73,51 @@ def _placeholders(value: str) -> str:
     return value
 
 
-class Published(PublishedRules, Section):
+def _relative_inside(value: str) -> str:
+    return value and _secret_path(value)
+
+
+def _variable(value: str) -> str:
+    if value and not re.match(VARIABLE, value):
+        raise ValueError(f"{value!r} is not a template variable name (letters, digits, '_')")
+    if value in TEMPLATE_FACTS:
+        raise ValueError(f"{value!r} is a launch fact's name: templates would not know "
+                         "which one is meant")
+    return value
+
+
+Resolvable = Annotated[Text, Check(_placeholders)]
+"""Text that may hold placeholders of the launch context."""
+
+
+def _condition(when: str) -> Expression | None:
+    return placeholders.condition(when) if when else None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Published:
     """What a published file has, whether it holds one secret or a rendered template."""
 
-    path: str = ""  # inside secrets.dir
+    __pydantic_config__ = SECTION
+
+    path: Annotated[str, Check(_relative_inside)] = ""  # inside secrets.dir
     mode: Mode = 0o400
     owner: Account = "root"
     group: Account = "root"
-    units: list[UnitName] = []  # systemd services that get the file as a credential
+    units: list[UnitName] = dataclasses.field(default_factory=list)  # get it as a credential
     credential: Text = ""  # its credential name; default: the file's base name
-    reload_units: list[UnitName] = []  # try-reload-or-restart after the content changed
-    on_change: Commands = []  # commands (argv, no shell) after the content changed
+    reload_units: list[UnitName] = dataclasses.field(default_factory=list)  # after a change
+    on_change: Commands = dataclasses.field(default_factory=list)  # argv, after a change
     when: Condition = ""  # the entry is kept only where this is true
-    _uid: int = PrivateAttr(default=0)
-    _gid: int = PrivateAttr(default=0)
+    uid: int = dataclasses.field(init=False, default=0)  # the owner's, resolved at load
+    gid: int = dataclasses.field(init=False, default=0)  # the group's, resolved at load
+    condition: Expression | None = dataclasses.field(
+        init=False, default=None, repr=False, compare=False)  # ``when``, compiled
 
-    @field_validator("path")
-    @classmethod
-    def _relative_inside(cls, value: str) -> str:
-        return value and _secret_path(value)
+    @property
+    def credential_name(self) -> str:
+        """The systemd credential name services see in $CREDENTIALS_DIRECTORY."""
+        return self.credential or PurePosixPath(self.path).name
 
     def _published(self, needs_path: bool = True) -> None:
         if needs_path and not self.path:
@@ -104,47 +125,33 @@ class Published(PublishedRules, Section):
         if self.units and self.path.endswith((" ", "\\")):
             raise ValueError(f"path {self.path!r} ends with {self.path[-1]!r}, which systemd "
                              "would drop from LoadCredential=: rename it")
-        if self.units and not CREDENTIAL_NAME.match(self.credential_name):
+        if self.units and not re.match(CREDENTIAL_NAME, self.credential_name):
             raise ValueError(f"credential name {self.credential_name!r} is not valid "
                              "(1 to 255 letters, digits, '_', '.', '-'; not '.' or '..'): "
                              "set credential")
-        self._uid = _lookup(self.owner, "owner")
-        self._gid = _lookup(self.group, "group")
+        object.__setattr__(self, "uid", _lookup(self.owner, "owner"))
+        object.__setattr__(self, "gid", _lookup(self.group, "group"))
+        object.__setattr__(self, "condition", _condition(self.when))
 
 
-class SecretFile(SecretFileRules, Published):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SecretFile(Published):
     """One ``[[secrets.files]]`` entry: a secret rendered into one file (or a template's)."""
 
     source: Literal["secretsmanager", "ssm"] = "secretsmanager"
-    secret_id: Text = ""  # Secrets Manager: name or ARN; placeholders allowed
-    parameter: Text = ""  # SSM Parameter Store: a (SecureString) parameter name or ARN
+    secret_id: Resolvable = ""  # Secrets Manager: name or ARN; placeholders allowed
+    parameter: Resolvable = ""  # SSM Parameter Store: a (SecureString) parameter name or ARN
     version_stage: Text = ""  # Secrets Manager: default AWSCURRENT
     version_id: Text = ""  # Secrets Manager: a fixed version instead of a stage
     key: Text = ""
     format: Literal["raw", "env", "json"] = "raw"
-    name: str = ""  # a template variable holding this entry's rendered value
+    name: Annotated[str, Check(_variable)] = ""  # a template variable: the rendered value
     publish: bool = True  # false: the entry only feeds templates
-    role_arn: Text = ""  # fetch with credentials of this role (sts:AssumeRole)
+    role_arn: Resolvable = ""  # fetch with credentials of this role (sts:AssumeRole)
     external_id: Text = ""  # with role_arn: the ExternalId its trust policy asks for
-    region: Text = ""  # the region to fetch from (default: an ARN's, else aws.region's)
+    region: Resolvable = ""  # the region to fetch from (default: an ARN's, else aws.region's)
 
-    @field_validator("secret_id", "parameter", "role_arn", "region")
-    @classmethod
-    def _resolvable(cls, value: str) -> str:
-        return _placeholders(value)
-
-    @field_validator("name")
-    @classmethod
-    def _variable(cls, value: str) -> str:
-        if value and not VARIABLE.match(value):
-            raise ValueError(f"{value!r} is not a template variable name (letters, digits, '_')")
-        if value in TEMPLATE_FACTS:
-            raise ValueError(f"{value!r} is a launch fact's name: templates would not know "
-                             "which one is meant")
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> SecretFile:
+    def __post_init__(self) -> None:
         if self.source == "secretsmanager":
             if not self.secret_id or self.parameter:
                 raise ValueError("a secretsmanager entry needs secret_id (and no parameter)")
@@ -152,7 +159,7 @@ class SecretFile(SecretFileRules, Published):
                 raise ValueError("give version_stage or version_id, not both")
         elif not self.parameter or self.secret_id or self.version_stage or self.version_id:
             raise ValueError("an ssm entry needs parameter (and no secret_id or version)")
-        if self.role_arn and not ROLE_ARN.match(self.role_arn):
+        if self.role_arn and not re.match(ROLE_ARN, self.role_arn):
             raise ValueError(f"role_arn {self.role_arn!r} is not a role ARN such as "
                              "arn:aws:iam::123456789012:role/name")
         if self.external_id and not self.role_arn:
@@ -164,35 +171,41 @@ class SecretFile(SecretFileRules, Published):
                 raise ValueError("publish = false: no path, units or hooks (it only feeds "
                                  "templates)")
         self._published(needs_path=self.publish)
-        return self
+
+    @property
+    def label(self) -> str:
+        """What it fetches, as written: ``secret '{tag:Environment}/db'``."""
+        kind = "parameter" if self.source == "ssm" else "secret"
+        return f"{kind} {self.secret_id or self.parameter!r}"
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class SecretTemplate(Published):
     """One ``[[secrets.templates]]`` entry: a file combining secrets and launch facts."""
 
     source: AbsoluteFile  # in the image: ${NAME} of a secrets entry or a launch fact; $$ is $
 
-    @model_validator(mode="after")
-    def _consistent(self) -> SecretTemplate:
+    def __post_init__(self) -> None:
         self._published()
-        return self
 
 
-class SecretsConfig(SecretsRules, Section):
+@dataclasses.dataclass(frozen=True)
+class SecretsConfig:
     """``[secrets]``: where the files go and which secrets and templates they hold."""
+
+    __pydantic_config__ = SECTION
 
     dir: AbsoluteDir = "/run/agent/secrets"
     require_tmpfs: bool = True
     refresh_seconds: Annotated[float, span(1, 7 * 86400)] = 3600.0
     mount: bool = False  # mount a private tmpfs (noswap where supported) at dir
-    mount_size: Annotated[str, Field(pattern=r"^[1-9][0-9]{0,8}[kmg]?$")] = "16m"
+    mount_size: Annotated[str, Bounds(pattern=r"^[1-9][0-9]{0,8}[kmg]?$")] = "16m"
     hook_timeout_seconds: Annotated[float, span(1, 3600)] = 30.0
     unit_dir: AbsoluteDir = "/run/systemd/system"  # where credential drop-ins go
-    files: list[SecretFile] = []
-    templates: list[SecretTemplate] = []
+    files: list[SecretFile] = dataclasses.field(default_factory=list)
+    templates: list[SecretTemplate] = dataclasses.field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _distinct(self) -> SecretsConfig:
+    def __post_init__(self) -> None:
         problem = self.clashes([(w, e, bool(e.when)) for w, e in self.outputs()])
         if problem:
             raise ValueError(problem)
@@ -203,25 +216,43 @@ class SecretsConfig(SecretsRules, Section):
                 raise ValueError(f"{where} and {first[0]} are both named {entry.name!r}")
             names.setdefault(entry.name, (where, bool(entry.when)))
         for where, template in labelled("templates", self.templates):
-            problem = template_problem(template.source, set(names) - {""})
+            problem = source_problem(template.source, set(names) - {""})
             if problem:
                 raise ValueError(f"{where} {template.source}: {problem}")
-        return self
+
+    def outputs(self) -> list[tuple[str, Published]]:
+        """Every published entry with where it is configured (``files[2]``, ``templates[0]``)."""
+        found: list[tuple[str, Published]] = [
+            (where, e) for where, e in labelled("files", self.files) if e.publish]
+        return found + labelled("templates", self.templates)
+
+    @staticmethod
+    def clashes(outputs: list[tuple[str, Any, bool]]) -> str:
+        """Why these published entries ``(where, entry, conditional)`` cannot all be: one path
+        written twice, a file where a directory is, one credential name given twice."""
+        problem = clash([(where, entry.path, conditional) for where, entry, conditional in
+                         outputs])
+        if problem:
+            return problem
+        return clash([(where, f"{unit} a credential named {entry.credential_name!r}",
+                       conditional) for where, entry, conditional in outputs
+                      for unit in entry.units], nested=False, given=True)
 
     def tag_uses(self) -> list[tuple[str, str]]:
         """(key, tag) for each tag a placeholder or a ``when`` of the section reads."""
         found = [(f"secrets.files[{i}].{key}", p.key) for i, e in enumerate(self.files)
                  for key in ("secret_id", "parameter", "role_arn", "region")
                  for p in placeholders.placeholders(getattr(e, key)) if p.is_tag]
-        entries = [*((f"files[{i}]", e) for i, e in enumerate(self.files)),
-                   *((f"templates[{i}]", e) for i, e in enumerate(self.templates))]
-        return found + [(f"secrets.{where}.when", tag) for where, e in entries if e.when
-                        for tag in sorted(placeholders.condition(e.when).tags)]
+        entries: list[tuple[str, Published]] = [
+            *((f"files[{i}]", e) for i, e in enumerate(self.files)),
+            *((f"templates[{i}]", e) for i, e in enumerate(self.templates))]
+        return found + [(f"secrets.{where}.when", tag) for where, e in entries
+                        if e.condition is not None for tag in sorted(e.condition.tags)]
 
 
-def template_problem(source: str, names: set[str]) -> str:
-    """Why a secrets template cannot render ('' when it can, or when its source is absent:
-    then the boot checks it)."""
+def source_problem(source: str, names: set[str]) -> str:
+    """Why a secrets template's source cannot render with these entry names ('' when it can,
+    or when its source is absent: then the boot checks it)."""
     try:
         raw = read_regular(source, TEMPLATE_LIMIT)
     except FileNotFoundError:

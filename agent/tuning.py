@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agent import dropins, envfile, files, history
+from agent.dropins import DROPIN_NAME
+from agent.entries import clash, labelled
 from agent.errors import TuningError
 from agent.expr import (
     Explanation,
@@ -36,8 +38,8 @@ from agent.expr import (
 from agent.facts import Facts
 from agent.files import Change, FilePlan
 from agent.readfile import read_regular, read_template
-from agent.sections import DROPIN_NAME, HUGEPAGES_SYSCTL, clash, labelled, template_problem
 from agent.state import PhaseState
+from agent.tuning_config import HUGEPAGES_SYSCTL, variable_problem
 
 if TYPE_CHECKING:
     from agent import profiles
@@ -154,7 +156,7 @@ def plan(cfg: TuningConfig, facts: Facts, *, sysctl_root: str = SYSCTL_ROOT,
     shared = None
     if claims:  # profiles and the budget are loaded when the configuration has them
         from agent import budget  # noqa: PLC0415 - loaded only when used
-        shared = budget.portions(claims, cfg.budget.reserve_mib, names, [
+        shared = budget.portions(claims, cfg.budget.reserve, names, [
             e.label for where, e in labelled("profiles", cfg.profiles) if not e.in_budget
             and where in kept])
 
@@ -163,7 +165,7 @@ def plan(cfg: TuningConfig, facts: Facts, *, sysctl_root: str = SYSCTL_ROOT,
         return names if portion is None else {**names, "memory_mib": portion.memory_mib}
 
     outputs = [_plan_values_file(entry.path, "file", entry.path, entry.format, entry.mode,
-                                 _explain_all(entry.path, entry.values, scope(where)), {})
+                                 _explain_all(entry.path, entry.expressions, scope(where)), {})
                for where, entry in labelled("files", cfg.files) if where in kept]
     sysctls = []
     for where, entry in labelled("profiles", cfg.profiles):
@@ -182,8 +184,8 @@ def plan(cfg: TuningConfig, facts: Facts, *, sysctl_root: str = SYSCTL_ROOT,
     by_path = {item.path: item for item in dropin_plans}
     outputs += [dataclasses.replace(unit, file=by_path[cfg.dropin_path(unit.about["unit"])])
                 for unit, _ in units]
-    sysctls = [_plan_sysctl(key, text, names, sysctl_root)
-               for key, text in cfg.sysctl.items()] + sysctls
+    sysctls = [_plan_sysctl(key, expression, names, sysctl_root)
+               for key, expression in cfg.sysctl_expressions.items()] + sysctls
     template_scope = _template_scope(names, outputs)
     outputs += [_plan_template(entry, template_scope)
                 for where, entry in labelled("templates", cfg.templates) if where in kept]
@@ -196,28 +198,15 @@ def _entries(cfg: TuningConfig) -> list[tuple[str, Any]]:
             *labelled("dropins", cfg.dropins), *labelled("templates", cfg.templates)]
 
 
-def expression_texts(cfg: TuningConfig) -> list[tuple[str, str]]:
-    """Every expression of the section, with its key (``tuning.files[0].values.HEAP_MB``)."""
-    found = [(f"tuning.{key}.when", e.when) for key, e in _entries(cfg) if e.when]
-    found += [(f"tuning.files[{i}].values.{n}", t) for i, e in enumerate(cfg.files)
-              for n, t in e.values.items()]
-    found += [(f"tuning.profiles[{i}].overrides.{n}", t) for i, e in enumerate(cfg.profiles)
-              for n, t in e.overrides.items()]
-    found += [(f"tuning.dropins[{i}].service.{k}", t) for i, e in enumerate(cfg.dropins)
-              for k, v in e.service.items() for t in (v.values() if isinstance(v, dict) else [v])]
-    found += [(f"tuning.sysctl.{k}", t) for k, t in cfg.sysctl.items()]
-    return [*found, ("tuning.budget.reserve_mib", cfg.budget.reserve_mib)]
-
-
 def tag_uses(cfg: TuningConfig) -> list[tuple[str, str]]:
     """(key, tag) for each tag('KEY') the section reads: what an offline plan must be given."""
-    return [(where, tag) for where, text in expression_texts(cfg)
-            for tag in sorted(compile_expression(text).tags)]
+    return [(where, tag) for where, expression in cfg.expressions()
+            for tag in sorted(expression.tags)]
 
 
 def _expressions(cfg: TuningConfig) -> list[Expression]:
     """Every expression of the section (what they read decides what the launch must give)."""
-    found = [compile_expression(text) for _, text in expression_texts(cfg)]
+    found = [expression for _, expression in cfg.expressions()]
     if any("group" in template_file_names(e.source) for e in cfg.templates):
         found.append(compile_expression("group"))
     return found
@@ -233,7 +222,7 @@ def _kept(cfg: TuningConfig, names: Mapping[str, Value],
             continue
         where = f"tuning.{key}"
         try:
-            holds = bool(compile_expression(entry.when).evaluate(names))
+            holds = bool(entry.condition.evaluate(names))
         except ExprError as exc:
             raise TuningError(f"{where}: when = {entry.when!r}: {exc}") from None
         if holds:
@@ -280,15 +269,15 @@ def _hugepages(output: PlannedOutput, root: str) -> list[PlannedSysctl]:
     return [PlannedSysctl(HUGEPAGES_SYSCTL, path, planned, current)]
 
 
-def _explain_all(label: str, values: Mapping[str, str],
+def _explain_all(label: str, values: Mapping[str, Expression],
                  facts: Mapping[str, Value]) -> list[PlannedValue]:
     planned = []
-    for name, text in values.items():
+    for name, expression in values.items():
         try:
-            explanation = compile_expression(text).explain(facts)
+            explanation = expression.explain(facts)
         except ExprError as exc:
             raise TuningError(f"tuning {label}: {name}: {exc}") from None
-        planned.append(PlannedValue(name, text, explanation))
+        planned.append(PlannedValue(name, expression.text, explanation))
     return planned
 
 
@@ -308,8 +297,7 @@ def _plan_profile(entry: TuningProfile,
     label = entry.label
     scope: dict[str, Value] = {**facts, **profiles.option_values(entry.use, entry.options)}
     try:
-        results = profiles.evaluate(
-            profiles.compile_profile(entry.use, entry.overrides, entry.options), scope)
+        results = profiles.evaluate(entry.settings, scope)
     except (ExprError, ValueError) as exc:
         raise TuningError(f"tuning {label}: {exc}") from None
     values = [PlannedValue(item.name, item.text, explanation, note=_note(item))
@@ -339,11 +327,11 @@ def _plan_dropin(entry: TuningDropin,
     label = f"drop-in {entry.unit}"
     lines = [DROPIN_HEADER, "[Service]\n"]
     values = []
-    for key, text in entry.service.items():
+    for key, compiled in entry.expressions.items():
         try:
-            if isinstance(text, dict):
+            if isinstance(compiled, dict):
                 words = []
-                for name, expression in text.items():
+                for name, expression in compiled.items():
                     value = _explain_one(f"{key}.{name}", expression, facts)
                     try:
                         words.append(profiles.environment_word(name, value.rendered))
@@ -352,7 +340,7 @@ def _plan_dropin(entry: TuningDropin,
                     values.append(value)
                 lines.append(f"{key}={' '.join(words)}\n")
                 continue
-            value = _explain_one(key, text, facts)
+            value = _explain_one(key, compiled, facts)
             written = _service_value(profiles.SERVICE_KEYS, key, value.explanation.result)
         except (ExprError, ValueError) as exc:
             raise TuningError(f"tuning {label}: {exc}") from None
@@ -370,10 +358,10 @@ def _service_value(keys: Mapping[str, profiles.ServiceKey], key: str, value: Val
         raise ValueError(f"{key}: {exc}") from None
 
 
-def _explain_one(name: str, text: str, facts: Mapping[str, Value]) -> PlannedValue:
+def _explain_one(name: str, expression: Expression, facts: Mapping[str, Value]) -> PlannedValue:
     """One value explained; ExprError naming it."""
     try:
-        return PlannedValue(name, text, compile_expression(text).explain(facts))
+        return PlannedValue(name, expression.text, expression.explain(facts))
     except ExprError as exc:
         raise ExprError(f"{name}: {exc}") from None
 
@@ -384,11 +372,12 @@ def sysctl_path(key: str, root: str = SYSCTL_ROOT) -> str:
     return os.path.join(root, *(part.replace("/", ".") for part in key.split(".")))
 
 
-def _plan_sysctl(key: str, text: str, facts: Mapping[str, Value], root: str) -> PlannedSysctl:
+def _plan_sysctl(key: str, expression: Expression, facts: Mapping[str, Value],
+                 root: str) -> PlannedSysctl:
     from agent import profiles  # noqa: PLC0415 - loaded only when used
     path = sysctl_path(key, root)
     try:
-        value = _explain_one(key, text, facts)
+        value = _explain_one(key, expression, facts)
         written = profiles.sysctl_value(value.explanation.result)
     except ExprError as exc:
         raise TuningError(f"tuning sysctl {exc}") from None
@@ -427,7 +416,7 @@ def _plan_template(entry: TuningTemplate,
     distinct = {name: {v.rendered for v in values} for name, values in scope.items()}
     used = []
     for name in names:
-        problem = template_problem(name, distinct)
+        problem = variable_problem(name, distinct)
         if problem:
             raise TuningError(f"tuning {label}: {problem}")
         used.append(scope[name][0])

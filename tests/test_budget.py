@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from agent.errors import ConfigError, TuningError
 from agent.facts import nominal_facts
 from agent.instance_types import table
 from agent.profiles import PROFILES
+from agent.settings import section
 from agent.tuning import TuningPlan, apply, plan
 from agent.tuning_config import TuningConfig, TuningFile, TuningProfile
 
@@ -129,11 +131,11 @@ def test_default_reserve_applies_without_a_budget_section() -> None:
 
 
 def test_reserve_is_an_expression_over_the_machine() -> None:
-    cfg = TuningConfig.model_validate({"budget": {"reserve_mib": "1024 if vcpus < 8 else 2048"},
+    cfg = section(TuningConfig, **{"budget": {"reserve_mib": "1024 if vcpus < 8 else 2048"},
                                        "profiles": [{"use": "redis"}]})
     assert _memory(plan(cfg, nominal_facts("m5.xlarge"))) == {"profile redis": 15360}
     assert _memory(plan(cfg, nominal_facts("m5.2xlarge"))) == {"profile redis": 30720}
-    none = TuningConfig.model_validate({"budget": {"reserve_mib": "0"},
+    none = section(TuningConfig, **{"budget": {"reserve_mib": "0"},
                                         "profiles": [{"use": "redis"}]})
     assert _memory(plan(none, nominal_facts("m5.xlarge"))) == {"profile redis": 16384}
 
@@ -179,8 +181,10 @@ def test_files_without_memory_take_no_share() -> None:
 @pytest.mark.parametrize("budget", [{}, {"reserve_mib": "2048"}])
 def test_memory_mib_outside_a_member_is_the_machine(profiles: list[TuningProfile],
                                                      budget: dict[str, str]) -> None:
-    cfg = TuningConfig.model_validate({
-        "budget": budget, "profiles": [p.model_dump() for p in profiles],
+    cfg = section(TuningConfig, **{
+        "budget": budget,
+        "profiles": [{f.name: getattr(p, f.name) for f in dataclasses.fields(p) if f.init}
+                     for p in profiles],
         "files": [{"path": "/run/app.env", "values": {"HEAP_MB": "int(memory_mib * 0.75)"}}]})
     result = plan(cfg, nominal_facts("m5.xlarge"))
     assert _values(result, "/run/app.env") == {"HEAP_MB": "12288"}  # 16384 * 0.75
@@ -213,7 +217,7 @@ def test_too_small_for_the_programs() -> None:
 
 
 def test_a_reserve_that_leaves_nothing() -> None:
-    cfg = TuningConfig.model_validate({"budget": {"reserve_mib": "600"},
+    cfg = section(TuningConfig, **{"budget": {"reserve_mib": "600"},
                                        "profiles": [{"use": "redis"}]})
     with pytest.raises(TuningError) as caught:
         plan(cfg, nominal_facts("t3.nano"))

@@ -6,12 +6,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import get_origin
+from typing import Any, get_origin
 
 import pytest
-from pydantic import BaseModel
 
-from agent import config, statefile
+from agent import config, settings, statefile
 from agent.errors import EXIT_CONFIG, ConfigError
 
 GOOD = """
@@ -272,15 +271,15 @@ def test_cli_plan_exits_78_too(tmp_path: Path) -> None:
     assert "lifecycle.bogus: unknown key" in proc.stderr
 
 
-def _locations(model: type[BaseModel], header: str = "", loc: str = ""
+def _locations(model: type[Any], header: str = "", loc: str = ""
                ) -> list[tuple[str, str, str]]:
     """(TOML table header, dotted location, field) for every key of the configuration."""
     found = []
-    for name, field in model.model_fields.items():
+    for name, annotation in settings.keys(model).items():
         found.append((header, f"{loc}{name}", name))
-        inner = config._model_of(field.annotation)
+        inner = settings.section_of(annotation)
         if inner is not None:
-            listed = get_origin(field.annotation) is list
+            listed = get_origin(annotation) is list
             table = f"{loc}{name}".replace("[0]", "")
             found += _locations(inner, f"[[{table}]]\n" if listed else f"[{table}]\n",
                                 f"{loc}{name}[0]." if listed else f"{loc}{name}.")

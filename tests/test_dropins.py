@@ -13,6 +13,7 @@ from agent import config, dropins, handoff, service
 from agent.errors import ConfigError
 from agent.files import Change
 from agent.secrets_config import SecretFile, SecretsConfig
+from agent.settings import section
 
 CONTENT = b"[Service]\nNice=5\n"
 
@@ -136,6 +137,6 @@ def test_credentials_systemd_refuses_are_78_at_load(tmp_path: Path, entry: str,
 def test_a_leading_double_slash_is_one(tmp_path: Path) -> None:
     """systemd refuses a credential source that is not normalized ('//run/...')."""
     units = tmp_path / "units"
-    cfg = SecretsConfig(dir="//run/agent/secrets", unit_dir=str(units), files=[
+    cfg = section(SecretsConfig, dir="//run/agent/secrets", unit_dir=str(units), files=[
         SecretFile(secret_id="s", path="db.json", units=["app.service"])])
     assert cfg.dir == "/run/agent/secrets"

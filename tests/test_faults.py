@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from agentproc import IS_ROOT, PLAIN, Booter
 
-from agent import config
+from agent import config, settings
 from agent.config import Config
 from agent.errors import ConfigError
 from agent.sim import World
@@ -130,14 +130,14 @@ def test_malformed_json_in_the_environment_names_the_variable(tmp_path: Path,
 
 def numeric_fields(model: type[Any], prefix: str = "") -> Iterator[tuple[str, str, type]]:
     """(section, key, type) of every number in the schema, nested sections included."""
-    hints = typing.get_type_hints(model, include_extras=True)
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
-            yield from numeric_fields(annotation, f"{prefix}{name}.")
+    hints = settings.keys(model)
+    for name, annotation in hints.items():
+        inner = settings.section_of(annotation)
+        if inner is not None and typing.get_origin(annotation) is not list:
+            yield from numeric_fields(inner, f"{prefix}{name}.")
             continue
-        base = typing.get_args(hints[name])[0] if typing.get_origin(hints[name]) is \
-            typing.Annotated else hints[name]
+        base = typing.get_args(annotation)[0] if typing.get_origin(annotation) is \
+            typing.Annotated else annotation
         if base in (int, float):
             yield prefix.rstrip("."), name, base
 

@@ -19,6 +19,7 @@ with the dev extra.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import pwd
@@ -96,7 +97,7 @@ def _apply(profiles: list[TuningProfile], instance_type: str, work: list[Path]) 
     (out / "sys/vm/nr_hugepages").write_text("0\n")
     entries, templates = [], []
     for entry in profiles:
-        entries.append(entry.model_copy(update={"path": str(out / f"{entry.use}.env")}))
+        entries.append(dataclasses.replace(entry, path=str(out / f"{entry.use}.env")))
         if entry.use in TEMPLATES:
             source = out / f"{entry.use}.conf.in"
             source.write_text(TEMPLATES[entry.use])

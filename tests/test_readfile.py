@@ -18,6 +18,7 @@ from agent import readfile
 from agent.errors import TuningError
 from agent.facts import nominal_facts
 from agent.readfile import TEMPLATE_LIMIT, Unreadable, read_regular
+from agent.settings import section
 from agent.tuning import plan
 from agent.tuning_config import TuningConfig
 
@@ -96,12 +97,11 @@ def test_a_file_whose_size_stat_does_not_tell(tmp_path: Path) -> None:
 def test_a_source_that_became_a_fifo_fails_the_tuning_phase(tmp_path: Path, kind: str) -> None:
     """Absent at load (checked when the boot renders it), then not a regular file."""
     where = tmp_path / "app.conf.in"
-    cfg = TuningConfig.model_validate({"templates": [
+    cfg = section(TuningConfig, **{"templates": [
         {"source": str(where if kind != "dev-zero" else tmp_path / "absent"),
          "path": str(tmp_path / "app.conf")}]})
-    if kind == "dev-zero":  # the same entry, pointed at /dev/zero after its validation
-        cfg = cfg.model_copy(update={"templates": [
-            cfg.templates[0].model_copy(update={"source": "/dev/zero"})]})
+    if kind == "dev-zero":  # the source, absent at load, is now /dev/zero
+        (tmp_path / "absent").symlink_to("/dev/zero")
     else:
         make_source(kind, where)
     result = within(5, lambda: plan(cfg, nominal_facts("m5.xlarge")))

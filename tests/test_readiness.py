@@ -315,7 +315,8 @@ def test_the_cache_rebuilds_the_section_with_its_rules(tmp_path: Path,
     validated = configcache.load(str(path))
     cached = configcache.load(str(path))
     assert type(cached.readiness).__name__ == "ReadinessConfig"
-    assert type(cached.readiness) is not type(validated.readiness)  # a view, not the model
+    assert type(cached.readiness) is type(validated.readiness)  # one class, either way
+    assert cached.readiness == validated.readiness
     assert cached.readiness.enabled and cached.readiness.units == ["app.service"]
     assert cached.readiness.checks[0].label == "tcp 127.0.0.1:5432"
     assert cached.readiness.checks[0].kind == "tcp"

@@ -37,7 +37,7 @@ def _config(tmp_path: Path, **extra: str) -> TuningConfig:
             "FAMILY": "family",
             **extra,
         }),
-        TuningFile(path=str(tmp_path / "out/app.json"), format="json", mode="0600", values={
+        TuningFile(path=str(tmp_path / "out/app.json"), format="json", mode=0o600, values={
             "workers": "vcpus * 2 + 1", "heap": "memory_mib * 0.75", "arch": "arch",
             "ratio": "0.5 if arch == \"arm64\" else 0.25",
         }),
@@ -193,7 +193,7 @@ from agent.tuning_config import TuningConfig, TuningFile
 files = TuningConfig(files=[TuningFile(path={str(tmp_path / "a.env")!r}, values={{"A": "vcpus"}})])
 sysctl = TuningConfig(sysctl={{"vm.swappiness": "10"}})
 for name in ("profiles", "budget"):
-    del sys.modules["agent." + name], agent.__dict__[name]
+    sys.modules.pop("agent." + name, None), agent.__dict__.pop(name, None)
 loaded = lambda: sorted(m for m in ("agent.profiles", "agent.budget") if m in sys.modules)
 plan(files, nominal_facts("m5.xlarge"))
 print(loaded())
@@ -333,7 +333,7 @@ def test_dropin_passes_systemd_analyze_verify(tmp_path: Path, reloads: list[int]
     if not shutil.which("systemd-analyze"):
         pytest.skip("systemd-analyze is not installed")
     cfg = _all_kinds(tmp_path)
-    apply(plan(cfg.tuning.model_copy(update={"sysctl": {}}), nominal_facts("r6g.16xlarge")))
+    apply(plan(dataclasses.replace(cfg.tuning, sysctl={}), nominal_facts("r6g.16xlarge")))
     units = tmp_path / "out/units"
     (units / "app.service").write_text("[Unit]\nDescription=app\n[Service]\n"
                                        "ExecStart=/bin/true\n")
@@ -504,7 +504,7 @@ def test_template_ambiguous_name(tmp_path: Path) -> None:
                                          "outputs define it differently"):
         TuningConfig(files=two, templates=[TuningTemplate(source=str(source),
                                                           path=str(tmp_path / "t.out"))])
-    same = [two[0], two[0].model_copy(update={"path": str(tmp_path / "b.env")})]
+    same = [two[0], dataclasses.replace(two[0], path=str(tmp_path / "b.env"))]
     cfg = TuningConfig(files=same, templates=[TuningTemplate(source=str(source),
                                                             path=str(tmp_path / "t.out"))])
     assert plan(cfg, nominal_facts("m5.xlarge")).outputs[2].content == b"8192\n"  # 16384 // 2

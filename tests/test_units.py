@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
 
-from agent import config
+from agent import config, settings
 
 REPO = Path(__file__).resolve().parent.parent
 UNITS_DIR = REPO / "systemd"
@@ -116,12 +115,11 @@ def test_units_match_the_agent() -> None:
     assert service["RuntimeDirectory"] == ["agent"]
     assert service["RuntimeDirectoryPreserve"] == ["yes"]
     assert service["CapabilityBoundingSet"] == ["CAP_CHOWN"]
-    defaults = config.Config.model_construct()
+    defaults = config.Config()
     assert service["RequiresMountsFor"] == [config.SecretsConfig().dir]
     minutes = re.fullmatch(r"(\d+)min", service["TimeoutStartSec"][0])
     assert minutes and int(minutes.group(1)) * 60 > defaults.imds.max_wait_seconds + 60
-    assert f"/run/{service['RuntimeDirectory'][0]}" == config.Config.model_fields[
-        "state_dir"].default
+    assert f"/run/{service['RuntimeDirectory'][0]}" == defaults.state_dir
     mount = unit_settings("run-agent-secrets.mount")
     assert mount["Where"] == [config.SecretsConfig().dir]
     assert mount["Type"] == ["tmpfs"]
@@ -129,29 +127,25 @@ def test_units_match_the_agent() -> None:
     assert target["Requires"] == ["agent.service"] and target["After"] == ["agent.service"]
 
 
-def _fields(model: type[BaseModel], prefix: str = "") -> set[str]:
-    """Every configuration key of a model, dotted (``secrets.files.secret_id``)."""
+def _fields(model: type[Any], prefix: str = "") -> set[str]:
+    """Every configuration key of a section, dotted (``secrets.files.secret_id``)."""
     keys: set[str] = set()
-    for name, field in model.model_fields.items():
-        if field.exclude:
-            continue
-        annotation: Any = field.annotation
-        inner = getattr(annotation, "__args__", (annotation,))[0]
-        if isinstance(inner, type) and issubclass(inner, BaseModel):
+    for name, annotation in settings.keys(model).items():
+        inner = settings.section_of(annotation)
+        if inner is not None:
             keys |= _fields(inner, f"{prefix}{name}.")
         else:
             keys.add(prefix + name)
     return keys
 
 
-def _keys(table: dict[str, Any], model: type[BaseModel], prefix: str = "") -> set[str]:
-    """The dotted keys a TOML document sets, following the model's sections."""
+def _keys(table: dict[str, Any], model: type[Any], prefix: str = "") -> set[str]:
+    """The dotted keys a TOML document sets, following the sections."""
     keys: set[str] = set()
+    known = settings.keys(model)
     for name, raw in table.items():
-        field = model.model_fields.get(name)
-        annotation: Any = field.annotation if field else None
-        inner = getattr(annotation, "__args__", (annotation,))[0]
-        if isinstance(inner, type) and issubclass(inner, BaseModel):
+        inner = settings.section_of(known[name]) if name in known else None
+        if inner is not None:
             for item in raw if isinstance(raw, list) else [raw]:
                 keys |= _keys(item, inner, f"{prefix}{name}.")
         else:
@@ -163,9 +157,9 @@ def test_conffile_documents_every_key() -> None:
     """packaging/agent.toml: loads as is (all defaults); uncommented, every key and valid."""
     text = CONFFILE.read_text()
     shipped = tomllib.loads(text)
-    assert config.Config(**shipped) == config.Config()
+    assert settings.validate(CONFFILE, shipped) == config.Config()
     everything = tomllib.loads(re.sub(r"(?m)^#(?=[\[A-Za-z_])", "", text))
-    documented = config.Config(**everything)
+    documented = settings.validate(CONFFILE, everything)
     assert _keys(everything, config.Config) == _fields(config.Config)
     for section in ("imds", "aws", "lifecycle"):
         assert getattr(documented, section) == getattr(config.Config(), section), section
