@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from agent.fields import SECTION, Bounds, Check, Command, Text, UnitName, span
+from agent.fields import SECTION, Bounds, Check, Command, Text, UnitName, declare, span
 
 LOCAL_NAMES = ("localhost",)
 ONESHOT_READINESS = ("[readiness] needs daemon mode (a oneshot run exits before the "
@@ -63,7 +63,7 @@ def _address(value: str) -> str:
     return value
 
 
-@dataclasses.dataclass(frozen=True)
+@declare()
 class ReadinessCheck:
     """A ``[[readiness.checks]]`` entry: exactly one of ``http``, ``tcp``, ``command``."""
 
@@ -99,7 +99,7 @@ class ReadinessCheck:
         return " ".join(self.command)
 
 
-@dataclasses.dataclass(frozen=True)
+@declare()
 class ReadinessConfig:
     """``[readiness]``: without it, the lifecycle phase follows the agent's own phases."""
 

@@ -25,6 +25,7 @@ from agent.fields import (
     Text,
     UnitName,
     Wrap,
+    declare,
     span,
     zero_or_at_least,
 )
@@ -40,7 +41,7 @@ def _http_only(value: str) -> str:
     return value.rstrip("/")
 
 
-@dataclasses.dataclass(frozen=True)
+@declare()
 class ImdsConfig:
     """``[imds]``: where and how patiently to read instance metadata."""
 
@@ -52,7 +53,7 @@ class ImdsConfig:
     max_wait_seconds: Annotated[float, span(1, 3600)] = 120.0
 
 
-@dataclasses.dataclass(frozen=True)
+@declare()
 class AwsConfig:
     """``[aws]``: region, endpoint and the retry budget of each call."""
 
@@ -63,7 +64,7 @@ class AwsConfig:
     max_wait_seconds: Annotated[float, span(1, 3600)] = 300.0
 
 
-@dataclasses.dataclass(frozen=True)
+@declare()
 class LifecycleConfig:
     """``[lifecycle]``: the Auto Scaling launch hook."""
 
@@ -76,7 +77,7 @@ class LifecycleConfig:
     warm_pool_secrets: bool = False  # publish secrets in a warm-pool boot too
 
 
-@dataclasses.dataclass(frozen=True)
+@declare()
 class TerminationConfig:
     """``[termination]``: watching for the instance's end, and draining before it."""
 
@@ -93,7 +94,7 @@ class TerminationConfig:
     scheduled_events: bool = True  # a retirement or stop event: SetInstanceHealth Unhealthy
 
 
-@dataclasses.dataclass(frozen=True)
+@declare()
 class ImageConfig:
     """``[image]``: the baked image's manifest, its age, user-data hygiene."""
 
@@ -123,7 +124,7 @@ def _namespace(value: str) -> str:
     return value
 
 
-@dataclasses.dataclass(frozen=True)
+@declare()
 class TelemetryConfig:
     """``[telemetry]``: the boot's metrics, for Prometheus and CloudWatch (off by default)."""
 
@@ -133,7 +134,7 @@ class TelemetryConfig:
     cloudwatch_namespace: Annotated[Text, Check(_namespace)] = ""  # PutMetricData per boot
 
 
-@dataclasses.dataclass(frozen=True)
+@declare()
 class SignalConfig:
     """``[signal]``: readiness signals besides systemd and the lifecycle hook."""
 
@@ -148,7 +149,7 @@ class SignalConfig:
             raise ValueError("set both cloudformation_stack and cloudformation_resource")
 
 
-@dataclasses.dataclass(frozen=True)
+@declare()
 class Config:
     """The whole configuration (DESIGN.md, "Configuration"); :func:`load` gives it."""
 

@@ -32,6 +32,7 @@ from agent.fields import (
     Text,
     UnitName,
     check_path,
+    declare,
     span,
 )
 from agent.observed import file_digest, observe
@@ -94,7 +95,7 @@ def _condition(when: str) -> Expression | None:
     return placeholders.condition(when) if when else None
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@declare(kw_only=True)
 class Published:
     """What a published file has, whether it holds one secret or a rendered template."""
 
@@ -134,7 +135,7 @@ class Published:
         object.__setattr__(self, "condition", _condition(self.when))
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@declare(kw_only=True)
 class SecretFile(Published):
     """One ``[[secrets.files]]`` entry: a secret rendered into one file (or a template's)."""
 
@@ -179,7 +180,7 @@ class SecretFile(Published):
         return f"{kind} {self.secret_id or self.parameter!r}"
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@declare(kw_only=True)
 class SecretTemplate(Published):
     """One ``[[secrets.templates]]`` entry: a file combining secrets and launch facts."""
 
@@ -189,7 +190,7 @@ class SecretTemplate(Published):
         self._published()
 
 
-@dataclasses.dataclass(frozen=True)
+@declare()
 class SecretsConfig:
     """``[secrets]``: where the files go and which secrets and templates they hold."""
 

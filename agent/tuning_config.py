@@ -30,6 +30,7 @@ from agent.fields import (
     Mode,
     OptionalFile,
     ServiceName,
+    declare,
 )
 from agent.observed import file_digest, observe
 from agent.placeholders import condition
@@ -84,7 +85,7 @@ def _compiled_field() -> Any:
     return dataclasses.field(init=False, default=None, repr=False, compare=False)
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@declare(kw_only=True)
 class TuningFile:
     """One ``[[tuning.files]]`` entry: computed values written as an env or JSON file."""
 
@@ -97,8 +98,8 @@ class TuningFile:
     values: Annotated[dict[str, str], Check(_expressions)] = dataclasses.field(
         default_factory=dict)
     share: Share | None = None  # of the memory budget (memory_mib in its values)
-    condition: Expression | None = _compiled_field()  # noqa: RUF009 - ``when``, compiled
-    expressions: dict[str, Expression] = _compiled_field()  # noqa: RUF009 - ``values``, compiled
+    condition: Expression | None = _compiled_field()
+    expressions: dict[str, Expression] = _compiled_field()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "condition", _compiled(self.when))
@@ -117,7 +118,7 @@ class TuningFile:
         return self.share is not None
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@declare(kw_only=True)
 class TuningProfile:
     """One ``[[tuning.profiles]]`` entry: a program's well-known values (agent.profiles)."""
 
@@ -132,8 +133,8 @@ class TuningProfile:
     options: dict[str, Annotated[bool, Bounds(strict=True)]] = dataclasses.field(
         default_factory=dict)  # the profile's switches, e.g. redis persistence
     share: Share | None = None  # of the memory budget (memory_mib inside the profile)
-    condition: Expression | None = _compiled_field()  # noqa: RUF009 - ``when``, compiled
-    settings: list[CompiledSetting] = _compiled_field()  # noqa: RUF009 - the profile, compiled
+    condition: Expression | None = _compiled_field()
+    settings: list[CompiledSetting] = _compiled_field()
 
     def __post_init__(self) -> None:
         from agent import profiles  # noqa: PLC0415 - only for its entries
@@ -161,14 +162,14 @@ def _reserve(text: str) -> str:
     return text
 
 
-@dataclasses.dataclass(frozen=True)
+@declare()
 class TuningBudget:
     """``[tuning.budget]``: what the programs sharing the machine leave to everything else."""
 
     __pydantic_config__ = SECTION
 
     reserve_mib: Annotated[str, Check(_reserve)] = DEFAULT_RESERVE  # memory_mib: the machine
-    reserve: Expression = _compiled_field()  # noqa: RUF009 - ``reserve_mib``, compiled
+    reserve: Expression = _compiled_field()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "reserve", compile_expression(self.reserve_mib))
@@ -200,7 +201,7 @@ def _service_keys(values: dict[str, str | dict[str, str]]) -> dict[str, str | di
     return values
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@declare(kw_only=True)
 class TuningDropin:
     """One ``[[tuning.dropins]]`` entry: ``[Service]`` settings of a unit, as a drop-in."""
 
@@ -210,8 +211,8 @@ class TuningDropin:
     when: Condition = ""  # the entry is kept only where this is true
     service: Annotated[dict[str, str | dict[str, str]], Check(_service_keys)] = \
         dataclasses.field(default_factory=dict)  # key -> expression; Environment: a table
-    condition: Expression | None = _compiled_field()  # noqa: RUF009 - ``when``, compiled
-    expressions: dict[str, Expression | dict[str, Expression]] = _compiled_field()  # noqa: RUF009
+    condition: Expression | None = _compiled_field()
+    expressions: dict[str, Expression | dict[str, Expression]] = _compiled_field()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "condition", _compiled(self.when))
@@ -240,7 +241,7 @@ def _constant(name: str, text: str, check: Callable[[Value], object], *,
         raise ValueError(f"{name} = {text!r}: {exc}") from None
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@declare(kw_only=True)
 class TuningTemplate:
     """One ``[[tuning.templates]]`` entry: ``${NAME}`` substitution into a runtime file."""
 
@@ -250,7 +251,7 @@ class TuningTemplate:
     when: Condition = ""  # the entry is kept only where this is true
     path: AbsoluteFile
     mode: Mode = 0o644
-    condition: Expression | None = _compiled_field()  # noqa: RUF009 - ``when``, compiled
+    condition: Expression | None = _compiled_field()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "condition", _compiled(self.when))
@@ -272,7 +273,7 @@ def _sysctl(values: dict[str, str]) -> dict[str, str]:
     return values
 
 
-@dataclasses.dataclass(frozen=True)
+@declare()
 class TuningConfig:
     """``[tuning]``: outputs computed from the instance's size."""
 
@@ -287,7 +288,7 @@ class TuningConfig:
     budget: TuningBudget = dataclasses.field(default_factory=TuningBudget)
     unit_dir: AbsoluteDir = "/run/systemd/system"  # where drop-ins go
     history_file: OptionalFile = "/var/lib/agent/instance.json"  # the previous boot's type
-    sysctl_expressions: dict[str, Expression] = _compiled_field()  # noqa: RUF009 - sysctl
+    sysctl_expressions: dict[str, Expression] = _compiled_field()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sysctl_expressions", {
