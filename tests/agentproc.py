@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.sim import World
+from agent.state import PhaseState, Recorder, State
 
 DB = {"username": "app", "password": "pw-Zq8!\"quoted\" $dollar `tick`", "port": 5432}
 PLAIN = "plain-secret-7f3a9c"
@@ -171,3 +172,22 @@ def eventually(check: Any, timeout: float = 10.0, interval: float = 0.05) -> Any
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s (last: {value!r})")
         time.sleep(interval)
+
+
+def booted(tmp_path: Path, final: State | None = State.READY) -> Recorder:
+    """A state.json in ``tmp_path`` as a boot writes it, ended ``final`` (None: running)."""
+    rec = Recorder(str(tmp_path))
+    rec.start()
+    rec.update(instance={"instance_id": "i-0abc", "instance_type": "m5.xlarge",
+                         "region": "us-east-1", "availability_zone": "us-east-1a",
+                         "image_id": "ami-1", "auto_scaling_group": "web-asg"})
+    rec.phase("metadata", PhaseState.RUNNING)
+    rec.phase("metadata", PhaseState.DONE, detail="i-0abc m5.xlarge")
+    rec.phase("secrets", PhaseState.RUNNING)
+    rec.phase("secrets", PhaseState.DONE, detail="3 files")
+    rec.phase("tuning", PhaseState.SKIPPED, detail="no tuning configured")
+    rec.update(lifecycle={"group": "web-asg", "hook": "agent-ready", "result": "CONTINUE"})
+    rec.phase("lifecycle", PhaseState.DONE, detail="CONTINUE sent")
+    if final is not None:
+        rec.finish(final)
+    return rec

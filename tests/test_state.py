@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_status import booted
+from agentproc import booted
 
 from agent import statefile
 from agent.state import Journal, PhaseState, Recorder, State

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from agentproc import booted
 
 from agent import statefile, status
 from agent.cli import main
@@ -23,24 +24,6 @@ def run_cli(*args: str, env: dict[str, str] | None = None,
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True,
                           text=True, env=full_env, timeout=timeout)
-
-
-def booted(tmp_path: Path, final: State | None = State.READY) -> Recorder:
-    rec = Recorder(str(tmp_path))
-    rec.start()
-    rec.update(instance={"instance_id": "i-0abc", "instance_type": "m5.xlarge",
-                         "region": "us-east-1", "availability_zone": "us-east-1a",
-                         "image_id": "ami-1", "auto_scaling_group": "web-asg"})
-    rec.phase("metadata", PhaseState.RUNNING)
-    rec.phase("metadata", PhaseState.DONE, detail="i-0abc m5.xlarge")
-    rec.phase("secrets", PhaseState.RUNNING)
-    rec.phase("secrets", PhaseState.DONE, detail="3 files")
-    rec.phase("tuning", PhaseState.SKIPPED, detail="no tuning configured")
-    rec.update(lifecycle={"group": "web-asg", "hook": "agent-ready", "result": "CONTINUE"})
-    rec.phase("lifecycle", PhaseState.DONE, detail="CONTINUE sent")
-    if final is not None:
-        rec.finish(final)
-    return rec
 
 
 @pytest.mark.parametrize(("final", "code"), [(State.READY, 0), (State.FAILED, 1), (None, 3)])
