@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from agent.cli import program
+from agent.cli.commands import program
 
 program()

@@ -21,12 +21,12 @@ from pathlib import Path
 
 from conditions import machine
 
-from agent.aws import Aws
-from agent.imds import ImdsClient
-from agent.secrets import Secrets
-from agent.secrets_config import SecretsConfig
+from agent.cloud.aws import Aws
+from agent.instance.imds import ImdsClient
+from agent.secrets.config import SecretsConfig
+from agent.secrets.publish import Secrets
 from agent.sim import World
-from agent.state import Recorder
+from agent.state.recorder import Recorder
 
 
 def main() -> None:

@@ -4,7 +4,7 @@
     python scripts/gen_cli_docs.py OUTDIR     # OUTDIR/agent.8 and OUTDIR/agent.bash
     python scripts/gen_cli_docs.py --markdown docs/reference/cli.md
 
-Both come from :func:`agent.cli.parser` (every command, option, help text and default) and
+Both come from :func:`agent.cli.commands.parser` (every command, option, help text and default) and
 its EXIT_CODES, ENVIRONMENT, FILES and EXAMPLES, so they say what ``--help`` says. The
 package builds run this with the packaged agent, whose parser leaves out ``demo`` (agent.sim
 is not packaged). Needs argparse-manpage and shtab (the ``docs`` extra of pyproject.toml):
@@ -18,7 +18,8 @@ import os
 import sys
 from pathlib import Path
 
-from agent import __version__, cli
+from agent import __version__
+from agent.cli import commands
 
 SEE_ALSO = "systemctl(1), journalctl(1), systemd.exec(5) (LoadCredential=), systemd.unit(5)"
 DESCRIPTION = """\
@@ -59,12 +60,12 @@ def manpage(parser: argparse.ArgumentParser) -> str:
         "description": "instance boot agent: metadata, secrets on tmpfs, tuning, "
                        "lifecycle hook"})
     page.add_section("description", "=", DESCRIPTION)
-    page.add_section("exit status", "=", _items(cli.EXIT_CODES))
-    page.add_section("environment", "=", _items(cli.ENVIRONMENT))
-    page.add_section("files", "=", _items(cli.FILES))
-    page.add_section("examples", "=", _items(cli.EXAMPLES))
-    if not cli.sim_available():
-        page.add_section("notes", "=", _roff(f"agent {cli.NO_DEMO}"))
+    page.add_section("exit status", "=", _items(commands.EXIT_CODES))
+    page.add_section("environment", "=", _items(commands.ENVIRONMENT))
+    page.add_section("files", "=", _items(commands.FILES))
+    page.add_section("examples", "=", _items(commands.EXAMPLES))
+    if not commands.sim_available():
+        page.add_section("notes", "=", _roff(f"agent {commands.NO_DEMO}"))
     page.add_section("see also", "=", _roff(SEE_ALSO))
     return str(page)
 
@@ -73,7 +74,7 @@ def completion() -> str:
     """The bash completion script: commands, options; paths and directories where asked."""
     import shtab  # noqa: PLC0415
 
-    line = cli.command_line(complete={"PATH": shtab.FILE, "DIR": shtab.DIRECTORY})
+    line = commands.command_line(complete={"PATH": shtab.FILE, "DIR": shtab.DIRECTORY})
     return str(shtab.complete(line.parser, shell="bash"))  # noqa: S604 - the target shell
 
 
@@ -81,12 +82,12 @@ def markdown() -> str:
     """The command reference in Markdown: ``--help`` of each command, and the exit codes,
     environment and files (docs/reference/cli.md holds it below its marker)."""
     os.environ["COLUMNS"] = "100"  # argparse wraps to the terminal: the same text anywhere
-    line = cli.command_line()
+    line = commands.command_line()
     parts = [MARKER, "", "## `agent --help`", "", "```", line.parser.format_help().rstrip(), "```"]
     for name, command in line.commands.items():
         parts += ["", f"## `agent {name}`", "", "```", command.format_help().rstrip(), "```"]
-    for title, items in (("Exit codes", cli.EXIT_CODES), ("Environment", cli.ENVIRONMENT),
-                         ("Files", cli.FILES), ("Examples", cli.EXAMPLES)):
+    for title, items in (("Exit codes", commands.EXIT_CODES), ("Environment", commands.ENVIRONMENT),
+                         ("Files", commands.FILES), ("Examples", commands.EXAMPLES)):
         parts += ["", f"## {title}", "", "| | |", "|---|---|"]
         parts += [f"| `{name}` | {what} |" for name, what in items]
     return "\n".join(parts) + "\n"
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = given.outdir
     out.mkdir(parents=True, exist_ok=True)
-    (out / "agent.8").write_text(manpage(cli.parser()))
+    (out / "agent.8").write_text(manpage(commands.parser()))
     (out / "agent.bash").write_text(completion())
     print(f"wrote {out / 'agent.8'} and {out / 'agent.bash'}")
     return 0

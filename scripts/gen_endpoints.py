@@ -14,7 +14,7 @@ from pathlib import Path
 import botocore
 import botocore.session
 
-from agent.aws import Aws
+from agent.cloud.aws import Aws
 
 OUT = Path(__file__).resolve().parent.parent / "agent" / "data" / "endpoints.json"
 

@@ -24,7 +24,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 OUTPUT = REPO / "agent" / "data" / "instance_types.json"
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
-from agent.instance_types import from_describe  # noqa: E402
+from agent.instance.types import from_describe  # noqa: E402
 
 
 def from_moto() -> list[dict[str, Any]]:

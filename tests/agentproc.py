@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.sim import World
-from agent.state import PhaseState, Recorder, State
+from agent.state.recorder import PhaseState, Recorder, State
 
 DB = {"username": "app", "password": "pw-Zq8!\"quoted\" $dollar `tick`", "port": 5432}
 PLAIN = "plain-secret-7f3a9c"

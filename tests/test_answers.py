@@ -2,7 +2,7 @@
 
 Integration tests run the agent as a process against the simulated cloud behind the fault
 proxy (:mod:`agent.sim.proxy`); the unit tests check the one describer of SDK failures and
-the logging filter on their own (the transport's deadline: tests/test_transport.py).
+the logging filter on their own (the transport's deadline: tests/cloud/test_transport.py).
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from botocore.exceptions import (
 )
 from botocore.parsers import ResponseParserError
 
-from agent import generations
-from agent.aws import describe
+from agent.cloud.aws import describe
 from agent.errors import SecretsError, describe_failure
-from agent.service import ForeignTracebacks
+from agent.secrets import generations
+from agent.service.notify import ForeignTracebacks
 from agent.sim import Fault, FaultProxy, World
 
 OTHER = "222222222222"
@@ -106,7 +106,7 @@ def test_other_libraries_tracebacks_are_debug_records() -> None:
         root.setLevel(logging.INFO)
         assert not keep.filter(record("botocore.credentials", logging.WARNING, exc=True))
         assert keep.filter(record("botocore.credentials", logging.WARNING, exc=False))
-        assert keep.filter(record("agent.boot", logging.ERROR, exc=True))
+        assert keep.filter(record("agent.boot.sequence", logging.ERROR, exc=True))
         root.setLevel(logging.DEBUG)  # -v: shown, as a debug record
         shown = record("botocore.credentials", logging.WARNING, exc=True)
         assert keep.filter(shown) and shown.levelname == "DEBUG"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from agentproc import clean_environment
 
-from agent import hygiene, packages
+from agent.image import hygiene, packages
 
 SECURITY = "Debian-Security:12/stable-security"
 MAIN_SUITE = [("libfoo", "1.0-1"), ("libfoo", "1.0-2"), ("bar", "2.0-1"), ("bar", "2.1-1"),

@@ -28,11 +28,12 @@ from typing import Any
 import pytest
 from agentproc import DB, FILES, PLAIN, mine, shm_dir
 
-from agent import config, service
-from agent.boot import Boot
-from agent.service import Notifier
+from agent.boot.sequence import Boot
+from agent.config import loader
+from agent.service import notify as service
+from agent.service.notify import Notifier
 from agent.sim import World
-from agent.state import Recorder
+from agent.state.recorder import Recorder
 
 pytestmark = pytest.mark.integration  # every test here starts servers or processes
 
@@ -40,9 +41,9 @@ AGENT = Path(__import__("agent").__file__).parent
 SIM = AGENT / "sim"
 # Not steps of a boot: the boundary itself reports through these, and a fault injected into
 # the recorder's own write is covered by test_state_write_failures_never_stop_a_boot.
-MACHINERY = {"agent.boot", "agent.state"}
+MACHINERY = {"agent.boot.sequence", "agent.state.recorder"}
 # the boundaries of what never fails a boot, beside their subjects (what they call is tested)
-GUARDS = {("agent.lifecycle", "signal"), ("agent.telemetry", "Telemetry.report")}
+GUARDS = {("agent.lifecycle.hook", "signal"), ("agent.boot.telemetry", "Telemetry.report")}
 
 
 class Recording(Notifier):
@@ -81,7 +82,7 @@ class Harness:
         state = self.root / f"state-{self.runs}"
         path = self.root / f"agent-{self.runs}.toml"
         path.write_text(self.text.replace(str(self.root / "STATE"), str(state)))
-        cfg = config.load(str(path))
+        cfg = loader.load(str(path))
         assert self.world.group and self.world.instance_id
         if all(a.result for a in self.world.cloud.actions(self.world.instance_id)):
             self.world.cloud.launch(self.world.group, self.world.instance_id)  # pending again

@@ -32,7 +32,7 @@ def complete(*args, **kwargs):
     return result
 
 state.Recorder.write, lifecycle.complete = write, complete
-from agent.cli import main
+from agent.cli.commands import main
 sys.exit(main(sys.argv[3:]))
 """
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from agent.errors import control_at, describe_failure, escape
-from agent.service import Notifier, OneLineFormatter
+from agent.service.notify import Notifier, OneLineFormatter
 
 
 @pytest.mark.parametrize(("text", "escaped"), [
@@ -44,7 +44,7 @@ def test_an_internal_error_is_one_escaped_line() -> None:
 
 def test_log_lines_are_escaped_tracebacks_kept() -> None:
     formatter = OneLineFormatter("agent: %(levelname)s %(message)s")
-    record = logging.LogRecord("agent.secrets", logging.ERROR, __file__, 1,
+    record = logging.LogRecord("agent.secrets.publish", logging.ERROR, __file__, 1,
                                "secret %r: %s", ("x\x1b]0;t\x07", "AWS says\nforged"), None)
     assert formatter.format(record) == (
         "agent: ERROR secret 'x\\x1b]0;t\\x07': AWS says\\nforged")

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 from agentproc import IS_ROOT, PLAIN, Booter
 
-from agent import config, settings
-from agent.config import Config
+from agent.config import loader, validator
+from agent.config.loader import Config
 from agent.errors import ConfigError
 from agent.sim import World
 
@@ -130,9 +130,9 @@ def test_malformed_json_in_the_environment_names_the_variable(tmp_path: Path,
 
 def numeric_fields(model: type[Any], prefix: str = "") -> Iterator[tuple[str, str, type]]:
     """(section, key, type) of every number in the schema, nested sections included."""
-    hints = settings.keys(model)
+    hints = validator.keys(model)
     for name, annotation in hints.items():
-        inner = settings.section_of(annotation)
+        inner = validator.section_of(annotation)
         if inner is not None and typing.get_origin(annotation) is not list:
             yield from numeric_fields(inner, f"{prefix}{name}.")
             continue
@@ -153,7 +153,7 @@ def test_every_number_is_finite_and_bounded(tmp_path: Path, section: str, key: s
     path = tmp_path / "agent.toml"
     path.write_text((f"[{section}]\n" if section else "") + f"{key} = {value}\n")
     with pytest.raises(ConfigError) as info:
-        config.load(str(path))
+        loader.load(str(path))
     assert f"{section + '.' if section else ''}{key}:" in str(info.value)
     assert "\n" not in str(info.value)
 

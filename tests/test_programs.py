@@ -37,13 +37,13 @@ from pathlib import Path
 
 import pytest
 
-from agent import envfile
-from agent.budget import Budget
 from agent.errors import TuningError
-from agent.facts import nominal_facts
-from agent.instance_types import table
-from agent.tuning import apply, plan
-from agent.tuning_config import TuningConfig, TuningProfile, TuningTemplate
+from agent.instance.facts import nominal_facts
+from agent.instance.types import table
+from agent.service import envfile
+from agent.tuning.budget import Budget
+from agent.tuning.config import TuningConfig, TuningProfile, TuningTemplate
+from agent.tuning.tuner import apply, plan
 
 pytestmark = pytest.mark.programs
 

@@ -15,12 +15,12 @@ import pytest
 from agentproc import Booter, clean_environment
 
 from agent import readfile
+from agent.config.validator import section
 from agent.errors import TuningError
-from agent.facts import nominal_facts
+from agent.instance.facts import nominal_facts
 from agent.readfile import TEMPLATE_LIMIT, Unreadable, read_regular
-from agent.settings import section
-from agent.tuning import plan
-from agent.tuning_config import TuningConfig
+from agent.tuning.config import TuningConfig
+from agent.tuning.tuner import plan
 
 KINDS = {  # how a source is made -> what the one line says it is
     "fifo": "a FIFO, not a regular file",

@@ -17,7 +17,8 @@ import pytest
 from agentproc import DB, FILES, PLAIN, SECRET_MARKERS, Booter, eventually
 from unitcheck import assert_systemd_accepts
 
-from agent import envfile, generations
+from agent.secrets import generations
+from agent.service import envfile
 from agent.sim import World
 
 pytestmark = pytest.mark.integration  # every test here starts servers or processes

@@ -1,11 +1,11 @@
 """The resident daemon's timers, with the clock passed in (no real time); the retry loop's
-tests: tests/test_retry.py."""
+tests: tests/cloud/test_retry.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from agent.resident import IDLE, Schedule
+from agent.boot.resident import IDLE, Schedule
 
 
 def fixed(seconds: float) -> float:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from agent import config
+from agent.config import loader
 from agent.sim.world import SAMPLE_SECRETS
 
 pytestmark = pytest.mark.integration  # every test here starts servers or processes
@@ -101,7 +101,7 @@ def test_try_it_by_hand(simulator: tuple[subprocess.Popen[str], dict[str, Any]],
 
     settings = one(found, "cat >$AGENT_CONFIG")
     run(settings)
-    cfg = config.load(str(scratch / "agent.toml"))
+    cfg = loader.load(str(scratch / "agent.toml"))
     assert cfg.imds.endpoint == ready["imds"] and cfg.aws.endpoint_url == ready["aws"]
     prelude = "\n".join(line for line in settings.splitlines() if line.startswith("export "))
 

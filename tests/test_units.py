@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from agent import config, settings
+from agent.config import loader
+from agent.config import validator as settings
 
 REPO = Path(__file__).resolve().parent.parent
 UNITS_DIR = REPO / "systemd"
@@ -115,13 +116,13 @@ def test_units_match_the_agent() -> None:
     assert service["RuntimeDirectory"] == ["agent"]
     assert service["RuntimeDirectoryPreserve"] == ["yes"]
     assert service["CapabilityBoundingSet"] == ["CAP_CHOWN"]
-    defaults = config.Config()
-    assert service["RequiresMountsFor"] == [config.SecretsConfig().dir]
+    defaults = loader.Config()
+    assert service["RequiresMountsFor"] == [loader.SecretsConfig().dir]
     minutes = re.fullmatch(r"(\d+)min", service["TimeoutStartSec"][0])
     assert minutes and int(minutes.group(1)) * 60 > defaults.imds.max_wait_seconds + 60
     assert f"/run/{service['RuntimeDirectory'][0]}" == defaults.state_dir
     mount = unit_settings("run-agent-secrets.mount")
-    assert mount["Where"] == [config.SecretsConfig().dir]
+    assert mount["Where"] == [loader.SecretsConfig().dir]
     assert mount["Type"] == ["tmpfs"]
     target = unit_settings("agent-ready.target")
     assert target["Requires"] == ["agent.service"] and target["After"] == ["agent.service"]
@@ -157,13 +158,13 @@ def test_conffile_documents_every_key() -> None:
     """packaging/agent.toml: loads as is (all defaults); uncommented, every key and valid."""
     text = CONFFILE.read_text()
     shipped = tomllib.loads(text)
-    assert settings.validate(CONFFILE, shipped) == config.Config()
+    assert settings.validate(CONFFILE, shipped) == loader.Config()
     everything = tomllib.loads(re.sub(r"(?m)^#(?=[\[A-Za-z_])", "", text))
     documented = settings.validate(CONFFILE, everything)
-    assert _keys(everything, config.Config) == _fields(config.Config)
+    assert _keys(everything, loader.Config) == _fields(loader.Config)
     for section in ("imds", "aws", "lifecycle"):
-        assert getattr(documented, section) == getattr(config.Config(), section), section
-    assert documented.state_dir == config.Config().state_dir
+        assert getattr(documented, section) == getattr(loader.Config(), section), section
+    assert documented.state_dir == loader.Config().state_dir
 
 
 @pytest.mark.parametrize("script", ["postinst", "prerm", "postrm"])

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.facts import read_facts
+from agent.instance.facts import read_facts
 from agent.sim.world import SAMPLE_SECRETS, World
 
 FILES = [  # one configuration for every environment: the ids come from the Environment tag

@@ -29,8 +29,8 @@ import harness
 import pytest
 from harness import Setup
 
-from agent.envfile import parse as parse_env_file
-from agent.models import OPERATIONS
+from agent.cloud.service_models import OPERATIONS
+from agent.service.envfile import parse as parse_env_file
 
 pytestmark = pytest.mark.e2e
 PREFIX = "/opt/instance-boot-agent"  # the package's own environment
@@ -396,7 +396,7 @@ def test_baked_root_passes_bake_check_fix(e2e_setup: Setup, tmp_path: Path) -> N
 CLIENTS = """
 import json
 from agent import models
-from agent.aws import Aws
+from agent.cloud.aws import Aws
 aws = Aws("us-east-1", endpoint_url="http://127.0.0.1:9")
 print(json.dumps({"pruned": models.search_path() is not None, "operations": {
     service: sorted(aws.client(service).meta.service_model.operation_names)
@@ -459,7 +459,7 @@ def below(names: set[str], directory: str) -> set[str]:
 def assert_cli_docs(man_page: Path, completion: Path) -> None:
     """agent(8) and the completion of the packaged agent: every command and option of its
     parser (which has no demo: agent.sim is not packaged), and how to get the demo."""
-    from agent.cli import command_line
+    from agent.cli.commands import command_line
 
     roff = gzip.decompress(man_page.read_bytes()).decode().replace("\\-", "-")
     script = completion.read_text()
@@ -492,7 +492,7 @@ def test_rpm_builds(e2e_setup: Setup) -> None:
         interpreter, "systemd-libs", "systemd", "/bin/sh"}, requires
     listing = harness.run(["rpm", "-qpl", rpm]).stdout.split()
     site = f"{PREFIX}/lib/{interpreter}/site-packages"
-    assert f"{PREFIX}/bin/python3" in listing and f"{site}/agent/cli.py" in listing
+    assert f"{PREFIX}/bin/python3" in listing and f"{site}/agent/cli/commands.py" in listing
     assert not [n for n in listing if "/agent/sim/" in n], "the simulator is in the package"
     for wanted in ("/usr/bin/agent", "/usr/lib/systemd/system/agent.service",
                    "/usr/lib/systemd/system-preset/90-agent.preset", "/etc/agent/agent.toml",

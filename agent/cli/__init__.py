@@ -1,0 +1,2 @@
+"""The command line: parsing, dispatch, and the commands that only read (``status``, ``wait``,
+``plan``)."""

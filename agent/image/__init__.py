@@ -1,0 +1,1 @@
+"""The image: bake checks, the manifest, pending security updates, clone hygiene."""

@@ -1,0 +1,2 @@
+"""The end points of an instance's life in its group: the launch hook and its signals,
+termination notices and the drain."""

@@ -1,0 +1,2 @@
+"""The instance's state: ``state.json`` (its writer and its readers) and the history across
+boots."""

@@ -1,0 +1,60 @@
+"""The whole configuration: one class, whether validated or rebuilt from the cache."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from agent.config import cache, loader, schema, validator
+from agent.errors import ConfigError
+from agent.secrets.config import SecretFile, SecretsConfig
+
+
+def test_the_defaults_are_what_an_empty_file_gives(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text("")
+    validated = loader.load(str(path))
+    assert validated == schema.Config()
+    assert type(validated) is schema.Config is loader.Config
+
+
+def test_a_cached_configuration_is_the_same_class(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text('[signal]\ncloudformation_stack = "s"\ncloudformation_resource = "r"\n')
+    validated = cache.load(str(path))
+    cached = cache.load(str(path))
+    assert cached is not validated and cached == validated
+    assert type(cached.signal) is schema.SignalConfig
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cached.signal.cloudformation_stack = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ('[signal]\ncloudformation_stack = "s"\n',
+     "signal: set both cloudformation_stack and cloudformation_resource"),
+    ('mode = "oneshot"\n[readiness]\nunits = ["app.service"]\n',
+     '(top level): mode "oneshot": [readiness] needs daemon mode'),
+    ('[telemetry]\ntextfile = "/var/lib/node/agent.txt"\n',
+     "telemetry.textfile: '/var/lib/node/agent.txt' must end in .prom"),
+    ('[telemetry]\ncloudwatch_namespace = "AWS/EC2"\n',
+     "telemetry.cloudwatch_namespace: 'AWS/EC2': namespaces starting AWS/ are AWS's own"),
+    ('[imds]\nendpoint = "https://x"\n',
+     "imds.endpoint: must be an http:// URL (IMDS speaks plain HTTP)"),
+])
+def test_a_section_rule_is_one_line(tmp_path: Path, text: str, line: str) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        loader.load(str(path))
+    assert str(info.value).startswith(f"config {path}: {line}")
+
+
+def test_every_key_is_a_field_of_a_section() -> None:
+    """The keys pydantic-settings reads are the dataclasses' init fields, nothing else."""
+    assert list(validator.Settings.model_fields) == [
+        f.name for f in dataclasses.fields(schema.Config)]
+    files = validator.section_of(validator.keys(SecretsConfig)["files"])
+    assert files is SecretFile
+    assert {"uid", "gid", "condition"}.isdisjoint(validator.keys(files))
