@@ -123,6 +123,19 @@ def test_no_import_cycle_in_the_package() -> None:
     assert cycles(graph) == []
 
 
+def test_every_module_has_its_test_module() -> None:
+    """The tests mirror the package: ``agent/secrets/publish.py`` is tested by
+    ``tests/secrets/test_publish.py``, ``agent/errors.py`` by ``tests/test_errors.py``."""
+    tests = PACKAGE.parent / "tests"
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name in ("__init__.py", "__main__.py"):
+            continue
+        where = path.parent.relative_to(PACKAGE)
+        if not (tests / where / f"test_{path.name}").is_file():
+            missing.append(str(path.relative_to(PACKAGE.parent)))
+    assert missing == []
+
 
 def test_no_module_is_longer_than_a_newcomer_reads() -> None:
     lengths = {module_name(p): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
