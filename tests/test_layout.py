@@ -37,7 +37,7 @@ def imports_of(path: Path, modules: set[str], root: Path = PACKAGE) -> set[str]:
                 origin = ".".join(base + ([node.module] if node.module else []))
             else:
                 origin = node.module or ""
-            # ``from agent import state`` imports the module agent.state.recorder
+            # ``from agent import errors`` imports the module agent.errors
             targets = [f"{origin}.{alias.name}" if f"{origin}.{alias.name}" in modules
                        else origin for alias in node.names]
         else:
