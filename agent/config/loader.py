@@ -3,7 +3,7 @@
 The file is ``--config PATH``, else ``$AGENT_CONFIG``, else ``/etc/agent/agent.toml`` (which
 may be absent: defaults apply). Each section is a frozen dataclass holding its fields and its
 behaviour (:mod:`agent.config.schema` and the section modules it names); the field types shared by
-all are in :mod:`agent.config.fields`. pydantic-settings validates them
+all are in :mod:`agent.schema.fields`. pydantic-settings validates them
 (:mod:`agent.config.validator`, loaded only to validate): unknown keys are errors, and every error
 becomes one :class:`~agent.errors.ConfigError` line naming the file (or variable) and the
 key. The validated-configuration cache (:mod:`agent.config.cache`) rebuilds the same classes.

@@ -1,6 +1,6 @@
 """The configuration's schema: the small sections and the whole :class:`Config`.
 
-Each section is a frozen dataclass holding its fields (their rules as :mod:`agent.config.fields`
+Each section is a frozen dataclass holding its fields (their rules as :mod:`agent.schema.fields`
 types) and its behaviour; the large sections have modules of their own
 (:mod:`agent.secrets.config`, :mod:`agent.tuning.config`, :mod:`agent.readiness.config`).
 pydantic-settings validates them (:mod:`agent.config.validator`); the validated-configuration cache
@@ -13,7 +13,8 @@ import dataclasses
 import re
 from typing import Annotated, Literal
 
-from agent.config.fields import (
+from agent.readiness.config import ONESHOT_READINESS, ReadinessConfig, given_readiness
+from agent.schema.fields import (
     SECTION,
     AbsoluteDir,
     AbsoluteFile,
@@ -29,7 +30,6 @@ from agent.config.fields import (
     span,
     zero_or_at_least,
 )
-from agent.readiness.config import ONESHOT_READINESS, ReadinessConfig, given_readiness
 from agent.secrets.config import SecretsConfig
 from agent.tuning.config import TuningConfig
 

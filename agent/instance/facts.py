@@ -29,7 +29,7 @@ Describe = Callable[[str], InstanceType | None]
 
 @dataclass(frozen=True)
 class Facts:
-    """What tuning expressions may read (agent.tuning.expr.FACTS names the same fields).
+    """What tuning expressions may read (agent.schema.expr.FACTS names the same fields).
 
     ``memory_mib`` is the machine's here; inside a program's part of the memory budget
     (:mod:`agent.tuning.budget`) expressions see its share there, and the whole in

@@ -14,7 +14,7 @@ import pytest
 from agent.errors import TuningError
 from agent.instance.facts import Facts, nominal_facts, read_facts, split_type
 from agent.instance.types import InstanceType, from_describe, lookup, table
-from agent.tuning.expr import MACHINE_FACTS
+from agent.schema.expr import MACHINE_FACTS
 
 REPO = Path(__file__).resolve().parents[2]
 GIB = 1024**3

@@ -258,7 +258,7 @@ Commands = Annotated[list[Command], Check(_commands)]
 
 def _condition(value: str) -> str:
     if value:
-        from agent.config.placeholders import condition  # noqa: PLC0415
+        from agent.schema.placeholders import condition  # noqa: PLC0415
 
         condition(value)  # ValueError naming the problem
     return value

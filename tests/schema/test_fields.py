@@ -13,9 +13,9 @@ from agentproc import clean_environment
 from pydantic import ValidationError
 
 from agent.config import loader
-from agent.config.fields import SECTION, Bounds, Check, Mode, declare, span
 from agent.config.validator import section
 from agent.errors import ConfigError
+from agent.schema.fields import SECTION, Bounds, Check, Mode, declare, span
 
 
 def load_error(tmp_path: Path, text: str) -> str:
