@@ -43,7 +43,7 @@ SIM = AGENT / "sim"
 # the recorder's own write is covered by test_state_write_failures_never_stop_a_boot.
 MACHINERY = {"agent.boot.sequence", "agent.state.recorder"}
 # the boundaries of what never fails a boot, beside their subjects (what they call is tested)
-GUARDS = {("agent.lifecycle.hook", "signal"), ("agent.boot.telemetry", "Telemetry.report")}
+GUARDS = {("agent.lifecycle.hook", "signal"), ("agent.telemetry.metrics", "Telemetry.report")}
 
 
 class Recording(Notifier):

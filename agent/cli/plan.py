@@ -59,7 +59,7 @@ def main(config_path: str | None, *, instance_type: str | None, as_json: bool,
 
 def _this_machine(cfg: Config) -> tuple[Facts, str, LaunchContext]:
     from agent.cloud.aws import Aws  # noqa: PLC0415
-    from agent.instance.imds import ImdsClient, Metadata  # noqa: PLC0415
+    from agent.cloud.imds import ImdsClient, Metadata  # noqa: PLC0415
 
     imds = ImdsClient.from_config(cfg.imds)
     meta = Metadata.read(imds)

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 DEFAULT_CACHE = "/var/lib/agent/config-cache.json"
 FORMAT = 2
 MAX_BYTES = 4 << 20
-SCHEMA = ("config/loader.py", "config/schema.py", "schema/fields.py", "secrets/config.py",
+SCHEMA = ("config/loader.py", "config/document.py", "schema/fields.py", "secrets/config.py",
           "tuning/config.py", "config/validator.py", "readiness/config.py", "schema/entries.py",
           "schema/observed.py", "schema/placeholders.py", "instance/context.py",
           "schema/expr.py", "tuning/profiles.py", "service/envfile.py", "config/cache.py")

@@ -24,7 +24,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from agent.config.schema import ENV_PREFIX, Config
+from agent.config.document import ENV_PREFIX, Config
 from agent.errors import ConfigError, closest
 
 T = TypeVar("T")

@@ -32,7 +32,7 @@ from agent.schema.placeholders import Placeholder, parse
 
 if TYPE_CHECKING:
     from agent.cloud.aws import Aws
-    from agent.instance.imds import Metadata
+    from agent.cloud.imds import Metadata
 
 
 class ContextError(BootError):
@@ -114,8 +114,8 @@ class LaunchContext:
             return meta.tags if meta.tags is not None else describe_tags(aws(), ident.instance_id)
 
         def group() -> str:
-            from agent.instance.imds import GROUP_TAG  # noqa: PLC0415
-            from agent.lifecycle.hook import instance_state  # noqa: PLC0415
+            from agent.cloud.autoscaling import instance_state  # noqa: PLC0415
+            from agent.cloud.imds import GROUP_TAG  # noqa: PLC0415
 
             if meta.tags is not None:
                 return meta.tags.get(GROUP_TAG, "")

@@ -45,8 +45,8 @@ from agent.state.recorder import PhaseState
 from agent.tuning.config import HUGEPAGES_SYSCTL, variable_problem
 
 if TYPE_CHECKING:
+    from agent.cloud.imds import Metadata
     from agent.instance.context import LaunchContext
-    from agent.instance.imds import Metadata
     from agent.state.recorder import Recorder
     from agent.tuning import profiles
     from agent.tuning.budget import Budget

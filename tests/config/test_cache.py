@@ -95,7 +95,7 @@ def test_the_resident_hands_over_the_configuration_it_booted_with(tmp_path: Path
 def test_a_hit_imports_no_pydantic(tmp_path: Path) -> None:
     path = everything(tmp_path)
     configcache.load(str(path))
-    code = ("import sys; from agent import configcache; "
+    code = ("import sys; from agent.config import cache as configcache; "
             f"cfg = configcache.load({str(path)!r}); "
             "print(type(cfg).__name__, sorted(m for m in sys.modules if 'pydantic' in m "
             "or m == 'agent.config.validator'))")
