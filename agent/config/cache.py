@@ -39,10 +39,11 @@ log = logging.getLogger(__name__)
 DEFAULT_CACHE = "/var/lib/agent/config-cache.json"
 FORMAT = 2
 MAX_BYTES = 4 << 20
-SCHEMA = ("config/loader.py", "config/document.py", "schema/fields.py", "secrets/config.py",
-          "tuning/config.py", "config/validator.py", "readiness/config.py", "schema/entries.py",
-          "schema/observed.py", "schema/placeholders.py", "instance/context.py",
-          "schema/expr.py", "tuning/profiles.py", "service/envfile.py", "config/cache.py")
+SCHEMA = ("config/loader.py", "config/document.py", "config/validator.py", "config/cache.py",
+          "schema/fields.py", "schema/entries.py", "schema/observed.py", "schema/placeholders.py",
+          "schema/expr.py", "cloud/config.py", "secrets/config.py", "tuning/config.py",
+          "tuning/profiles.py", "readiness/config.py", "image/config.py", "telemetry/config.py",
+          "lifecycle/config.py", "instance/context.py", "service/envfile.py")
 """The modules whose source is the schema (paths in the agent package): the cache's key."""
 
 

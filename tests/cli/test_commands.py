@@ -97,7 +97,7 @@ def test_a_bad_value_names_the_option(args: list[str], option: str) -> None:
 def test_run_parses_its_options_without_argparse(args: list[str], expected: str) -> None:
     """The boot's command line is read by hand (argparse costs the boot ~10 ms), and the
     collector is off for the boot."""
-    code = ("import gc, sys, types\nfrom agent import cli\n"
+    code = ("import gc, sys, types\nfrom agent.cli import commands as cli\n"
             "def run(config, *, oneshot, verbose):\n"
             "    print('RUN', config, oneshot, verbose, 'argparse' in sys.modules,\n"
             "          gc.isenabled())\n"

@@ -105,8 +105,12 @@ def test_bounds_must_come_first() -> None:
 @pytest.mark.integration
 def test_the_sections_import_no_pydantic() -> None:
     """Every section module loads (and builds its defaults) without pydantic."""
-    code = ("import sys; from agent import config, schema, fields, secrets_config, "
-            "tuning_config, readiness_config, configcache; config.Config(); "
+    code = ("import sys; from agent.config import cache, document, loader; "
+            "from agent.schema import fields; from agent.secrets import config; "
+            "from agent.tuning import config; from agent.readiness import config; "
+            "from agent.cloud import config; from agent.lifecycle import config; "
+            "from agent.image import config; from agent.telemetry import config; "
+            "document.Config(); "
             "print(sorted(m for m in sys.modules if m == 'agent.config.validator' "
             "or m.split('.')[0] "
             "in ('pydantic', 'pydantic_core', 'pydantic_settings')))")
