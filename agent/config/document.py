@@ -3,10 +3,11 @@
 Each section is a frozen dataclass beside its subject, holding its fields (their rules as
 :mod:`agent.schema.fields` types) and its behaviour: :mod:`agent.cloud.config` (``[imds]``,
 ``[aws]``), :mod:`agent.secrets.config`, :mod:`agent.tuning.config`,
-:mod:`agent.readiness.config`, :mod:`agent.image.config`, :mod:`agent.telemetry.config` and
-:mod:`agent.lifecycle.config` (``[lifecycle]``, ``[termination]``, ``[signal]``).
-pydantic-settings validates them (:mod:`agent.config.validator`); the validated-configuration cache
-rebuilds them by their constructors (:mod:`agent.config.cache`). Neither needs the other.
+:mod:`agent.readiness.config`, :mod:`agent.image.config`, :mod:`agent.telemetry.config`
+and :mod:`agent.lifecycle.config` (``[lifecycle]``, ``[termination]``, ``[signal]``).
+pydantic-settings validates them (:mod:`agent.config.validator`); the validated-configuration
+cache rebuilds them by their constructors (:mod:`agent.config.cache`). Neither needs the
+other.
 """
 
 from __future__ import annotations
