@@ -208,7 +208,7 @@ def test_a_fault_at_any_step_ends_inside_the_contract(
         if ok:
             assert doc["state"] == "ready", step
             assert result == "CONTINUE", step
-            if step != "agent.service:Notifier.ready":  # the one fault that keeps READY back
+            if step != "agent.service.notify:Notifier.ready":  # the one fault keeping READY back
                 assert "READY=1" in notify.sent, step
             outcomes["ready"].append(step)
             continue

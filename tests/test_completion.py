@@ -14,7 +14,8 @@ from agentproc import Booter
 # after CompleteLifecycleAction was answered (before the result is recorded)
 KILLED_RUN = """
 import os, sys
-from agent import lifecycle, state
+from agent.lifecycle import hook as lifecycle
+from agent.state import recorder as state
 at, where = int(sys.argv[1]), sys.argv[2]
 writes = [0]
 real_write, real_complete = state.Recorder.write, lifecycle.complete
