@@ -22,7 +22,7 @@ from pathlib import Path
 from conditions import machine
 
 from agent.cloud.aws import Aws
-from agent.instance.imds import ImdsClient
+from agent.cloud.imds import ImdsClient
 from agent.secrets.config import SecretsConfig
 from agent.secrets.publish import Secrets
 from agent.sim import World

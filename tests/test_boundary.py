@@ -43,7 +43,7 @@ SIM = AGENT / "sim"
 # the recorder's own write is covered by test_state_write_failures_never_stop_a_boot.
 MACHINERY = {"agent.boot.sequence", "agent.state.recorder"}
 # the boundaries of what never fails a boot, beside their subjects (what they call is tested)
-GUARDS = {("agent.lifecycle.hook", "signal"), ("agent.boot.telemetry", "Telemetry.report")}
+GUARDS = {("agent.lifecycle.hook", "signal"), ("agent.telemetry.metrics", "Telemetry.report")}
 
 
 class Recording(Notifier):
@@ -208,7 +208,7 @@ def test_a_fault_at_any_step_ends_inside_the_contract(
         if ok:
             assert doc["state"] == "ready", step
             assert result == "CONTINUE", step
-            if step != "agent.service.notify:Notifier.ready":  # the one fault that keeps READY back
+            if step != "agent.service.notify:Notifier.ready":  # the one fault keeping READY back
                 assert "READY=1" in notify.sent, step
             outcomes["ready"].append(step)
             continue

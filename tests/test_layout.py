@@ -1,6 +1,7 @@
 """The package's layout: every import of ``agent`` counted (inside functions and under
-``if TYPE_CHECKING:`` too), the modules form layers with no cycle, so nothing imports upward;
-and no module is longer than a newcomer reads."""
+``if TYPE_CHECKING:`` too), the modules form layers with no cycle, and so do the packages
+(``agent.cloud``, ``agent.config``...), so nothing imports upward; and no module is longer
+than a newcomer reads."""
 
 from __future__ import annotations
 
@@ -59,6 +60,28 @@ def import_graph() -> dict[str, set[str]]:
     for name in graph:  # importing agent.sim.cloud runs agent/__init__ and agent/sim/__init__
         graph[name] -= {parent for parent in modules if name.startswith(parent + ".")}
     return graph
+
+
+def package_of(module: str) -> str:
+    """The first-level package (or top-level module) a module belongs to:
+    ``agent.cloud.aws`` -> ``agent.cloud``, ``agent.errors`` -> ``agent.errors``."""
+    return ".".join(module.split(".")[:2])
+
+
+def package_graph(graph: dict[str, set[str]]) -> tuple[dict[str, set[str]],
+                                                      dict[tuple[str, str], tuple[str, str]]]:
+    """The packages and the packages each imports, and for each such import one module
+    edge that makes it (the first in name order)."""
+    packages: dict[str, set[str]] = {}
+    edges: dict[tuple[str, str], tuple[str, str]] = {}
+    for module in sorted(graph):
+        source = package_of(module)
+        packages.setdefault(source, set())
+        for target in sorted(graph[module]):
+            if package_of(target) != source:
+                packages[source].add(package_of(target))
+                edges.setdefault((source, package_of(target)), (module, target))
+    return packages, edges
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -121,6 +144,38 @@ def test_no_import_cycle_in_the_package() -> None:
     graph = import_graph()
     assert graph.get("agent.boot.sequence")  # the graph is really read
     assert cycles(graph) == []
+
+
+def test_the_package_graph_maps_modules_to_their_packages() -> None:
+    graph = {"agent.a.x": {"agent.a.y", "agent.b.z"}, "agent.a.y": set(),
+             "agent.b.z": {"agent.errors"}, "agent.errors": set()}
+    packages, edges = package_graph(graph)
+    assert packages == {"agent.a": {"agent.b"}, "agent.b": {"agent.errors"},
+                        "agent.errors": set()}
+    assert edges == {("agent.a", "agent.b"): ("agent.a.x", "agent.b.z"),
+                     ("agent.b", "agent.errors"): ("agent.b.z", "agent.errors")}
+
+
+def test_no_import_cycle_between_the_packages() -> None:
+    """The packages are layers too (docs/development/architecture.md): a package imports only
+    packages below it, so no two of them import each other, directly or around a loop."""
+    packages, edges = package_graph(import_graph())
+    assert {"agent.cli", "agent.boot", "agent.config", "agent.cloud"} <= set(packages)
+    problems = []
+    for component in cycles(packages):
+        crossing = [f"{source} -> {target} ({edges[source, target][0]} imports "
+                    f"{edges[source, target][1]})"
+                    for source in component for target in sorted(packages[source])
+                    if target in component]
+        problems.append(f"a cycle through {', '.join(component)}:\n  " + "\n  ".join(crossing))
+    assert not problems, "\n".join(problems)
+
+
+def test_only_the_command_line_imports_the_simulator() -> None:
+    """The simulated cloud sits beside the agent: ``agent demo`` starts it, nothing else."""
+    packages, edges = package_graph(import_graph())
+    users = sorted(p for p, targets in packages.items() if "agent.sim" in targets)
+    assert users == ["agent.cli"], [edges[user, "agent.sim"] for user in users]
 
 
 def test_every_module_has_its_test_module() -> None:

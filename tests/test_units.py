@@ -20,6 +20,7 @@ import pytest
 
 from agent.config import loader
 from agent.config import validator as settings
+from agent.secrets.config import SecretsConfig
 
 REPO = Path(__file__).resolve().parent.parent
 UNITS_DIR = REPO / "systemd"
@@ -117,12 +118,12 @@ def test_units_match_the_agent() -> None:
     assert service["RuntimeDirectoryPreserve"] == ["yes"]
     assert service["CapabilityBoundingSet"] == ["CAP_CHOWN"]
     defaults = loader.Config()
-    assert service["RequiresMountsFor"] == [loader.SecretsConfig().dir]
+    assert service["RequiresMountsFor"] == [SecretsConfig().dir]
     minutes = re.fullmatch(r"(\d+)min", service["TimeoutStartSec"][0])
     assert minutes and int(minutes.group(1)) * 60 > defaults.imds.max_wait_seconds + 60
     assert f"/run/{service['RuntimeDirectory'][0]}" == defaults.state_dir
     mount = unit_settings("run-agent-secrets.mount")
-    assert mount["Where"] == [loader.SecretsConfig().dir]
+    assert mount["Where"] == [SecretsConfig().dir]
     assert mount["Type"] == ["tmpfs"]
     target = unit_settings("agent-ready.target")
     assert target["Requires"] == ["agent.service"] and target["After"] == ["agent.service"]

@@ -1,2 +1,2 @@
 """The boot: ``agent run``, the sequence of phases and its failure boundary, the resident
-daemon and its jobs, the boot's telemetry."""
+daemon and its jobs."""

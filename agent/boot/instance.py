@@ -18,9 +18,9 @@ from agent.instance.context import LaunchContext
 
 if TYPE_CHECKING:
     from agent.cloud.aws import Aws, Handler
-    from agent.config.loader import AwsConfig
+    from agent.cloud.config import AwsConfig
+    from agent.cloud.imds import ImdsClient, Metadata
     from agent.instance.facts import Facts
-    from agent.instance.imds import ImdsClient, Metadata
 
 T = TypeVar("T")
 

@@ -40,9 +40,9 @@ from agent.state.recorder import Journal, progress_path, utc_now
 if TYPE_CHECKING:
     from agent.boot.instance import Instance
     from agent.boot.sequence import Boot, Booted
-    from agent.boot.telemetry import Requests
     from agent.cloud.aws import Aws
     from agent.config.loader import Config
+    from agent.telemetry.metrics import Requests
 
 log = logging.getLogger("agent.boot.jobs")
 
@@ -55,7 +55,7 @@ REFRESH_FAILED = "secrets: refresh failed"
 def carry(boot: Boot, booted: Booted, config_path: str | None, lock_fd: int,
           verbose: bool) -> dict[str, Any]:
     """The hand-off of a boot that went ready: the resident's part and its jobs' part."""
-    from agent.boot.telemetry import counted  # noqa: PLC0415 - loaded by the boot
+    from agent.telemetry.metrics import counted  # noqa: PLC0415 - loaded by the boot
 
     cfg, rec, instance = boot.cfg, boot.rec, booted.instance
     meta = instance.meta if instance is not None else None
@@ -151,8 +151,8 @@ class Work:
     def _rebuilt_boot(self) -> tuple[Boot, Booted]:
         from agent.boot.instance import Instance  # noqa: PLC0415
         from agent.boot.sequence import Boot, Booted  # noqa: PLC0415
-        from agent.boot.telemetry import Figures  # noqa: PLC0415
-        from agent.instance.imds import Identity, Metadata  # noqa: PLC0415
+        from agent.cloud.imds import Identity, Metadata  # noqa: PLC0415
+        from agent.telemetry.metrics import Figures  # noqa: PLC0415
 
         job, cfg, rec = self.job, self.cfg, self.rec
         boot = Boot(cfg, rec, Notifier(), time.monotonic())
@@ -199,7 +199,7 @@ class Work:
         """What later jobs need: the secrets' versions, the request counts, the instance."""
         job = self.job
         if self._rebuilt is not None:
-            from agent.boot.telemetry import counted  # noqa: PLC0415 - loaded with the boot
+            from agent.telemetry.metrics import counted  # noqa: PLC0415 - loaded with the boot
 
             booted = self._rebuilt[1]
             if booted.secrets is not None:
@@ -269,9 +269,11 @@ def drain(work: Work, arg: Any) -> dict[str, Any]:
     """A termination notice: the drain, by the deadline the resident took at the notice."""
     kind, detail, deadline = arg
     notice = termination.Notice(str(kind), str(detail), float(deadline))
-    record = termination.drain(work.cfg, notice, work.clients if work.job["aws"] else None,
-                               work.instance_id, work.job["meta"]["tags"],
-                               deadline=float(deadline))
+    record = termination.drain(work.cfg.termination, notice,
+                               work.clients if work.job["aws"] else None, work.instance_id,
+                               work.job["meta"]["tags"], deadline=float(deadline),
+                               heartbeat_seconds=work.cfg.lifecycle.heartbeat_seconds,
+                               secrets_dir=work.cfg.secrets.dir)
     work.rec.update(termination=record)
     work.save()
     return {}
@@ -298,7 +300,7 @@ def rebalance(work: Work, arg: Any) -> dict[str, Any]:
     """A rebalance recommendation: its command."""
     kind, detail = arg
     notice = termination.Notice(str(kind), str(detail))
-    work.rec.update(rebalance=termination.rebalance(work.cfg, notice))
+    work.rec.update(rebalance=termination.rebalance(work.cfg.termination, notice))
     return {}
 
 

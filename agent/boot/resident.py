@@ -32,8 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from agent.cloud.imds import ImdsClient
 from agent.errors import EXIT_OK, AgentError
-from agent.instance.imds import ImdsClient
 from agent.lifecycle import termination
 from agent.service.notify import Notifier, setup_logging
 from agent.state.recorder import Recorder, progress_path, utc_now

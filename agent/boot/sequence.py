@@ -1,7 +1,6 @@
 """The boot: metadata; secrets, the hook's lookup and tuning while AWS answers; readiness;
-lifecycle. Rules live with their subjects; this says what runs when, what each phase hands
-to the next, and how any failure (an AgentError, an OSError, a bug) ends the boot: that
-phase failed, ``on_failure`` sent."""
+lifecycle. This says what runs when, what each phase hands to the next, and how any failure
+(an AgentError, an OSError, a bug) ends the boot: that phase failed, ``on_failure`` sent."""
 
 from __future__ import annotations
 
@@ -13,15 +12,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from agent.boot import telemetry
 from agent.boot.instance import Instance
 from agent.boot.outgoing import Outgoing
+from agent.cloud.imds import ImdsClient, Metadata
 from agent.errors import AgentError, PhaseFailed, describe_failure
 from agent.image import checks
-from agent.instance.imds import ImdsClient, Metadata
 from agent.service.notify import Keepalive, Notifier
 from agent.state import history
 from agent.state.recorder import Phase, PhaseState, Recorder, State
+from agent.telemetry.metrics import Telemetry
 
 if TYPE_CHECKING:
     from agent.config.loader import Config
@@ -55,7 +54,7 @@ class Boot:
     def __init__(self, cfg: Config, rec: Recorder, notify: Notifier, started: float) -> None:
         self.cfg, self.rec, self.notify = cfg, rec, notify
         self.started = started  # time.monotonic() when agent run began
-        self.telemetry = telemetry.Telemetry(cfg.telemetry, rec)
+        self.telemetry = Telemetry(cfg.telemetry, rec)
         self.imds = ImdsClient.from_config(cfg.imds)
         self.imds.on_notice = lambda text: rec.note(Phase.METADATA, text)
         self.outgoing = Outgoing()  # tells when a phase's first request is out to AWS
@@ -187,8 +186,8 @@ class Boot:
         """The launch hook and its target (heartbeated); ``looking``: set once asked."""
         try:
             from agent.lifecycle.hook import LaunchHook  # noqa: PLC0415
-            hook = LaunchHook.at_boot(self.cfg, instance.clients(), instance.meta, self.rec,
-                                      instance.earlier_boot)
+            hook = LaunchHook.at_boot(self.cfg.lifecycle, instance.clients(), instance.meta,
+                                      self.rec, instance.earlier_boot, self.cfg.tuning.history_file)
             with self.outgoing.watch(looking):
                 return hook, hook.find()
         finally:

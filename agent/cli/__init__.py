@@ -1,2 +1,2 @@
-"""The command line: parsing, dispatch, and the commands that only read (``status``, ``wait``,
-``plan``)."""
+"""The command line: parsing, dispatch, the commands that only read (``status``, ``wait``,
+``plan``) and ``bake-check``."""

@@ -332,7 +332,7 @@ def _dispatch(argv: list[str]) -> int:
         return plan_main(args.config, instance_type=args.instance_type, as_json=args.json,
                          tags=dict(args.tag) if args.tag is not None else None, **offline)
     if args.command == "bake-check":
-        from agent.image.checks import bake_check  # noqa: PLC0415
+        from agent.cli.bake import bake_check  # noqa: PLC0415
 
         return bake_check(args.config, args.root, args.manifest, args.fix)
     if args.command == "demo":

@@ -21,12 +21,12 @@ from agent.files import Change
 from agent.instance.context import LaunchContext
 from agent.instance.facts import Facts, nominal_facts, read_facts
 from agent.readiness import gate
+from agent.schema.expr import render_value, template_file_names
 from agent.secrets import handoff
 from agent.secrets.publish import Selection, select
 from agent.service import dropins, envfile
 from agent.service.notify import dropin_blocked
 from agent.tuning.budget import Budget, mib_text
-from agent.tuning.expr import render_value, template_file_names
 from agent.tuning.profiles import ENVIRONMENT
 from agent.tuning.tuner import (
     SYSCTL_ROOT,
@@ -59,7 +59,7 @@ def main(config_path: str | None, *, instance_type: str | None, as_json: bool,
 
 def _this_machine(cfg: Config) -> tuple[Facts, str, LaunchContext]:
     from agent.cloud.aws import Aws  # noqa: PLC0415
-    from agent.instance.imds import ImdsClient, Metadata  # noqa: PLC0415
+    from agent.cloud.imds import ImdsClient, Metadata  # noqa: PLC0415
 
     imds = ImdsClient.from_config(cfg.imds)
     meta = Metadata.read(imds)

@@ -60,9 +60,8 @@ from agent.cloud.transport import Transport
 from agent.errors import AgentError, AwsError, ImdsError
 
 if TYPE_CHECKING:
-    from agent.config.loader import AwsConfig
-    from agent.instance.imds import ImdsClient
-    from agent.instance.types import InstanceType
+    from agent.cloud.config import AwsConfig
+    from agent.cloud.imds import ImdsClient
 
 log = logging.getLogger(__name__)
 
@@ -481,10 +480,9 @@ class Aws:
         with self._requests_lock:
             return dict(self._requests)
 
-    def describe_instance_type(self, instance_type: str) -> InstanceType | None:
-        """A type's nominal size from ``DescribeInstanceTypes`` (None when AWS knows none)."""
-        from agent.instance.types import from_describe  # noqa: PLC0415
-
+    def describe_instance_type(self, instance_type: str) -> dict[str, Any] | None:
+        """A type's ``DescribeInstanceTypes`` record (None when AWS knows none); what it
+        means for the instance is :func:`agent.instance.types.from_describe`'s."""
         try:
             reply = self.call("ec2", "describe_instance_types", InstanceTypes=[instance_type])
         except ClientError as exc:
@@ -492,4 +490,4 @@ class Aws:
                 return None
             raise AwsError(f"ec2 DescribeInstanceTypes: {describe(exc)}") from None
         found = reply.get("InstanceTypes") or []
-        return from_describe(found[0]) if found else None
+        return dict(found[0]) if found else None

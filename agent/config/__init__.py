@@ -1,3 +1,4 @@
-"""The configuration: the whole of it and its small sections, the field rules, reading the file
-and the ``AGENT_*`` environment, the one validator, and the validated-configuration cache.
-The sections of secrets, tuning and readiness are beside their subjects."""
+"""The configuration as a whole: the :class:`~agent.config.document.Config` composing every
+section, reading the file and the ``AGENT_*`` environment, the one validator, and the
+validated-configuration cache. Each section is beside its subject; how they are declared is
+:mod:`agent.schema`."""

@@ -29,20 +29,21 @@ from pathlib import Path
 from typing import Any, get_args, get_origin
 
 from agent import __version__
-from agent.config import observed
 from agent.config.loader import Config, agent_environment, config_path
-from agent.config.observed import Fact, file_digest
 from agent.readfile import CONFIG_LIMIT, TEMPLATE_LIMIT, Unreadable, read_regular
+from agent.schema import observed
+from agent.schema.observed import Fact, file_digest
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE = "/var/lib/agent/config-cache.json"
 FORMAT = 2
 MAX_BYTES = 4 << 20
-SCHEMA = ("config/loader.py", "config/schema.py", "config/fields.py", "secrets/config.py",
-          "tuning/config.py", "config/validator.py", "readiness/config.py", "config/entries.py",
-          "config/observed.py", "config/placeholders.py", "instance/context.py",
-          "tuning/expr.py", "tuning/profiles.py", "service/envfile.py", "config/cache.py")
+SCHEMA = ("config/loader.py", "config/document.py", "config/validator.py", "config/cache.py",
+          "schema/fields.py", "schema/entries.py", "schema/observed.py", "schema/placeholders.py",
+          "schema/expr.py", "cloud/config.py", "secrets/config.py", "tuning/config.py",
+          "tuning/profiles.py", "readiness/config.py", "image/config.py", "telemetry/config.py",
+          "lifecycle/config.py", "instance/context.py", "service/envfile.py")
 """The modules whose source is the schema (paths in the agent package): the cache's key."""
 
 

@@ -2,8 +2,8 @@
 
 The file is ``--config PATH``, else ``$AGENT_CONFIG``, else ``/etc/agent/agent.toml`` (which
 may be absent: defaults apply). Each section is a frozen dataclass holding its fields and its
-behaviour (:mod:`agent.config.schema` and the section modules it names); the field types shared by
-all are in :mod:`agent.config.fields`. pydantic-settings validates them
+behaviour, beside its subject (:mod:`agent.config.document` names them); the field types
+shared by all are in :mod:`agent.schema.fields`. pydantic-settings validates them
 (:mod:`agent.config.validator`, loaded only to validate): unknown keys are errors, and every error
 becomes one :class:`~agent.errors.ConfigError` line naming the file (or variable) and the
 key. The validated-configuration cache (:mod:`agent.config.cache`) rebuilds the same classes.
@@ -15,27 +15,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from agent.config.schema import (
-    ENV_PREFIX,
-    AwsConfig,
-    Config,
-    ImageConfig,
-    ImdsConfig,
-    LifecycleConfig,
-    SignalConfig,
-    TelemetryConfig,
-    TerminationConfig,
-)
+from agent.config.document import ENV_PREFIX, Config
 from agent.errors import ConfigError
 from agent.readfile import CONFIG_LIMIT, Unreadable, read_regular
-from agent.readiness.config import ReadinessCheck, ReadinessConfig
-from agent.secrets.config import SecretFile, SecretsConfig, SecretTemplate
 from agent.state import reader
-from agent.tuning.config import TuningConfig
 
-__all__ = ["AwsConfig", "Config", "ConfigError", "ImageConfig", "ImdsConfig", "LifecycleConfig",
-           "ReadinessCheck", "ReadinessConfig", "SecretFile", "SecretTemplate", "SecretsConfig",
-           "SignalConfig", "TelemetryConfig", "TerminationConfig", "TuningConfig", "load"]
+__all__ = ["Config", "ConfigError", "load"]
 
 
 def config_path(explicit: str | None) -> tuple[Path, bool]:

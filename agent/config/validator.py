@@ -1,6 +1,6 @@
 """The one validator: pydantic-settings checks a configuration table and the environment.
 
-:func:`validate` gives a :class:`~agent.config.loader.Config` (the same frozen dataclasses the
+:func:`validate` gives a :class:`~agent.config.document.Config` (the same frozen dataclasses the
 validated-configuration cache rebuilds), or raises one :class:`~agent.errors.ConfigError`
 line naming the source (file or ``AGENT_*`` variable), the key and the problem, with the
 closest known key when one is near. Only a boot that validates imports this module.
@@ -24,7 +24,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from agent.config.schema import ENV_PREFIX, Config
+from agent.config.document import ENV_PREFIX, Config
 from agent.errors import ConfigError, closest
 
 T = TypeVar("T")

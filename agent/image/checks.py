@@ -1,11 +1,9 @@
 """The image: what it must not carry, its manifest and age, and user-data hygiene.
 
-* ``agent bake-check`` (the last step of an image build, before the snapshot) fails the bake
-  when the image would carry credentials (AWS credential files or variables, anything left
-  under the secrets directory on disk), when the configuration is invalid, when the unit is
-  not enabled, when security updates are pending (:mod:`agent.image.packages`), or when every
-  instance would be a clone of the build (:mod:`agent.image.hygiene`; ``--fix`` cleans that first);
-  then it writes ``/etc/agent/image.json`` (build time, versions, the OS, the packages).
+* At the bake (``agent bake-check``, :mod:`agent.cli.bake`): what the image must not carry
+  (AWS credential files or variables, anything left under the secrets or state directory on
+  disk, a unit not enabled), and the manifest ``/etc/agent/image.json`` (build time,
+  versions, the OS, the packages).
 * At boot the manifest gives the image's age (flagged past ``image.max_age_days``: rebuild
   to take the latest updates), and user-data is scanned for what looks like a credential
   (flagged by pattern name and line, never the value).
@@ -17,21 +15,19 @@ import json
 import math
 import os
 import re
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
-from agent.errors import escape
 from agent.fsutil import atomic_write, is_memory_fs
 from agent.readfile import read_regular
 
 if TYPE_CHECKING:
-    from agent.config.loader import ImageConfig
+    from agent.cloud.imds import ImdsClient
+    from agent.image.config import ImageConfig
     from agent.image.packages import Report
-    from agent.instance.imds import ImdsClient
     from agent.state.recorder import Recorder
 
 CREDENTIAL_PATTERNS: dict[str, re.Pattern[bytes]] = {
@@ -214,38 +210,3 @@ def write_manifest(path: Path, root: Path, packages: Report) -> dict[str, Any]:
     }
     atomic_write(path, (json.dumps(data, indent=2) + "\n").encode(), mode=0o644)
     return data
-
-
-def bake_check(config_path: str | None, root: str, manifest: str | None,
-               fix: bool = False) -> int:
-    """``agent bake-check``: 0 clean (manifest written), 1 problems (listed), 78 config.
-    ``fix``: first clean what would make every instance a clone, and say what was done."""
-    from agent.config import cache  # noqa: PLC0415
-    from agent.image import hygiene, packages  # noqa: PLC0415
-
-    where = (cache.cache_path() if Path(root) == Path("/") else
-             str(Path(root) / cache.DEFAULT_CACHE.lstrip("/")))
-    cfg, cached = cache.prime(config_path, where)  # ConfigError: exit 78, one line
-    base = Path(root)
-    if fix:
-        for done in hygiene.fix(base):
-            print(f"agent: bake-check --fix: {done}")
-    found = packages.inspect(base)
-    for note in found.notes:
-        print(f"agent: bake-check: {note}")
-    problems = [*bake_problems(base, cfg.secrets.dir, cfg.state_dir), *hygiene.problems(base),
-                *found.problems]
-    for problem in problems:
-        print(f"agent: bake-check: {escape(problem)}", file=sys.stderr)
-    if problems:
-        print(f"agent: bake-check failed: {len(problems)} problem(s)", file=sys.stderr)
-        return 1
-    target = Path(manifest or base / cfg.image.manifest.lstrip("/"))
-    data = write_manifest(target, base, found)
-    installed = found.inventory.record() if found.inventory else None
-    print(f"agent: bake-check passed; manifest {target} ({data['built_at']}, agent "
-          f"{data['agent']}, {data['os']}"
-          + (f", {installed['count']} packages, no security update pending" if installed else "")
-          + f"); validated configuration "
-          f"{'cached in ' + where if cached else 'not cached (' + (where or 'off') + ')'}")
-    return 0

@@ -1,2 +1,1 @@
-"""This instance: the IMDSv2 client, the machine's facts, instance types, the launch
-context."""
+"""This instance: the machine's facts, instance types, the launch context."""

@@ -6,7 +6,7 @@ context"). This module holds those facts and the rules that use them:
 
 * placeholders in secrets entries: ``{region}``, ``{account}``, ``{availability_zone}``,
   ``{instance_id}``, ``{instance_type}``, ``{group}``, ``{tag:KEY}`` and
-  ``{tag:KEY|default}``; ``{{`` and ``}}`` are literal braces. :mod:`agent.config.placeholders`
+  ``{tag:KEY|default}``; ``{{`` and ``}}`` are literal braces. :mod:`agent.schema.placeholders`
   checks them at load; :meth:`LaunchContext.resolve` fills them in at boot (or in an offline
   plan);
 * conditions (``when``) and tuning values read the launch facts ``region``, ``account``,
@@ -26,13 +26,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from agent.config.placeholders import Placeholder, parse
 from agent.errors import AgentError, BootError, escape
-from agent.tuning.expr import ExprError, Expression, Value, tag_scope
+from agent.schema.expr import ExprError, Expression, Value, tag_scope
+from agent.schema.placeholders import Placeholder, parse
 
 if TYPE_CHECKING:
     from agent.cloud.aws import Aws
-    from agent.instance.imds import Metadata
+    from agent.cloud.imds import Metadata
 
 
 class ContextError(BootError):
@@ -114,8 +114,8 @@ class LaunchContext:
             return meta.tags if meta.tags is not None else describe_tags(aws(), ident.instance_id)
 
         def group() -> str:
-            from agent.instance.imds import GROUP_TAG  # noqa: PLC0415
-            from agent.lifecycle.hook import instance_state  # noqa: PLC0415
+            from agent.cloud.autoscaling import instance_state  # noqa: PLC0415
+            from agent.cloud.imds import GROUP_TAG  # noqa: PLC0415
 
             if meta.tags is not None:
                 return meta.tags.get(GROUP_TAG, "")

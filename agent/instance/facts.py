@@ -14,22 +14,24 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from agent.errors import TuningError, closest
-from agent.instance.types import InstanceType, lookup, table
+from agent.instance.types import from_describe, lookup, table
 
 MIB = 1024 * 1024
 V1_UNLIMITED = 1 << 62  # cgroup v1 reports "no limit" as a huge page-rounded number
 
-Describe = Callable[[str], InstanceType | None]
+Describe = Callable[[str], Mapping[str, Any] | None]
+"""A type's ``DescribeInstanceTypes`` record, None when AWS knows none."""
 
 
 @dataclass(frozen=True)
 class Facts:
-    """What tuning expressions may read (agent.tuning.expr.FACTS names the same fields).
+    """What tuning expressions may read (agent.schema.expr.FACTS names the same fields).
 
     ``memory_mib`` is the machine's here; inside a program's part of the memory budget
     (:mod:`agent.tuning.budget`) expressions see its share there, and the whole in
@@ -81,10 +83,11 @@ def _facts(instance_type: str, describe: Describe | None, memory_mib: int | None
            vcpus: int | None) -> Facts:
     nominal = lookup(instance_type)
     if nominal is None and describe is not None:
-        nominal = describe(instance_type)
-        if nominal is None:
+        record = describe(instance_type)
+        if record is None:
             raise TuningError(f"unknown instance type {instance_type!r}: not in the bundled "
                               "table and DescribeInstanceTypes does not know it")
+        nominal = from_describe(record)
     if nominal is None:  # agent plan: no AWS call
         close = closest(instance_type, table())
         hint = f"; did you mean {close[0]!r}?" if close else ""

@@ -27,22 +27,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.cloud.aws import Aws, describe, error_code, is_access_denied, is_throttling
+from agent.cloud import autoscaling
+from agent.cloud.autoscaling import NotPending, instance_state
+from agent.cloud.aws import Aws, describe, is_throttling
+from agent.cloud.imds import GROUP_TAG
 from agent.errors import AgentError, LifecycleError, describe_failure
 from agent.fsutil import atomic_write
-from agent.instance.imds import GROUP_TAG
 from agent.state.recorder import PhaseState, utc_now
 
 if TYPE_CHECKING:
-    from agent.config.loader import Config, LifecycleConfig, SignalConfig
-    from agent.instance.imds import Metadata
+    from agent.cloud.imds import Metadata
+    from agent.lifecycle.config import LifecycleConfig, SignalConfig
     from agent.state.recorder import Recorder
 
 log = logging.getLogger(__name__)
 
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
-NOT_PENDING = "No active Lifecycle Action found"
 
 
 class HookResult(enum.StrEnum):
@@ -103,7 +104,7 @@ def discover(aws: Aws, instance_id: str, tags: dict[str, str] | None, *, hook_na
     if not group:
         return None
     assert state is not None
-    hooks = _call(aws, "describe_lifecycle_hooks", AutoScalingGroupName=group)
+    hooks = autoscaling.call(aws, "describe_lifecycle_hooks", AutoScalingGroupName=group)
     of_kind = [h for h in hooks.get("LifecycleHooks", [])
                if h["LifecycleTransition"] == transition]
     kind = "launch" if transition == LAUNCHING else "termination"
@@ -148,22 +149,13 @@ def known_state(target_state: str | None, earlier_boot: dict[str, Any] | None) -
     return None
 
 
-def instance_state(aws: Aws, instance_id: str) -> tuple[str, str]:
-    """The instance's lifecycle state and group ('' and '' when in no group)."""
-    reply = _call(aws, "describe_auto_scaling_instances", InstanceIds=[instance_id])
-    for item in reply.get("AutoScalingInstances", []):
-        if item.get("InstanceId") == instance_id:
-            return str(item.get("LifecycleState", "")), str(item.get("AutoScalingGroupName", ""))
-    return "", ""
-
-
 def heartbeat(aws: Aws, target: Target, instance_id: str) -> bool:
     """``RecordLifecycleActionHeartbeat``; False when the action is no longer pending."""
     try:
-        _call(aws, "record_lifecycle_action_heartbeat", budget=min(30.0, target.remaining()),
-              AutoScalingGroupName=target.group, LifecycleHookName=target.hook,
-              InstanceId=instance_id)
-    except _NotPending:
+        autoscaling.call(aws, "record_lifecycle_action_heartbeat",
+                         budget=min(30.0, target.remaining()), AutoScalingGroupName=target.group,
+                         LifecycleHookName=target.hook, InstanceId=instance_id)
+    except NotPending:
         return False
     target.alive_until = time.monotonic() + target.heartbeat_timeout
     return True
@@ -186,11 +178,12 @@ def complete(aws: Aws, target: Target, instance_id: str, result: HookResult, *,
         return max(floor - time.monotonic(), target.remaining())
 
     try:
-        _call(aws, "complete_lifecycle_action", budget=left,
-              on_retry=lambda exc: None if is_throttling(exc) else maybe_processed.append(exc),
-              AutoScalingGroupName=target.group, LifecycleHookName=target.hook,
-              InstanceId=instance_id, LifecycleActionResult=result.value)
-    except _NotPending:
+        autoscaling.call(
+            aws, "complete_lifecycle_action", budget=left,
+            on_retry=lambda exc: None if is_throttling(exc) else maybe_processed.append(exc),
+            AutoScalingGroupName=target.group, LifecycleHookName=target.hook,
+            InstanceId=instance_id, LifecycleActionResult=result.value)
+    except NotPending:
         if maybe_processed or attempted:
             log.info("lifecycle: an earlier attempt completed %s/%s", target.group, target.hook)
             return Completion.SENT
@@ -303,12 +296,12 @@ class LaunchHook:
         self.heartbeats: Heartbeater | None = None
 
     @classmethod
-    def at_boot(cls, cfg: Config, aws: Aws, meta: Metadata, rec: Recorder,
-                earlier_boot: dict[str, Any] | None) -> LaunchHook:
+    def at_boot(cls, cfg: LifecycleConfig, aws: Aws, meta: Metadata, rec: Recorder,
+                earlier_boot: dict[str, Any] | None, history_file: str) -> LaunchHook:
         """The hook of this boot: its earlier run from ``rec``, its earlier boot from the
-        history, which exists when ``tuning.history_file`` is set."""
-        return cls(cfg.lifecycle, aws, meta, previous=rec.previous, earlier_boot=earlier_boot,
-                   knows_boots=bool(cfg.tuning.history_file))
+        history, which exists when ``history_file`` (``tuning.history_file``) is set."""
+        return cls(cfg, aws, meta, previous=rec.previous, earlier_boot=earlier_boot,
+                   knows_boots=bool(history_file))
 
     def find(self) -> Target | None:
         """The group and hook; heartbeats start when the action is pending."""
@@ -469,25 +462,3 @@ def _signal(cfg: SignalConfig, aws: Aws | None, meta: Metadata | None, ready: bo
             message = describe(exc)
             rec.warn(f"signal: SignalResource {cfg.cloudformation_stack}/"
                      f"{cfg.cloudformation_resource} failed: {message}")
-
-
-class _NotPending(Exception):
-    """``ValidationError: No active Lifecycle Action found``."""
-
-
-def _call(aws: Aws, operation: str, **params: Any) -> dict[str, Any]:
-    try:
-        return aws.call("autoscaling", operation, **params)
-    except AgentError as exc:
-        raise LifecycleError(str(exc)) from None
-    except Exception as exc:
-        if error_code(exc) == "ValidationError" and NOT_PENDING in describe(exc):
-            raise _NotPending from None
-        if is_access_denied(exc):
-            raise LifecycleError(f"autoscaling {operation}: access denied: the instance role "
-                                 f"needs autoscaling:{_api_name(operation)}") from None
-        raise LifecycleError(f"autoscaling {operation}: {describe(exc)}") from None
-
-
-def _api_name(operation: str) -> str:
-    return "".join(part.title() for part in operation.split("_"))

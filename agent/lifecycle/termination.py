@@ -33,8 +33,8 @@ from agent.state.recorder import utc_now
 
 if TYPE_CHECKING:
     from agent.cloud.aws import Aws
-    from agent.config.loader import Config
-    from agent.instance.imds import ImdsClient
+    from agent.cloud.imds import ImdsClient
+    from agent.lifecycle.config import TerminationConfig
     from agent.lifecycle.hook import Heartbeater, Target
     from agent.state.recorder import Recorder
 
@@ -91,10 +91,12 @@ class TerminatingHook(threading.Thread):
     """The group's termination hook, found (the AWS SDK loaded first) while the drain's
     commands already run, kept alive by heartbeats, completed after them."""
 
-    def __init__(self, cfg: Config, notice: Notice, clients: Callable[[], Aws],
-                 instance_id: str, tags: dict[str, str] | None) -> None:
+    def __init__(self, hook_name: str, heartbeat_seconds: float, notice: Notice,
+                 clients: Callable[[], Aws], instance_id: str,
+                 tags: dict[str, str] | None) -> None:
         super().__init__(name="terminating-hook", daemon=True)
-        self.cfg, self.notice, self.clients = cfg, notice, clients
+        self.hook_name, self.heartbeat_seconds = hook_name, heartbeat_seconds
+        self.notice, self.clients = notice, clients
         self.instance_id, self.tags = instance_id, tags
         self.aws: Aws | None = None
         self.target: Target | None = None
@@ -110,11 +112,11 @@ class TerminatingHook(threading.Thread):
             # the group's termination sets the target state Terminated: its hooks wait
             known = "Terminating:Wait" if self.notice.kind == "autoscaling" else None
             self.target = lifecycle.discover(
-                aws, self.instance_id, self.tags, hook_name=self.cfg.termination.hook_name,
+                aws, self.instance_id, self.tags, hook_name=self.hook_name,
                 transition=lifecycle.TERMINATING, setting="termination.hook_name", state=known)
             if self.target is not None and self.target.pending:
                 self.beats = lifecycle.Heartbeater(aws, self.target, self.instance_id,
-                                                   self.cfg.lifecycle.heartbeat_seconds).start()
+                                                   self.heartbeat_seconds).start()
         except Exception as exc:  # said by finish(), in the drain's own thread
             self.error = exc
 
@@ -142,12 +144,14 @@ class TerminatingHook(threading.Thread):
                 "heartbeats": self.beats.stop()}
 
 
-def drain(cfg: Config, notice: Notice, clients: Callable[[], Aws] | None, instance_id: str,
-          tags: dict[str, str] | None, deadline: float | None = None) -> dict[str, Any]:
+def drain(term: TerminationConfig, notice: Notice, clients: Callable[[], Aws] | None,
+          instance_id: str, tags: dict[str, str] | None, deadline: float | None = None, *,
+          heartbeat_seconds: float, secrets_dir: str) -> dict[str, Any]:
     """Run the drain and complete the termination hook by ``deadline`` (monotonic; default
-    :func:`drain_deadline` from now); the record for state.json. ``clients``: the AWS
-    clients (None: no hook to complete), made while the commands start."""
-    term = cfg.termination
+    :func:`drain_deadline` from now), heartbeating it every ``heartbeat_seconds`` (0: a third
+    of its timeout); the record for state.json. ``clients``: the AWS clients (None: no
+    hook to complete), made while the commands start; ``secrets_dir``: what a wipe
+    empties."""
     if deadline is None:
         deadline = drain_deadline(term.deadline_seconds, notice)
     record: dict[str, Any] = {"reason": notice.kind, "notice": notice.detail,
@@ -155,7 +159,8 @@ def drain(cfg: Config, notice: Notice, clients: Callable[[], Aws] | None, instan
                               "secrets_wiped": False}
     hook = None
     if clients is not None:
-        hook = TerminatingHook(cfg, notice, clients, instance_id, tags)
+        hook = TerminatingHook(term.hook_name, heartbeat_seconds, notice, clients,
+                               instance_id, tags)
         hook.start()
     steps = [(argv, " ".join(argv)) for argv in term.commands]
     steps += [(["systemctl", "stop", unit], f"systemctl stop {unit}") for unit in term.stop_units]
@@ -170,18 +175,18 @@ def drain(cfg: Config, notice: Notice, clients: Callable[[], Aws] | None, instan
     if hook is not None:
         record["hook"] = hook.finish()
     if term.wipe_secrets:
-        record["secrets_wiped"] = wipe(Path(cfg.secrets.dir))
+        record["secrets_wiped"] = wipe(Path(secrets_dir))
     record["finished_at"] = utc_now()
     return record
 
 
-def rebalance(cfg: Config, notice: Notice) -> dict[str, Any]:
+def rebalance(term: TerminationConfig, notice: Notice) -> dict[str, Any]:
     """A rebalance recommendation: log, and run the optional command."""
     log.warning("termination: %s", notice.detail)
-    argv = cfg.termination.rebalance_command
+    argv = term.rebalance_command
     result = "no command"
     if argv:
-        result = run_command(argv, timeout=cfg.termination.deadline_seconds,
+        result = run_command(argv, timeout=term.deadline_seconds,
                              what="rebalance_command") or "ok"
     return {"notice": notice.detail, "at": utc_now(), "command": result}
 

@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from agent.config.fields import SECTION, Bounds, Check, Command, Text, UnitName, declare, span
+from agent.schema.fields import SECTION, Bounds, Check, Command, Text, UnitName, declare, span
 
 LOCAL_NAMES = ("localhost",)
 ONESHOT_READINESS = ("[readiness] needs daemon mode (a oneshot run exits before the "

@@ -2,7 +2,7 @@
 
 ``secret_id``, ``parameter``, ``role_arn`` and ``region`` may hold placeholders of the
 launch context (``{region}``, ``{tag:Environment|staging}``...); every entry may have a
-``when`` condition. Both are checked here, at load (:mod:`agent.config.placeholders`); they are
+``when`` condition. Both are checked here, at load (:mod:`agent.schema.placeholders`); they are
 resolved at boot (:mod:`agent.instance.context`).
 """
 
@@ -15,9 +15,12 @@ import re
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
-from agent.config import placeholders
-from agent.config.entries import clash, labelled
-from agent.config.fields import (
+from agent.errors import closest
+from agent.readfile import TEMPLATE_LIMIT, Unreadable, read_regular, template_text
+from agent.schema import placeholders
+from agent.schema.entries import clash, labelled
+from agent.schema.expr import Expression, template_names
+from agent.schema.fields import (
     SECTION,
     AbsoluteDir,
     AbsoluteFile,
@@ -33,10 +36,7 @@ from agent.config.fields import (
     declare,
     span,
 )
-from agent.config.observed import file_digest, observe
-from agent.errors import closest
-from agent.readfile import TEMPLATE_LIMIT, Unreadable, read_regular, template_text
-from agent.tuning.expr import Expression, template_names
+from agent.schema.observed import file_digest, observe
 
 CREDENTIAL_NAME = r"(?!\.\.?\Z)[A-Za-z0-9_.-]{1,255}\Z"  # as systemd; not '.' or '..'
 VARIABLE = r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z"  # a template variable (string.Template)

@@ -23,15 +23,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from agent.cloud.aws import Aws, Role, describe, error_code, is_access_denied
-from agent.config.entries import labelled
 from agent.errors import AgentError, SecretsError
 from agent.fsutil import fs_name, fs_type, is_memory_fs, is_mount_point, mount_tmpfs
 from agent.instance.context import LaunchContext
 from agent.readfile import read_template
+from agent.schema.entries import labelled
+from agent.schema.expr import MACHINE_FACTS, Value
 from agent.secrets import generations, handoff, render
 from agent.secrets.render import SecretValue
 from agent.state.recorder import PhaseState, utc_now
-from agent.tuning.expr import MACHINE_FACTS, Value
 
 if TYPE_CHECKING:
     from agent.secrets.config import Published, SecretFile, SecretsConfig, SecretTemplate

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agent.errors import SecretsError
+from agent.schema.expr import ExprError, template_names
 from agent.service import envfile
-from agent.tuning.expr import ExprError, template_names
 
 if TYPE_CHECKING:
     from agent.secrets.config import SecretFile

@@ -18,7 +18,7 @@ from agent.state.reader import boot_id
 from agent.state.recorder import utc_now
 
 if TYPE_CHECKING:
-    from agent.instance.imds import Identity
+    from agent.cloud.imds import Identity
 
 Record = dict[str, Any]
 

@@ -1,2 +1,2 @@
-"""Tuning: the ``[tuning]`` section, the expression language, profiles, the memory budget, and
-the plan that writes the values."""
+"""Tuning: the ``[tuning]`` section, profiles, the memory budget, and the plan that writes the
+values (their expressions: :mod:`agent.schema.expr`)."""

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from agent.errors import TuningError
-from agent.tuning.expr import Explanation, ExprError, Expression, Value, render_value
+from agent.schema.expr import Explanation, ExprError, Expression, Value, render_value
 
 _EPSILON = 1e-9  # 0.1 + 0.2 + 0.7 is 1 here
 

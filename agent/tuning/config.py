@@ -8,8 +8,19 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from agent.config.entries import clash, labelled
-from agent.config.fields import (
+from agent.errors import closest
+from agent.readfile import TEMPLATE_LIMIT, Unreadable, read_regular, template_text
+from agent.schema.entries import clash, labelled
+from agent.schema.expr import (
+    FACTS,
+    ExprError,
+    Expression,
+    Value,
+    compile_expression,
+    render_value,
+    template_names,
+)
+from agent.schema.fields import (
     SECTION,
     AbsoluteDir,
     AbsoluteFile,
@@ -21,20 +32,9 @@ from agent.config.fields import (
     ServiceName,
     declare,
 )
-from agent.config.observed import file_digest, observe
-from agent.config.placeholders import condition
-from agent.errors import closest
-from agent.readfile import TEMPLATE_LIMIT, Unreadable, read_regular, template_text
+from agent.schema.observed import file_digest, observe
+from agent.schema.placeholders import condition
 from agent.service import envfile
-from agent.tuning.expr import (
-    FACTS,
-    ExprError,
-    Expression,
-    Value,
-    compile_expression,
-    render_value,
-    template_names,
-)
 
 if TYPE_CHECKING:
     from agent.tuning.budget import Claim

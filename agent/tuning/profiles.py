@@ -23,8 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from agent.errors import closest, control_at
-from agent.service.dropins import specifiers_escaped
-from agent.tuning.expr import (
+from agent.schema.expr import (
     ClampStep,
     Explanation,
     ExprError,
@@ -35,6 +34,7 @@ from agent.tuning.expr import (
     render_value,
     template_names,
 )
+from agent.service.dropins import specifiers_escaped
 
 # --- systemd [Service] keys ------------------------------------------------------------
 

@@ -23,17 +23,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agent import files
-from agent.config.entries import clash, labelled
 from agent.errors import TuningError
 from agent.files import Change, FilePlan
 from agent.instance.facts import Facts
 from agent.readfile import read_regular, read_template
-from agent.service import dropins, envfile
-from agent.service.dropins import DROPIN_NAME
-from agent.state import history
-from agent.state.recorder import PhaseState
-from agent.tuning.config import HUGEPAGES_SYSCTL, variable_problem
-from agent.tuning.expr import (
+from agent.schema.entries import clash, labelled
+from agent.schema.expr import (
     Explanation,
     ExprError,
     Expression,
@@ -43,10 +38,15 @@ from agent.tuning.expr import (
     template_file_names,
     template_names,
 )
+from agent.service import dropins, envfile
+from agent.service.dropins import DROPIN_NAME
+from agent.state import history
+from agent.state.recorder import PhaseState
+from agent.tuning.config import HUGEPAGES_SYSCTL, variable_problem
 
 if TYPE_CHECKING:
+    from agent.cloud.imds import Metadata
     from agent.instance.context import LaunchContext
-    from agent.instance.imds import Metadata
     from agent.state.recorder import Recorder
     from agent.tuning import profiles
     from agent.tuning.budget import Budget

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from agent.boot.instance import Instance, Once
-from agent.config.schema import AwsConfig
-from agent.instance.imds import Identity, ImdsClient, Metadata
+from agent.cloud.imds import Identity, ImdsClient, Metadata
+from agent.config.document import AwsConfig
 
 IDENTITY = Identity("i-0abc", "m5.large", "us-east-1", "us-east-1a", "ami-1", "123456789012",
                     "x86_64", "10.0.0.1")

@@ -97,13 +97,13 @@ def test_a_bad_value_names_the_option(args: list[str], option: str) -> None:
 def test_run_parses_its_options_without_argparse(args: list[str], expected: str) -> None:
     """The boot's command line is read by hand (argparse costs the boot ~10 ms), and the
     collector is off for the boot."""
-    code = ("import gc, sys, types\nfrom agent.cli import commands\n"
+    code = ("import gc, sys, types\nfrom agent.cli import commands as cli\n"
             "def run(config, *, oneshot, verbose):\n"
             "    print('RUN', config, oneshot, verbose, 'argparse' in sys.modules,\n"
             "          gc.isenabled())\n"
             "    return 0\n"
             "sys.modules['agent.boot.daemon'] = types.SimpleNamespace(run=run)  # the boot itself\n"
-            f"sys.exit(commands.main({args!r}))\n")
+            f"sys.exit(cli.main({args!r}))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=30, check=False)
     assert proc.returncode == 0, proc.stderr

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -102,6 +103,28 @@ def test_a_hit_imports_no_pydantic(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=clean_environment(), check=True, timeout=60).stdout
     assert out.strip() == "Config []"
+
+
+def test_the_key_holds_the_source_of_every_section(tmp_path: Path) -> None:
+    """A section's module changed by an upgrade is a miss: every module that declares a
+    section of the configuration is part of the cache's key, and every part exists."""
+    package = Path(configcache.__file__).parent.parent
+    assert [name for name in configcache.SCHEMA if not (package / name).is_file()] == []
+    declared, todo = set(), [loader.Config]
+    while todo:
+        section = todo.pop()
+        declared.add(section.__module__.removeprefix("agent.").replace(".", "/") + ".py")
+        hints = typing.get_type_hints(section)
+        for field in dataclasses.fields(section):
+            todo += [t for t in _types(hints[field.name]) if dataclasses.is_dataclass(t)
+                     and isinstance(t, type) and t.__module__.startswith("agent.")]
+    assert len(declared) >= 8  # the whole, and its sections beside their subjects
+    assert sorted(declared - set(configcache.SCHEMA)) == []
+
+
+def _types(hint: Any) -> list[Any]:
+    """``hint`` and the types inside it (``list[SecretFile]``, ``Annotated[...]``)."""
+    return [hint, *(t for arg in typing.get_args(hint) for t in _types(arg))]
 
 
 def hit(path: Path) -> bool:

@@ -395,7 +395,7 @@ def test_baked_root_passes_bake_check_fix(e2e_setup: Setup, tmp_path: Path) -> N
 
 CLIENTS = """
 import json
-from agent import models
+from agent.cloud import service_models as models
 from agent.cloud.aws import Aws
 aws = Aws("us-east-1", endpoint_url="http://127.0.0.1:9")
 print(json.dumps({"pruned": models.search_path() is not None, "operations": {

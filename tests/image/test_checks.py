@@ -1,16 +1,15 @@
-"""The image: bake-check, the manifest and its age, user-data credential scan."""
+"""The image: what a bake must not carry, the manifest and its age, user-data credential
+scan."""
 
 from __future__ import annotations
 
 import gzip
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from agentproc import Booter, clean_environment
+from agentproc import Booter
 
 from agent.image import checks
 
@@ -91,35 +90,6 @@ def test_each_thing_a_bake_must_not_carry(tmp_path: Path, disk_dir: Path,
     assert "agent.service is not enabled" in text
     assert "1 files left under the secrets directory" in text
     assert KEY_ID not in text and SECRET not in text
-
-
-def run_bake_check(*args: str) -> subprocess.CompletedProcess[str]:
-    env = clean_environment()
-    return subprocess.run([sys.executable, "-m", "agent", "bake-check", *args],
-                          capture_output=True, text=True, env=env, timeout=60)
-
-
-@pytest.mark.integration
-def test_bake_check_cli(tmp_path: Path) -> None:
-    root = clean_root(tmp_path)
-    config = tmp_path / "agent.toml"
-    config.write_text("")
-    proc = run_bake_check("--config", str(config), "--root", str(root))
-    assert proc.returncode == 0, proc.stderr
-    manifest = json.loads((root / "etc/agent/image.json").read_text())
-    assert manifest["agent"] and manifest["packages"]["botocore"]
-    assert abs(manifest["built_at_epoch"] - time.time()) < 60
-
-    (root / "root/.boto").write_text("[Credentials]\n")
-    failed = run_bake_check("--config", str(config), "--root", str(root))
-    assert failed.returncode == 1
-    assert f"agent: bake-check: credential file {root}/root/.boto" in failed.stderr
-    assert "Traceback" not in failed.stderr
-
-    config.write_text("[image]\nmax_age_days = 'old'\n")
-    bad = run_bake_check("--config", str(config), "--root", str(root))
-    assert bad.returncode == 78
-    assert "image.max_age_days" in bad.stderr
 
 
 @pytest.mark.integration

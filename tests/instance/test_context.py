@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import loader, placeholders
+from agent.config import loader
 from agent.errors import ConfigError
 from agent.instance import context
 from agent.instance.context import ContextError, LaunchContext
+from agent.schema import placeholders
 
 
 @pytest.mark.parametrize(("key", "text", "problem"), [

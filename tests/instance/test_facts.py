@@ -14,7 +14,7 @@ import pytest
 from agent.errors import TuningError
 from agent.instance.facts import Facts, nominal_facts, read_facts, split_type
 from agent.instance.types import InstanceType, from_describe, lookup, table
-from agent.tuning.expr import MACHINE_FACTS
+from agent.schema.expr import MACHINE_FACTS
 
 REPO = Path(__file__).resolve().parents[2]
 GIB = 1024**3
@@ -275,9 +275,9 @@ def test_unknown_type_without_describe(tmp_path: Path) -> None:
 def test_unknown_type_with_describe(tmp_path: Path) -> None:
     asked: list[str] = []
 
-    def describe(name: str) -> InstanceType | None:
+    def describe(name: str) -> dict[str, object] | None:
         asked.append(name)
-        return InstanceType(65536, 8, "arm64") if name == "z9g.2xlarge" else None
+        return _record(name, 65536, 8, ["arm64"]) if name == "z9g.2xlarge" else None
 
     root = _tree(tmp_path, MEMINFO)
     facts = read_facts("z9g.2xlarge", describe=describe, root=root)

@@ -86,8 +86,9 @@ def test_past_the_deadline_steps_are_skipped_and_the_secrets_wiped(tmp_path: Pat
     (secrets / "db.json").symlink_to(".gen-1/db.json")
     cfg = load(tmp_path, f'[secrets]\ndir = "{secrets}"\n[termination]\n'
                          'commands = [["/bin/false"]]\nstop_units = ["app.service"]\n')
-    record = termination.drain(cfg, Notice("spot", "spot terminate at t"), None, "i-1", None,
-                               deadline=time.monotonic() - 1)  # a unit test: nothing may run
+    record = termination.drain(cfg.termination, Notice("spot", "spot terminate at t"), None,
+                               "i-1", None, deadline=time.monotonic() - 1,  # a unit test:
+                               heartbeat_seconds=0, secrets_dir=cfg.secrets.dir)  # none may run
     assert record["steps"] == [
         {"step": "/bin/false", "result": "skipped: deadline passed"},
         {"step": "systemctl stop app.service", "result": "skipped: deadline passed"}]
@@ -100,8 +101,9 @@ def test_a_step_is_cut_at_the_deadline_and_the_next_skipped(tmp_path: Path) -> N
     cfg = load(tmp_path, "[termination]\nwipe_secrets = false\n"
                          'commands = [["/bin/sleep", "10"], ["/bin/true"]]\n')
     started = time.monotonic()
-    record = termination.drain(cfg, Notice("autoscaling", "x"), None, "i-1", None,
-                               deadline=started + 0.5)
+    record = termination.drain(cfg.termination, Notice("autoscaling", "x"), None, "i-1", None,
+                               deadline=started + 0.5, heartbeat_seconds=0,
+                               secrets_dir=cfg.secrets.dir)
     assert time.monotonic() - started < 3
     assert record["steps"][0]["result"].startswith("drain: /bin/sleep 10 timed out after 0.")
     assert record["steps"][1]["result"] == "skipped: deadline passed"

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from agent.boot import telemetry
 from agent.cli import plan, status
 from agent.config import cache, loader
 from agent.errors import ConfigError
@@ -17,6 +16,7 @@ from agent.instance.facts import nominal_facts
 from agent.readiness import gate as readiness
 from agent.readiness.gate import Gate, ReadinessError, Regate, Seen, parse_show, unit_seen
 from agent.state.recorder import Recorder, State
+from agent.telemetry import metrics as telemetry
 
 
 class Clock:

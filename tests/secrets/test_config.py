@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from agent.config import cache, observed
+from agent.config import cache
 from agent.config.validator import section
+from agent.schema import observed
 from agent.secrets.config import SecretFile, SecretsConfig, source_problem
 
 

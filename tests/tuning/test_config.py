@@ -12,9 +12,9 @@ from agent.config import cache, loader
 from agent.config.validator import section
 from agent.errors import ConfigError
 from agent.instance.facts import nominal_facts
+from agent.schema.expr import Expression
 from agent.tuning import tuner
 from agent.tuning.config import TuningConfig, TuningDropin, TuningFile, variable_problem
-from agent.tuning.expr import Expression
 
 TEXT = """
 [[tuning.files]]

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.instance.facts import nominal_facts
-from agent.tuning.expr import ExprError
+from agent.schema.expr import ExprError
 from agent.tuning.profiles import (
     PROFILES,
     SERVICE_KEYS,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.config.entries import clash, labelled
+from agent.schema.entries import clash, labelled
 
 
 def test_each_entry_is_named_by_its_place() -> None:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.tuning.expr import (
+from agent.schema.expr import (
     FACTS,
     FUNCTIONS,
     ExprError,

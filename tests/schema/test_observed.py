@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.config import observed
+from agent.schema import observed
 
 
 def test_facts_are_recorded_only_while_observing() -> None:

@@ -13,9 +13,9 @@ from agentproc import clean_environment
 from pydantic import ValidationError
 
 from agent.config import loader
-from agent.config.fields import SECTION, Bounds, Check, Mode, declare, span
 from agent.config.validator import section
 from agent.errors import ConfigError
+from agent.schema.fields import SECTION, Bounds, Check, Mode, declare, span
 
 
 def load_error(tmp_path: Path, text: str) -> str:
@@ -105,9 +105,12 @@ def test_bounds_must_come_first() -> None:
 @pytest.mark.integration
 def test_the_sections_import_no_pydantic() -> None:
     """Every section module loads (and builds its defaults) without pydantic."""
-    code = ("import sys; from agent.config import loader, schema, fields, cache; "
-            "from agent.secrets import config; from agent.tuning import config; "
-            "from agent.readiness import config; schema.Config(); "
+    code = ("import sys; from agent.config import cache, document, loader; "
+            "from agent.schema import fields; from agent.secrets import config; "
+            "from agent.tuning import config; from agent.readiness import config; "
+            "from agent.cloud import config; from agent.lifecycle import config; "
+            "from agent.image import config; from agent.telemetry import config; "
+            "document.Config(); "
             "print(sorted(m for m in sys.modules if m == 'agent.config.validator' "
             "or m.split('.')[0] "
             "in ('pydantic', 'pydantic_core', 'pydantic_settings')))")

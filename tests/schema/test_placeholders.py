@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.config import placeholders
-from agent.config.placeholders import Placeholder
+from agent.schema import placeholders
+from agent.schema.placeholders import Placeholder
 
 
 def test_parse_pieces_and_literal_braces() -> None:

@@ -28,8 +28,8 @@ from agent.fsutil import atomic_write
 
 if TYPE_CHECKING:
     from agent.cloud.aws import Aws
-    from agent.config.loader import TelemetryConfig
     from agent.state.recorder import Recorder
+    from agent.telemetry.config import TelemetryConfig
 
 log = logging.getLogger(__name__)
 OUTCOMES = ("ok", "throttled", "error")

@@ -26,7 +26,7 @@ from agent.cloud.retry import GaveUp, retry
 from agent.errors import ImdsError
 
 if TYPE_CHECKING:
-    from agent.config.loader import ImdsConfig
+    from agent.cloud.config import ImdsConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -1,4 +1,5 @@
-"""The tuning expression language: a small, safe arithmetic language over instance facts.
+"""The expression language: a small, safe arithmetic language over instance facts, in which
+tuning values and ``when`` conditions are written (and the variables a template names).
 
 Text is parsed with :func:`ast.parse` and checked against an explicit whitelist (numbers,
 strings, facts, arithmetic, comparisons, ``in`` a literal list, ``and``/``or``/``not``,

@@ -1,13 +1,13 @@
 """The configuration's field types: each rule once, as an ``Annotated`` type.
 
-Every section (:mod:`agent.config.loader` and the section modules) is a frozen stdlib dataclass
-whose fields use these types. A rule is a small marker in the ``Annotated`` metadata that
-tells pydantic (the one validator, imported only when it validates) how to check the field;
-the markers are inert otherwise, so a section rebuilt from the validated-configuration cache
-never loads pydantic. A rule raises ``ValueError``; its text becomes the one-line
-configuration error that names the key. Text that ends up in a file name, a drop-in or a
-command line may hold no control character (a newline in a path would inject a line into a
-generated drop-in).
+Every section (each beside its subject; :mod:`agent.config.document` composes them) is a
+frozen stdlib dataclass whose fields use these types. A rule is a small marker in the
+``Annotated`` metadata that tells pydantic (the one validator, imported only when it
+validates) how to check the field; the markers are inert otherwise, so a section rebuilt
+from the validated-configuration cache never loads pydantic. A rule raises ``ValueError``;
+its text becomes the one-line configuration error that names the key. Text that ends up in
+a file name, a drop-in or a command line may hold no control character (a newline in a
+path would inject a line into a generated drop-in).
 """
 
 from __future__ import annotations
@@ -258,7 +258,7 @@ Commands = Annotated[list[Command], Check(_commands)]
 
 def _condition(value: str) -> str:
     if value:
-        from agent.config.placeholders import condition  # noqa: PLC0415
+        from agent.schema.placeholders import condition  # noqa: PLC0415
 
         condition(value)  # ValueError naming the problem
     return value

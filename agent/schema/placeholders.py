@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from agent.errors import closest
-from agent.tuning.expr import ExprError, Expression, compile_expression
+from agent.schema.expr import ExprError, Expression, compile_expression
 
 PLACEHOLDER_FACTS = ("region", "account", "availability_zone", "instance_id", "instance_type",
                      "group")

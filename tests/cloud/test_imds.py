@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from agent.cloud.imds import ImdsClient
 from agent.errors import ImdsError
-from agent.instance.imds import ImdsClient
 from agent.sim.imds import ImdsSimulator, SimInstance
 
 TOKEN = "/latest/api/token"

@@ -16,8 +16,8 @@ from agentproc import FILES, Booter, eventually
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent import __version__
-from agent.boot import telemetry
 from agent.state.recorder import PHASES
+from agent.telemetry import metrics as telemetry
 
 
 def parse(text: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
