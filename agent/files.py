@@ -14,9 +14,10 @@ import enum
 import os
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
+from agent.frozen import frozen
 from agent.fsutil import make_dirs, temp_name, write_new
 
 
@@ -31,7 +32,7 @@ class Change(enum.StrEnum):
     NOT_WRITTEN = "not written"  # a profile whose values only feed templates
 
 
-@dataclass(frozen=True, repr=False)
+@frozen(repr=False)
 class Existing:
     """A path as found: a regular file's bytes and mode, else nothing (absent, other kind)."""
 
@@ -50,7 +51,7 @@ class Existing:
             return cls(None, None)
 
 
-@dataclass(frozen=True, repr=False)
+@frozen(repr=False)
 class FilePlan:
     """One path: existing, desired (None: remove it), and the change between them."""
 

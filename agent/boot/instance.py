@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from agent.frozen import frozen
 from agent.instance.context import LaunchContext
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class Once(Generic[T]):
             return self.value
 
 
-@dataclass(frozen=True)
+@frozen()
 class Instance:
     """The instance: its metadata, launch context and earlier boot (None: none known), and
     its AWS clients and machine facts, each made once, on first use."""

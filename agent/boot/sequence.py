@@ -9,13 +9,13 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from agent.boot.instance import Instance
 from agent.boot.outgoing import Outgoing
 from agent.cloud.imds import ImdsClient, Metadata
 from agent.errors import AgentError, PhaseFailed, describe_failure
+from agent.frozen import frozen
 from agent.image import checks
 from agent.service.notify import Keepalive, Notifier
 from agent.state import history
@@ -31,7 +31,7 @@ log = logging.getLogger("agent.boot.sequence")
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@frozen()
 class Ended(Generic[T]):
     """How a phase ended: what it produced, or its failure (one line)."""
 
@@ -39,7 +39,7 @@ class Ended(Generic[T]):
     failure: PhaseFailed | None = None
 
 
-@dataclass(frozen=True)
+@frozen()
 class Booted:
     """A boot's verdict, and what the resident daemon carries on with (None: not produced)."""
 

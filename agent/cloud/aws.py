@@ -27,7 +27,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +57,7 @@ from agent.cloud import service_models
 from agent.cloud.retry import GaveUp, Pace, retry
 from agent.cloud.transport import Transport
 from agent.errors import AgentError, AwsError, ImdsError
+from agent.frozen import frozen
 
 if TYPE_CHECKING:
     from agent.cloud.config import AwsConfig
@@ -246,7 +246,7 @@ class _RoleFetcher:
                 "expiry_time": doc["Expiration"]}
 
 
-@dataclass(frozen=True)
+@frozen()
 class Role:
     """A role to fetch with: its credentials come from ``sts:AssumeRole``."""
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from agent.schema.fields import SECTION, Bounds, Check, Text, declare, span
+from agent.frozen import frozen
+from agent.schema.fields import SECTION, Bounds, Check, Text, span
 
 
 def _http_only(value: str) -> str:
@@ -14,7 +15,7 @@ def _http_only(value: str) -> str:
     return value.rstrip("/")
 
 
-@declare()
+@frozen()
 class ImdsConfig:
     """``[imds]``: where and how patiently to read instance metadata."""
 
@@ -26,7 +27,7 @@ class ImdsConfig:
     max_wait_seconds: Annotated[float, span(1, 3600)] = 120.0
 
 
-@declare()
+@frozen()
 class AwsConfig:
     """``[aws]``: region, endpoint and the retry budget of each call."""
 

@@ -19,11 +19,11 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from agent.cloud.retry import GaveUp, retry
 from agent.errors import ImdsError
+from agent.frozen import frozen
 
 if TYPE_CHECKING:
     from agent.cloud.config import ImdsConfig
@@ -52,7 +52,7 @@ REQUIRED_IDENTITY = frozenset({"instance_id", "instance_type", "region", "availa
 IDENTITY_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 
-@dataclass(frozen=True)
+@frozen()
 class Identity:
     """The instance identity document's facts (they never change for an instance)."""
 
@@ -69,7 +69,7 @@ class Identity:
 GROUP_TAG = "aws:autoscaling:groupName"
 
 
-@dataclass(frozen=True)
+@frozen()
 class Metadata:
     """What the boot's metadata phase learns: identity, tags, Auto Scaling target state."""
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import grp
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -236,5 +237,9 @@ _HINTS: dict[type, dict[str, Any]] = {}
 def _hints(kind: type) -> dict[str, Any]:
     """A section's fields with their types (looked up once per class)."""
     if kind not in _HINTS:
-        _HINTS[kind] = typing.get_type_hints(kind)
+        hints: dict[str, Any] = {}
+        for base in reversed(kind.__mro__):  # a field's type, from the class declaring it
+            if dataclasses.is_dataclass(base):
+                hints.update(inspect.get_annotations(base, eval_str=True))
+        _HINTS[kind] = hints
     return _HINTS[kind]

@@ -16,10 +16,11 @@ import dataclasses
 from typing import Annotated, Literal
 
 from agent.cloud.config import AwsConfig, ImdsConfig
+from agent.frozen import frozen
 from agent.image.config import ImageConfig
 from agent.lifecycle.config import LifecycleConfig, SignalConfig, TerminationConfig
 from agent.readiness.config import ONESHOT_READINESS, ReadinessConfig, given_readiness
-from agent.schema.fields import AbsoluteDir, Wrap, declare
+from agent.schema.fields import AbsoluteDir, Wrap
 from agent.secrets.config import SecretsConfig
 from agent.telemetry.config import TelemetryConfig
 from agent.tuning.config import TuningConfig
@@ -31,7 +32,7 @@ __all__ = ["ENV_PREFIX", "AwsConfig", "Config", "ImageConfig", "ImdsConfig", "Li
 ENV_PREFIX = "AGENT_"
 
 
-@declare()
+@frozen()
 class Config:
     """The whole configuration (DESIGN.md, "Configuration"); :func:`load` gives it."""
 

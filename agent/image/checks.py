@@ -16,11 +16,11 @@ import math
 import os
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
+from agent.frozen import frozen
 from agent.fsutil import atomic_write, is_memory_fs
 from agent.readfile import read_regular
 
@@ -65,7 +65,7 @@ def scan_user_data(data: bytes) -> list[str]:
     return found
 
 
-@dataclass(frozen=True)
+@frozen()
 class Manifest:
     """``/etc/agent/image.json``."""
 

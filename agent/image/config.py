@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from agent.schema.fields import SECTION, AbsoluteFile, declare, span
+from agent.frozen import frozen
+from agent.schema.fields import SECTION, AbsoluteFile, span
 
 
-@declare()
+@frozen()
 class ImageConfig:
     """``[image]``: the baked image's manifest, its age, user-data hygiene."""
 

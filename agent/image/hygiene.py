@@ -18,10 +18,10 @@ import os
 import re
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import escape
+from agent.frozen import frozen
 
 MACHINE_IDS = ("etc/machine-id", "var/lib/dbus/machine-id")
 UNSET_MACHINE_ID = ("", "uninitialized")
@@ -75,7 +75,7 @@ def _walk(top: Path) -> list[Path]:
                   if _regular(Path(d) / name))
 
 
-@dataclass(frozen=True)
+@frozen()
 class Found:
     """The files of one kind of problem, found in an image root."""
 

@@ -19,10 +19,10 @@ import os
 import re
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import escape
+from agent.frozen import frozen
 
 TIMEOUT = 300.0  # seconds for one tool run (apt's solver on a large image takes a few)
 SHOWN = 5  # updates named in the line; the count says how many in all
@@ -37,7 +37,7 @@ class ToolError(Exception):
     """A package tool could not answer (one line)."""
 
 
-@dataclass(frozen=True)
+@frozen()
 class Update:
     """A newer version of an installed package, and where it comes from."""
 
@@ -51,7 +51,7 @@ class Update:
                 f"{escape(self.candidate)} ({escape(self.source)})")
 
 
-@dataclass(frozen=True)
+@frozen()
 class Inventory:
     """The installed packages: ``name:arch`` (dpkg) or ``name.arch`` (rpm) -> version."""
 
@@ -69,7 +69,7 @@ class Inventory:
         return {"database": self.database, "count": len(self.versions), "sha256": self.digest}
 
 
-@dataclass(frozen=True)
+@frozen()
 class Report:
     """What the bake check learnt about the image's packages."""
 

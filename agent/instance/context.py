@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.errors import AgentError, BootError, escape
+from agent.frozen import frozen
 from agent.schema.expr import ExprError, Expression, Value, tag_scope
 from agent.schema.placeholders import Placeholder, parse
 
@@ -42,7 +42,7 @@ class ContextError(BootError):
 _ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 
-@dataclass(frozen=True)
+@frozen()
 class Destination:
     """What a resolved text is, and the characters a placeholder's value may hold in it
     (AWS's own rules for the name)."""

@@ -15,11 +15,11 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from agent.errors import TuningError, closest
+from agent.frozen import frozen
 from agent.instance.types import from_describe, lookup, table
 
 MIB = 1024 * 1024
@@ -29,7 +29,7 @@ Describe = Callable[[str], Mapping[str, Any] | None]
 """A type's ``DescribeInstanceTypes`` record, None when AWS knows none."""
 
 
-@dataclass(frozen=True)
+@frozen()
 class Facts:
     """What tuning expressions may read (agent.schema.expr.FACTS names the same fields).
 

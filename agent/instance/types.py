@@ -10,17 +10,17 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agent import DATA
+from agent.frozen import frozen
 
 DATA_FILE = "instance_types.json"
 _ARCH = {"x86_64_mac": "x86_64", "arm64_mac": "arm64"}
 
 
-@dataclass(frozen=True)
+@frozen()
 class InstanceType:
     """What DescribeInstanceTypes says of a type: memory, default vCPUs, architecture."""
 

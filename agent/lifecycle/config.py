@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Literal
 
+from agent.frozen import frozen
 from agent.schema.fields import (
     SECTION,
     Command,
@@ -13,13 +14,12 @@ from agent.schema.fields import (
     OptionalFile,
     Text,
     UnitName,
-    declare,
     span,
     zero_or_at_least,
 )
 
 
-@declare()
+@frozen()
 class LifecycleConfig:
     """``[lifecycle]``: the Auto Scaling launch hook."""
 
@@ -32,7 +32,7 @@ class LifecycleConfig:
     warm_pool_secrets: bool = False  # publish secrets in a warm-pool boot too
 
 
-@declare()
+@frozen()
 class TerminationConfig:
     """``[termination]``: watching for the instance's end, and draining before it."""
 
@@ -49,7 +49,7 @@ class TerminationConfig:
     scheduled_events: bool = True  # a retirement or stop event: SetInstanceHealth Unhealthy
 
 
-@declare()
+@frozen()
 class SignalConfig:
     """``[signal]``: readiness signals besides systemd and the lifecycle hook."""
 

@@ -32,6 +32,7 @@ from agent.cloud.autoscaling import NotPending, instance_state
 from agent.cloud.aws import Aws, describe, is_throttling
 from agent.cloud.imds import GROUP_TAG
 from agent.errors import AgentError, LifecycleError, describe_failure
+from agent.frozen import frozen
 from agent.fsutil import atomic_write
 from agent.state.recorder import PhaseState, utc_now
 
@@ -240,7 +241,7 @@ class Heartbeater:
 # -- the launch hook of a boot ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen()
 class Decision:
     """What the lifecycle phase does: send ``send`` (or nothing), record ``result``."""
 

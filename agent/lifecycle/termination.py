@@ -23,11 +23,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.errors import AgentError
+from agent.frozen import frozen
 from agent.service.notify import child_environment, run_command
 from agent.state.recorder import utc_now
 
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 SPOT_MARGIN = 5.0  # finish the drain this long before a spot interruption
 
 
-@dataclass(frozen=True)
+@frozen()
 class Notice:
     """What IMDS announced."""
 
@@ -208,7 +208,7 @@ EVENTS_WARNING = "scheduled event"
 HEALTH_BUDGET = 60.0  # seconds for SetInstanceHealth (within aws.max_wait_seconds)
 
 
-@dataclass(frozen=True)
+@frozen()
 class Event:
     """One scheduled event, as IMDS lists it."""
 

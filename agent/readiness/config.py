@@ -13,7 +13,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from agent.schema.fields import SECTION, Bounds, Check, Command, Text, UnitName, declare, span
+from agent.frozen import frozen
+from agent.schema.fields import SECTION, Bounds, Check, Command, Text, UnitName, span
 
 LOCAL_NAMES = ("localhost",)
 ONESHOT_READINESS = ("[readiness] needs daemon mode (a oneshot run exits before the "
@@ -63,7 +64,7 @@ def _address(value: str) -> str:
     return value
 
 
-@declare()
+@frozen()
 class ReadinessCheck:
     """A ``[[readiness.checks]]`` entry: exactly one of ``http``, ``tcp``, ``command``."""
 
@@ -99,7 +100,7 @@ class ReadinessCheck:
         return " ".join(self.command)
 
 
-@declare()
+@frozen()
 class ReadinessConfig:
     """``[readiness]``: without it, the lifecycle phase follows the agent's own phases."""
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agent.errors import BootError
+from agent.frozen import frozen
 from agent.service.notify import child_environment, systemd_running
 from agent.state.recorder import Phase, PhaseState, utc_now
 
@@ -44,7 +45,7 @@ class ReadinessError(BootError):
     """The applications did not become ready."""
 
 
-@dataclass(frozen=True)
+@frozen()
 class Seen:
     """What one round saw of one subject (a unit or a check)."""
 

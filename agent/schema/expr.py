@@ -17,10 +17,11 @@ import math
 import string
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Literal
 
 from agent.errors import closest
+from agent.frozen import frozen
 from agent.readfile import read_template
 
 Value = int | float | str
@@ -104,7 +105,7 @@ class ExprError(ValueError):
     """An expression that is not valid or cannot be evaluated."""
 
 
-@dataclass(frozen=True)
+@frozen()
 class ClampStep:
     """One ``clamp``/``min``/``max`` call met while evaluating: was a bound applied?"""
 
@@ -121,7 +122,7 @@ class ClampStep:
         return f"{self.function}({args}) = {self.result!r} ({note})"
 
 
-@dataclass(frozen=True)
+@frozen()
 class Explanation:
     """How a value came about: the facts substituted, the result, the clamps applied."""
 
@@ -135,7 +136,7 @@ class Explanation:
                 "substituted": self.substituted, "clamps": [str(c) for c in self.clamps]}
 
 
-@dataclass(frozen=True)
+@frozen()
 class Expression:
     """A checked expression, ready to evaluate against facts."""
 

@@ -12,46 +12,16 @@ path would inject a line into a generated drop-in).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar, dataclass_transform
+from typing import Annotated, Any
 
 from agent.errors import control_at
 
 SECTION = {"extra": "forbid", "frozen": True, "arbitrary_types_allowed": True}
 """Each section's ``__pydantic_config__``: unknown keys are errors; read-only once loaded
 (the forms compiled from the fields, never keys, are of the agent's own types)."""
-
-T = TypeVar("T")
-
-
-@dataclass_transform(frozen_default=True, eq_default=False)
-def declare(*, kw_only: bool = False) -> Callable[[type[T]], type[T]]:
-    """Declare a section or an entry: a frozen dataclass whose equality and ``repr`` are
-    the two shared below (made once, not per class: a boot that reads the cache creates
-    every section class, and each generated method costs it time)."""
-    def declare(cls: type[T]) -> type[T]:
-        made = dataclasses.dataclass(frozen=True, eq=False, repr=False, kw_only=kw_only)(cls)
-        setattr(made, "__eq__", _same)  # noqa: B010 - on the class, after it is made
-        setattr(made, "__repr__", _shown)  # noqa: B010
-        return made
-    return declare
-
-
-def _same(self: Any, other: Any) -> bool:
-    """Equal: the same class, the same compared fields (compiled forms are not compared)."""
-    if type(other) is not type(self):
-        return NotImplemented  # type: ignore[no-any-return]
-    return all(getattr(self, f.name) == getattr(other, f.name)
-               for f in dataclasses.fields(self) if f.compare)
-
-
-def _shown(self: Any) -> str:
-    shown = (f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self) if f.repr)
-    return f"{type(self).__name__}({', '.join(shown)})"
-
 
 PATH_MAX = 4096  # bytes of a path (Linux PATH_MAX)
 NAME_MAX = 255  # bytes of one path component (Linux NAME_MAX)

@@ -10,9 +10,9 @@ wrong); :func:`condition` compiles a ``when`` expression. Their values at a laun
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from agent.errors import closest
+from agent.frozen import frozen
 from agent.schema.expr import ExprError, Expression, compile_expression
 
 PLACEHOLDER_FACTS = ("region", "account", "availability_zone", "instance_id", "instance_type",
@@ -21,7 +21,7 @@ _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 _TAG_KEY = re.compile(r"[^|{}]{1,128}")
 
 
-@dataclass(frozen=True)
+@frozen()
 class Placeholder:
     """One ``{...}`` of a text: a fact, or a tag (with its default, if any)."""
 

@@ -16,6 +16,7 @@ from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 from agent.errors import closest
+from agent.frozen import frozen
 from agent.readfile import TEMPLATE_LIMIT, Unreadable, read_regular, template_text
 from agent.schema import placeholders
 from agent.schema.entries import clash, labelled
@@ -33,7 +34,6 @@ from agent.schema.fields import (
     Text,
     UnitName,
     check_path,
-    declare,
     span,
 )
 from agent.schema.observed import file_digest, observe
@@ -95,7 +95,7 @@ def _condition(when: str) -> Expression | None:
     return placeholders.condition(when) if when else None
 
 
-@declare(kw_only=True)
+@frozen(kw_only=True)
 class Published:
     """What a published file has, whether it holds one secret or a rendered template."""
 
@@ -135,7 +135,7 @@ class Published:
         object.__setattr__(self, "condition", _condition(self.when))
 
 
-@declare(kw_only=True)
+@frozen(kw_only=True)
 class SecretFile(Published):
     """One ``[[secrets.files]]`` entry: a secret rendered into one file (or a template's)."""
 
@@ -180,7 +180,7 @@ class SecretFile(Published):
         return f"{kind} {self.secret_id or self.parameter!r}"
 
 
-@declare(kw_only=True)
+@frozen(kw_only=True)
 class SecretTemplate(Published):
     """One ``[[secrets.templates]]`` entry: a file combining secrets and launch facts."""
 
@@ -190,7 +190,7 @@ class SecretTemplate(Published):
         self._published()
 
 
-@declare()
+@frozen()
 class SecretsConfig:
     """``[secrets]``: where the files go and which secrets and templates they hold."""
 

@@ -27,10 +27,10 @@ import logging
 import os
 import shutil
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from agent.errors import SecretsError
+from agent.frozen import frozen
 from agent.fsutil import claim_dir, fsync_dir, is_mount_point, make_dirs, write_new
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ TMP_SUFFIX = ".tmp"
 LINK_PREFIX = CURRENT + "/"
 
 
-@dataclass(frozen=True, repr=False)
+@frozen(repr=False)
 class Item:
     """One file of a generation: where (relative), its bytes, mode and owner."""
 
@@ -56,7 +56,7 @@ class Item:
         return f"Item({self.path!r}, {len(self.content)} bytes=<redacted>)"
 
 
-@dataclass(frozen=True)
+@frozen()
 class Publication:
     """A generation made current: its name, and which paths changed or are new."""
 

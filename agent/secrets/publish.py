@@ -17,13 +17,13 @@ import logging
 import re
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from agent.cloud.aws import Aws, Role, describe, error_code, is_access_denied
 from agent.errors import AgentError, SecretsError
+from agent.frozen import frozen
 from agent.fsutil import fs_name, fs_type, is_memory_fs, is_mount_point, mount_tmpfs
 from agent.instance.context import LaunchContext
 from agent.readfile import read_template
@@ -46,7 +46,7 @@ FETCH_WORKERS = 8  # concurrent fetches (each a connection: keep a listen backlo
 _ARN = re.compile(r"arn:aws[a-z-]*:(secretsmanager|ssm):([a-z0-9-]+):\d{12}:")
 
 
-@dataclass(frozen=True)
+@frozen()
 class SecretRef:
     """What one fetch gets, placeholders resolved; entries with the same reference share it."""
 
@@ -86,7 +86,7 @@ class SecretRef:
                         **params)
 
 
-@dataclass(frozen=True, repr=False)
+@frozen(repr=False)
 class Rendered:
     """A file's final bytes (redacted repr) and the entry it came from."""
 
@@ -107,7 +107,7 @@ class Rendered:
 # -- what this launch keeps ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen()
 class Kept:
     """A ``[[secrets.files]]`` entry this launch keeps: where it is configured, what it gets."""
 
@@ -121,7 +121,7 @@ class Kept:
         return f"{self.ref.label} ({self.where}{' ' + self.entry.path if self.entry.path else ''})"
 
 
-@dataclass(frozen=True)
+@frozen()
 class Selection:
     """The entries of this launch: files and templates kept, the others and why not."""
 

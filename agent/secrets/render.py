@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 from agent.errors import SecretsError
+from agent.frozen import frozen
 from agent.schema.expr import ExprError, template_names
 from agent.service import envfile
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from agent.secrets.config import SecretFile
 
 
-@dataclass(frozen=True, repr=False)
+@frozen(repr=False)
 class SecretValue:
     """One fetched secret version. ``repr``/``str`` never show the value."""
 

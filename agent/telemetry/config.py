@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from agent.schema.fields import SECTION, Check, OptionalFile, Text, declare
+from agent.frozen import frozen
+from agent.schema.fields import SECTION, Check, OptionalFile, Text
 
 CLOUDWATCH_NAMESPACE = r"[0-9A-Za-z.\-_/#:]{1,255}"
 
@@ -26,7 +27,7 @@ def _namespace(value: str) -> str:
     return value
 
 
-@declare()
+@frozen()
 class TelemetryConfig:
     """``[telemetry]``: the boot's metrics, for Prometheus and CloudWatch (off by default)."""
 

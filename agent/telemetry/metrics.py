@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.errors import AgentError, describe_failure, exception_detail
+from agent.frozen import frozen
 from agent.fsutil import atomic_write
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ TEXTFILE_WARNING = "telemetry: textfile"
 CLOUDWATCH_WARNING = "telemetry: CloudWatch"
 
 
-@dataclass(frozen=True)
+@frozen()
 class ImageFigures:
     """The image this instance booted, from its bake manifest."""
 

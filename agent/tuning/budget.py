@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from agent.errors import TuningError
+from agent.frozen import frozen
 from agent.schema.expr import Explanation, ExprError, Expression, Value, render_value
 
 _EPSILON = 1e-9  # 0.1 + 0.2 + 0.7 is 1 here
 
 
-@dataclass(frozen=True)
+@frozen()
 class Claim:
     """A member of the budget as configured: its key, its output's label, its share."""
 
@@ -58,7 +59,7 @@ def split(claims: Sequence[Claim]) -> list[float]:
     return [left / len(equal) if c.share is None else c.share for c in claims]
 
 
-@dataclass(frozen=True)
+@frozen()
 class Term:
     """One term of what a member's values add up to at the program's limits."""
 
@@ -67,7 +68,7 @@ class Term:
     detail: str = ""
 
 
-@dataclass(frozen=True)
+@frozen()
 class Portion:
     """A member's part of the budget, and (profiles) what its values add up to."""
 
@@ -83,7 +84,7 @@ class Portion:
         return math.fsum(term.mib for term in self.terms)
 
 
-@dataclass(frozen=True)
+@frozen()
 class Budget:
     """The machine's memory, the reserve, and each member's portion."""
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from agent.errors import closest
+from agent.frozen import frozen
 from agent.readfile import TEMPLATE_LIMIT, Unreadable, read_regular, template_text
 from agent.schema.entries import clash, labelled
 from agent.schema.expr import (
@@ -30,7 +31,6 @@ from agent.schema.fields import (
     Mode,
     OptionalFile,
     ServiceName,
-    declare,
 )
 from agent.schema.observed import file_digest, observe
 from agent.schema.placeholders import condition
@@ -85,7 +85,7 @@ def _compiled_field() -> Any:
     return dataclasses.field(init=False, default=None, repr=False, compare=False)
 
 
-@declare(kw_only=True)
+@frozen(kw_only=True)
 class TuningFile:
     """One ``[[tuning.files]]`` entry: computed values written as an env or JSON file."""
 
@@ -118,7 +118,7 @@ class TuningFile:
         return self.share is not None
 
 
-@declare(kw_only=True)
+@frozen(kw_only=True)
 class TuningProfile:
     """One ``[[tuning.profiles]]`` entry: a program's well-known values (agent.tuning.profiles)."""
 
@@ -162,7 +162,7 @@ def _reserve(text: str) -> str:
     return text
 
 
-@declare()
+@frozen()
 class TuningBudget:
     """``[tuning.budget]``: what the programs sharing the machine leave to everything else."""
 
@@ -201,7 +201,7 @@ def _service_keys(values: dict[str, str | dict[str, str]]) -> dict[str, str | di
     return values
 
 
-@declare(kw_only=True)
+@frozen(kw_only=True)
 class TuningDropin:
     """One ``[[tuning.dropins]]`` entry: ``[Service]`` settings of a unit, as a drop-in."""
 
@@ -241,7 +241,7 @@ def _constant(name: str, text: str, check: Callable[[Value], object], *,
         raise ValueError(f"{name} = {text!r}: {exc}") from None
 
 
-@declare(kw_only=True)
+@frozen(kw_only=True)
 class TuningTemplate:
     """One ``[[tuning.templates]]`` entry: ``${NAME}`` substitution into a runtime file."""
 
@@ -273,7 +273,7 @@ def _sysctl(values: dict[str, str]) -> dict[str, str]:
     return values
 
 
-@declare()
+@frozen()
 class TuningConfig:
     """``[tuning]``: outputs computed from the instance's size."""
 

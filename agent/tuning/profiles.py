@@ -20,9 +20,9 @@ import math
 import re
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from agent.errors import closest, control_at
+from agent.frozen import frozen
 from agent.schema.expr import (
     ClampStep,
     Explanation,
@@ -39,7 +39,7 @@ from agent.service.dropins import specifiers_escaped
 # --- systemd [Service] keys ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen()
 class ServiceKey:
     """What a ``[Service]`` key accepts: a number (written with ``suffix``), maybe infinity."""
 
@@ -111,7 +111,7 @@ def sysctl_value(value: Value) -> str:
 # --- profiles ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen()
 class Setting:
     """One value of a profile: its formula (or option string), and the program's range."""
 
@@ -123,7 +123,7 @@ class Setting:
     note: str = ""
 
 
-@dataclass(frozen=True)
+@frozen()
 class Option:
     """A switch of a profile (``[tuning.profiles.options]``): 1 or 0 in its formulas."""
 
@@ -132,7 +132,7 @@ class Option:
     default: bool = False
 
 
-@dataclass(frozen=True)
+@frozen()
 class Part:
     """One term of what a profile's values add up to at the program's limits, in MiB."""
 
@@ -141,7 +141,7 @@ class Part:
     detail: str = ""  # a string.Template over them, shown beside the term by ``agent plan``
 
 
-@dataclass(frozen=True)
+@frozen()
 class Profile:
     """A program's well-known values, computed from the facts (``memory_mib``: its share)."""
 
@@ -303,7 +303,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
 )}
 
 
-@dataclass(frozen=True)
+@frozen()
 class CompiledSetting:
     """A setting ready to evaluate: the formula or its override, checked."""
 

@@ -19,12 +19,13 @@ import json
 import os
 import string
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 from agent import files
 from agent.errors import TuningError
 from agent.files import Change, FilePlan
+from agent.frozen import frozen
 from agent.instance.facts import Facts
 from agent.readfile import read_regular, read_template
 from agent.schema.entries import clash, labelled
@@ -58,7 +59,7 @@ SYSCTL_LIMIT = 1 << 16  # a sysctl's current value is a line
 DROPIN_HEADER = "# Written by the instance boot agent ([[tuning.dropins]]); do not edit.\n"
 
 
-@dataclass(frozen=True)
+@frozen()
 class PlannedValue:
     """One computed value: its name, expression and explanation (with the result)."""
 
@@ -77,7 +78,7 @@ class PlannedValue:
         return render_value(self.explanation.result)
 
 
-@dataclass(frozen=True)
+@frozen()
 class PlannedOutput:
     """One file to write: what kind, its plan (existing, desired, change), the values in it."""
 
@@ -111,7 +112,7 @@ class PlannedOutput:
                 "values": {v.name: v.rendered for v in self.values}, "changed": changed}
 
 
-@dataclass(frozen=True)
+@frozen()
 class PlannedSysctl:
     """One kernel setting: its /proc/sys file, the value to write and the one there now."""
 
@@ -126,7 +127,7 @@ class PlannedSysctl:
         return self.current != self.value.rendered
 
 
-@dataclass(frozen=True)
+@frozen()
 class TuningPlan:
     """Every output of the tuning phase, computed for one set of facts; nothing written."""
 
@@ -441,7 +442,7 @@ def _json_value(value: Value) -> Value:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-@dataclass(frozen=True)
+@frozen()
 class Applied:
     """What :func:`apply` did: a record per output for state.json, and any warnings."""
 

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from agent.config import loader
 from agent.config.validator import section
 from agent.errors import ConfigError
-from agent.schema.fields import SECTION, Bounds, Check, Mode, declare, span
+from agent.schema.fields import SECTION, Bounds, Check, Mode, span
 
 
 def load_error(tmp_path: Path, text: str) -> str:
@@ -117,21 +117,3 @@ def test_the_sections_import_no_pydantic() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=clean_environment(), check=True, timeout=60).stdout
     assert out.strip() == "[]"
-
-
-def test_a_declared_section_is_frozen_compared_by_its_keys_and_shown() -> None:
-    @declare(kw_only=True)
-    class Entry:
-        path: str = ""
-        compiled: int = dataclasses.field(default=0, compare=False, repr=False)
-
-    @declare()
-    class Other:
-        path: str = ""
-
-    one, same, other = Entry(path="/a", compiled=1), Entry(path="/a", compiled=2), Other("/a")
-    assert one == same and one != Entry(path="/b") and one != other  # compiled forms aside
-    assert repr(one) == "Entry(path='/a')"
-    assert len({one, same}) == 2  # hashed by identity: lists and dicts are fields too
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        one.path = "/b"  # type: ignore[misc]
