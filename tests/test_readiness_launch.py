@@ -296,6 +296,8 @@ def test_a_warm_pool_boot_skips_the_gate_and_the_promotion_runs_it(tmpfs: Path,
                        == ["CONTINUE", "CONTINUE"], timeout=15)
             done = world.cloud.calls("CompleteLifecycleAction")[-1]
             assert done.at - (app.healthy_at or 0) >= 1  # held settle_seconds first
-            phase = {p["name"]: p for p in b.doc()["phases"]}["readiness"]
-            assert phase["state"] == "done"
+            # the promotion runs as a job: state.json has its phases once the job has ended,
+            # after the CONTINUE it sent
+            eventually(lambda: {p["name"]: p for p in b.doc()["phases"]}["readiness"]["state"]
+                       == "done", timeout=15)
         b.assert_no_secret_leaked()
