@@ -33,12 +33,12 @@ from agent import __version__
 from agent.config.loader import Config, agent_environment, config_path
 from agent.readfile import CONFIG_LIMIT, TEMPLATE_LIMIT, Unreadable, read_regular
 from agent.schema import observed
-from agent.schema.observed import Fact, file_digest
+from agent.schema.observed import Observation, file_digest
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE = "/var/lib/agent/config-cache.json"
-FORMAT = 2
+FORMAT = 3
 MAX_BYTES = 4 << 20
 SCHEMA = ("config/loader.py", "config/document.py", "config/validator.py", "config/cache.py",
           "schema/fields.py", "schema/entries.py", "schema/observed.py", "schema/placeholders.py",
@@ -77,13 +77,13 @@ def load(explicit: str | None = None) -> Config:
 
     if raw is None and must_exist:
         loader.read_bytes(path, must_exist=True)  # raises ConfigError naming the problem
-    facts, token = observed.observing()
+    seen, token = observed.observing()
     try:
         cfg = loader.validate(path, raw)
     finally:
         observed.stop(token)
     if where:
-        store(where, key, cfg, facts)
+        store(where, key, cfg, seen)
     return cfg
 
 
@@ -94,20 +94,20 @@ def prime(explicit: str | None, where: str) -> tuple[Config, bool]:
 
     path, must_exist = config_path(explicit)
     raw = loader.read_bytes(path, must_exist=must_exist)
-    facts, token = observed.observing()
+    seen, token = observed.observing()
     try:
         cfg = loader.validate(path, raw)
     finally:
         observed.stop(token)
-    return cfg, store(where, _key(path, raw), cfg, facts)
+    return cfg, store(where, _key(path, raw), cfg, seen)
 
 
-def store(where: str, key: str, cfg: Config, facts: list[Fact]) -> bool:
+def store(where: str, key: str, cfg: Config, seen: list[Observation]) -> bool:
     """Write the cache (root's or ours, 0600); False when it cannot be written (a miss next
     time, nothing worse)."""
     from agent.fsutil import atomic_write  # noqa: PLC0415
 
-    document = {"format": FORMAT, "key": key, "facts": facts, "config": dump(cfg)}
+    document = {"format": FORMAT, "key": key, "observed": seen, "config": dump(cfg)}
     try:
         atomic_write(where, json.dumps(document, separators=(",", ":")).encode(), mode=0o600,
                      dir_mode=0o755)
@@ -151,7 +151,7 @@ def _lookup(where: str, key: str) -> Config | None:
     try:
         document = json.loads(data)
         if (not isinstance(document, dict) or document.get("format") != FORMAT
-                or document.get("key") != key or not _facts_hold(document.get("facts"))):
+                or document.get("key") != key or not _still_so(document.get("observed"))):
             return None
         return view(document["config"])
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
@@ -159,11 +159,11 @@ def _lookup(where: str, key: str) -> Config | None:
         return None
 
 
-def _facts_hold(facts: object) -> bool:
+def _still_so(seen: object) -> bool:
     """Whether every outside fact the validation read is still so."""
-    if not isinstance(facts, list):
+    if not isinstance(seen, list):
         return False
-    for kind, key, value in facts:
+    for kind, key, value in seen:
         try:
             if kind == "owner":
                 now: Any = pwd.getpwnam(key).pw_uid

@@ -156,8 +156,8 @@ def test_a_user_id_that_changed_is_a_miss(tmp_path: Path) -> None:
     configcache.load(str(path))
     where = Path(configcache.cache_path())
     document = json.loads(where.read_text())
-    assert ["owner", "nobody", 65534] in document["facts"]
-    document["facts"] = [["owner", "nobody", 4242]]  # as if the image's nobody were another
+    assert ["owner", "nobody", 65534] in document["observed"]
+    document["observed"] = [["owner", "nobody", 4242]]  # as if the image's nobody were another
     where.write_text(json.dumps(document))
     assert not hit(path)
 
