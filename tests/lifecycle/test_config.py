@@ -5,27 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from configs import error_of, load
 
-from agent.config import loader
-from agent.config.loader import Config
-from agent.errors import EXIT_CONFIG, ConfigError
 from agent.lifecycle.config import LifecycleConfig, SignalConfig, TerminationConfig
-
-
-def load(tmp_path: Path, text: str) -> Config:
-    path = tmp_path / "agent.toml"
-    path.write_text(text)
-    return loader.load(str(path))
-
-
-def error_of(tmp_path: Path, text: str) -> str:
-    """The one line a configuration error says, after the file's name."""
-    with pytest.raises(ConfigError) as info:
-        load(tmp_path, text)
-    assert info.value.exit_code == EXIT_CONFIG
-    message = str(info.value)
-    assert "\n" not in message
-    return message.removeprefix(f"config {tmp_path / 'agent.toml'}: ")
 
 
 def test_the_defaults_are_what_an_empty_file_gives(tmp_path: Path) -> None:

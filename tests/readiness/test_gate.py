@@ -8,10 +8,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from configs import error_of, load
 
 from agent.cli import plan, status
-from agent.config import cache, loader
-from agent.errors import ConfigError
+from agent.config import cache
 from agent.instance.facts import nominal_facts
 from agent.readiness import gate as readiness
 from agent.readiness.gate import Gate, ReadinessError, Regate, Seen, parse_show, unit_seen
@@ -232,21 +232,6 @@ def test_a_short_answer_from_systemctl_is_an_error_not_a_guess() -> None:
 # -- the [readiness] section -----------------------------------------------------------------
 
 
-def load(tmp_path: Path, text: str) -> loader.Config:
-    path = tmp_path / "agent.toml"
-    path.write_text(text)
-    return loader.load(str(path))
-
-
-def error(tmp_path: Path, text: str) -> str:
-    with pytest.raises(ConfigError) as caught:
-        load(tmp_path, text)
-    assert caught.value.exit_code == 78
-    message = str(caught.value)
-    assert "\n" not in message
-    return message.split(": ", 1)[1]  # without "config <path>"
-
-
 def test_defaults_and_a_full_section(tmp_path: Path) -> None:
     assert not load(tmp_path, "").readiness.enabled
     cfg = load(tmp_path, """
@@ -306,7 +291,7 @@ command = ["/usr/bin/pg_isready", "-q"]
      "(top level): mode \"oneshot\": [readiness] needs daemon mode"),
 ])
 def test_invalid_sections_are_one_line_exit_78(tmp_path: Path, text: str, line: str) -> None:
-    assert error(tmp_path, text).startswith(line)
+    assert error_of(tmp_path, text).startswith(line)
 
 
 def test_the_cache_rebuilds_the_section_with_its_rules(tmp_path: Path,
