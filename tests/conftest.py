@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,6 @@ if not os.access(Path(__file__).parent.parent, os.W_OK):  # e.g. the unit tests 
     settings.load_profile("read-only-tree")
 
 
-
-
 @pytest.fixture(autouse=True)
 def _clean_agent_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No AGENT_* or AWS_* variable of the developer's shell leaks into a test; the
@@ -29,6 +29,19 @@ def _clean_agent_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
             monkeypatch.delenv(name)
     monkeypatch.setenv("AGENT_CONFIG_CACHE", str(tmp_path / "config-cache.json"))
 
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """A test that runs ``agent run`` in-process sets up the agent's logging (its handler and
+    filter on the root logger, the threads' excepthook): undone after it, so that no later
+    test runs with them."""
+    root = logging.getLogger()
+    handlers, level, hook = root.handlers[:], root.level, threading.excepthook
+    yield
+    root.handlers[:] = [h for h in root.handlers if h in handlers or
+                        type(h).__module__.startswith("_pytest")]
+    root.setLevel(level)
+    threading.excepthook = hook
 
 
 SUITES = ("integration", "e2e", "fleet", "programs")  # the markers of tests that may start things
