@@ -27,6 +27,7 @@ from agentproc import IS_ROOT, PLAIN, Booter
 from agent.config import loader, validator
 from agent.config.loader import Config
 from agent.errors import ConfigError
+from agent.schema import fields
 from agent.sim import World
 
 AGENT = [sys.executable, "-m", "agent"]
@@ -130,7 +131,7 @@ def test_malformed_json_in_the_environment_names_the_variable(tmp_path: Path,
 
 def numeric_fields(model: type[Any], prefix: str = "") -> Iterator[tuple[str, str, type]]:
     """(section, key, type) of every number in the schema, nested sections included."""
-    hints = validator.keys(model)
+    hints = fields.keys(model)
     for name, annotation in hints.items():
         inner = validator.section_of(annotation)
         if inner is not None and typing.get_origin(annotation) is not list:

@@ -3,10 +3,9 @@
 A boot runs on one core's worth of CPU while AWS answers: the main thread waits until the
 secrets' first request is out, then until the hook lookup's is, before it computes the
 tuning (:mod:`agent.boot.sequence`). :class:`Outgoing` tells those moments. Its handler is
-registered
-on every AWS client the boot makes, on botocore's documented ``request-created`` event, which
-botocore emits for each attempt once its request is made and signed, just before it is sent
-(a request that cannot be made, or signed, tells nothing). The first request of all sets
+registered on every AWS client the boot makes, on botocore's documented ``request-created``
+event, which botocore emits for each attempt once its request is made and signed, just before
+it is sent (a request that cannot be made, or signed, tells nothing). The first request of all sets
 :attr:`Outgoing.first` (the secrets are fetched by threads of their own); a request of a
 thread that watches (the hook's lookup, in its thread) sets that thread's event.
 """

@@ -1,4 +1,4 @@
-"""The ``agent`` command line (DESIGN.md, "Command line").
+"""The ``agent`` command line (docs/reference/cli.md).
 
 ``status`` and ``wait`` take a fast path that imports neither argparse nor anything heavy;
 every other command, and any argument the fast path does not recognise, goes through

@@ -19,13 +19,11 @@ from __future__ import annotations
 import dataclasses
 import grp
 import hashlib
-import inspect
 import json
 import logging
 import os
 import pwd
 import stat
-import typing
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
@@ -33,6 +31,7 @@ from agent import __version__
 from agent.config.loader import Config, agent_environment, config_path
 from agent.readfile import CONFIG_LIMIT, TEMPLATE_LIMIT, Unreadable, read_regular
 from agent.schema import observed
+from agent.schema.fields import bare, keys
 from agent.schema.observed import Observation, file_digest
 
 log = logging.getLogger(__name__)
@@ -218,28 +217,13 @@ def view(dumped: Any) -> Config:
 def rebuild(kind: Any, value: Any) -> Any:
     """``value`` (plain JSON, as :func:`dump` gave it) as ``kind``: a section, a list of
     entries or a plain value, by the sections' own constructors."""
-    while get_origin(kind) is typing.Annotated:
-        kind = get_args(kind)[0]
+    kind = bare(kind)
     if isinstance(kind, type) and dataclasses.is_dataclass(kind):
         if not isinstance(value, dict):
             raise TypeError(f"{kind.__name__}: not a table")
-        hints = _hints(kind)
-        return kind(**{name: rebuild(hints[name], item) for name, item in value.items()})
+        types = keys(kind)
+        return kind(**{name: rebuild(types[name], item) for name, item in value.items()})
     if get_origin(kind) is list:
         (item,) = get_args(kind)
         return [rebuild(item, v) for v in value]
     return value
-
-
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
-def _hints(kind: type) -> dict[str, Any]:
-    """A section's fields with their types (looked up once per class)."""
-    if kind not in _HINTS:
-        hints: dict[str, Any] = {}
-        for base in reversed(kind.__mro__):  # a field's type, from the class declaring it
-            if dataclasses.is_dataclass(base):
-                hints.update(inspect.get_annotations(base, eval_str=True))
-        _HINTS[kind] = hints
-    return _HINTS[kind]

@@ -34,7 +34,7 @@ ENV_PREFIX = "AGENT_"
 
 @frozen()
 class Config:
-    """The whole configuration (DESIGN.md, "Configuration"); :func:`load` gives it."""
+    """The whole configuration (docs/reference/configuration.md); ``load`` gives it."""
 
     state_dir: AbsoluteDir = "/run/agent"
     mode: Literal["daemon", "oneshot"] = "daemon"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import typing
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin
 
@@ -26,6 +25,7 @@ from pydantic_settings import (
 
 from agent.config.document import ENV_PREFIX, Config
 from agent.errors import ConfigError, closest
+from agent.schema.fields import bare, keys
 
 T = TypeVar("T")
 UNKNOWN = ("extra_forbidden", "unexpected_keyword_argument")  # a key no section has
@@ -54,13 +54,6 @@ class _Sources(BaseSettings):
         return (_KnownEnvSource(settings_cls), init_settings)
 
 
-def keys(model: type[Any]) -> dict[str, Any]:
-    """A section's keys with their types (``Annotated`` rules kept)."""
-    hints = typing.get_type_hints(model, include_extras=True)
-    return {field.name: hints[field.name] for field in dataclasses.fields(model)
-            if field.init}
-
-
 def _default(field: dataclasses.Field[Any]) -> Any:
     if field.default_factory is not dataclasses.MISSING:
         return field.default_factory()
@@ -83,7 +76,7 @@ class _KnownEnvSource(EnvSettingsSource):
     def next_field(self, field: FieldInfo | Any | None, key: str,
                    case_sensitive: bool | None = None) -> FieldInfo | None:
         """The key of a section (a stdlib dataclass) named by ``AGENT_SECTION__KEY``."""
-        annotation = _bare(field.annotation if isinstance(field, FieldInfo) else field)
+        annotation = bare(field.annotation if isinstance(field, FieldInfo) else field)
         if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
             for name, hint in keys(annotation).items():
                 if name.lower() == key.lower():
@@ -115,7 +108,7 @@ def _prune(data: dict[str, Any], model: type[Any]) -> dict[str, Any]:
             continue
         sub = section_of(known[name])
         if isinstance(value, dict) and sub is not None and get_origin(
-                _bare(known[name])) is not list:
+                bare(known[name])) is not list:
             kept[name] = _prune(value, sub)
         else:
             kept[name] = value
@@ -169,16 +162,9 @@ def _hint(loc: tuple[int | str, ...]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else f" (known here: {', '.join(known)})"
 
 
-def _bare(annotation: Any) -> Any:
-    """The type inside ``Annotated[...]``."""
-    while get_origin(annotation) is typing.Annotated:
-        annotation = get_args(annotation)[0]
-    return annotation
-
-
 def section_of(annotation: Any) -> type[Any] | None:
     """The section inside a section's or a list of entries' type (None for plain values)."""
-    annotation = _bare(annotation)
+    annotation = bare(annotation)
     if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
         return annotation
     if get_origin(annotation) is list:

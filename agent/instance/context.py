@@ -1,8 +1,9 @@
 """The launch context: what differs from one launch of an image to the next.
 
 One image is baked once and promoted unchanged from staging to production; what differs
-per launch comes from the instance's own facts, never from user-data (DESIGN.md, "Launch
-context"). This module holds those facts and the rules that use them:
+per launch comes from the instance's own facts, never from user-data
+(docs/how-to/one-image-many-environments.md). This module holds those facts and the rules
+that use them:
 
 * placeholders in secrets entries: ``{region}``, ``{account}``, ``{availability_zone}``,
   ``{instance_id}``, ``{instance_type}``, ``{group}``, ``{tag:KEY}`` and

@@ -12,16 +12,40 @@ path would inject a line into a generated drop-in).
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import os
 import re
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args, get_origin
 
 from agent.errors import control_at
 
 SECTION = {"extra": "forbid", "frozen": True, "arbitrary_types_allowed": True}
 """Each section's ``__pydantic_config__``: unknown keys are errors; read-only once loaded
 (the forms compiled from the fields, never keys, are of the agent's own types)."""
+
+_KEYS: dict[type, dict[str, Any]] = {}
+
+
+def keys(kind: type) -> dict[str, Any]:
+    """A section's keys (its constructor's fields) with their types, ``Annotated`` rules
+    kept: what the validator checks and what the cache rebuilds (looked up once per class)."""
+    if kind not in _KEYS:
+        hints: dict[str, Any] = {}
+        for base in reversed(kind.__mro__):  # a field's type, from the class declaring it
+            if dataclasses.is_dataclass(base):
+                hints.update(inspect.get_annotations(base, eval_str=True))
+        _KEYS[kind] = {field.name: hints[field.name] for field in dataclasses.fields(kind)
+                       if field.init}
+    return _KEYS[kind]
+
+
+def bare(annotation: Any) -> Any:
+    """The type inside ``Annotated[...]`` (the type itself otherwise)."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation
 
 PATH_MAX = 4096  # bytes of a path (Linux PATH_MAX)
 NAME_MAX = 255  # bytes of one path component (Linux NAME_MAX)

@@ -9,6 +9,7 @@ import pytest
 
 from agent.config import cache, document, loader, validator
 from agent.errors import ConfigError
+from agent.schema import fields
 from agent.secrets.config import SecretFile, SecretsConfig
 
 
@@ -44,6 +45,6 @@ def test_every_key_is_a_field_of_a_section() -> None:
     """The keys pydantic-settings reads are the dataclasses' init fields, nothing else."""
     assert list(validator.Settings.model_fields) == [
         f.name for f in dataclasses.fields(document.Config)]
-    files = validator.section_of(validator.keys(SecretsConfig)["files"])
+    files = validator.section_of(fields.keys(SecretsConfig)["files"])
     assert files is SecretFile
-    assert {"uid", "gid", "condition"}.isdisjoint(validator.keys(files))
+    assert {"uid", "gid", "condition"}.isdisjoint(fields.keys(files))

@@ -12,6 +12,7 @@ import pytest
 
 from agent.config import loader, validator
 from agent.errors import EXIT_CONFIG, ConfigError
+from agent.schema import fields
 from agent.state import reader
 
 GOOD = """
@@ -255,7 +256,7 @@ def _locations(model: type[Any], header: str = "", loc: str = ""
                ) -> list[tuple[str, str, str]]:
     """(TOML table header, dotted location, field) for every key of the configuration."""
     found = []
-    for name, annotation in validator.keys(model).items():
+    for name, annotation in fields.keys(model).items():
         found.append((header, f"{loc}{name}", name))
         inner = validator.section_of(annotation)
         if inner is not None:
